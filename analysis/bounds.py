@@ -1,0 +1,249 @@
+"""Few-shot NCC error bounds (Theorem 4.1 and the earlier bound) and the Prop. 4.2 orthogonality bound.
+
+All functions are vectorised: many shot counts m and many class subsets in one call, no Python
+loop over class pairs. Results are float64 tensors.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+from analysis.errors import DncsimError
+from analysis.geometry import ClassGeometry
+
+__all__ = [
+    "THEOREM_MIN_SHOTS",
+    "BoundResult",
+    "ncc_error_bound",
+    "ncc_error_bound_prior",
+    "ncc_error_bound_prior_legacy",
+    "orthogonality_bound",
+    "class_subsets",
+]
+
+#: Theorem 4.1 is stated for m >= 10 shots per class.
+THEOREM_MIN_SHOTS = 10
+
+ShotCounts = Union[int, float, Sequence[Union[int, float]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BoundResult:
+    """Theorem 4.1 evaluated for S shot counts and E class subsets.
+
+    ``m`` (S,) float64 shot counts; ``value`` (S, E) the bound, NaN where it does not apply;
+    ``limit`` (E,) the m -> infinity value (1/C') sum 4 dirCDNV_ij; ``below_range`` (S,) bool, m < 10
+    (outside the theorem; the value there is NaN unless ``extrapolate=True`` was asked for);
+    ``nonpositive_margin`` (S, E) bool, some ordered pair of the subset has
+    1 + (v_j - v_i)/(m d2_ij) <= 0, where the theorem's denominator (the expected NCC margin) vanishes
+    or changes sign: always NaN; ``subsets`` (E, k) row indices into the geometry's classes.
+    """
+
+    m: torch.Tensor
+    value: torch.Tensor
+    limit: torch.Tensor
+    below_range: torch.Tensor
+    nonpositive_margin: torch.Tensor
+    subsets: torch.Tensor
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """(S, E) bool: the value is a number the theorem vouches for."""
+        return ~self.nonpositive_margin & ~self.below_range[:, None]
+
+
+def _shots(m: ShotCounts) -> torch.Tensor:
+    t = torch.as_tensor(m, dtype=torch.float64).reshape(-1)
+    if t.numel() == 0 or not bool((t >= 1).all()):
+        raise DncsimError(f"shot counts m must be >= 1; got {t.tolist()}")
+    finite = t[torch.isfinite(t)]
+    if not torch.equal(finite, finite.round()):
+        raise DncsimError(f"shot counts m must be whole numbers (or inf); got {t.tolist()}")
+    return t
+
+
+def class_subsets(geom: ClassGeometry, classes=None) -> torch.Tensor:
+    """(E, k) int64 row indices of class subsets, from label values.
+
+    ``classes``: None (one subset: all classes), a sequence of k labels (one subset), or an (E, k)
+    array of labels (E subsets of k classes each). Every subset needs k >= 2 distinct classes
+    present in the geometry; DncsimError otherwise.
+    """
+    if classes is None:
+        return torch.arange(geom.C, device=geom.classes.device).unsqueeze(0)
+    lab = torch.as_tensor(classes, dtype=torch.int64, device=geom.classes.device)
+    if lab.ndim == 1:
+        lab = lab.unsqueeze(0)
+    if lab.ndim != 2 or lab.shape[1] < 2:
+        raise DncsimError(f"class subsets need at least 2 classes each; got shape {tuple(lab.shape)}")
+    idx = torch.searchsorted(geom.classes, lab).clamp_(max=geom.C - 1)
+    missing = geom.classes[idx] != lab
+    if missing.any():
+        raise DncsimError(f"class {int(lab[missing][0])} is not among the geometry's classes "
+                          f"{geom.classes.tolist()[:20]}")
+    srt = idx.sort(dim=1).values
+    if (srt[:, 1:] == srt[:, :-1]).any():
+        raise DncsimError("a class subset lists the same class twice")
+    return idx
+
+
+def ncc_error_bound(geom: ClassGeometry, m: ShotCounts, classes=None, *,
+                    extrapolate: bool = False) -> BoundResult:
+    """Theorem 4.1: upper bound on the m-shot NCC error over a class subset, for many m and subsets.
+
+    For the subset S (C' = |S| classes):
+    ``(1/C') sum_{i in S} sum_{j in S, j != i} [4 Vt_ij + (sqrt E1 + sqrt E2 + sqrt E3)^2] / (1 + (v_j - v_i)/(m d2_ij))^2``
+    with E1 = (4/m)(V^2 + V/4), E2 = V/m, E3 = (Theta + 2(m-1)V^2)/m^3, Vt = ``geom.dir_cdnv``,
+    V = ``geom.cdnv``, v = ``geom.var``, Theta = ``geom.theta`` (README, Theorem 4.1). The sum runs
+    over ordered pairs and is divided by C' (not by the number of pairs). The estimator convention
+    is the geometry's: ``class_geometry(..., ddof=1)`` reproduces the authors'
+    ``compute_new_error_bound`` exactly; ddof=0 plugs in population moments.
+
+    ``m``: a shot count or a sequence (``inf`` gives the limit). ``classes``: see
+    :func:`class_subsets`. Values for m < 10 are NaN (flagged ``below_range``) unless
+    ``extrapolate=True``, which computes them as the authors' figures do; a pair whose denominator
+    1 + (v_j - v_i)/(m d2) is <= 0 makes its subset's value NaN (flagged ``nonpositive_margin``).
+    """
+    ms = _shots(m).to(geom.d2.device)
+    idx = class_subsets(geom, classes)
+    f64 = torch.float64
+    vt = geom.dir_cdnv.to(f64)[idx[:, :, None], idx[:, None, :]]      # (E, k, k)
+    V = geom.cdnv.to(f64)[idx[:, :, None], idx[:, None, :]]
+    th = geom.theta.to(f64)[idx[:, :, None], idx[:, None, :]]
+    d2 = geom.d2.to(f64)[idx[:, :, None], idx[:, None, :]]
+    v = geom.var.to(f64)[idx]                                          # (E, k)
+    dv = v[:, None, :] - v[:, :, None]                                 # v_j - v_i at [e, i, j]
+
+    inv = (1.0 / ms)[:, None, None, None]                              # (S, 1, 1, 1); inf -> 0
+    e1 = 4 * inv * (V.square() + V / 4)
+    e2 = V * inv
+    e3 = inv.pow(3) * th + 2 * V.square() * (inv.square() - inv.pow(3))
+    margin = 1 + dv * inv / d2                                         # (S, E, k, k)
+    pair = (4 * vt + (e1.sqrt() + e2.sqrt() + e3.sqrt()).square()) / margin.square()
+    off = ~torch.eye(idx.shape[1], dtype=torch.bool, device=pair.device)
+    k = idx.shape[1]
+    value = torch.where(off, pair, torch.zeros((), dtype=f64, device=pair.device)).sum((-1, -2)) / k
+    bad = ((margin <= 0) & off).any(-1).any(-1)                        # (S, E)
+    below = torch.isfinite(ms) & (ms < THEOREM_MIN_SHOTS)
+    value = value.masked_fill(bad, float("nan"))
+    if not extrapolate:
+        value = value.masked_fill(below[:, None], float("nan"))
+    limit = 4 * torch.where(off, vt, torch.zeros((), dtype=f64, device=vt.device)).sum((-1, -2)) / k
+    return BoundResult(m=ms, value=value, limit=limit, below_range=below,
+                       nonpositive_margin=bad, subsets=idx)
+
+
+def _broadcast64(*xs):
+    return torch.broadcast_tensors(*[torch.as_tensor(x, dtype=torch.float64) for x in xs])
+
+
+def _largest_cubic_root(F: torch.Tensor, A: torch.Tensor, *, legacy: bool) -> torch.Tensor:
+    """Largest real root y* of y^3 - 8F y - 16FA = 0 (Cardano or trigonometric form).
+
+    ``legacy=True`` reproduces the older ``bound_core`` variant's Cardano terms
+    cbrt(4F(2A +/- sqrt(A^2 - 8F/27))), which is not a root of that cubic (README, "Conventions").
+    """
+    thr = 8 * F / 27
+    disc = A.square() - thr
+    root = disc.clamp_min(0).sqrt()
+    if legacy:
+        a, b = 4 * F * (2 * A + root), 4 * F * (2 * A - root)
+    else:
+        a, b = 8 * F * (A + root), 8 * F * (A - root)
+    cardano = a.sign() * a.abs().pow(1 / 3) + b.sign() * b.abs().pow(1 / 3)
+    arg = (3 * A * (3 / (8 * F)).sqrt()).clamp(-1, 1)
+    trig = 4 * (2 * F / 3).sqrt() * torch.cos(torch.arccos(arg) / 3)
+    return torch.where(disc >= 0, cardano, trig)
+
+
+def ncc_error_bound_prior(dir_cdnv, cdnv, m: ShotCounts) -> torch.Tensor:
+    """The earlier bound (Luthra et al. 2025) with the optimised a*, as the authors compute it.
+
+    ``E(a) = alpha (1/2 - 2/a - 2^{3/2}/(a m))^{-2} + B a`` with A = 2 + 2^{3/2}/m,
+    B = (2 sqrt(beta/m) + 2 beta/sqrt(m) + beta/m)/4, minimised exactly over a (largest root of
+    y^3 - 8F y - 16FA = 0 with F = 2 alpha A/B, a* = max(5, 2A + y*)).
+    ``dir_cdnv`` = alpha: the mean directional CDNV over ordered pairs (``summary()['dir_cdnv']``
+    with ddof=0). ``cdnv`` = beta IN THE AUTHORS' HALVED CONVENTION, i.e.
+    ``summary()['cdnv'] / 2`` (README, "Conventions"). Like the authors' code it has no (C'-1)
+    prefactor (exact for two classes). Inputs broadcast; returns a float64 tensor.
+    """
+    alpha, beta, mm = _broadcast64(dir_cdnv, cdnv, m)
+    if bool((mm < 1).any()) or bool((alpha < 0).any()) or bool((beta <= 0).any()):
+        raise DncsimError("the prior bound needs m >= 1, dir_cdnv >= 0 and cdnv > 0")
+    A = 2 + 2 ** 1.5 / mm
+    B = 0.25 * (2 * (beta / mm).sqrt() + 2 * beta / mm.sqrt() + beta / mm)
+    F = 2 * alpha * A / B
+    a_star = (2 * A + _largest_cubic_root(F, A, legacy=False)).clamp_min(5)
+    return alpha * (0.5 - 2 / a_star - 2 ** 1.5 / (a_star * mm)).pow(-2) + B * a_star
+
+
+def ncc_error_bound_prior_legacy(dir_cdnv, cdnv, m: ShotCounts) -> torch.Tensor:
+    """The authors' older, unused ``bound_core.compute_error_bound_for_m`` variant, for reproduction.
+
+    F = alpha A m / (sqrt(2) beta), value = sqrt(2) beta/(2 A m) (y* + 2A)(y* + 4A) with the
+    variant's own Cardano terms. Same argument conventions as :func:`ncc_error_bound_prior`.
+    Kept only so the golden values can be reproduced; prefer :func:`ncc_error_bound_prior`.
+    """
+    alpha, beta, mm = _broadcast64(dir_cdnv, cdnv, m)
+    A = 2 + 2 ** 1.5 / mm
+    F = alpha * A * mm / (math.sqrt(2) * beta)
+    y = _largest_cubic_root(F, A, legacy=True)
+    return math.sqrt(2) * beta / (2 * A * mm) * (y + 2 * A) * (y + 4 * A)
+
+
+def _axis_variance(geom: ClassGeometry, variance: str) -> torch.Tensor:
+    """(P,) normalised variance along each unordered pair axis (see :func:`orthogonality_bound`)."""
+    i, j = geom.pairs().unbind(1)
+    f64 = torch.float64
+    if variance == "class_average":
+        if geom.mean_axis_var is None:
+            raise DncsimError("this geometry has no mean_axis_var; build it with "
+                              "class_geometry(..., mean_axis_var=True) or use variance='pooled'")
+        return geom.mean_axis_var.to(f64)[i, j] / geom.d2.to(f64)[i, j]
+    if variance == "pooled":
+        n = geom.counts.to(f64)
+        av = geom.axis_var.to(f64) * (n - geom.ddof)[:, None] / n[:, None]   # population variances
+        pooled = (n[i] * av[i, j] + n[j] * av[j, i]) / (n[i] + n[j])
+        return pooled / geom.d2.to(f64)[i, j]
+    if variance == "worst":
+        dc = geom.dir_cdnv.to(f64)
+        return torch.maximum(dc[i, j], dc[j, i])
+    raise DncsimError(f"variance must be one of 'class_average', 'pooled', 'worst'; got {variance!r}")
+
+
+def orthogonality_bound(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: str = "k_class",
+                        variance: str = "class_average") -> torch.Tensor:
+    """Prop. 4.2's right-hand side for every axis pair of labeling a against labeling b: (P_a, P_b).
+
+    ``k_class`` form (blog; any K): ``min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b))``;
+    ``binary`` form (README; both labelings must have K = 2):
+    ``min(2 (d_a/d_b) sqrt(V_a), 2 (d_b/d_a) sqrt(V_b))`` (the same number when K = 2).
+    d = |mu_i - mu_j| of the pair (distance, not squared). V, the normalised variance along the
+    pair's axis u, is chosen by ``variance``:
+
+    * ``class_average`` (default; the quantity the proof bounds, valid for any K): the
+      class-frequency-weighted mean over ALL K classes of the population variance along u, over d^2
+      (``geom.mean_axis_var / geom.d2``).
+    * ``pooled``: the population variance along u of the two classes' samples pooled (class-size
+      weighted) over d^2 -- the authors' notebook; equal to ``class_average`` when K = 2.
+    * ``worst``: max(dir_cdnv_ij, dir_cdnv_ji) with the geometry's ddof (the blog's wording).
+
+    The bound holds exactly (population estimator) when the two labelings are balanced and
+    independent on the same samples. Rows follow ``geom_a.pairs()``, columns ``geom_b.pairs()``.
+    """
+    if geom_a.d != geom_b.d:
+        raise DncsimError(f"the two labelings have feature dimensions {geom_a.d} and {geom_b.d}")
+    if form not in ("k_class", "binary"):
+        raise DncsimError(f"form must be 'k_class' or 'binary'; got {form!r}")
+    if form == "binary" and (geom_a.C != 2 or geom_b.C != 2):
+        raise DncsimError(f"the binary form needs two 2-class labelings; got K = {geom_a.C} and {geom_b.C}")
+    va, vb = _axis_variance(geom_a, variance), _axis_variance(geom_b, variance)
+    da = geom_a.pair_values(geom_a.d2).to(torch.float64).sqrt()
+    db = geom_b.pair_values(geom_b.d2).to(torch.float64).sqrt()
+    ka, kb = (2.0, 2.0) if form == "binary" else (float(geom_a.C), float(geom_b.C))
+    left = (da[:, None] / db[None, :]) * (2 * kb * va[:, None]).sqrt()
+    right = (db[None, :] / da[:, None]) * (2 * ka * vb[None, :]).sqrt()
+    return torch.minimum(left, right)

@@ -1,0 +1,171 @@
+"""Few-shot nearest-class-centre (NCC) error: random episodes, and the authors' protocol.
+
+``ncc_fewshot_error`` is dncsim's estimator of err^NCC_{m,C'}: per episode draw ``ways`` classes,
+``shots`` support samples per class (their mean is the centre) and use every other sample of those
+classes as a query; the episode's error is the class-balanced query error
+(1/C') sum_i P(h(x) != i). Episodes are vectorised; supports for several shot counts are nested
+(the m-shot support is a prefix of the 2m-shot one), as in the authors' code, so error curves over
+m are not blurred by independent resampling.
+
+``ncc_reference_protocol`` reproduces the authors' ``NCCCEvaluator`` (README, "Conventions").
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from analysis._inputs import as_features, as_labels
+from analysis.errors import DncsimError
+
+__all__ = ["FewShotResult", "ncc_fewshot_error", "ncc_reference_protocol", "reference_class_pairs"]
+
+# Elements per episode chunk of the gathered (episodes, ways, n, d) query block.
+_CHUNK_ELEMENTS = 1 << 23
+
+
+@dataclass(frozen=True)
+class FewShotResult:
+    """Few-shot NCC errors for S shot counts over E episodes.
+
+    ``shots`` (S,) int64; ``error`` (S,) mean episode error; ``error_std`` (S,) its standard
+    deviation over episodes (ddof=1; 0 for one episode); ``episode_errors`` (S, E);
+    ``classes`` (E, ways) the label values drawn in each episode (pass it to
+    ``ncc_error_bound(geom, m, classes=...)`` to bound the same subsets).
+    """
+
+    shots: torch.Tensor
+    error: torch.Tensor
+    error_std: torch.Tensor
+    episode_errors: torch.Tensor
+    classes: torch.Tensor
+
+
+def _int_list(values, name: str) -> List[int]:
+    vals = [values] if isinstance(values, int) else list(values)
+    if not vals or any(int(v) != v or int(v) < 1 for v in vals):
+        raise DncsimError(f"{name} must be positive integers; got {vals}")
+    return [int(v) for v in vals]
+
+
+def ncc_fewshot_error(features, labels, *, shots: Union[int, Sequence[int]], ways: Optional[int] = 2,
+                      episodes: int = 200, seed: int = 0, dtype: torch.dtype = torch.float64,
+                      device=None) -> FewShotResult:
+    """m-shot, ``ways``-way NCC error of ``features`` (N, d) with ``labels`` (N,), over random episodes.
+
+    ``shots``: one or several support sizes m (nested supports). ``ways``: classes per episode
+    (None: all classes, one C-way problem per episode). Queries are every non-support sample of the
+    episode's classes, so each class needs more than max(shots) samples (DncsimError otherwise).
+    Distances are squared Euclidean in ``dtype``; ties go to the lower label. Deterministic for a
+    given ``seed`` (a private torch.Generator; the global RNG is untouched).
+    """
+    x = as_features(features, device=device)
+    y = as_labels(labels, x.shape[0], device=x.device)
+    shot_list = sorted(set(_int_list(shots, "shots")))
+    if episodes < 1:
+        raise DncsimError(f"episodes must be >= 1; got {episodes}")
+    classes, yi, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    C = classes.numel()
+    W = C if ways is None else int(ways)
+    if not 2 <= W <= C:
+        raise DncsimError(f"ways must be between 2 and the number of classes ({C}); got {ways}")
+    m_max = shot_list[-1]
+    short = (counts <= m_max).nonzero().flatten()
+    if short.numel():
+        k = int(short[0])
+        raise DncsimError(f"class {int(classes[k])} has {int(counts[k])} samples; {m_max}-shot episodes "
+                          f"need at least {m_max + 1} per class (support plus one query)")
+
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    # Classes of each episode, then a random order of every class's samples (by sorting random keys).
+    chosen = torch.rand(episodes, C, generator=gen).argsort(dim=1)[:, :W]
+    if ways is None:
+        chosen = chosen.sort(dim=1).values
+    order_in_class = torch.argsort(yi.cpu().to(torch.float64) + torch.rand(episodes, len(yi), generator=gen,
+                                                                           dtype=torch.float64), dim=1)
+    starts = torch.cumsum(counts, 0) - counts                                 # (C,)
+    n_max = int(counts.max())
+    slot = torch.arange(n_max)
+    xs = x.to(dtype)
+    sq = xs.square().sum(dim=1)
+
+    errs = torch.empty(len(shot_list), episodes, dtype=torch.float64)
+    per_ep = max(1, _CHUNK_ELEMENTS // (W * n_max * max(x.shape[1], W)))
+    chosen_dev = chosen.to(x.device)
+    for e0 in range(0, episodes, per_ep):
+        e1 = min(episodes, e0 + per_ep)
+        ch = chosen[e0:e1]                                                    # (e, W)
+        cnt = counts.cpu()[ch]                                                # (e, W)
+        pos = (starts.cpu()[ch].unsqueeze(-1) + slot).clamp_max(len(yi) - 1)  # (e, W, n_max)
+        valid = slot < cnt.unsqueeze(-1)                                      # (e, W, n_max)
+        rows = torch.arange(e0, e1)[:, None, None]
+        sample = order_in_class[rows, pos].to(x.device)                       # (e, W, n_max)
+        feats = xs[sample]                                                    # (e, W, n, d)
+        csum = feats[:, :, :m_max].cumsum(dim=2)
+        target = torch.arange(W, device=x.device)[None, :, None]
+        valid = valid.to(x.device)
+        for si, m in enumerate(shot_list):
+            centres = csum[:, :, m - 1] / m                                   # (e, W, d)
+            dist = (sq[sample].unsqueeze(-1) - 2 * torch.einsum("ewnd,evd->ewnv", feats, centres)
+                    + centres.square().sum(-1)[:, None, None, :])
+            wrong = (dist.argmin(dim=-1) != target)
+            query = valid & (slot.to(x.device) >= m)
+            per_class = (wrong & query).sum(-1).to(torch.float64) / query.sum(-1).to(torch.float64)
+            errs[si, e0:e1] = per_class.mean(dim=1).cpu()
+    std = errs.std(dim=1) if episodes > 1 else torch.zeros(len(shot_list), dtype=torch.float64)
+    return FewShotResult(shots=torch.tensor(shot_list), error=errs.mean(dim=1), error_std=std,
+                         episode_errors=errs, classes=classes[chosen_dev])
+
+
+def reference_class_pairs(n_classes: int, seeds: Sequence[int], ways: int = 2) -> List[List[int]]:
+    """Class subsets as the authors draw them: ``random.seed(s); random.sample(range(C), ways)``.
+
+    Returned unsorted, in the order ``random.sample`` gives (their bound is order-free; their NCC
+    evaluation sorts the subset).
+    """
+    out = []
+    for s in seeds:
+        random.seed(s)
+        out.append(random.sample(range(n_classes), ways))
+    return out
+
+
+def ncc_reference_protocol(train_features, train_labels, eval_features, eval_labels, *,
+                           shots: int, repeat: int = 1, classes: Optional[Sequence[int]] = None) -> List[float]:
+    """The authors' few-shot NCC protocol (``NCCCEvaluator``), reproduced exactly; one accuracy per repeat.
+
+    For repeat r and each class c of ``classes`` (sorted; default all train classes): take c's
+    indices in the stored train order, re-seed with ``r`` and keep ``randperm(n_c)[:shots]`` (all
+    n_c samples when n_c < shots); the centre is their mean. Every eval sample of the selected
+    classes is a query (support points too, when evaluating on the train split); prediction is the
+    nearest centre by ``torch.cdist`` in the input dtype; accuracy is the plain sample mean (not
+    class-balanced). The global torch RNG is untouched (a private generator seeded ``r``).
+    Returns accuracies (1 - error), as the authors report them.
+    """
+    xt = as_features(train_features, name="train features")
+    yt = as_labels(train_labels, xt.shape[0], name="train labels")
+    xe = as_features(eval_features, name="eval features")
+    ye = as_labels(eval_labels, xe.shape[0], name="eval labels")
+    sel = sorted(set(yt.tolist())) if classes is None else sorted(int(c) for c in classes)
+    sel_t = torch.tensor(sel)
+    mask_e = torch.isin(ye, sel_t)
+    target = torch.searchsorted(sel_t, ye[mask_e])
+    queries = xe[mask_e]
+    accs = []
+    for r in range(repeat):
+        centres = []
+        for c in sel:   # one small step per selected class (C' is 2 or 3 in the protocol)
+            idx = (yt == c).nonzero().flatten()
+            if len(idx) == 0:
+                centres.append(torch.zeros(xt.shape[1], dtype=xt.dtype))
+                continue
+            if len(idx) >= shots:
+                g = torch.Generator().manual_seed(r)
+                idx = idx[torch.randperm(len(idx), generator=g)[:shots]]
+            centres.append(xt[idx].mean(dim=0))
+        cen = torch.stack(centres)
+        pred = torch.cdist(queries.unsqueeze(0), cen.to(queries.dtype).unsqueeze(0)).squeeze(0).argmin(dim=1)
+        accs.append(float((pred == target).float().mean()))
+    return accs

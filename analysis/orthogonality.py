@@ -1,0 +1,93 @@
+"""Orthogonality of decision axes across labelings (Prop. 4.2) and drift of a labeling's axes.
+
+Axes are the unit vectors u_ij = (mu_j - mu_i)/|mu_j - mu_i| over the unordered class pairs i < j of
+a labeling, in the row-major order of ``ClassGeometry.pairs()``.
+"""
+from __future__ import annotations
+
+import torch
+
+from analysis.bounds import orthogonality_bound
+from analysis.errors import DncsimError
+from analysis.geometry import ClassGeometry
+
+__all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift"]
+
+
+def _pair_deltas_gram(ma: torch.Tensor, mb: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
+    """(P_a, P_b) inner products (mu^a_j - mu^a_i) . (mu^b_l - mu^b_k) from ONE (K_a x K_b) product.
+
+    Each labeling's means are centred by their own mean first (a shift of one labeling's means
+    leaves its differences unchanged), which keeps the four-term combination well conditioned.
+    """
+    ma = ma - ma.mean(dim=0, keepdim=True)
+    mb = mb - mb.mean(dim=0, keepdim=True)
+    g = ma @ mb.T                                                     # (K_a, K_b)
+    i, j = pa[:, 0, None], pa[:, 1, None]
+    k, l = pb[None, :, 0], pb[None, :, 1]
+    return g[j, l] - g[j, k] - g[i, l] + g[i, k]
+
+
+def cross_task_cosines(geom_a: ClassGeometry, geom_b: ClassGeometry) -> torch.Tensor:
+    """|u_a . u_b| for every class-pair axis of labeling a (rows) against every one of b (columns).
+
+    Returns a (P_a, P_b) float64 tensor, P = K(K-1)/2, rows in ``geom_a.pairs()`` order and columns
+    in ``geom_b.pairs()`` order. Computed from one K_a x K_b matrix product of the class means, not
+    from the P x d axis matrices. Both geometries must share the feature space (same d).
+    """
+    if geom_a.d != geom_b.d:
+        raise DncsimError(f"the two labelings have feature dimensions {geom_a.d} and {geom_b.d}")
+    f64 = torch.float64
+    ma, mb = geom_a.means.to(f64), geom_b.means.to(device=geom_a.means.device, dtype=f64)
+    pa, pb = geom_a.pairs(), geom_b.pairs().to(geom_a.means.device)
+    dots = _pair_deltas_gram(ma, mb, pa, pb)
+    da = geom_a.pair_values(geom_a.d2).to(f64).sqrt()
+    db = geom_b.pair_values(geom_b.d2).to(device=da.device, dtype=f64).sqrt()
+    return (dots / (da[:, None] * db[None, :])).abs().clamp_max(1.0)
+
+
+def orthogonality_summary(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: str = "k_class",
+                          variance: str = "class_average") -> dict:
+    """How orthogonal labeling a's decision axes are to labeling b's, and the Prop. 4.2 check.
+
+    Keys: ``axis_pairs`` (P_a * P_b), ``median_abs_cos``, ``max_abs_cos``, ``mean_cos2``,
+    ``random_cos2`` (= 1/d, the mean cos^2 of two independent random directions),
+    ``cos2_vs_random`` (mean_cos2 * d; 1 = as aligned as random directions, below 1 = more
+    orthogonal), ``median_bound`` (median Prop. 4.2 right-hand side), ``frac_under_bound`` (share of
+    axis pairs with |cos| <= bound), ``form`` and ``variance`` as passed (see
+    ``analysis.bounds.orthogonality_bound``). Plain Python numbers.
+    """
+    cos = cross_task_cosines(geom_a, geom_b).flatten()
+    rhs = orthogonality_bound(geom_a, geom_b, form=form, variance=variance).flatten()
+    cos2 = float(cos.square().mean())
+    return {
+        "axis_pairs": int(cos.numel()),
+        "median_abs_cos": float(cos.median()),
+        "max_abs_cos": float(cos.max()),
+        "mean_cos2": cos2,
+        "random_cos2": 1.0 / geom_a.d,
+        "cos2_vs_random": cos2 * geom_a.d,
+        "median_bound": float(rhs.median()),
+        "frac_under_bound": float((cos <= rhs).to(torch.float64).mean()),
+        "form": form,
+        "variance": variance,
+    }
+
+
+def axis_drift(geom_then: ClassGeometry, geom_now: ClassGeometry) -> torch.Tensor:
+    """Signed cos(u_ij(now), u_ij(then)) for every class pair of one labeling measured twice: (P,).
+
+    1 means the decision axis did not move, 0 that it turned orthogonal, negative that it flipped.
+    Both geometries must have the same classes and feature dimension.
+    """
+    if not torch.equal(geom_then.classes.cpu(), geom_now.classes.cpu()) or geom_then.d != geom_now.d:
+        raise DncsimError("axis drift needs two geometries of the same classes in the same feature space")
+    f64 = torch.float64
+    mt = geom_then.means.to(device=geom_now.means.device, dtype=f64)
+    mn = geom_now.means.to(f64)
+    g = (mt - mt.mean(dim=0, keepdim=True)) @ (mn - mn.mean(dim=0, keepdim=True)).T   # (K, K)
+    i, j = geom_now.pairs().unbind(1)
+    dots = g[j, j] - g[j, i] - g[i, j] + g[i, i]
+    dt = geom_then.pair_values(geom_then.d2).to(device=i.device, dtype=f64).sqrt()
+    dn = geom_now.pair_values(geom_now.d2).to(f64).sqrt()
+    return (dots / (dt * dn)).clamp(-1.0, 1.0)

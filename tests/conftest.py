@@ -1,0 +1,26 @@
+"""Shared fixtures: the golden values computed with the authors' reference code (tests/data/)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def golden():
+    with open(DATA / "golden.json") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def load_npz():
+    def load(name):
+        with np.load(DATA / f"{name}.npz") as z:
+            return {k: z[k] for k in z.files}
+    return load
+
+
+DTYPES = {"float64": (torch.float64, 1e-9), "float32": (torch.float32, 1e-5)}
