@@ -56,4 +56,4 @@ def as_labels(labels, n: int, *, name: str = "labels", device=None) -> torch.Ten
             raise DncsimError(f"{name} must be integer class labels; got non-integer values")
     elif y.is_complex():
         raise DncsimError(f"{name} must be integer class labels; got dtype {y.dtype}")
-    return y.to(torch.int64)
+    return y.to(torch.int64).contiguous()
