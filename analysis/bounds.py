@@ -109,29 +109,43 @@ def ncc_error_bound(geom: ClassGeometry, m: ShotCounts, classes=None, *,
     """
     ms = _shots(m).to(geom.d2.device)
     idx = class_subsets(geom, classes)
+    E, k = idx.shape
     f64 = torch.float64
-    vt = geom.dir_cdnv.to(f64)[idx[:, :, None], idx[:, None, :]]      # (E, k, k)
-    V = geom.cdnv.to(f64)[idx[:, :, None], idx[:, None, :]]
-    th = geom.theta.to(f64)[idx[:, :, None], idx[:, None, :]]
-    d2 = geom.d2.to(f64)[idx[:, :, None], idx[:, None, :]]
-    v = geom.var.to(f64)[idx]                                          # (E, k)
-    dv = v[:, None, :] - v[:, :, None]                                 # v_j - v_i at [e, i, j]
 
-    inv = (1.0 / ms)[:, None, None, None]                              # (S, 1, 1, 1); inf -> 0
-    e1 = 4 * inv * (V.square() + V / 4)
-    e2 = V * inv
-    e3 = inv.pow(3) * th + 2 * V.square() * (inv.square() - inv.pow(3))
-    margin = 1 + dv * inv / d2                                         # (S, E, k, k)
-    pair = (4 * vt + (e1.sqrt() + e2.sqrt() + e3.sqrt()).square()) / margin.square()
-    off = ~torch.eye(idx.shape[1], dtype=torch.bool, device=pair.device)
-    k = idx.shape[1]
-    value = torch.where(off, pair, torch.zeros((), dtype=f64, device=pair.device)).sum((-1, -2)) / k
-    bad = ((margin <= 0) & off).any(-1).any(-1)                        # (S, E)
+    def zero_diag(t):
+        return t.to(f64).clone().fill_diagonal_(0.0)
+
+    # m-free parts, diagonals zeroed so that plain sums run over the off-diagonal (ordered) pairs.
+    V = zero_diag(geom.cdnv)
+    d2 = geom.d2.to(f64).clone().fill_diagonal_(1.0)
+    base = {
+        "vt4": 4 * zero_diag(geom.dir_cdnv),
+        "root12": 2 * (V.square() + V / 4).sqrt() + V.sqrt(),     # sqrt(E1) + sqrt(E2) = root12 * m^-1/2
+        "theta": zero_diag(geom.theta),
+        "v2": V.square(),
+        "dv": (geom.var.to(f64)[None, :] - geom.var.to(f64)[:, None]) / d2,   # (v_j - v_i)/d2 at [i, j]
+    }
+    if E == 1 and k == geom.C:                     # all classes in row order: no gather needed
+        parts = {n: t.unsqueeze(0) for n, t in base.items()}
+    else:
+        parts = {n: t[idx[:, :, None], idx[:, None, :]] for n, t in base.items()}   # (E, k, k)
+    value = torch.empty(len(ms), E, dtype=f64, device=V.device)
+    bad = torch.zeros(len(ms), E, dtype=torch.bool, device=V.device)
+    for s, mv in enumerate(ms.tolist()):           # a handful of shot counts; each step is vectorised
+        inv = 1.0 / mv
+        total = parts["root12"] * math.sqrt(inv)
+        e3 = torch.add(parts["theta"] * inv ** 3, parts["v2"], alpha=2 * inv ** 2 * (1 - inv))
+        total.add_(e3.sqrt_()).square_().add_(parts["vt4"])
+        if inv:                                    # m = inf: the margin factor is exactly 1
+            margin = parts["dv"].mul(inv).add_(1.0)   # 1 + (v_j - v_i)/(m d2)
+            bad[s] = (margin <= 0).flatten(1).any(dim=1)
+            total.div_(margin.square_())
+        value[s] = total.sum(dim=(1, 2)) / k
     below = torch.isfinite(ms) & (ms < THEOREM_MIN_SHOTS)
     value = value.masked_fill(bad, float("nan"))
     if not extrapolate:
         value = value.masked_fill(below[:, None], float("nan"))
-    limit = 4 * torch.where(off, vt, torch.zeros((), dtype=f64, device=vt.device)).sum((-1, -2)) / k
+    limit = parts["vt4"].sum(dim=(1, 2)) / k
     return BoundResult(m=ms, value=value, limit=limit, below_range=below,
                        nonpositive_margin=bad, subsets=idx)
 
@@ -194,9 +208,9 @@ def ncc_error_bound_prior_legacy(dir_cdnv, cdnv, m: ShotCounts) -> torch.Tensor:
     return math.sqrt(2) * beta / (2 * A * mm) * (y + 2 * A) * (y + 4 * A)
 
 
-def _axis_variance(geom: ClassGeometry, variance: str) -> torch.Tensor:
-    """(P,) normalised variance along each unordered pair axis (see :func:`orthogonality_bound`)."""
-    i, j = geom.pairs().unbind(1)
+def _axis_variance(geom: ClassGeometry, variance: str, pairs: torch.Tensor) -> torch.Tensor:
+    """(P,) normalised variance along each pair axis of ``pairs`` (see :func:`orthogonality_bound`)."""
+    i, j = pairs.unbind(1)
     f64 = torch.float64
     if variance == "class_average":
         if geom.mean_axis_var is None:
@@ -215,7 +229,8 @@ def _axis_variance(geom: ClassGeometry, variance: str) -> torch.Tensor:
 
 
 def orthogonality_bound(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: str = "k_class",
-                        variance: str = "class_average") -> torch.Tensor:
+                        variance: str = "class_average", pairs_a: Optional[torch.Tensor] = None,
+                        pairs_b: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Prop. 4.2's right-hand side for every axis pair of labeling a against labeling b: (P_a, P_b).
 
     ``k_class`` form (blog; any K): ``min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b))``;
@@ -232,7 +247,8 @@ def orthogonality_bound(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: s
     * ``worst``: max(dir_cdnv_ij, dir_cdnv_ji) with the geometry's ddof (the blog's wording).
 
     The bound holds exactly (population estimator) when the two labelings are balanced and
-    independent on the same samples. Rows follow ``geom_a.pairs()``, columns ``geom_b.pairs()``.
+    independent on the same samples. Rows follow ``geom_a.pairs()``, columns ``geom_b.pairs()``
+    (or the (P, 2) row-index pairs given as ``pairs_a`` / ``pairs_b``, to evaluate a subset).
     """
     if geom_a.d != geom_b.d:
         raise DncsimError(f"the two labelings have feature dimensions {geom_a.d} and {geom_b.d}")
@@ -240,9 +256,11 @@ def orthogonality_bound(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: s
         raise DncsimError(f"form must be 'k_class' or 'binary'; got {form!r}")
     if form == "binary" and (geom_a.C != 2 or geom_b.C != 2):
         raise DncsimError(f"the binary form needs two 2-class labelings; got K = {geom_a.C} and {geom_b.C}")
-    va, vb = _axis_variance(geom_a, variance), _axis_variance(geom_b, variance)
-    da = geom_a.pair_values(geom_a.d2).to(torch.float64).sqrt()
-    db = geom_b.pair_values(geom_b.d2).to(torch.float64).sqrt()
+    pa = geom_a.pairs() if pairs_a is None else pairs_a
+    pb = geom_b.pairs() if pairs_b is None else pairs_b
+    va, vb = _axis_variance(geom_a, variance, pa), _axis_variance(geom_b, variance, pb)
+    da = geom_a.d2.to(torch.float64)[pa[:, 0], pa[:, 1]].sqrt()
+    db = geom_b.d2.to(torch.float64)[pb[:, 0], pb[:, 1]].sqrt()
     ka, kb = (2.0, 2.0) if form == "binary" else (float(geom_a.C), float(geom_b.C))
     left = (da[:, None] / db[None, :]) * (2 * kb * va[:, None]).sqrt()
     right = (db[None, :] / da[:, None]) * (2 * ka * vb[None, :]).sqrt()

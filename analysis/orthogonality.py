@@ -5,6 +5,8 @@ a labeling, in the row-major order of ``ClassGeometry.pairs()``.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from analysis.bounds import orthogonality_bound
@@ -28,26 +30,38 @@ def _pair_deltas_gram(ma: torch.Tensor, mb: torch.Tensor, pa: torch.Tensor, pb: 
     return g[j, l] - g[j, k] - g[i, l] + g[i, k]
 
 
-def cross_task_cosines(geom_a: ClassGeometry, geom_b: ClassGeometry) -> torch.Tensor:
+def cross_task_cosines(geom_a: ClassGeometry, geom_b: ClassGeometry, *, pairs_a: Optional[torch.Tensor] = None,
+                       pairs_b: Optional[torch.Tensor] = None) -> torch.Tensor:
     """|u_a . u_b| for every class-pair axis of labeling a (rows) against every one of b (columns).
 
     Returns a (P_a, P_b) float64 tensor, P = K(K-1)/2, rows in ``geom_a.pairs()`` order and columns
-    in ``geom_b.pairs()`` order. Computed from one K_a x K_b matrix product of the class means, not
-    from the P x d axis matrices. Both geometries must share the feature space (same d).
+    in ``geom_b.pairs()`` order (or the (P, 2) row-index pairs ``pairs_a`` / ``pairs_b``). Computed
+    from one K_a x K_b matrix product of the class means, not from the P x d axis matrices. Both
+    geometries must share the feature space (same d).
     """
     if geom_a.d != geom_b.d:
         raise DncsimError(f"the two labelings have feature dimensions {geom_a.d} and {geom_b.d}")
     f64 = torch.float64
-    ma, mb = geom_a.means.to(f64), geom_b.means.to(device=geom_a.means.device, dtype=f64)
-    pa, pb = geom_a.pairs(), geom_b.pairs().to(geom_a.means.device)
+    dev = geom_a.means.device
+    ma, mb = geom_a.means.to(f64), geom_b.means.to(device=dev, dtype=f64)
+    pa = geom_a.pairs() if pairs_a is None else pairs_a.to(dev)
+    pb = (geom_b.pairs() if pairs_b is None else pairs_b).to(dev)
     dots = _pair_deltas_gram(ma, mb, pa, pb)
-    da = geom_a.pair_values(geom_a.d2).to(f64).sqrt()
-    db = geom_b.pair_values(geom_b.d2).to(device=da.device, dtype=f64).sqrt()
+    da = geom_a.d2.to(f64)[pa[:, 0], pa[:, 1]].sqrt()
+    db = geom_b.d2.to(device=dev, dtype=f64)[pb[:, 0], pb[:, 1]].sqrt()
     return (dots / (da[:, None] * db[None, :])).abs().clamp_max(1.0)
 
 
+def _sample_pairs(geom: ClassGeometry, max_axes: int, gen: torch.Generator) -> torch.Tensor:
+    pairs = geom.pairs()
+    if len(pairs) <= max_axes:
+        return pairs
+    keep = torch.randperm(len(pairs), generator=gen)[:max_axes].sort().values
+    return pairs[keep.to(pairs.device)]
+
+
 def orthogonality_summary(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: str = "k_class",
-                          variance: str = "class_average") -> dict:
+                          variance: str = "class_average", max_axes: int = 2048, seed: int = 0) -> dict:
     """How orthogonal labeling a's decision axes are to labeling b's, and the Prop. 4.2 check.
 
     Keys: ``axis_pairs`` (P_a * P_b), ``median_abs_cos``, ``max_abs_cos``, ``mean_cos2``,
@@ -55,13 +69,20 @@ def orthogonality_summary(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form:
     ``cos2_vs_random`` (mean_cos2 * d; 1 = as aligned as random directions, below 1 = more
     orthogonal), ``median_bound`` (median Prop. 4.2 right-hand side), ``frac_under_bound`` (share of
     axis pairs with |cos| <= bound), ``form`` and ``variance`` as passed (see
-    ``analysis.bounds.orthogonality_bound``). Plain Python numbers.
+    ``analysis.bounds.orthogonality_bound``), ``axes_sampled``. Plain Python numbers.
+
+    A labeling with more than ``max_axes`` class-pair axes (K > 64 by default) is summarised on a
+    seeded uniform sample of ``max_axes`` of them (``axes_sampled`` True), which keeps memory at
+    max_axes^2 values however many classes there are.
     """
-    cos = cross_task_cosines(geom_a, geom_b).flatten()
-    rhs = orthogonality_bound(geom_a, geom_b, form=form, variance=variance).flatten()
+    gen = torch.Generator().manual_seed(int(seed))
+    pa, pb = _sample_pairs(geom_a, max_axes, gen), _sample_pairs(geom_b, max_axes, gen)
+    cos = cross_task_cosines(geom_a, geom_b, pairs_a=pa, pairs_b=pb).flatten()
+    rhs = orthogonality_bound(geom_a, geom_b, form=form, variance=variance, pairs_a=pa, pairs_b=pb).flatten()
     cos2 = float(cos.square().mean())
     return {
         "axis_pairs": int(cos.numel()),
+        "axes_sampled": bool(len(pa) < geom_a.C * (geom_a.C - 1) // 2 or len(pb) < geom_b.C * (geom_b.C - 1) // 2),
         "median_abs_cos": float(cos.median()),
         "max_abs_cos": float(cos.max()),
         "mean_cos2": cos2,

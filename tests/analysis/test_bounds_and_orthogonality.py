@@ -153,3 +153,16 @@ def test_axis_drift():
     torch.testing.assert_close(drift, (g.axes() * rotated.axes()).sum(1))
     with pytest.raises(DncsimError, match="same classes"):
         axis_drift(g, class_geometry(x, y % 3))
+
+
+def test_summary_samples_axes_of_many_class_labelings():
+    x, a, b = factorial_labelings(6, 80, 2, 2, 10)
+    ga, gb = class_geometry(x, a), class_geometry(x, b)
+    assert ga.mean_axis_var is None                         # K > 64: not computed by default
+    full = orthogonality_summary(ga, gb, variance="pooled", max_axes=10_000)
+    small = orthogonality_summary(ga, gb, variance="pooled", max_axes=200)
+    assert full["axis_pairs"] == 3160 and not full["axes_sampled"]
+    assert small["axis_pairs"] == 200 and small["axes_sampled"]
+    assert small["max_abs_cos"] <= full["max_abs_cos"]
+    assert small["median_abs_cos"] == pytest.approx(full["median_abs_cos"], rel=0.25)
+    assert orthogonality_summary(ga, gb, variance="pooled", max_axes=200) == small   # seeded

@@ -1,0 +1,171 @@
+"""Everything ``dncsim analyze`` reports about one feature matrix and its labelings, as plain data.
+
+:func:`analyze_labelings` returns a JSON-ready dict (no NaN anywhere: an undefined number is
+``None`` with a note saying why); :func:`format_analysis` renders it as the tables the CLI prints.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy.stats.contingency import association
+
+from analysis._inputs import as_features, as_labels
+from analysis.bounds import THEOREM_MIN_SHOTS, ncc_error_bound
+from analysis.errors import DncsimError
+from analysis.fewshot import ncc_fewshot_error
+from analysis.geometry import class_geometry
+from analysis.orthogonality import orthogonality_summary
+from analysis.text_table import format_table
+
+__all__ = ["analyze_labelings", "format_analysis", "labeling_independence"]
+
+
+def labeling_independence(a, b) -> dict:
+    """How far two labelings of the same samples are from Prop. 4.2's assumption.
+
+    ``balanced_a``/``balanced_b``: every class has the same count; ``independent``: the contingency
+    table equals the product of its margins exactly (n_ab N = n_a n_b for every cell);
+    ``cramers_v``: Cramer's V of the table (0 = independent, 1 = one labeling determines the other).
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    table = np.zeros((ia.max() + 1, ib.max() + 1), dtype=np.int64)
+    np.add.at(table, (ia, ib), 1)
+    ra, rb, n = table.sum(1), table.sum(0), table.sum()
+    independent = bool((table * n == np.outer(ra, rb)).all())
+    v = 0.0 if independent else float(association(table, method="cramer"))
+    return {"balanced_a": bool((ra == ra[0]).all()), "balanced_b": bool((rb == rb[0]).all()),
+            "independent": independent, "cramers_v": v}
+
+
+def _fewshot_rows(x, y, geom, shots, ways, episodes, seed, dtype):
+    counts = geom.counts
+    feasible = [m for m in shots if m < int(counts.min())]
+    rows = []
+    skipped = [m for m in shots if m not in feasible]
+    if feasible:
+        w = min(ways, geom.C) if ways else None
+        fs = ncc_fewshot_error(x, y, shots=feasible, ways=w, episodes=episodes, seed=seed, dtype=dtype)
+        b = ncc_error_bound(geom, feasible, classes=fs.classes, extrapolate=True)
+        for k, m in enumerate(feasible):
+            undefined = int(b.nonpositive_margin[k].sum())
+            note = ""
+            if undefined:
+                value = None
+                note = (f"bound undefined in {undefined} of {episodes} episodes "
+                        "(1 + (v_j - v_i)/(m d2) <= 0)")
+            else:
+                value = float(b.value[k].mean())
+                if m < THEOREM_MIN_SHOTS:
+                    note = f"m < {THEOREM_MIN_SHOTS}: outside Theorem 4.1's range (extrapolated)"
+            rows.append({"shots": m, "ways": int(fs.classes.shape[1]), "episodes": episodes,
+                         "error": float(fs.error[k]), "error_std": float(fs.error_std[k]),
+                         "bound": value, "bound_in_range": bool(m >= THEOREM_MIN_SHOTS and not undefined),
+                         "note": note})
+        limit = float(b.limit.mean())
+    else:
+        limit = float(ncc_error_bound(geom, math.inf).limit[0]) if ways is None else None
+    for m in skipped:
+        rows.append({"shots": m, "ways": None, "episodes": 0, "error": None, "error_std": None,
+                     "bound": None, "bound_in_range": False,
+                     "note": f"skipped: the smallest class has {int(counts.min())} samples "
+                             f"(needs more than {m})"})
+    rows.sort(key=lambda r: r["shots"])
+    return rows, limit
+
+
+def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence[int] = (1, 5, 10, 20),
+                      ways: Optional[int] = 2, episodes: int = 200, seed: int = 0, ddof: int = 0,
+                      dtype: torch.dtype = torch.float64, device=None) -> dict:
+    """Geometry, few-shot error vs Theorem 4.1, and pairwise orthogonality of labelings of ``features``.
+
+    ``features`` (N, d); ``labelings`` name -> labels (N,) int. For each labeling: C, N, the scalar
+    CDNV (mean over unordered pairs), directional CDNV (mean over ordered pairs) and their ratio
+    (``ddof`` as in ``class_geometry``), the mean gap, and for each shot count the ``ways``-way NCC
+    error over ``episodes`` seeded episodes with the Theorem 4.1 bound averaged over the same class
+    subsets (shot counts a class is too small for are skipped with a note). For each pair of
+    labelings: the orthogonality summary with Prop. 4.2 (class-average variance, K-class form) and
+    whether the two labelings are balanced and independent, which Prop. 4.2 assumes.
+    """
+    x = as_features(features, device=device)
+    if not labelings:
+        raise DncsimError("no labelings given")
+    ys = {k: as_labels(v, x.shape[0], name=f"labels '{k}'", device=x.device) for k, v in labelings.items()}
+    shots = sorted(set(int(m) for m in shots))
+    if not shots or shots[0] < 1:
+        raise DncsimError(f"shots must be positive integers; got {shots}")
+    multi = len(ys) > 1
+    geoms, out = {}, {}
+    for name, y in ys.items():
+        try:
+            g = class_geometry(x, y, ddof=ddof, dtype=dtype, mean_axis_var=multi)
+        except DncsimError as exc:
+            raise DncsimError(f"labeling '{name}': {exc}") from None
+        geoms[name] = g
+        s = g.summary()
+        rows, limit = _fewshot_rows(x, y, g, shots, ways, episodes, seed, dtype)
+        out[name] = {"C": s["C"], "N": s["N"], "cdnv": s["cdnv"], "dir_cdnv": s["dir_cdnv"],
+                     "ratio": s["ratio"], "mean_gap": s["mean_gap"], "fewshot": rows,
+                     "bound_limit": limit}
+    pairs = []
+    for a, b in itertools.combinations(ys, 2):
+        orth = orthogonality_summary(geoms[a], geoms[b], seed=seed)
+        pairs.append({"a": a, "b": b, **labeling_independence(ys[a].cpu().numpy(), ys[b].cpu().numpy()),
+                      **orth})
+    return {"N": int(x.shape[0]), "d": int(x.shape[1]),
+            "settings": {"ddof": ddof, "ways": ways, "episodes": episodes, "seed": seed, "shots": shots,
+                         "dtype": str(dtype).replace("torch.", "")},
+            "labelings": out, "pairs": pairs}
+
+
+def _num(v, fmt="{:.4g}"):
+    return "n/a" if v is None else fmt.format(v)
+
+
+def format_analysis(result: dict, title: str = "") -> str:
+    """The human-readable tables for an :func:`analyze_labelings` result."""
+    st = result["settings"]
+    head = f"{title}: " if title else ""
+    lines = [f"{head}N={result['N']} samples, d={result['d']} dimensions, ddof={st['ddof']}, "
+             f"{st['episodes']} episodes per shot count (seed {st['seed']})", ""]
+    geo = [[name, r["C"], r["N"], _num(r["dir_cdnv"]), _num(r["cdnv"]), _num(r["ratio"]), _num(r["mean_gap"])]
+           for name, r in result["labelings"].items()]
+    lines.append(format_table(["labeling", "C", "N", "dir-CDNV", "CDNV", "dir/CDNV", "mean gap"], geo,
+                              title="Geometry (dir-CDNV: mean over ordered pairs; CDNV: mean over unordered pairs)"))
+    notes, fs_rows = [], []
+    for name, r in result["labelings"].items():
+        for row in r["fewshot"]:
+            mark = ""
+            if row["note"]:
+                if row["note"] not in notes:
+                    notes.append(row["note"])
+                mark = " " + "*" * (notes.index(row["note"]) + 1)
+            err = "n/a" if row["error"] is None else f"{row['error']:.4f} ± {row['error_std']:.3f}"
+            fs_rows.append([name, row["shots"], row["ways"] if row["ways"] else "-", err,
+                            _num(row["bound"]) + mark])
+        fs_rows.append([name, "inf", "", "", _num(r["bound_limit"]) + " (limit)"])
+    lines += ["", format_table(["labeling", "shots", "ways", "NCC error (mean ± sd)", "Thm 4.1 bound"], fs_rows,
+                               title="Few-shot nearest-centre error against the Theorem 4.1 bound (same class subsets)")]
+    lines += [f"  {'*' * (k + 1)} {n}" for k, n in enumerate(notes)]
+    if result["pairs"]:
+        rows = []
+        for p in result["pairs"]:
+            indep = "exact" if p["independent"] else f"no (V={p['cramers_v']:.2f})"
+            bal = "yes" if p["balanced_a"] and p["balanced_b"] else "no"
+            rows.append([f"{p['a']} / {p['b']}", p["axis_pairs"], f"{p['median_abs_cos']:.3f}",
+                         f"{p['max_abs_cos']:.3f}", f"{p['cos2_vs_random']:.2f}", f"{p['median_bound']:.3f}",
+                         f"{100 * p['frac_under_bound']:.1f}%", indep, bal])
+        lines += ["", format_table(
+            ["labelings", "axis pairs", "median |cos|", "max |cos|", "cos²·d", "median bound",
+             "under bound", "independent", "balanced"], rows,
+            title="Decision-axis orthogonality between labelings and the Prop. 4.2 check")]
+        lines.append("  cos²·d: mean cos² over the random-direction value 1/d (1 = random, < 1 = more "
+                     "orthogonal). Prop. 4.2 assumes balanced, independent labelings.")
+        if any(p["axes_sampled"] for p in result["pairs"]):
+            lines.append("  (labelings with many classes are summarised on a seeded sample of 2048 axes)")
+    return "\n".join(lines)

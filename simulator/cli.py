@@ -1,0 +1,132 @@
+"""The ``dncsim`` command line.
+
+User mistakes (bad flags, files, data, configs) are reported as ONE line on stderr with exit
+status 2; nothing is written. Programming errors keep their traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from analysis.errors import DncsimError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with a pointer to --help) and exit status 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_ints(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
+    return values
+
+
+def _names(text: str) -> List[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated label keys, got '{text}'")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return v
+
+
+def _ways(text: str) -> Optional[int]:
+    if text == "all":
+        return None
+    v = _positive_int(text)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 or 'all', got '{text}'")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every ``dncsim`` subcommand."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        ver = version("dncsim")
+    except PackageNotFoundError:
+        ver = "unknown"
+    parser = _Parser(prog="dncsim", description="Continual multitask learning simulator: directional CDNV, "
+                                                "decision-axis orthogonality and interference.")
+    parser.add_argument("--version", action="version", version=f"dncsim {ver}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    a = sub.add_parser("analyze", help="geometry, few-shot bounds and orthogonality of saved features",
+                       description="Directional CDNV, CDNV, few-shot NCC error against the Theorem 4.1 bound, "
+                                   "and decision-axis orthogonality (Prop. 4.2) of the labelings in an .npz file "
+                                   "holding 'features' (N, d) and one integer label array per labeling.")
+    a.add_argument("features", metavar="FEATURES.npz", help="the .npz file")
+    a.add_argument("--labels", type=_names, default=None, metavar="KEY[,KEY...]",
+                   help="label arrays to analyse, in order (default: every 1-D integer array of length N)")
+    a.add_argument("--shots", type=_positive_ints, default=[1, 5, 10, 20], metavar="M[,M...]",
+                   help="support sizes per class for the few-shot error and bound (default: 1,5,10,20)")
+    a.add_argument("--ways", type=_ways, default=2, metavar="K|all",
+                   help="classes per few-shot episode (default: 2, as in the paper; 'all' for C-way)")
+    a.add_argument("--episodes", type=_positive_int, default=200, help="few-shot episodes per shot count (default: 200)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
+    a.add_argument("--ddof", type=int, choices=(0, 1), default=0,
+                   help="0: population variances (default); 1: unbiased, as the authors' bound code")
+    a.add_argument("--float32", action="store_true", help="accumulate in float32 (faster, ~1e-6 relative)")
+    a.add_argument("--json", metavar="OUT.json", default=None, help="also write every number to this JSON file")
+    a.set_defaults(func=_cmd_analyze)
+    return parser
+
+
+def _cmd_analyze(args) -> int:
+    import torch
+
+    from analysis.labelings import analyze_labelings, format_analysis
+    from scenarios.features import load_feature_file
+    from simulator.io import atomic_write_json
+
+    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
+        raise DncsimError(f"--json: directory {Path(args.json).resolve().parent} does not exist")
+    ff = load_feature_file(args.features, args.labels)
+    result = analyze_labelings(ff.features, ff.labelings, shots=args.shots, ways=args.ways,
+                               episodes=args.episodes, seed=args.seed, ddof=args.ddof,
+                               dtype=torch.float32 if args.float32 else torch.float64)
+    result = {"file": str(ff.path), **result}
+    print(format_analysis(result, title=str(ff.path)))
+    if args.json is not None:
+        atomic_write_json(args.json, result)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``dncsim`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DncsimError as exc:
+        print(f"dncsim {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:          # output piped into `head` and the like: not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
