@@ -12,13 +12,19 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Literal, Optional, Sequence
 
 import numpy as np
+import torch
+from pydantic import Field
 
+from analysis._inputs import as_features
 from analysis.errors import DncsimError
+from scenarios._common import stratified_pick
+from scenarios._validation import StrictModel
+from scenarios.sources import SourceData, Split
 
-__all__ = ["FeatureFile", "load_feature_file"]
+__all__ = ["FeatureFile", "load_feature_file", "FeaturesSourceConfig", "load_features_source"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +81,46 @@ def load_feature_file(path, labels: Optional[Sequence[str]] = None) -> FeatureFi
                 raise DncsimError(f"{p}: '{key}' is not a label array: expected 1-D integers of length {n}, "
                                   f"got shape {a.shape} dtype {a.dtype}")
     return FeatureFile(path=p, features=x, labelings={k: arrays[k].astype(np.int64) for k in chosen})
+
+
+class FeaturesSourceConfig(StrictModel):
+    """Precomputed embeddings as a source: ``path`` (.npz as above); ``test_path`` a second file with the
+    same arrays for the test split, or else a seeded split of ``test_fraction`` stratified by the first
+    labeling; ``labelings`` the label arrays to use (default: all)."""
+
+    name: Literal["features"] = "features"
+    path: Path
+    test_path: Optional[Path] = None
+    labelings: Optional[List[str]] = Field(None, min_length=1)
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+
+
+def _ids_and_names(train: np.ndarray, test: np.ndarray):
+    """Map raw label values to ids 0..K-1 (sorted by value); names are the values as text."""
+    values = np.unique(np.concatenate([train, test]))
+    return (torch.from_numpy(np.searchsorted(values, train)), torch.from_numpy(np.searchsorted(values, test)),
+            [str(v) for v in values.tolist()])
+
+
+def load_features_source(cfg: FeaturesSourceConfig, seed: int) -> SourceData:
+    """A SourceData of (N, d) float32 feature vectors; labelings keep their file names, ids 0..K-1 by value."""
+    ff = load_feature_file(cfg.path, cfg.labelings)
+    if cfg.test_path is not None:
+        tf = load_feature_file(cfg.test_path, list(ff.labelings))
+        if tf.features.shape[1] != ff.features.shape[1]:
+            raise DncsimError(f"{cfg.test_path}: features have {tf.features.shape[1]} columns but "
+                              f"{cfg.path} has {ff.features.shape[1]}")
+        xtr, xte, ltr, lte = ff.features, tf.features, ff.labelings, tf.labelings
+    else:
+        first = next(iter(ff.labelings.values()))
+        te, tr = stratified_pick(first, cfg.test_fraction, np.random.default_rng(seed))
+        xtr, xte = ff.features[tr], ff.features[te]
+        ltr = {k: v[tr] for k, v in ff.labelings.items()}
+        lte = {k: v[te] for k, v in ff.labelings.items()}
+    train_labels, test_labels, names = {}, {}, {}
+    for k in ff.labelings:
+        train_labels[k], test_labels[k], names[k] = _ids_and_names(ltr[k], lte[k])
+    x = {s: as_features(a, name=f"{cfg.path} features").to(torch.float32) for s, a in (("train", xtr), ("test", xte))}
+    return SourceData(name="features", train=Split(x["train"], train_labels), test=Split(x["test"], test_labels),
+                      label_names=names, default_labeling=next(iter(ff.labelings)),
+                      info={"path": str(cfg.path), "test_path": str(cfg.test_path) if cfg.test_path else None})

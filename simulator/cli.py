@@ -89,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--float32", action="store_true", help="accumulate in float32 (faster, ~1e-6 relative)")
     a.add_argument("--json", metavar="OUT.json", default=None, help="also write every number to this JSON file")
     a.set_defaults(func=_cmd_analyze)
+
+    s = sub.add_parser("scenario", help="summarise a scenario and save example images per experience",
+                       description="Validate the scenario section of a YAML config, build its Avalanche stream, "
+                                   "print the experiences (labelings, classes, sizes, input shape) and save a grid "
+                                   "of example images per experience as a PNG.")
+    s.add_argument("config", metavar="CONFIG.yaml", help="a YAML file with a 'scenario:' section")
+    s.add_argument("--png", metavar="PATH", default=None,
+                   help="where to save the example grid (default: <config name>_examples.png here)")
+    s.set_defaults(func=_cmd_scenario)
     return parser
 
 
@@ -110,6 +119,23 @@ def _cmd_analyze(args) -> int:
     if args.json is not None:
         atomic_write_json(args.json, result)
         print(f"\nwrote {args.json}")
+    return 0
+
+
+def _cmd_scenario(args) -> int:
+    from scenarios import build_scenario, load_scenario_config
+    from scenarios.preview import describe, save_example_grid
+
+    cfg = load_scenario_config(args.config)
+    png = Path(args.png) if args.png else Path(f"{Path(args.config).stem}_examples.png")
+    if not png.resolve().parent.is_dir():
+        raise DncsimError(f"--png: directory {png.resolve().parent} does not exist")
+    sc = build_scenario(cfg)
+    print(describe(sc))
+    if save_example_grid(sc, png):
+        print(f"\nwrote {png}")
+    else:
+        print("\ninputs are vectors: no example images")
     return 0
 
 

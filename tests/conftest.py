@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 DATA = Path(__file__).parent / "data"
 
@@ -22,5 +21,3 @@ def load_npz():
             return {k: z[k] for k in z.files}
     return load
 
-
-DTYPES = {"float64": (torch.float64, 1e-9), "float32": (torch.float32, 1e-5)}

@@ -1,0 +1,33 @@
+"""From a validated scenario config to a built Scenario: load the source, then build the stream."""
+from __future__ import annotations
+
+from scenarios.config import ScenarioConfig, scenario_from_mapping
+from scenarios.digits import DigitsConfig, load_digits_source
+from scenarios.features import FeaturesSourceConfig, load_features_source
+from scenarios.shapes import ShapesConfig, load_shapes
+from scenarios.sources import SourceData
+from scenarios.streams import Scenario, build_stream
+from scenarios.torchvision_sources import TorchvisionConfig, load_torchvision_source
+
+__all__ = ["load_source", "build_scenario"]
+
+
+def load_source(cfg, seed: int) -> SourceData:
+    """The SourceData for a source config (any member of ``scenarios.config.SourceConfig``)."""
+    if isinstance(cfg, ShapesConfig):
+        return load_shapes(cfg, seed)
+    if isinstance(cfg, DigitsConfig):
+        return load_digits_source(cfg, seed)
+    if isinstance(cfg, TorchvisionConfig):
+        return load_torchvision_source(cfg, seed)
+    if isinstance(cfg, FeaturesSourceConfig):
+        return load_features_source(cfg, seed)
+    raise TypeError(f"no loader for source config {type(cfg).__name__}")
+
+
+def build_scenario(config) -> Scenario:
+    """Build a scenario from a ScenarioConfig (or a mapping, validated first): an Avalanche benchmark with
+    a description of every experience. Deterministic for ``config.seed``."""
+    if not isinstance(config, ScenarioConfig):
+        config = scenario_from_mapping(config)
+    return build_stream(config, load_source(config.source, config.seed))

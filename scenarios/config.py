@@ -1,0 +1,129 @@
+"""The scenario section of a config: a data source and a stream type, validated before anything is built.
+
+```yaml
+scenario:
+  seed: 0                      # data generation, splits, class order, domain shifts
+  source: {name: shapes, ...}  # shapes | digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | features
+  stream: {type: multilabel, labelings: [shape, color, size, style]}
+```
+Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the key
+(``load_scenario_config``); checks that need the data (a labeling the source does not have, a
+class split that does not divide) happen when the scenario is built.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Literal, Optional, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from analysis.errors import DncsimError
+from scenarios._validation import StrictModel, one_line_error
+from scenarios.digits import DigitsConfig
+from scenarios.features import FeaturesSourceConfig
+from scenarios.shapes import ShapesConfig
+from scenarios.torchvision_sources import (Cifar10Config, Cifar100Config, FashionMNISTConfig, KMNISTConfig,
+                                           MNISTConfig)
+
+__all__ = ["ScenarioConfig", "SourceConfig", "StreamConfig", "load_scenario_config", "read_yaml",
+           "scenario_from_mapping"]
+
+SourceConfig = Annotated[Union[ShapesConfig, DigitsConfig, MNISTConfig, FashionMNISTConfig, KMNISTConfig,
+                               Cifar10Config, Cifar100Config, FeaturesSourceConfig],
+                         Field(discriminator="name")]
+
+
+class _ClassSplitStream(StrictModel):
+    """Classes of one labeling split over experiences (shared by class- and task-incremental)."""
+
+    experiences: int = Field(ge=1, description="number of experiences; must divide the number of classes")
+    labeling: Optional[str] = Field(None, description="labeling whose classes are split (default: the source's)")
+    class_order: Optional[List[int]] = Field(None, description="explicit class order (a permutation of the class ids)")
+    shuffle_classes: bool = Field(True, description="without class_order: shuffle the classes with the seed")
+
+
+class ClassIncrementalStream(_ClassSplitStream):
+    """New classes in every experience, one shared label space, no task labels (task label 0)."""
+
+    type: Literal["class_incremental"] = "class_incremental"
+
+
+class TaskIncrementalStream(_ClassSplitStream):
+    """New classes in every experience, with the experience index as task label (multi-head setting)."""
+
+    type: Literal["task_incremental"] = "task_incremental"
+
+
+class DomainIncrementalStream(StrictModel):
+    """The same labels in every experience, inputs shifted per experience."""
+
+    type: Literal["domain_incremental"] = "domain_incremental"
+    experiences: int = Field(ge=2)
+    shift: Literal["permute", "rotate", "color"] = "permute"
+    labeling: Optional[str] = None
+    include_identity: bool = Field(True, description="the first experience sees unshifted inputs")
+    max_rotation: float = Field(180.0, gt=0, le=360, description="rotate: the last experience's angle in degrees")
+
+
+class MultilabelStream(StrictModel):
+    """The same inputs in every experience, each experience a different labeling (task label = index)."""
+
+    type: Literal["multilabel"] = "multilabel"
+    labelings: List[str] = Field(min_length=1, description="labeling specs, e.g. color, class:parity")
+
+    @field_validator("labelings")
+    @classmethod
+    def _distinct(cls, v):
+        dup = sorted({x for x in v if v.count(x) > 1})
+        if dup:
+            raise ValueError(f"labelings repeat {', '.join(dup)}")
+        return v
+
+
+StreamConfig = Annotated[Union[ClassIncrementalStream, TaskIncrementalStream, DomainIncrementalStream,
+                               MultilabelStream], Field(discriminator="type")]
+
+
+class ScenarioConfig(StrictModel):
+    """A data source, a stream type and the seed that fixes every random choice in between."""
+
+    seed: int = Field(0, ge=0)
+    source: SourceConfig = Field(default_factory=ShapesConfig)
+    stream: StreamConfig = Field(default_factory=lambda: MultilabelStream(labelings=["shape", "color", "size", "style"]))
+
+
+def scenario_from_mapping(data, *, prefix: str = "scenario") -> ScenarioConfig:
+    """Validate a mapping as a scenario section; DncsimError with one line naming the key otherwise."""
+    if not isinstance(data, dict):
+        raise DncsimError(f"{prefix}: expected a mapping of keys (source, stream, seed); got {type(data).__name__}")
+    try:
+        return ScenarioConfig.model_validate(data)
+    except ValidationError as exc:
+        raise DncsimError(one_line_error(exc, ScenarioConfig, prefix)) from None
+
+
+def read_yaml(path) -> dict:
+    """Read a YAML mapping from ``path``; DncsimError naming the file when missing, invalid or not a mapping."""
+    p = Path(path)
+    if not p.is_file():
+        raise DncsimError(f"{p}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DncsimError(f"{p}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise DncsimError(f"{p}: expected a YAML mapping at the top level")
+    return data
+
+
+def load_scenario_config(path) -> ScenarioConfig:
+    """The ``scenario:`` section of the YAML file at ``path``, validated (other top-level keys are left to
+    the run configuration)."""
+    data = read_yaml(path)
+    if "scenario" not in data:
+        raise DncsimError(f"{path}: no 'scenario' section (top-level keys: {', '.join(map(str, data)) or 'none'})")
+    return scenario_from_mapping(data["scenario"] if data["scenario"] is not None else {})

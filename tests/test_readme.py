@@ -1,0 +1,44 @@
+"""The README stays true: the two commands match .ci/run, and every config key is documented."""
+import re
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from scenarios.config import ScenarioConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _models(tp):
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _models(typing.get_args(tp)[0])
+    if origin is None:
+        return [tp] if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+    return [m for a in typing.get_args(tp) for m in _models(a)]
+
+
+def all_keys(model, seen=None):
+    seen = set() if seen is None else seen
+    for name, field in model.model_fields.items():
+        seen.add(name)
+        for sub in _models(field.annotation):
+            all_keys(sub, seen)
+    return seen
+
+
+def test_every_scenario_key_is_in_the_readme():
+    spans = re.findall(r"`([^`\n]+)`", README)
+    missing = sorted(k for k in all_keys(ScenarioConfig)
+                     if not any(re.search(rf"(^|[.\s{{]){k}($|[.:\s])", span) for span in spans))
+    assert not missing, f"undocumented scenario keys: {missing}"
+
+
+def test_the_ci_script_runs_the_readme_test_command():
+    blocks = re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
+    assert len(blocks) >= 2
+    test_cmd = next(b for b in blocks if "pytest" in b).strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_cmd in ci
