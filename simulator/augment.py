@@ -1,0 +1,182 @@
+"""Batched random augmentation on tensors: the two views of self-supervised objectives.
+
+:func:`build_augment` gives a module whose ``forward(x)`` returns ONE random view of a whole batch,
+with parameters drawn independently for every sample, on the batch's device; :func:`two_views`
+calls it twice. Images, (B, C, H, W) float in [0, 1], go through ``kornia.augmentation`` and stay
+in [0, 1]; vectors, (B, D) float, get feature-scaled noise and feature masking. Every random draw
+comes from torch's global RNG, so ``torch.manual_seed`` makes the views reproducible.
+
+What each image augmentation does to the attributes of the ``shapes`` source (shape, color, size,
+style; position and rotation are nuisances there):
+
+* ``translate`` (pad by replicating the border, crop back at a random offset): moves the shape, a
+  nuisance. Keeps every attribute; a shape near the border may lose a few edge pixels.
+* ``flip`` (horizontal): every shapes shape has a mirror axis and rotation is a nuisance, so a
+  mirrored shape is the same shape. Keeps every attribute (it would change the chirality of digits
+  or letters).
+* ``rotation``: a nuisance for shapes, but it mixes up rotation-sensitive classes elsewhere (6 and
+  9 among digits) and fills the corners with border pixels: off by default.
+* ``resized_crop``: enlarges the content by about 1/sqrt(scale) per side (scale drawn from
+  ``crop_scale``) and can cut the shape off. The size labels are absolute fractions of the image
+  side, so this DESTROYS size: off by default.
+* ``brightness``, ``contrast``, ``saturation``: scale lightness and chroma but keep the hue, and the
+  color labels differ in hue. Keep every attribute; applied with probability ``jitter_p``.
+* ``hue``: rotates the hue by up to ``hue`` turns; 0.1 (36 degrees) already mixes red, orange and
+  yellow. DESTROYS color: 0 by default.
+* ``grayscale_p``: removes all chroma. DESTROYS color: 0 by default.
+* ``blur_p`` (Gaussian, sigma 0.1 to 2 pixels): washes out outline bands (about 1.4 pixels wide for
+  a small shape at 32x32) and stripes (period about 3.8 pixels). Damages style: 0 by default.
+* ``noise_std``: Gaussian pixel noise; the shapes source already adds its own: 0 by default.
+
+So the defaults (translate 4, flip, brightness/contrast/saturation 0.3 with probability 0.8) keep
+shape, color, size and style all recoverable, and every labeling of the default data stays a fair
+target for the learned representation. On 1-channel images the parts that need color (saturation,
+hue, grayscale) are skipped; brightness and contrast still apply.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import kornia.augmentation as K
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from analysis.errors import DncsimError
+from scenarios._validation import StrictModel
+
+__all__ = ["AugmentConfig", "build_augment", "two_views"]
+
+BLUR_SIGMA = (0.1, 2.0)          # pixels, as in SimCLR
+BLUR_KERNEL_FRACTION = 0.1       # kernel side about this fraction of the image side, at least 3
+
+
+class AugmentConfig(StrictModel):
+    """Random augmentations that make the views of self-supervised objectives (see the module doc)."""
+
+    enabled: bool = Field(True, description="false: every view is the input itself")
+    translate: int = Field(4, ge=0, description="images: random shift by up to this many pixels "
+                                                "(replicate-pad, then crop back to size); 0 = off")
+    resized_crop: bool = Field(False, description="images: random resized crop; rescaling destroys the size "
+                                                  "attribute of the shapes data")
+    crop_scale: List[float] = Field(default_factory=lambda: [0.5, 1.0], min_length=2, max_length=2,
+                                    description="images: [low, high] fraction of the area a resized crop keeps")
+    flip: bool = Field(True, description="images: horizontal flip with probability 0.5")
+    rotation: float = Field(0.0, ge=0, le=180, description="images: random rotation by up to +-this many degrees")
+    brightness: float = Field(0.3, ge=0, le=1, description="images: brightness factor drawn from [1-b, 1+b]")
+    contrast: float = Field(0.3, ge=0, le=1, description="images: contrast factor drawn from [1-c, 1+c]")
+    saturation: float = Field(0.3, ge=0, le=1, description="RGB images: saturation factor drawn from [1-s, 1+s]")
+    hue: float = Field(0.0, ge=0, le=0.5, description="RGB images: hue shift by up to +-this many turns; "
+                                                      "destroys a color task")
+    jitter_p: float = Field(0.8, ge=0, le=1, description="images: probability of the color jitter "
+                                                         "(brightness, contrast, saturation, hue)")
+    grayscale_p: float = Field(0.0, ge=0, le=1, description="RGB images: probability of grayscale; destroys color")
+    blur_p: float = Field(0.0, ge=0, le=1, description="images: probability of a Gaussian blur (sigma 0.1 to 2 px)")
+    noise_std: float = Field(0.0, ge=0, le=1, description="images: std of Gaussian pixel noise")
+    vector_noise_std: float = Field(0.1, ge=0, description="vectors: Gaussian noise, as a fraction of each "
+                                                           "feature's std over the batch")
+    vector_dropout: float = Field(0.1, ge=0, lt=1, description="vectors: probability that a feature is masked "
+                                                               "(set to its batch mean)")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered_scale(cls, v: List[float]) -> List[float]:
+        low, high = v
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"needs 0 < low <= high <= 1; got [{low}, {high}]")
+        return v
+
+
+class _ImageAugment(nn.Module):
+    """One random view of (B, C, H, W) images in [0, 1]: the kornia ops in order, clamped to [0, 1]."""
+
+    def __init__(self, ops: List[nn.Module]):
+        super().__init__()
+        self.ops = nn.Sequential(*ops)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops(x).clamp(0, 1)
+
+
+class _VectorAugment(nn.Module):
+    """One random view of (B, D) vectors: feature-scaled Gaussian noise, then random feature masking.
+
+    Noise on feature j has std ``noise_std * std_j`` and a masked feature is set to ``mean_j``, where
+    ``mean_j`` and ``std_j`` are taken over the batch, so the view does not depend on feature scales.
+    """
+
+    def __init__(self, noise_std: float, dropout: float):
+        super().__init__()
+        self.noise_std = noise_std
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=0, keepdim=True)
+        out = x
+        if self.noise_std > 0:
+            out = out + torch.randn_like(x) * (self.noise_std * x.std(dim=0, unbiased=False, keepdim=True))
+        if self.dropout > 0:
+            out = torch.where(torch.rand_like(x) < self.dropout, mean, out)
+        return out
+
+
+def _geometric_ops(cfg: AugmentConfig, height: int, width: int) -> List[nn.Module]:
+    ops: List[nn.Module] = []
+    if cfg.resized_crop:
+        ops.append(K.RandomResizedCrop((height, width), scale=tuple(cfg.crop_scale)))
+    if cfg.translate > 0:
+        ops.append(K.RandomCrop((height, width), padding=cfg.translate, padding_mode="replicate"))
+    if cfg.rotation > 0:
+        ops.append(K.RandomAffine(cfg.rotation, padding_mode="border"))
+    if cfg.flip:
+        ops.append(K.RandomHorizontalFlip())
+    return ops
+
+
+def _color_ops(cfg: AugmentConfig, channels: int) -> List[nn.Module]:
+    """Color jitter and grayscale; saturation, hue and grayscale only for RGB images."""
+    rgb = channels == 3
+    factors = (cfg.brightness, cfg.contrast, cfg.saturation if rgb else 0.0, cfg.hue if rgb else 0.0)
+    ops: List[nn.Module] = []
+    if cfg.jitter_p > 0 and any(factors):
+        ops.append(K.ColorJitter(*factors, p=cfg.jitter_p))
+    if rgb and cfg.grayscale_p > 0:
+        ops.append(K.RandomGrayscale(p=cfg.grayscale_p))
+    return ops
+
+
+def _blur_kernel(height: int, width: int) -> Tuple[int, int]:
+    side = max(3, 2 * round(BLUR_KERNEL_FRACTION * min(height, width) / 2) + 1)
+    return side, side
+
+
+def _pixel_ops(cfg: AugmentConfig, height: int, width: int) -> List[nn.Module]:
+    ops: List[nn.Module] = []
+    if cfg.blur_p > 0:
+        ops.append(K.RandomGaussianBlur(_blur_kernel(height, width), BLUR_SIGMA, p=cfg.blur_p))
+    if cfg.noise_std > 0:
+        ops.append(K.RandomGaussianNoise(std=cfg.noise_std, p=1.0))
+    return ops
+
+
+def build_augment(cfg: AugmentConfig, input_shape: tuple) -> nn.Module:
+    """A module whose ``forward(x)`` returns one random view of the batch ``x``, of the same shape.
+
+    ``input_shape`` is one input's shape: (C, H, W) for images, x being (B, C, H, W) in [0, 1] (the
+    view stays in [0, 1]), or (D,) for vectors, x being (B, D). ``cfg.enabled = False`` gives the identity.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) not in (1, 3):
+        raise DncsimError(f"augment: inputs must be images (C, H, W) or vectors (D,); got shape {input_shape}")
+    if not cfg.enabled:
+        return nn.Identity()
+    if len(input_shape) == 1:
+        return _VectorAugment(cfg.vector_noise_std, cfg.vector_dropout)
+    channels, height, width = input_shape
+    return _ImageAugment(_geometric_ops(cfg, height, width) + _color_ops(cfg, channels)
+                         + _pixel_ops(cfg, height, width))
+
+
+def two_views(augment: nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Two independent random views of the batch ``x``, each of x's shape."""
+    return augment(x), augment(x)

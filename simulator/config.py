@@ -1,0 +1,146 @@
+"""The one run configuration schema: every section and key of a ``dncsim run`` YAML file.
+
+Validated before anything runs: unknown keys, wrong types and out-of-range values raise a one-line
+DncsimError naming the dotted key (with accepted values and a did-you-mean). ``--set a.b=value``
+overrides any key by dotted path; values are parsed as YAML (``--set training.lr=0.01``,
+``--set scenario.stream.labelings=[color,shape]``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Literal, Optional, Sequence
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from analysis.errors import DncsimError
+from scenarios._validation import StrictModel, did_you_mean, one_line_error
+from scenarios.config import ScenarioConfig, read_yaml
+from simulator.augment import AugmentConfig
+from simulator.models import BackboneConfig, ConvNetConfig
+from simulator.objectives import ObjectiveConfig, SimCLRConfig
+from simulator.strategies import NaiveConfig, StrategyConfig
+
+__all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig", "RunConfig", "load_run_config",
+           "apply_overrides"]
+
+
+class TrainingConfig(StrictModel):
+    """How each experience is trained."""
+
+    epochs: int = Field(1, ge=1, description="epochs per experience")
+    batch_size: int = Field(256, ge=2, description="mini-batch size (before replay samples are added)")
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+
+
+class EvaluationConfig(StrictModel):
+    """Probes on frozen backbone features after every experience, for every task."""
+
+    probes: List[Literal["ncc", "linear"]] = Field(default_factory=lambda: ["ncc", "linear"], min_length=1)
+    protocols: List[Literal["refit", "frozen"]] = Field(default_factory=lambda: ["refit", "frozen"], min_length=1)
+    linear_steps: int = Field(100, ge=1, description="LBFGS iterations of the linear probe")
+    linear_weight_decay: float = Field(1e-4, ge=0, description="L2 penalty of the linear probe")
+    batch_size: int = Field(1024, ge=1, description="batch size of feature extraction")
+    max_train_samples: Optional[int] = Field(None, ge=2, description="probe training subset per task (seeded)")
+
+
+class AnalysisConfig(StrictModel):
+    """Geometry measured after every experience (see README, Conventions)."""
+
+    shots: List[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
+    ways: int = Field(2, ge=2, description="classes per few-shot episode")
+    episodes: int = Field(100, ge=1)
+    ddof: Literal[0, 1] = 0
+
+    @field_validator("shots")
+    @classmethod
+    def _positive(cls, v):
+        if min(v) < 1:
+            raise ValueError(f"shot counts must be >= 1; got {v}")
+        return sorted(set(v))
+
+
+class OutputConfig(StrictModel):
+    """What a run writes besides its metrics."""
+
+    dir: Optional[Path] = Field(None, description="run directory (default: runs/<config name>)")
+    tensorboard: bool = True
+    checkpoints: bool = True
+    report: bool = True
+
+
+class RunConfig(StrictModel):
+    """A whole run: the scenario, the model and how it is trained, evaluated and analysed."""
+
+    name: Optional[str] = Field(None, description="run name (default: the config file's name)")
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
+    backbone: BackboneConfig = Field(default_factory=ConvNetConfig)
+    objective: ObjectiveConfig = Field(default_factory=SimCLRConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    strategy: StrategyConfig = Field(default_factory=NaiveConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        import re
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"'{v}' is not one of auto, cpu, cuda, cuda:N")
+        return v
+
+
+def _set_path(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = data
+    for depth, k in enumerate(keys[:-1]):
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise DncsimError(f"--set {dotted}: '{'.'.join(keys[:depth + 1])}' is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a config mapping, in order."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise DncsimError(f"--set expects KEY.PATH=VALUE; got '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        top = key.strip().split(".")[0]
+        if top not in RunConfig.model_fields:
+            raise DncsimError(f"--set {key}: unknown section '{top}'{did_you_mean(top, list(RunConfig.model_fields))}; "
+                              f"sections: {', '.join(RunConfig.model_fields)}")
+        _set_path(data, key.strip(), value)
+    return data
+
+
+def run_from_mapping(data) -> RunConfig:
+    """Validate a mapping as a run config; DncsimError with one line naming the key otherwise."""
+    if not isinstance(data, dict):
+        raise DncsimError(f"config: expected a mapping; got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise DncsimError(one_line_error(exc, RunConfig)) from None
+
+
+def load_run_config(path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read, override and validate the run config at ``path``; ``name`` defaults to the file's stem."""
+    data = apply_overrides(read_yaml(path), overrides)
+    data.setdefault("name", Path(path).stem)
+    return run_from_mapping(data)

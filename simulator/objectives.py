@@ -1,0 +1,313 @@
+"""Training objectives: one mini-batch (and, for self-supervised learning, two augmented views) -> one scalar loss.
+
+One objective trains the shared backbone over the whole stream. The training loop (elsewhere) hands it
+the backbone, the clean batch ``x``, the labels ``y``, the task labels ``t`` and, when ``uses_views``
+is True, two augmented views ``(v1, v2)`` of ``x``.
+
+=============  ================================================================  ===========================
+name           what the loss optimises                                           what trains
+=============  ================================================================  ===========================
+simclr         NT-Xent (InfoNCE): each view's projection must pick out the        backbone, projection head
+               other view of the same sample among the batch (temperature)
+vicreg         VICReg: invariance (MSE between the views' projections) plus a     backbone, projection head
+               variance hinge and a covariance penalty per view
+barlow_twins   Barlow Twins: the views' cross-correlation matrix towards the      backbone, projection head
+               identity (off-diagonal terms weighted by ``lambda_param``)
+byol           BYOL: negative cosine between the online prediction of one view    backbone, projection head,
+               and the EMA target's projection of the other, symmetrised          prediction head
+simsiam        SimSiam: negative cosine between the prediction of one view and    backbone, projection head,
+               the stop-gradient projection of the other, symmetrised             prediction head
+supervised     cross-entropy of the labels through the sample's own task head     backbone, one linear head
+               (one linear head per task label)                                   per task
+none           nothing: the floor, a backbone frozen at its random                nothing
+               initialisation
+=============  ================================================================  ===========================
+
+Conventions:
+
+- The caller owns the backbone and passes it to every call; an objective never stores it, so its
+  weights are saved once, by the caller. BYOL's target network is a deep copy of the backbone (and of
+  the projection head) taken at build time; it is part of the objective's ``state_dict`` but its
+  parameters do not require grad: it moves only by EMA in ``after_update``.
+- Optimise ``backbone.parameters()`` together with the objective's parameters that require grad, and
+  call ``after_update(backbone)`` after every optimizer step.
+- Self-supervised objectives (``uses_views``) need ``views`` and ignore ``x``, ``y`` and ``t``. The
+  supervised objective uses ``x``, ``y`` and ``t`` and ignores ``views``.
+- Task labels: ``prepare_tasks({task: number of classes})`` creates one head per task label of the
+  stream; a task's labels are its class ids ``0..K-1``. A class-incremental stream has the single task
+  0 with all its classes. A batch may mix tasks (replay); each sample goes through its own task's head
+  and the loss is the mean over samples, i.e. the per-task means weighted by group size. Heads are
+  created on the CPU in float32: call ``prepare_tasks`` before moving the objective to a device, before
+  building the optimizer, and before loading a saved ``state_dict``.
+- ``none`` has ``trains_backbone`` False and no parameters: the caller must not step an optimizer.
+  Its loss is a constant zero scalar that does not require grad (calling ``backward`` on it raises).
+"""
+from __future__ import annotations
+
+import copy
+import typing
+from abc import ABC, abstractmethod
+from typing import Annotated, Dict, Iterator, Literal, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.models.modules import (BarlowTwinsProjectionHead, BYOLPredictionHead, BYOLProjectionHead,
+                                    SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead)
+from lightly.models.modules.heads import VICRegProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from pydantic import Field
+from torch import Tensor, nn
+
+from analysis.errors import DncsimError
+from scenarios._validation import StrictModel
+
+__all__ = ["SimCLRConfig", "VICRegConfig", "BarlowTwinsConfig", "BYOLConfig", "SimSiamConfig",
+           "SupervisedConfig", "NoneConfig", "ObjectiveConfig", "OBJECTIVES", "Objective",
+           "ProjectionObjective", "SimSiamObjective", "BYOLObjective", "SupervisedObjective",
+           "FrozenObjective", "build_objective"]
+
+Views = Optional[Tuple[Tensor, Tensor]]
+
+
+# ----------------------------------------------------------------------------------------- configs
+
+class _SSLConfig(StrictModel):
+    """Head sizes shared by the self-supervised objectives (the heads' input is the backbone's features)."""
+
+    projection_dim: int = Field(64, ge=1, description="output size of the projection (and prediction) head")
+    hidden_dim: int = Field(256, ge=1, description="hidden width of the projection (and prediction) head")
+
+
+class SimCLRConfig(_SSLConfig):
+    """SimCLR: NT-Xent contrast between the projections of the two views."""
+
+    name: Literal["simclr"] = "simclr"
+    temperature: float = Field(0.2, gt=0, description="softmax temperature of NT-Xent")
+
+
+class VICRegConfig(_SSLConfig):
+    """VICReg: invariance, variance and covariance terms (weights default to lightly's)."""
+
+    name: Literal["vicreg"] = "vicreg"
+    lambda_param: float = Field(25.0, ge=0, description="weight of the invariance term")
+    mu_param: float = Field(25.0, ge=0, description="weight of the variance term")
+    nu_param: float = Field(1.0, ge=0, description="weight of the covariance term")
+
+
+class BarlowTwinsConfig(_SSLConfig):
+    """Barlow Twins: cross-correlation of the two views' projections towards the identity."""
+
+    name: Literal["barlow_twins"] = "barlow_twins"
+    lambda_param: float = Field(5e-3, ge=0, description="weight of the off-diagonal (redundancy) term")
+
+
+class BYOLConfig(_SSLConfig):
+    """BYOL: predict an EMA target network's projection of the other view."""
+
+    name: Literal["byol"] = "byol"
+    momentum: float = Field(0.99, ge=0, lt=1, description="EMA factor of the target network per update")
+
+
+class SimSiamConfig(_SSLConfig):
+    """SimSiam: predict the stop-gradient projection of the other view."""
+
+    name: Literal["simsiam"] = "simsiam"
+
+
+class SupervisedConfig(StrictModel):
+    """Cross-entropy on the current labels through one linear head per task label."""
+
+    name: Literal["supervised"] = "supervised"
+
+
+class NoneConfig(StrictModel):
+    """No training: the backbone stays at its random initialisation (the floor)."""
+
+    name: Literal["none"] = "none"
+
+
+ObjectiveConfig = Annotated[Union[SimCLRConfig, VICRegConfig, BarlowTwinsConfig, BYOLConfig, SimSiamConfig,
+                                  SupervisedConfig, NoneConfig],
+                            Field(discriminator="name")]
+
+OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default
+                                    for cls in typing.get_args(typing.get_args(ObjectiveConfig)[0]))
+
+
+# -------------------------------------------------------------------------------------- objectives
+
+class Objective(nn.Module, ABC):
+    """Turns a mini-batch into a scalar loss; every trainable part is a submodule."""
+
+    uses_views: bool = True
+    trains_backbone: bool = True
+
+    @abstractmethod
+    def loss(self, backbone: nn.Module, x: Tensor, y: Tensor, t: Tensor, views: Views) -> Tensor:
+        """The scalar loss of one mini-batch; ``views`` is ``(v1, v2)`` or None."""
+
+    def after_update(self, backbone: nn.Module) -> None:
+        """Called after every optimizer step (no-op unless overridden)."""
+
+    def prepare_tasks(self, classes_per_task: Dict[int, int]) -> None:
+        """Called once before training with every task label of the stream (no-op unless overridden)."""
+
+
+def _two_views(views: Views) -> Tuple[Tensor, Tensor]:
+    if views is None:
+        raise ValueError("a self-supervised objective needs two augmented views (uses_views is True), got None")
+    v1, v2 = views
+    return v1, v2
+
+
+class ProjectionObjective(Objective):
+    """A criterion between the projections of the two views (SimCLR, VICReg, Barlow Twins)."""
+
+    def __init__(self, projector: nn.Module, criterion: nn.Module):
+        super().__init__()
+        self.projector = projector
+        self.criterion = criterion
+
+    def loss(self, backbone, x, y, t, views):
+        v1, v2 = _two_views(views)
+        return self.criterion(self.projector(backbone(v1)), self.projector(backbone(v2)))
+
+
+class _PredictionObjective(Objective):
+    """Negative cosine between the prediction of one view and the target of the other, symmetrised."""
+
+    def __init__(self, projector: nn.Module, predictor: nn.Module):
+        super().__init__()
+        self.projector = projector
+        self.predictor = predictor
+        self.criterion = NegativeCosineSimilarity()
+
+    def loss(self, backbone, x, y, t, views):
+        v1, v2 = _two_views(views)
+        z1, z2 = self.projector(backbone(v1)), self.projector(backbone(v2))
+        target1, target2 = self._target(v1, z1), self._target(v2, z2)
+        return 0.5 * (self.criterion(self.predictor(z1), target2) + self.criterion(self.predictor(z2), target1))
+
+    @abstractmethod
+    def _target(self, view: Tensor, projection: Tensor) -> Tensor:
+        """The gradient-free regression target of ``view`` whose online projection is ``projection``."""
+
+
+class SimSiamObjective(_PredictionObjective):
+    """SimSiam: the target is the online projection itself, with the gradient stopped."""
+
+    def _target(self, view, projection):
+        return projection.detach()
+
+
+class BYOLObjective(_PredictionObjective):
+    """BYOL: the target is an EMA copy of backbone and projection head, moved only in ``after_update``."""
+
+    def __init__(self, projector: nn.Module, predictor: nn.Module, backbone: nn.Module, momentum: float):
+        super().__init__(projector, predictor)
+        self.momentum = momentum
+        self.target_backbone = copy.deepcopy(backbone)
+        self.target_projector = copy.deepcopy(projector)
+        deactivate_requires_grad(self.target_backbone)
+        deactivate_requires_grad(self.target_projector)
+
+    def _target(self, view, projection):
+        with torch.no_grad():
+            return self.target_projector(self.target_backbone(view))
+
+    def after_update(self, backbone):
+        update_momentum(backbone, self.target_backbone, self.momentum)
+        update_momentum(self.projector, self.target_projector, self.momentum)
+
+
+class SupervisedObjective(Objective):
+    """Cross-entropy through one linear head per task label (``heads[str(task)]``)."""
+
+    uses_views = False
+
+    def __init__(self, feature_dim: int):
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.heads = nn.ModuleDict()
+
+    def prepare_tasks(self, classes_per_task):
+        """Create a ``Linear(feature_dim, K)`` head per task; a task already prepared keeps its head."""
+        for task, classes in sorted(classes_per_task.items()):
+            if classes < 1:
+                raise DncsimError(f"task {task}: a classification head needs at least 1 class, got {classes}")
+            head = self.heads[str(task)] if str(task) in self.heads else None
+            if head is None:
+                self.heads[str(task)] = nn.Linear(self.feature_dim, classes)
+            elif head.out_features != classes:
+                raise DncsimError(f"task {task}: its head has {head.out_features} classes, asked for {classes}")
+
+    def _groups(self, t: Tensor) -> Iterator[Tuple[int, nn.Linear, Tensor]]:
+        """(task, head, mask of its samples) for every task label present in ``t``."""
+        for task in t.unique().tolist():
+            if str(task) not in self.heads:
+                known = ", ".join(sorted(self.heads.keys(), key=int)) or "none"
+                raise DncsimError(f"task label {task} in the batch has no classification head "
+                                  f"(prepared tasks: {known})")
+            yield task, self.heads[str(task)], t == task
+
+    def loss(self, backbone, x, y, t, views):
+        features = backbone(x)
+        total = features.new_zeros(())
+        for task, head, mask in self._groups(t):
+            labels = y[mask]
+            if labels.min() < 0 or labels.max() >= head.out_features:
+                raise DncsimError(f"task {task}: class labels must be in 0..{head.out_features - 1}, "
+                                  f"got {labels.min().item()}..{labels.max().item()}")
+            total = total + F.cross_entropy(head(features[mask]), labels, reduction="sum")
+        return total / len(x)   # = the per-task mean losses weighted by the tasks' shares of the batch
+
+    def logits(self, features: Tensor, t: Union[Tensor, int]) -> Tensor:
+        """Each sample's scores under its own task's head, ``(B, K)`` with K the largest class count of the
+        tasks present; the columns past a task's own classes are ``-inf`` (argmax and softmax ignore them).
+        ``t`` is one task label per sample or a single task label for the whole batch."""
+        t = torch.as_tensor(t, device=features.device)
+        t = t.expand(len(features)) if t.dim() == 0 else t
+        groups = list(self._groups(t))
+        out = features.new_full((len(features), max((head.out_features for _, head, _ in groups), default=0)),
+                                float("-inf"))
+        for _, head, mask in groups:
+            out[mask, :head.out_features] = head(features[mask])
+        return out
+
+
+class FrozenObjective(Objective):
+    """``none``: no parameters, nothing trains; the loss is a constant zero without a graph."""
+
+    uses_views = False
+    trains_backbone = False
+
+    def loss(self, backbone, x, y, t, views):
+        return torch.zeros((), device=x.device)
+
+
+# -------------------------------------------------------------------------------------------- build
+
+_BUILDERS = {
+    "simclr": lambda cfg, d, backbone: ProjectionObjective(
+        SimCLRProjectionHead(d, cfg.hidden_dim, cfg.projection_dim), NTXentLoss(temperature=cfg.temperature)),
+    "vicreg": lambda cfg, d, backbone: ProjectionObjective(
+        VICRegProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
+        VICRegLoss(lambda_param=cfg.lambda_param, mu_param=cfg.mu_param, nu_param=cfg.nu_param)),
+    "barlow_twins": lambda cfg, d, backbone: ProjectionObjective(
+        BarlowTwinsProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
+        BarlowTwinsLoss(lambda_param=cfg.lambda_param)),
+    "byol": lambda cfg, d, backbone: BYOLObjective(
+        BYOLProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
+        BYOLPredictionHead(cfg.projection_dim, cfg.hidden_dim, cfg.projection_dim), backbone, cfg.momentum),
+    "simsiam": lambda cfg, d, backbone: SimSiamObjective(
+        SimSiamProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
+        SimSiamPredictionHead(cfg.projection_dim, cfg.hidden_dim, cfg.projection_dim)),
+    "supervised": lambda cfg, d, backbone: SupervisedObjective(d),
+    "none": lambda cfg, d, backbone: FrozenObjective(),
+}
+
+
+def build_objective(cfg: ObjectiveConfig, backbone: nn.Module) -> Objective:
+    """The objective of ``cfg``, its heads sized from ``backbone.feature_dim`` (BYOL copies the backbone)."""
+    return _BUILDERS[cfg.name](cfg, backbone.feature_dim, backbone)

@@ -1,0 +1,445 @@
+"""Continual strategies on Avalanche's SupervisedTemplate, trained by any objective (SSL or supervised).
+
+``DncsimStrategy`` is a SupervisedTemplate whose forward pass hands the batch (and two augmented
+views when the objective wants them) to the objective, which returns the loss. Everything else --
+the loop, callbacks, plugins, loggers -- is Avalanche's. Two things are replaced for speed and
+correctness:
+
+* the data loader: mini-batches are sliced from tensors (``TensorBatches``) instead of collated
+  sample by sample from Avalanche datasets, which keeps per-iteration overhead out of the hot path;
+* the optimizer is built once over the model's trainable parameters and never re-created
+  (Avalanche's ``make_optimizer`` would re-register every parameter).
+
+Strategies (``StrategyConfig``): ``naive`` (sequential fine-tuning), ``replay`` (a buffer of past
+inputs mixed into every batch), ``ewc`` / ``mas`` / ``si`` (a quadratic anchor on the backbone whose
+importances come from the objective actually trained: Avalanche's EWC calls the loss with labels
+and crashes under an SSL loss, and its SI is a silent no-op on CPU), ``distill`` (CaSSLe-style
+feature distillation through a predictor from current to frozen previous features),
+``cumulative`` (all data seen so far) and ``joint`` (all experiences at once: the upper bound).
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Annotated, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from scenarios._validation import StrictModel
+
+with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnings
+    warnings.simplefilter("ignore")
+    from avalanche.core import SupervisedPlugin
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.training.templates import SupervisedTemplate
+
+__all__ = ["NaiveConfig", "ReplayConfig", "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig",
+           "StrategyConfig", "STRATEGIES", "SimModel", "TensorBatches", "DncsimStrategy", "TensorReplay",
+           "ParameterImportance", "FeatureDistillation", "build_plugins"]
+
+Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+class NaiveConfig(StrictModel):
+    """Sequential fine-tuning: each experience trains on its own data only."""
+
+    name: Literal["naive"] = "naive"
+
+
+class ReplayConfig(StrictModel):
+    """A buffer of past inputs, balanced over experiences, mixed into every training batch."""
+
+    name: Literal["replay"] = "replay"
+    mem_size: int = Field(500, ge=1, description="samples kept in the buffer")
+    replay_batch_size: Optional[int] = Field(None, ge=1, description="buffer samples per batch (default: batch size)")
+
+
+class RegularizerConfig(StrictModel):
+    """A quadratic anchor on the backbone, strength/2 * sum_i importance_i (theta_i - theta*_i)^2.
+
+    ewc: importance = mean squared gradient of the objective's loss (empirical Fisher, one gradient
+    per mini-batch); mas: mean absolute gradient; si: the path integral of -gradient x update over
+    the experience, normalised by the squared total change plus ``si_damping``. Each experience's
+    importances are rescaled to mean 1 over the backbone's parameters (so ``strength`` means the same
+    for the three modes and does not depend on the loss's scale), then added to the earlier ones with
+    ``decay`` applied to those; the anchor is the latest weights.
+    """
+
+    name: Literal["ewc", "mas", "si"]
+    strength: float = Field(100.0, ge=0, description="lambda: weight of the penalty (importances have mean 1)")
+    importance_batches: int = Field(20, ge=1, description="ewc/mas: mini-batches used to estimate importance")
+    decay: float = Field(1.0, ge=0, le=1, description="factor on earlier importances when a new one is added")
+    si_damping: float = Field(0.1, gt=0, description="si: xi in omega / (delta^2 + xi)")
+
+
+class DistillConfig(StrictModel):
+    """CaSSLe-style distillation: a predictor maps current features to the frozen previous backbone's."""
+
+    name: Literal["distill"] = "distill"
+    weight: float = Field(1.0, ge=0, description="weight of the distillation loss")
+    predictor_hidden: int = Field(256, ge=1, description="hidden width of the 2-layer predictor")
+
+
+class CumulativeConfig(StrictModel):
+    """Each experience trains on the data of every experience so far."""
+
+    name: Literal["cumulative"] = "cumulative"
+
+
+class JointConfig(StrictModel):
+    """One training phase on all experiences at once (the non-continual upper bound)."""
+
+    name: Literal["joint"] = "joint"
+
+
+StrategyConfig = Annotated[Union[NaiveConfig, ReplayConfig, RegularizerConfig, DistillConfig, CumulativeConfig,
+                                 JointConfig], Field(discriminator="name")]
+STRATEGIES = ("naive", "replay", "ewc", "mas", "si", "distill", "cumulative", "joint")
+
+
+# --- model and data --------------------------------------------------------------------------------
+
+class SimModel(nn.Module):
+    """The trained model: ``backbone`` (the representation under study), ``objective`` (its heads and
+    loss) and ``extra`` (strategy-owned modules such as the distillation predictor). ``forward(x)``
+    returns backbone features (B, feature_dim)."""
+
+    def __init__(self, backbone: nn.Module, objective: nn.Module, extra: Optional[Dict[str, nn.Module]] = None):
+        super().__init__()
+        self.backbone = backbone
+        self.objective = objective
+        self.extra = nn.ModuleDict(extra or {})
+
+    def forward(self, x):
+        return self.backbone(x)
+
+
+class TensorBatches:
+    """Shuffled mini-batches [x, y, t] sliced from tensors; the last incomplete batch is dropped when there
+    is at least one full batch (small trailing batches destabilise batch-norm and contrastive losses).
+    Shuffling draws from torch's global RNG, so a seeded run is reproducible."""
+
+    def __init__(self, tensors: Tensors, batch_size: int):
+        self.x, self.y, self.t = tensors
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if n >= self.batch_size else 1
+
+    def __iter__(self):
+        order = torch.randperm(len(self.y))
+        for k in range(len(self)):
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            yield [self.x[idx], self.y[idx], self.t[idx]]
+
+
+def _concat(parts: Sequence[Tensors]) -> Tensors:
+    return tuple(torch.cat([p[k] for p in parts]) for k in range(3))
+
+
+# --- the template ----------------------------------------------------------------------------------
+
+class DncsimStrategy(SupervisedTemplate):
+    """SupervisedTemplate driven by an objective; see the module docstring.
+
+    ``experience_tensors(exp) -> (x, y, t)`` gives an experience's training tensors (inputs, labels,
+    task labels) without a DataLoader; ``augment(x)`` makes one random view; ``data_mode`` is
+    ``current``, ``cumulative`` (all experiences so far) or ``joint`` (all of ``all_experiences``).
+    """
+
+    def __init__(self, *, model: SimModel, optimizer, augment: nn.Module,
+                 experience_tensors: Callable[[object], Tensors], train_mb_size: int, train_epochs: int,
+                 device="cpu", plugins=None, evaluator=None, data_mode: str = "current",
+                 all_experiences: Sequence[object] = ()):
+        if evaluator is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")       # "no loggers": the run writes its own metrics
+                evaluator = EvaluationPlugin(loggers=[])
+        super().__init__(model=model, optimizer=optimizer, criterion=nn.Identity(), train_mb_size=train_mb_size,
+                         train_epochs=train_epochs, eval_mb_size=train_mb_size, device=device,
+                         plugins=list(plugins or []), evaluator=evaluator)
+        self.augment = augment
+        self.experience_tensors = experience_tensors
+        self.data_mode = data_mode
+        self.all_experiences = list(all_experiences)
+        self.seen: List[Tensors] = []
+        self.mb_views = None
+        self._objective_loss = None
+
+    @property
+    def backbone(self):
+        return self.model.backbone
+
+    @property
+    def objective(self):
+        return self.model.objective
+
+    def make_optimizer(self, **kwargs):
+        """No-op: the optimizer is built once by the caller (Avalanche would re-register every parameter)."""
+
+    def model_adaptation(self, model=None):
+        return model if model is not None else self.model
+
+    def make_train_dataloader(self, **kwargs):
+        current = self.experience_tensors(self.experience)
+        if self.data_mode == "joint":
+            data = _concat([self.experience_tensors(e) for e in self.all_experiences])
+        elif self.data_mode == "cumulative":
+            data = _concat(self.seen + [current])
+        else:
+            data = current
+        self.seen.append(current)
+        self.dataloader = TensorBatches(data, self.train_mb_size)
+
+    def training_epoch(self, **kwargs):
+        if self.objective.trains_backbone:            # objective 'none': a frozen random backbone
+            super().training_epoch(**kwargs)
+
+    def forward(self):
+        if not self.is_training:
+            return self.backbone(self.mb_x)
+        self.mb_views = None
+        if self.objective.uses_views:
+            self.mb_views = (self.augment(self.mb_x), self.augment(self.mb_x))
+        self._objective_loss = self.objective.loss(self.backbone, self.mb_x, self.mb_y, self.mb_task_id,
+                                                   self.mb_views)
+        return self._objective_loss
+
+    def criterion(self):
+        if self.is_training:
+            return self._objective_loss
+        return torch.zeros((), device=self.device)
+
+    def _after_update(self, **kwargs):
+        self.objective.after_update(self.backbone)
+        super()._after_update(**kwargs)
+
+
+# --- replay ----------------------------------------------------------------------------------------
+
+class TensorReplay(SupervisedPlugin):
+    """Experience-balanced buffer of past (x, y, t): every seen experience keeps mem_size // n of its
+    samples (a seeded random subset); each training batch gets ``replay_batch_size`` buffer samples
+    appended (drawn at random). Inputs are stored as the model saw them (domain shifts included)."""
+
+    def __init__(self, mem_size: int, replay_batch_size: Optional[int] = None):
+        super().__init__()
+        self.mem_size = mem_size
+        self.replay_batch_size = replay_batch_size
+        self.parts: List[Tensors] = []
+
+    def buffer(self) -> Optional[Tensors]:
+        return _concat(self.parts) if self.parts else None
+
+    def before_training_iteration(self, strategy, **kwargs):
+        if not self.parts:
+            return
+        x, y, t = self._buffer_cache
+        k = min(len(y), self.replay_batch_size or len(strategy.mb_y))
+        idx = torch.randperm(len(y))[:k]
+        mb = strategy.mbatch
+        dev = mb[0].device
+        strategy.mbatch = [torch.cat([mb[0], x[idx].to(dev)]), torch.cat([mb[1], y[idx].to(dev)]),
+                           torch.cat([mb[2], t[idx].to(dev)])]
+
+    def before_training_exp(self, strategy, **kwargs):
+        self._buffer_cache = self.buffer()
+
+    def after_training_exp(self, strategy, **kwargs):
+        current = strategy.experience_tensors(strategy.experience)
+        parts = self.parts + [current]
+        quota = self.mem_size // len(parts)
+        kept = []
+        for x, y, t in parts:
+            keep = torch.randperm(len(y))[:quota] if len(y) > quota else torch.arange(len(y))
+            kept.append((x[keep], y[keep], t[keep]))
+        self.parts = kept
+
+    def state_dict(self) -> dict:
+        return {"parts": [list(p) for p in self.parts]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.parts = [tuple(p) for p in state["parts"]]
+
+
+# --- importance-weighted anchors (EWC / MAS / SI) ---------------------------------------------------
+
+class ParameterImportance(SupervisedPlugin):
+    """A quadratic anchor on the backbone's parameters with importances from the trained objective
+    (see ``RegularizerConfig``). Penalty added to the loss before every backward pass."""
+
+    def __init__(self, mode: str, strength: float, importance_batches: int = 20, decay: float = 1.0,
+                 si_damping: float = 0.1):
+        super().__init__()
+        if mode not in ("ewc", "mas", "si"):
+            raise ValueError(f"unknown importance mode {mode!r}")
+        self.mode, self.strength, self.batches = mode, strength, importance_batches
+        self.decay, self.damping = decay, si_damping
+        self.importance: Dict[str, torch.Tensor] = {}
+        self.anchor: Dict[str, torch.Tensor] = {}
+        self._omega: Dict[str, torch.Tensor] = {}
+        self._start: Dict[str, torch.Tensor] = {}
+        self._before: Dict[str, torch.Tensor] = {}
+        self._grad: Dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _params(strategy):
+        return {n: p for n, p in strategy.backbone.named_parameters() if p.requires_grad}
+
+    def penalty(self, strategy) -> torch.Tensor:
+        total = torch.zeros((), device=strategy.device)
+        for n, p in self._params(strategy).items():
+            if n in self.anchor:
+                total = total + (self.importance[n] * (p - self.anchor[n]).square()).sum()
+        return 0.5 * self.strength * total
+
+    def before_backward(self, strategy, **kwargs):
+        if self.anchor and self.strength > 0:
+            strategy.loss = strategy.loss + self.penalty(strategy)
+
+    # SI: accumulate the path integral of -g * delta_theta during training (copies, never views)
+    def before_training_exp(self, strategy, **kwargs):
+        if self.mode == "si":
+            params = self._params(strategy)
+            self._start = {n: p.detach().clone() for n, p in params.items()}
+            self._omega = {n: torch.zeros_like(p) for n, p in params.items()}
+
+    def before_update(self, strategy, **kwargs):
+        if self.mode == "si":
+            for n, p in self._params(strategy).items():
+                self._before[n] = p.detach().clone()
+                self._grad[n] = torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+
+    def after_update(self, strategy, **kwargs):
+        if self.mode == "si":
+            for n, p in self._params(strategy).items():
+                self._omega[n] -= self._grad[n] * (p.detach() - self._before[n])
+
+    def _gradient_importance(self, strategy) -> Dict[str, torch.Tensor]:
+        params = self._params(strategy)
+        acc = {n: torch.zeros_like(p) for n, p in params.items()}
+        loader = TensorBatches(strategy.experience_tensors(strategy.experience), strategy.train_mb_size)
+        was_training = strategy.model.training
+        strategy.model.eval()                       # no batch-norm statistics updates while probing
+        used = 0
+        try:
+            for x, y, t in loader:
+                if used == self.batches:
+                    break
+                x, y, t = x.to(strategy.device), y.to(strategy.device), t.to(strategy.device)
+                views = (strategy.augment(x), strategy.augment(x)) if strategy.objective.uses_views else None
+                strategy.model.zero_grad()
+                with torch.enable_grad():
+                    strategy.objective.loss(strategy.backbone, x, y, t, views).backward()
+                for n, p in params.items():
+                    if p.grad is not None:
+                        acc[n] += p.grad.square() if self.mode == "ewc" else p.grad.abs()
+                used += 1
+        finally:
+            strategy.model.zero_grad()
+            strategy.model.train(was_training)
+        return {n: a / max(used, 1) for n, a in acc.items()}
+
+    def after_training_exp(self, strategy, **kwargs):
+        if not strategy.objective.trains_backbone:
+            return
+        params = self._params(strategy)
+        if self.mode == "si":
+            new = {n: (self._omega[n] / ((params[n].detach() - self._start[n]).square() + self.damping)).clamp_min(0)
+                   for n in params}
+        else:
+            new = self._gradient_importance(strategy)
+        mean = torch.cat([v.flatten() for v in new.values()]).mean().clamp_min(1e-30)
+        for n, imp in new.items():              # normalised to mean 1: strength has one scale for all modes
+            imp = imp / mean
+            self.importance[n] = imp if n not in self.importance else self.decay * self.importance[n] + imp
+        self.anchor = {n: p.detach().clone() for n, p in params.items()}
+
+    def state_dict(self) -> dict:
+        return {"importance": self.importance, "anchor": self.anchor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
+
+
+# --- feature distillation (CaSSLe-style) ------------------------------------------------------------
+
+def distill_predictor(feature_dim: int, hidden: int) -> nn.Module:
+    """The 2-layer predictor g that maps current features to the previous backbone's features."""
+    return nn.Sequential(nn.Linear(feature_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, feature_dim))
+
+
+class FeatureDistillation(SupervisedPlugin):
+    """After the first experience, adds weight * mean(1 - cos(g(f(v)), f_prev(v))) to the loss, where f is
+    the current backbone, f_prev a frozen copy taken at the end of the previous experience, v the first
+    view (or the clean batch for view-free objectives) and g the predictor in ``model.extra``."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = weight
+        self.frozen: Optional[nn.Module] = None
+        self._hook = None
+        self._seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+
+    def before_forward(self, strategy, **kwargs):
+        if self.frozen is not None:
+            self._seen = []
+            self._hook = strategy.backbone.register_forward_hook(
+                lambda m, inp, out: self._seen.append((inp[0], out)))
+
+    def after_forward(self, strategy, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def before_backward(self, strategy, **kwargs):
+        if self.frozen is None or self.weight == 0:
+            return
+        source = strategy.mb_views[0] if strategy.mb_views is not None else strategy.mb_x
+        feats = next((out for inp, out in self._seen if inp is source), None)
+        if feats is None:           # the objective did not run the backbone on this input
+            feats = strategy.backbone(source)
+        with torch.no_grad():
+            target = self.frozen(source)
+        pred = strategy.model.extra["distill_predictor"](feats)
+        loss = (1 - nn.functional.cosine_similarity(pred, target, dim=1)).mean()
+        strategy.loss = strategy.loss + self.weight * loss
+        self._seen = []
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.frozen = copy.deepcopy(strategy.backbone).eval()
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+
+    def state_dict(self) -> dict:
+        return {"frozen": None if self.frozen is None else self.frozen.state_dict()}
+
+    def load_state_dict(self, state: dict, backbone: Optional[nn.Module] = None) -> None:
+        if state["frozen"] is None:
+            self.frozen = None
+            return
+        self.frozen = copy.deepcopy(backbone).eval()
+        self.frozen.load_state_dict(state["frozen"])
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+
+
+def build_plugins(cfg, feature_dim: int) -> Tuple[list, Dict[str, nn.Module], str]:
+    """(plugins, extra modules for SimModel, data_mode) for a strategy config."""
+    if isinstance(cfg, ReplayConfig):
+        return [TensorReplay(cfg.mem_size, cfg.replay_batch_size)], {}, "current"
+    if isinstance(cfg, RegularizerConfig):
+        return [ParameterImportance(cfg.name, cfg.strength, cfg.importance_batches, cfg.decay, cfg.si_damping)], {}, "current"
+    if isinstance(cfg, DistillConfig):
+        return ([FeatureDistillation(cfg.weight)],
+                {"distill_predictor": distill_predictor(feature_dim, cfg.predictor_hidden)}, "current")
+    if isinstance(cfg, CumulativeConfig):
+        return [], {}, "cumulative"
+    if isinstance(cfg, JointConfig):
+        return [], {}, "joint"
+    return [], {}, "current"
