@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--png", metavar="PATH", default=None,
                    help="where to save the example grid (default: <config name>_examples.png here)")
     s.set_defaults(func=_cmd_scenario)
+
+    r = sub.add_parser("run", help="run a continual task-sequence scenario end to end",
+                       description="Train one shared backbone over the scenario's stream and measure, after every "
+                                   "experience, each task's probe accuracies, geometry (directional CDNV, CDNV, decision "
+                                   "axes), few-shot error against Theorem 4.1, cross-task orthogonality and forgetting. "
+                                   "Everything is written to a run directory that resumes after an interruption.")
+    r.add_argument("config", metavar="CONFIG.yaml", help="the run configuration (README: Configuration)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override any config key by dotted path (repeatable), e.g. --set training.epochs=2")
+    r.add_argument("--out", metavar="DIR", default=None, help="run directory (default: output.dir, else runs/<name>)")
+    r.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory "
+                                                         "(also automatic when running into one)")
+    r.add_argument("--force", action="store_true", help="delete whatever the run directory holds and start over")
+    r.set_defaults(func=_cmd_run)
     return parser
 
 
@@ -136,6 +150,18 @@ def _cmd_scenario(args) -> int:
         print(f"\nwrote {png}")
     else:
         print("\ninputs are vectors: no example images")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from simulator.config import load_run_config
+    from simulator.run import run
+
+    cfg = load_run_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else (cfg.output.dir or Path("runs") / cfg.name)
+    cfg.output.dir = Path(out).resolve()
+    path = run(cfg, out, resume=args.resume, force=args.force, argv=sys.argv)
+    print(f"\nrun directory: {path}")
     return 0
 
 

@@ -54,6 +54,7 @@ class AnalysisConfig(StrictModel):
     ways: int = Field(2, ge=2, description="classes per few-shot episode")
     episodes: int = Field(100, ge=1)
     ddof: Literal[0, 1] = 0
+    split: Literal["train", "test"] = Field("test", description="split the geometry and few-shot episodes use")
 
     @field_validator("shots")
     @classmethod

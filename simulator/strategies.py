@@ -15,7 +15,8 @@ inputs mixed into every batch), ``ewc`` / ``mas`` / ``si`` (a quadratic anchor o
 importances come from the objective actually trained: Avalanche's EWC calls the loss with labels
 and crashes under an SSL loss, and its SI is a silent no-op on CPU), ``distill`` (CaSSLe-style
 feature distillation through a predictor from current to frozen previous features),
-``cumulative`` (all data seen so far) and ``joint`` (all experiences at once: the upper bound).
+``cumulative`` (all data seen so far) and ``joint`` (all experiences at once, trained at the first
+experience; later experiences only evaluate: the non-continual upper bound).
 """
 from __future__ import annotations
 
@@ -187,14 +188,15 @@ class DncsimStrategy(SupervisedTemplate):
 
     def make_train_dataloader(self, **kwargs):
         current = self.experience_tensors(self.experience)
-        if self.data_mode == "joint":
-            data = _concat([self.experience_tensors(e) for e in self.all_experiences])
+        if self.data_mode == "joint":           # one phase on everything, at the first experience only
+            first = self.experience.current_experience == 0
+            data = _concat([self.experience_tensors(e) for e in self.all_experiences]) if first else None
         elif self.data_mode == "cumulative":
             data = _concat(self.seen + [current])
         else:
             data = current
         self.seen.append(current)
-        self.dataloader = TensorBatches(data, self.train_mb_size)
+        self.dataloader = [] if data is None else TensorBatches(data, self.train_mb_size)
 
     def training_epoch(self, **kwargs):
         if self.objective.trains_backbone:            # objective 'none': a frozen random backbone

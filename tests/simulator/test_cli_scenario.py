@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from scenarios import build_scenario, load_scenario_config
+from simulator.config import load_run_config
 from simulator.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +19,7 @@ NEEDS_DATA = {"cifar100_multilabel.yaml", "mnist_class_incremental.yaml"}
 def test_every_shipped_config_validates_and_builds_when_its_data_is_here(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = load_scenario_config(path)
+    assert load_run_config(path).scenario == cfg
     if path.name in NEEDS_DATA:
         assert not (ROOT / "data").exists()
         return

@@ -1,0 +1,215 @@
+"""`dncsim run`: the run directory, determinism, resume after SIGKILL, protection and one-line errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from analysis import names as N
+from simulator.cli import main
+from simulator.config import load_run_config, run_from_mapping
+from simulator.run import run
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = """
+name: tiny
+seed: 3
+scenario:
+  source: {name: shapes, image_size: 16, train_repeats: 2, test_repeats: 2}
+  stream: {type: multilabel, labelings: [shape, color, style]}
+backbone: {name: convnet, width: 8, feature_dim: 16}
+objective: {name: simclr}
+training: {epochs: 2, batch_size: 64}
+evaluation: {linear_steps: 20}
+analysis: {shots: [1, 5, 10], episodes: 20}
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY)
+    return p
+
+
+def cli(*args, cwd=ROOT):
+    """The CLI in a fresh process, as a user runs it: (status, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())", *map(str, args)],
+                       capture_output=True, text=True, cwd=cwd)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture
+def cli_here(capsys, monkeypatch):
+    """The CLI in this process (fast): (status, stdout, stderr); a traceback would fail the test."""
+    monkeypatch.chdir(ROOT)
+
+    def call(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return call
+
+
+def read_rows(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_has_every_output(tiny_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(tiny_config), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "After the last experience" in text and f"run directory: {out.resolve()}" in text
+    for name in ("config.yaml", "manifest.json", "metrics.csv", "metrics.jsonl", "accuracy.json", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["experiences_done"] == manifest["experiences_total"] == 3
+    assert manifest["seed"] == 3 and manifest["device"] == "cpu" and manifest["versions"]["torch"] == torch.__version__
+    # the stored config is the resolved one and validates again
+    stored = run_from_mapping(yaml.safe_load((out / "config.yaml").read_text()))
+    assert stored == load_run_config(tiny_config).model_copy(update={"output": stored.output})
+    # metrics: csv and jsonl hold the same rows; the columns are the contract's
+    rows = read_rows(out)
+    csv_lines = (out / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0] == ",".join(N.TABLE_COLUMNS) and len(csv_lines) == len(rows) + 1
+    assert {r["exp"] for r in rows} == {-1, 0, 1, 2}
+    metrics = {r["metric"] for r in rows}
+    assert {N.ACC, N.DIR_CDNV, N.CDNV, N.CDNV_RATIO, N.MEAN_GAP, N.AXIS_DRIFT, N.FEWSHOT_ERR, N.BOUND, N.BOUND_LIMIT,
+            N.AXIS_COS_MEDIAN, N.AXIS_COS_MAX, N.PROP42_FRAC, N.FORGETTING_MAX, N.FORGETTING_LAST, N.BWT, N.FWT,
+            N.INTERFERENCE} <= metrics
+    # every task measured after every experience, refit for all rows, frozen once learned
+    acc = [r for r in rows if r["metric"] == N.ACC]
+    assert len([r for r in acc if r["protocol"] == N.REFIT]) == 4 * 3 * 2
+    assert len([r for r in acc if r["protocol"] == N.FROZEN]) == (1 + 2 + 3) * 2
+    # accuracy.json is the same numbers as the acc rows
+    mats = json.loads((out / "accuracy.json").read_text())["matrices"]
+    for r in acc:
+        assert mats[f"{r['protocol']}/{r['probe']}"][r["exp"] + 1][r["task"]] == r["value"]
+    assert mats["frozen/ncc"][0] == [None, None, None]
+    # Prop 4.2 holds on the balanced independent shapes labelings (population estimator)
+    assert all(r["value"] == 1.0 for r in rows if r["metric"] == N.PROP42_FRAC)
+    # geometry: one npz per row with every task's class means
+    npz = sorted((out / "geometry").glob("row_*.npz"))
+    assert [p.name for p in npz] == ["row_000.npz", "row_001.npz", "row_002.npz", "row_003.npz"]
+    with np.load(npz[-1]) as z:
+        assert z["task1/means"].shape == (4, 16) and z["task2/dir_cdnv"].shape == (2, 2)
+    # the checkpoint loads with weights_only=True
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["experiences_done"] == 3 and "backbone.body.0.weight" in ck["model"]
+    # TensorBoard got the plugin metrics
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ea = EventAccumulator(str(out / "tb")).Reload()
+    assert "dncsim/acc/ncc/refit/Task001" in ea.Tags()["scalars"]
+
+
+def test_same_config_and_seed_give_identical_files(tiny_config, tmp_path):
+    cfg = load_run_config(tiny_config)
+    for name in ("a", "b"):
+        run(cfg, tmp_path / name)
+    for f in ("metrics.csv", "metrics.jsonl", "accuracy.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_uninterrupted_metrics(tmp_path):
+    cfg_path = tmp_path / "slow.yaml"
+    cfg_path.write_text(TINY.replace("epochs: 2", "epochs: 6").replace("train_repeats: 2", "train_repeats: 4"))
+    code, _, err = cli("run", cfg_path, "--out", tmp_path / "whole")
+    assert code == 0, err
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())",
+                             "run", str(cfg_path), "--out", str(killed)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            done = json.loads((killed / "manifest.json").read_text())["experiences_done"]
+        except (OSError, ValueError, KeyError):
+            done = 0
+        if done >= 1:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert manifest["status"] == "running" and 1 <= manifest["experiences_done"] < 3   # killed mid-stream
+    code, out, err = cli("run", cfg_path, "--out", killed)       # rerunning into it resumes
+    assert code == 0, err
+    assert json.loads((killed / "manifest.json").read_text())["status"] == "finished"
+    for f in ("metrics.csv", "metrics.jsonl", "accuracy.json"):
+        assert (killed / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+
+
+def test_finished_runs_are_protected_and_force_restarts(tiny_config, tmp_path, cli_here):
+    out = tmp_path / "run"
+    run(load_run_config(tiny_config), out)
+    code, _, err = cli_here("run", tiny_config, "--out", out)
+    assert code == 2 and "holds a finished run; use --force" in err and len(err.strip().splitlines()) == 1
+    before = (out / "manifest.json").read_text()
+    code, _, err = cli_here("run", tiny_config, "--out", out, "--force", "--set", "training.epochs=1")
+    assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["started"] >= json.loads(before)["started"]
+    assert yaml.safe_load((out / "config.yaml").read_text())["training"]["epochs"] == 1
+
+
+def test_unfinished_run_with_another_config_is_refused(tiny_config, tmp_path, cli_here):
+    out = tmp_path / "run"
+    run(load_run_config(tiny_config), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["status"] = "running"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = cli_here("run", tiny_config, "--out", out, "--set", "training.lr=0.01")
+    assert code == 2 and "different configuration (first difference: training.lr)" in err
+
+
+@pytest.mark.parametrize("override,message", [
+    ("backbone.widht=8", "backbone: unknown key 'widht' (did you mean 'width'?)"),
+    ("training.epochs=0", "training.epochs: input should be greater than or equal to 1 (got 0)"),
+    ("objective.name=simclrr", "objective.name: 'simclrr' is not one of simclr, vicreg, barlow_twins, byol, simsiam, supervised, none (did you mean 'simclr'?)"),
+    ("strategy.name=ewc2", "strategy.name: 'ewc2' is not one of"),
+    ("device=gpu", "device: 'gpu' is not one of auto, cpu, cuda, cuda:N"),
+    ("analysis.shots=[0,5]", "analysis.shots: shot counts must be >= 1; got [0, 5]"),
+    ("trainig.epochs=2", "--set trainig.epochs: unknown section 'trainig' (did you mean 'training'?)"),
+    ("training", "--set expects KEY.PATH=VALUE; got 'training'"),
+    ("scenario.stream.labelings=[shape,colour]", "scenario.stream.labelings[1]: 'colour' is not a labeling"),
+    ("backbone.name=resnet18", "backbone: unknown key 'width'; accepted keys: name, feature_dim"),
+    ("objective.temperature=0.5", None),
+])
+def test_bad_configs_are_one_line_exit_2_and_leave_no_directory(tiny_config, tmp_path, override, message, cli_here):
+    if message is None:           # a valid override reaches the schema
+        assert load_run_config(tiny_config, [override]).objective.temperature == 0.5
+        return
+    out = tmp_path / "never"
+    code, _, err = cli_here("run", tiny_config, "--out", out, "--set", override)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_vector_source_with_a_convnet_leaves_no_directory(tmp_path):
+    """In a fresh process: the user's view, exit status and a single stderr line."""
+    cfg = tmp_path / "v.yaml"
+    cfg.write_text("scenario: {source: {name: features, path: examples/multitask_features.npz}, "
+                   "stream: {type: multilabel, labelings: [color]}}\nbackbone: {name: convnet}\n")
+    code, _, err = cli("run", cfg, "--out", tmp_path / "never")
+    assert code == 2 and "backbone.name: 'convnet' needs image inputs" in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_joint_trains_once_and_none_never(tmp_path):
+    base = yaml.safe_load(TINY)
+    for strategy, objective in (({"name": "joint"}, "simclr"), ({"name": "naive"}, "none")):
+        cfg = run_from_mapping({**base, "strategy": strategy, "objective": {"name": objective}})
+        out = tmp_path / f"{strategy['name']}-{objective}"
+        run(cfg, out)
+        mats = json.loads((out / "accuracy.json").read_text())["matrices"]["refit/ncc"]
+        assert mats[1] == mats[2] == mats[3]           # nothing changes after the first phase
+        if objective == "none":
+            assert mats[0] == mats[1]                  # the random backbone is never trained
