@@ -70,7 +70,6 @@ class OutputConfig(StrictModel):
     dir: Optional[Path] = Field(None, description="run directory (default: runs/<config name>)")
     tensorboard: bool = True
     checkpoints: bool = True
-    report: bool = True
 
 
 class RunConfig(StrictModel):

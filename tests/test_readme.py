@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from scenarios.config import ScenarioConfig
+from simulator.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -29,11 +29,18 @@ def all_keys(model, seen=None):
     return seen
 
 
-def test_every_scenario_key_is_in_the_readme():
+def test_every_config_key_is_in_the_readme():
     spans = re.findall(r"`([^`\n]+)`", README)
-    missing = sorted(k for k in all_keys(ScenarioConfig)
+    missing = sorted(k for k in all_keys(RunConfig)
                      if not any(re.search(rf"(^|[.\s{{]){k}($|[.:\s])", span) for span in spans))
-    assert not missing, f"undocumented scenario keys: {missing}"
+    assert not missing, f"undocumented config keys: {missing}"
+
+
+def test_every_metric_name_is_defined_in_the_readme():
+    from analysis import names as N
+    metrics = [v for k, v in vars(N).items() if k.isupper() and isinstance(v, str) and k not in ("NCC", "LINEAR", "REFIT", "FROZEN")]
+    missing = [m for m in metrics if f"`{m}`" not in README]
+    assert not missing, f"metrics without a README definition: {missing}"
 
 
 def test_the_ci_script_runs_the_readme_test_command():
