@@ -112,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(also automatic when running into one)")
     r.add_argument("--force", action="store_true", help="delete whatever the run directory holds and start over")
     r.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="the orthogonality report of a run (HTML, Markdown, JSON)",
+                         description="Write the report of a run directory: decision-axis orthogonality over the stream, "
+                                     "the Prop. 4.2 check, directional collapse, interference (accuracy matrices, "
+                                     "forgetting, the interference graph), few-shot error against Theorem 4.1, and "
+                                     "generated findings. --compare sets other runs side by side.")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by dncsim run")
+    rep.add_argument("--out", metavar="DIR", default=None, help="output directory (default: RUN_DIR/report)")
+    rep.add_argument("--compare", metavar="OTHER_RUN", nargs="+", default=[], help="other run directories to compare")
+    rep.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -162,6 +172,14 @@ def _cmd_run(args) -> int:
     cfg.output.dir = Path(out).resolve()
     path = run(cfg, out, resume=args.resume, force=args.force, argv=sys.argv)
     print(f"\nrun directory: {path}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from analysis.report import build_report
+
+    out = build_report(args.run_dir, Path(args.out) if args.out else None, compare=args.compare)
+    print(f"wrote {out / 'index.html'}, {out / 'report.md'}, {out / 'summary.json'}")
     return 0
 
 

@@ -70,6 +70,7 @@ class OutputConfig(StrictModel):
     dir: Optional[Path] = Field(None, description="run directory (default: runs/<config name>)")
     tensorboard: bool = True
     checkpoints: bool = True
+    report: bool = Field(True, description="write the orthogonality report (report/) when the run finishes")
 
 
 class RunConfig(StrictModel):

@@ -214,10 +214,11 @@ class RunDirectory:
     def write_geometry(self, t: int, geoms: dict) -> None:
         arrays = {}
         for k, g in geoms.items():
-            for field in ("classes", "counts", "means", "var", "d2", "cdnv", "dir_cdnv", "theta", "mean_axis_var"):
+            for field in ("classes", "counts", "means", "var", "m4", "d2", "cdnv", "dir_cdnv", "theta", "mean_axis_var"):
                 v = getattr(g, field)
                 if v is not None:
                     arrays[f"task{k}/{field}"] = v.detach().cpu().numpy()
+            arrays[f"task{k}/ddof"] = np.array(g.ddof)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         (self.path / "geometry").mkdir(exist_ok=True)
@@ -387,6 +388,9 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
     manifest.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     rd.write_manifest(manifest)
     print(_summary(ev, sc))
+    if cfg.output.report:
+        from analysis.report import build_report
+        print(f"report: {build_report(rd.path) / 'index.html'}")
     return rd.path
 
 

@@ -1,0 +1,133 @@
+"""Assemble the report: numbers, figures, then the HTML, Markdown and JSON files (written atomically)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import jinja2
+import numpy as np
+from markupsafe import Markup
+
+from analysis.errors import DncsimError
+from analysis.report import figures as F
+from analysis.report.graph import interference_communities
+from analysis.report.rundata import RunData, load_run
+from analysis.report.summary import prop42_points, run_summary
+
+__all__ = ["build_report", "FIGURES"]
+
+#: figure name -> caption; the report holds each one that applies to the run
+FIGURES = {
+    "orthogonality_heatmap": "Median |cos| between the decision axes of every pair of tasks after the last experience.",
+    "orthogonality_over_stream": "The same overlap before training and after every experience.",
+    "prop42_scatter": "Observed |u_a · u_b| against the Prop. 4.2 bound, one point per pair of class-pair axes.",
+    "collapse_curves": "Directional CDNV and CDNV per task along the stream, and their ratio.",
+    "accuracy_heatmaps": "Accuracy matrices R[t, k] for every probe and protocol.",
+    "forgetting_bars": "Forgetting per task after the last experience.",
+    "dircdnv_vs_forgetting": "Each task's directional CDNV when learned against its later forgetting.",
+    "interference_graph": "Tasks as nodes; edge width: interference, edge colour: axis overlap; colours: communities.",
+    "fewshot_curves": "Few-shot NCC error and the Theorem 4.1 bound against shots per class.",
+    "compare_collapse": "Mean directional CDNV and CDNV over tasks along the stream, per run.",
+    "compare_orthogonality": "Final decision-axis overlap of each run.",
+}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _figures(run: RunData, s: dict, communities, others: Sequence[RunData]) -> Dict[str, bytes]:
+    out = {}
+    if s["pairs"]:
+        out["orthogonality_heatmap"] = F.png_bytes(F.orthogonality_heatmap(run))
+        out["orthogonality_over_stream"] = F.png_bytes(F.orthogonality_over_stream(run))
+        out["interference_graph"] = F.png_bytes(F.interference_graph(s, communities))
+    if s["prop42"]["axis_pairs"]:
+        out["prop42_scatter"] = F.png_bytes(F.prop42_scatter(prop42_points(run), s["prop42"]["fraction"], run))
+    out["collapse_curves"] = F.png_bytes(F.collapse_curves(run))
+    out["accuracy_heatmaps"] = F.png_bytes(F.accuracy_heatmaps(run))
+    out["forgetting_bars"] = F.png_bytes(F.forgetting_bars(s))
+    out["dircdnv_vs_forgetting"] = F.png_bytes(F.dircdnv_vs_forgetting(s))
+    out["fewshot_curves"] = F.png_bytes(F.fewshot_curves(s))
+    if others:
+        runs = [run, *others]
+        out["compare_collapse"] = F.png_bytes(F.compare_collapse(runs, []))
+        out["compare_orthogonality"] = F.png_bytes(F.compare_orthogonality(runs))
+    return out
+
+
+def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:
+    key = f"{summaries[0]['primary']['probe']}/{summaries[0]['primary']['protocol']}"
+    rows = []
+    for run, s in zip(runs, summaries):
+        cos = [p["axis_cos_median_final"] for p in s["pairs"] if p["axis_cos_median_final"] is not None]
+        accs = [t["final_acc"].get(key) for t in s["tasks"] if t["final_acc"].get(key) is not None]
+        forg = [t["forgetting_max"].get(key) for t in s["tasks"] if t["forgetting_max"].get(key) is not None]
+        rows.append({"label": run.label, "path": str(run.path), "acc": float(np.mean(accs)) if accs else None,
+                     "forgetting": float(np.mean(forg)) if forg else None,
+                     "dir_cdnv": s["stream"]["geomean_dir_cdnv_final"], "cdnv": s["stream"]["geomean_cdnv_final"],
+                     "cos": float(np.mean(cos)) if cos else None})
+    return {"key": key, "rows": rows}
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) -> Path:
+    """Write ``index.html`` (self-contained), ``report.md`` (+ ``figures/*.png``) and ``summary.json`` for
+    the run in ``run_dir`` into ``out`` (default: ``<run_dir>/report``); ``compare`` adds other runs side by
+    side. Returns the output directory. A run directory missing files is a one-line DncsimError."""
+    run = load_run(run_dir)
+    others = [load_run(p) for p in compare]
+    out = Path(out) if out is not None else run.path / "report"
+    if not out.parent.is_dir():
+        raise DncsimError(f"--out: directory {out.parent} does not exist")
+    s = run_summary(run)
+    communities = interference_communities(s)
+    s["communities"] = [[s["tasks"][k]["name"] for k in c] for c in communities]
+    comp = None
+    if others:
+        summaries = [s] + [run_summary(o) for o in others]
+        comp = _comparison([run, *others], summaries)
+        s["comparison"] = comp
+    figs = _figures(run, s, communities, others)
+    s["figures"] = sorted(figs)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("analysis.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    acc_keys = sorted(s["tasks"][0]["final_acc"]) if s["tasks"] else []
+    common = dict(s=s, fmt=_fmt, pct=_pct, acc_keys=acc_keys, shots=[f["shots"] for f in s["tasks"][0]["fewshot"]],
+                  communities=s["communities"], compare=comp)
+
+    def html_figure(name):
+        if name not in figs:
+            return ""
+        b64 = base64.b64encode(figs[name]).decode()
+        return Markup(f'<figure><img src="data:image/png;base64,{b64}" alt="{FIGURES[name]}">'
+                      f"<figcaption>{FIGURES[name]}</figcaption></figure>")
+
+    html = env.get_template("report.html.j2").render(figure=html_figure, **common)
+    md = env.get_template("report.md.j2").render(**common)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for name, png in figs.items():
+        _write(out / "figures" / f"{name}.png", png)
+    _write(out / "summary.json", (json.dumps(s, indent=2, allow_nan=False) + "\n").encode())
+    _write(out / "report.md", md.encode())
+    _write(out / "index.html", html.encode())
+    return out

@@ -1,0 +1,314 @@
+"""The report's figures (matplotlib + seaborn). Each function returns a Figure with a title, labelled
+axes (units in brackets; accuracies and cosines are fractions) and a legend where needed."""
+from __future__ import annotations
+
+import io
+import math
+from typing import Dict, List, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx  # noqa: E402
+import numpy as np  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from analysis import names as N  # noqa: E402
+from analysis.report.rundata import RunData  # noqa: E402
+
+__all__ = ["png_bytes", "orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "collapse_curves",
+           "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "interference_graph", "fewshot_curves",
+           "compare_collapse", "compare_orthogonality"]
+
+sns.set_theme(style="whitegrid", context="paper")
+EXP_LABEL = "experience just trained (-1 = before training)"
+
+
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    """Render a figure to PNG bytes and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _short(name: str, width: int = 14) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def cos_matrix(run: RunData, exp: int, metric: str = N.AXIS_COS_MEDIAN) -> np.ndarray:
+    """(T, T) symmetric matrix of a pairwise metric at one row (NaN diagonal and where unmeasured)."""
+    m = np.full((run.T, run.T), np.nan)
+    for r in run.rows:
+        if r["metric"] == metric and r["exp"] == exp:
+            m[r["task"], r["task_b"]] = m[r["task_b"], r["task"]] = r["value"]
+    return m
+
+
+def _heatmap(ax, m, labels, vmax, ref, cbar=True, annotate=True):
+    cmap = sns.color_palette("rocket_r", as_cmap=True)
+    hm = sns.heatmap(m, ax=ax, vmin=0, vmax=vmax, cmap=cmap, square=True, annot=annotate and len(labels) <= 8,
+                     fmt=".2f", xticklabels=labels, yticklabels=labels, cbar=cbar,
+                     cbar_kws={"label": "median |cos| between decision axes"} if cbar else None, mask=np.isnan(m))
+    if cbar:
+        cb = hm.collections[0].colorbar
+        cb.ax.axhline(ref, color="tab:blue", lw=2)
+        cb.ax.text(1.6, ref, " random 1/√d", color="tab:blue", va="center", transform=cb.ax.get_yaxis_transform(),
+                   fontsize=7)
+    ax.set_xlabel("task b")
+    ax.set_ylabel("task a")
+
+
+def orthogonality_heatmap(run: RunData):
+    """Median |cos| between every pair of tasks' decision axes after the last experience."""
+    m = cos_matrix(run, run.last)
+    ref = 1 / math.sqrt(run.feature_dim)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * run.T, 0.9 + 0.6 * run.T))
+    labels = [_short(t) for t in run.tasks]
+    _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref) * 1.05, ref)
+    ax.set_title(f"Decision-axis overlap after the last experience\n(random directions: |cos| ≈ 1/√d = {ref:.3f})")
+    return fig
+
+
+def orthogonality_over_stream(run: RunData):
+    """Small multiples of the median-|cos| heatmap, one per row of the stream, on one colour scale."""
+    rows = sorted({r["exp"] for r in run.rows})
+    mats = [cos_matrix(run, e) for e in rows]
+    ref = 1 / math.sqrt(run.feature_dim)
+    vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + [ref]) * 1.05
+    n = len(rows)
+    cols = min(n, 5)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols + 1, figsize=(2.2 * cols + 0.6, 2.2 * nrows + 0.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * cols + [0.06]})
+    labels = [str(k) for k in range(run.T)]
+    for i, (e, m) in enumerate(zip(rows, mats)):
+        ax = axes[i // cols][i % cols]
+        _heatmap(ax, m, labels, vmax, ref, cbar=False, annotate=False)
+        ax.set_title("before training" if e < 0 else f"after experience {e}", fontsize=8)
+        if i % cols:
+            ax.set_ylabel("")
+    for j in range(n, nrows * cols):
+        axes[j // cols][j % cols].axis("off")
+    sm = plt.cm.ScalarMappable(cmap=sns.color_palette("rocket_r", as_cmap=True), norm=plt.Normalize(0, vmax))
+    for r in range(nrows):
+        axes[r][cols].axis("off")
+    cb = fig.colorbar(sm, ax=axes[:, cols].tolist(), fraction=1.0, label="median |cos|")
+    cb.ax.axhline(ref, color="tab:blue", lw=2)
+    fig.suptitle(f"Decision-axis overlap over the stream (task indices; random ≈ {ref:.3f}, blue line)", fontsize=10)
+    return fig
+
+
+def prop42_scatter(points: List[dict], fraction: Optional[float], run: RunData):
+    """Observed |u_a . u_b| against Prop. 4.2's right-hand side, one point per axis pair, with y = x."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    palette = sns.color_palette("tab10", max(len(points), 1))
+    lo, hi = 1.0, 1e-6
+    for i, p in enumerate(points):
+        cos = np.clip(np.array(p["cos"]), 1e-6, None)
+        rhs = np.clip(np.array(p["bound"]), 1e-6, None)
+        ax.scatter(rhs, cos, s=12, alpha=0.7, color=palette[i % len(palette)],
+                   label=f"{_short(run.tasks[p['a']], 10)} / {_short(run.tasks[p['b']], 10)}")
+        lo = min(lo, cos.min(), rhs.min())
+        hi = max(hi, cos.max(), rhs.max())
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x (the bound)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("Prop. 4.2 bound on |cos| (unitless)")
+    ax.set_ylabel("observed |u_a · u_b| (unitless)")
+    frac = "n/a" if fraction is None else f"{100 * fraction:.1f}%"
+    ax.set_title(f"Prop. 4.2 after the last experience: {frac} of axis pairs under the bound")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _series(run: RunData, metric: str, k: int):
+    s = run.series(metric, task=k)
+    return [e for e, _ in s], [v for _, v in s]
+
+
+def collapse_curves(run: RunData):
+    """Directional CDNV and CDNV per task along the stream (log scale), and their ratio."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    palette = sns.color_palette("tab10", run.T)
+    for k in range(run.T):
+        x, y = _series(run, N.DIR_CDNV, k)
+        a1.plot(x, y, marker="o", color=palette[k % 10], label=f"{_short(run.tasks[k])} dir-CDNV")
+        x, y = _series(run, N.CDNV, k)
+        a1.plot(x, y, marker="s", ls="--", color=palette[k % 10], alpha=0.6, label=f"{_short(run.tasks[k])} CDNV")
+        x, y = _series(run, N.CDNV_RATIO, k)
+        a2.plot(x, y, marker="o", color=palette[k % 10], label=_short(run.tasks[k]))
+    for ax in (a1, a2):
+        ax.set_yscale("log")
+        ax.set_xlabel(EXP_LABEL)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a1.set_ylabel("variability (unitless, log scale)")
+    a1.set_title("Directional CDNV (solid) and CDNV (dashed) per task")
+    a2.set_ylabel("dir-CDNV / CDNV (log scale)")
+    a2.set_title("Directional collapse: ratio of the two")
+    a1.legend(fontsize=6, ncol=2)
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_heatmaps(run: RunData):
+    """Accuracy matrices R[t, k] for every probe and protocol (two per row)."""
+    keys = sorted(run.matrices)
+    ncols = min(2, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(ncols * (0.55 * run.T + 2.8), nrows * (0.38 * (run.T + 1) + 1.6)))
+    ylabels = ["before"] + [f"after {t}" for t in range(run.T)]
+    for ax, key in zip(axes.flat, keys):
+        m = run.matrices[key]
+        sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=run.T <= 8, fmt=".2f", mask=np.isnan(m),
+                    xticklabels=[_short(t, 12) for t in run.tasks], yticklabels=ylabels,
+                    cbar_kws={"label": "test accuracy (fraction)"})
+        proto, probe = key.split("/")
+        ax.set_title(f"{probe} probe, {proto} protocol")
+        ax.set_xlabel("task evaluated")
+        ax.set_ylabel("row (experience just trained)")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle("Accuracy matrices (blank: frozen probe not yet fitted)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def forgetting_bars(summary: dict):
+    """Final forgetting (best earlier minus final accuracy) per task, per probe and protocol."""
+    rows = [(t["name"], key, v) for t in summary["tasks"] for key, v in t["forgetting_max"].items() if v is not None]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(summary["tasks"]) + 2), 3.6))
+    if rows:
+        names = list(dict.fromkeys(r[0] for r in rows))
+        keys = sorted({r[1] for r in rows})
+        width = 0.8 / len(keys)
+        for j, key in enumerate(keys):
+            vals = [next((v for n, k, v in rows if n == name and k == key), np.nan) for name in names]
+            ax.bar(np.arange(len(names)) + j * width, vals, width=width, label=key.replace("/", " probe, ") + " protocol")
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, [_short(n) for n in names])
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no task was followed by another: no forgetting to measure", ha="center", transform=ax.transAxes)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("task")
+    ax.set_ylabel("forgetting (accuracy, fraction)")
+    ax.set_title("Forgetting after the last experience (tasks learned before it)")
+    return fig
+
+
+def dircdnv_vs_forgetting(summary: dict):
+    """Each task's directional CDNV when learned against its final forgetting (primary probe/protocol)."""
+    key = f"{summary['primary']['probe']}/{summary['primary']['protocol']}"
+    pts = [(t["dir_cdnv_learned"], t["forgetting_max"].get(key), t["name"]) for t in summary["tasks"]]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for x, y, name in pts:
+        ax.scatter([x], [y], s=30)
+        ax.annotate(_short(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if not pts:
+        ax.text(0.5, 0.5, "no task was followed by another", ha="center", transform=ax.transAxes)
+    else:
+        ax.set_xscale("log")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("directional CDNV when learned (unitless, log scale)")
+    ax.set_ylabel(f"final forgetting ({key.replace('/', ' ')}, fraction)")
+    ax.set_title("Low directional variability vs later forgetting")
+    return fig
+
+
+def interference_graph(summary: dict, communities: List[List[int]]):
+    """Tasks as nodes; edge width = measured interference, edge colour = axis overlap; communities coloured."""
+    g = nx.Graph()
+    names = [t["name"] for t in summary["tasks"]]
+    g.add_nodes_from(range(len(names)))
+    for p in summary["pairs"]:
+        g.add_edge(p["a"], p["b"], overlap=p["axis_cos_median_final"] or 0.0,
+                   interference=max(p["interference"] or 0.0, 0.0))
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    pos = nx.circular_layout(g)
+    palette = sns.color_palette("Set2", max(len(communities), 1))
+    colour = {n: palette[i % len(palette)] for i, c in enumerate(communities) for n in c}
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=[colour.get(n, "lightgrey") for n in g.nodes], node_size=900)
+    nx.draw_networkx_labels(g, pos, ax=ax, labels={k: _short(n, 10) for k, n in enumerate(names)}, font_size=7)
+    edges = list(g.edges(data=True))
+    if edges:
+        inter = np.array([d["interference"] for _, _, d in edges])
+        overlap = np.array([d["overlap"] for _, _, d in edges])
+        widths = 1 + 12 * inter / max(inter.max(), 1e-9)
+        coll = nx.draw_networkx_edges(g, pos, ax=ax, width=widths, edge_color=overlap, edge_cmap=plt.cm.plasma,
+                                      edge_vmin=0, edge_vmax=max(overlap.max(), 1e-9))
+        fig.colorbar(coll, ax=ax, label="median |cos| between the tasks' axes (final)")
+    ax.set_title("Interference graph: edge width = accuracy drop while the later task was learned")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=palette[i % len(palette)],
+                          label="community: " + ", ".join(_short(names[n], 8) for n in c)) for i, c in enumerate(communities)]
+    if handles:
+        ax.legend(handles=handles, fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.25))
+    ax.axis("off")
+    return fig
+
+
+def fewshot_curves(summary: dict):
+    """Few-shot NCC error and the Theorem 4.1 bound against shots per class, per task (final row)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    palette = sns.color_palette("tab10", len(summary["tasks"]))
+    drew = False
+    for k, t in enumerate(summary["tasks"]):
+        fs = [f for f in t["fewshot"] if f["error"] is not None]
+        if not fs:
+            continue
+        m = [f["shots"] for f in fs]
+        ax.plot(m, [max(f["error"], 1e-4) for f in fs], marker="o", color=palette[k % 10],
+                label=f"{_short(t['name'])} error")
+        b = [(f["shots"], f["bound"]) for f in fs if f["bound"] is not None]
+        if b:
+            ax.plot(*zip(*b), marker="^", ls="--", color=palette[k % 10], label=f"{_short(t['name'])} bound")
+        drew = True
+    ax.axvspan(0.8, 10, color="grey", alpha=0.12, label="m < 10: outside the theorem")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("shots per class m (log scale)")
+    ax.set_ylabel("NCC error (fraction, log scale)")
+    ax.set_title("Few-shot error (solid) and Theorem 4.1 bound (dashed), after the last experience")
+    if drew:
+        ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def compare_collapse(runs: List[RunData], summaries: List[dict]):
+    """Mean directional CDNV and CDNV over tasks along the stream, one line per run."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    palette = sns.color_palette("tab10", len(runs))
+    for i, run in enumerate(runs):
+        for metric, ls in ((N.DIR_CDNV, "-"), (N.CDNV, "--")):
+            by_exp: Dict[int, List[float]] = {}
+            for r in run.rows:
+                if r["metric"] == metric:
+                    by_exp.setdefault(r["exp"], []).append(r["value"])
+            xs = sorted(by_exp)
+            ax.plot(xs, [float(np.exp(np.mean(np.log(by_exp[x])))) for x in xs], ls=ls, marker="o", color=palette[i],
+                    label=f"{run.label} {'dir-CDNV' if metric == N.DIR_CDNV else 'CDNV'}")
+    ax.set_yscale("log")
+    ax.set_xlabel(EXP_LABEL)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("geometric mean over tasks (unitless, log scale)")
+    ax.set_title("Directional CDNV (solid) and CDNV (dashed) per run")
+    ax.legend(fontsize=6)
+    return fig
+
+
+def compare_orthogonality(runs: List[RunData]):
+    """The final median-|cos| heatmap of each run, side by side on one colour scale."""
+    mats = [cos_matrix(r, r.last) for r in runs]
+    refs = [1 / math.sqrt(r.feature_dim) for r in runs]
+    vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + refs) * 1.05
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.6 * len(runs), 3.4), squeeze=False)
+    for ax, run, m, ref in zip(axes[0], runs, mats, refs):
+        _heatmap(ax, m, [str(k) for k in range(run.T)], vmax, ref, cbar=True, annotate=run.T <= 6)
+        ax.set_title(_short(run.label, 40), fontsize=8)
+    fig.suptitle("Decision-axis overlap after the last experience, per run (blue line: random 1/√d)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,199 @@
+"""The numbers of a report (``summary.json``), read from a run's metrics table and geometry files.
+
+Every number here is looked up in, or computed only from, the run directory's files; the report's
+figures and text show these same numbers.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from analysis import names as N
+from analysis.bounds import orthogonality_bound
+from analysis.orthogonality import cross_task_cosines
+from analysis.report.rundata import RunData
+
+__all__ = ["primary_key", "prop42_points", "run_summary", "findings", "MIN_PAIRS_FOR_CORRELATION"]
+
+MIN_PAIRS_FOR_CORRELATION = 4
+
+
+def primary_key(run: RunData) -> Tuple[str, str]:
+    """(probe, protocol) the summary leads with: linear/frozen when measured (the interference view)."""
+    keys = [tuple(reversed(k.split("/"))) for k in run.matrices]
+    for want in ((N.LINEAR, N.FROZEN), (N.NCC, N.FROZEN), (N.LINEAR, N.REFIT), (N.NCC, N.REFIT)):
+        if want in keys:
+            return want
+    return keys[0]
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def prop42_points(run: RunData, row: int = -1) -> List[dict]:
+    """Per task pair on the same samples, every axis pair's observed |cos| and Prop. 4.2 bound at a row."""
+    geoms = run.geometry(row)
+    same = {(r["task"], r["task_b"]) for r in run.rows if r["metric"] == N.PROP42_FRAC}
+    out = []
+    for a, b in sorted(same):
+        if a in geoms and b in geoms and geoms[a].mean_axis_var is not None and geoms[b].mean_axis_var is not None:
+            cos = cross_task_cosines(geoms[a], geoms[b]).flatten()
+            rhs = orthogonality_bound(geoms[a], geoms[b]).flatten()
+            out.append({"a": a, "b": b, "cos": cos.tolist(), "bound": rhs.tolist()})
+    return out
+
+
+def _task_summary(run: RunData, ix: dict, k: int, last: int) -> dict:
+    keys = [tuple(reversed(key.split("/"))) for key in run.matrices]
+    out = {"index": k, "name": run.tasks[k], "final_acc": {}, "forgetting_max": {}, "forgetting_last": {}}
+    for probe, proto in keys:
+        key = f"{probe}/{proto}"
+        out["final_acc"][key] = ix.get((N.ACC, last, k, None, probe, proto, None))
+        out["forgetting_max"][key] = ix.get((N.FORGETTING_MAX, last, k, None, probe, proto, None))
+        out["forgetting_last"][key] = ix.get((N.FORGETTING_LAST, last, k, None, probe, proto, None))
+    for when, exp in (("init", -1), ("learned", k), ("final", last)):
+        out[f"dir_cdnv_{when}"] = ix.get((N.DIR_CDNV, exp, k, None, None, None, None))
+        out[f"cdnv_{when}"] = ix.get((N.CDNV, exp, k, None, None, None, None))
+    out["axis_drift_final"] = ix.get((N.AXIS_DRIFT, last, k, None, None, None, None))
+    out["fewshot"] = [{"shots": m, "error": ix.get((N.FEWSHOT_ERR, last, k, None, None, None, m)),
+                       "bound": ix.get((N.BOUND, last, k, None, None, None, m))} for m in run.shots()]
+    out["bound_limit"] = ix.get((N.BOUND_LIMIT, last, k, None, None, None, None))
+    return out
+
+
+def _pair_summary(run: RunData, ix: dict, a: int, b: int, last: int, primary: Tuple[str, str]) -> dict:
+    probe, proto = primary
+    return {"a": a, "b": b, "names": [run.tasks[a], run.tasks[b]],
+            "axis_cos_median_final": ix.get((N.AXIS_COS_MEDIAN, last, a, b, None, None, None)),
+            "axis_cos_max_final": ix.get((N.AXIS_COS_MAX, last, a, b, None, None, None)),
+            "axis_cos_median_when_b_learned": ix.get((N.AXIS_COS_MEDIAN, b, a, b, None, None, None)),
+            "prop42_frac_final": ix.get((N.PROP42_FRAC, last, a, b, None, None, None)),
+            "interference": ix.get((N.INTERFERENCE, b, a, b, probe, proto, None)) if proto == N.FROZEN else None}
+
+
+def _mean(values) -> Optional[float]:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def _geomean(values) -> Optional[float]:
+    """Geometric mean of positive values (variabilities span orders of magnitude across tasks)."""
+    v = [x for x in values if x is not None and x > 0]
+    return float(np.exp(np.mean(np.log(v)))) if v else None
+
+
+def _spearman(x, y) -> Optional[dict]:
+    pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None]
+    if len(pairs) < MIN_PAIRS_FOR_CORRELATION:
+        return {"n": len(pairs), "rho": None, "p": None}
+    xs, ys = zip(*pairs)
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return {"n": len(pairs), "rho": None, "p": None}
+    res = spearmanr(xs, ys)
+    return {"n": len(pairs), "rho": float(res.statistic), "p": float(res.pvalue)}
+
+
+def run_summary(run: RunData) -> dict:
+    """Everything ``summary.json`` holds for one run (see README, "Report")."""
+    ix = run.index()
+    last = run.last
+    primary = primary_key(run)
+    tasks = [_task_summary(run, ix, k, last) for k in range(run.T)]
+    pairs = [_pair_summary(run, ix, a, b, last, primary) for a, b in itertools.combinations(range(run.T), 2)]
+    d = run.feature_dim
+    points = prop42_points(run)
+    n_axis = sum(len(p["cos"]) for p in points)
+    under = sum(sum(c <= r for c, r in zip(p["cos"], p["bound"])) for p in points)
+    cfg = run.config
+    summary = {
+        "run": {"name": cfg.get("name"), "path": str(run.path), "status": run.manifest.get("status"),
+                "source": cfg["scenario"]["source"]["name"], "stream": cfg["scenario"]["stream"]["type"],
+                "tasks": run.tasks, "objective": cfg["objective"]["name"], "strategy": cfg["strategy"]["name"],
+                "backbone": cfg["backbone"]["name"], "seed": cfg.get("seed"), "device": run.manifest.get("device"),
+                "versions": run.manifest.get("versions"), "started": run.manifest.get("started"),
+                "finished": run.manifest.get("finished"), "duration_s": run.manifest.get("duration_s"),
+                "experiences_done": run.manifest.get("experiences_done"), "feature_dim": d},
+        "primary": {"probe": primary[0], "protocol": primary[1]},
+        "tasks": tasks,
+        "stream": {
+            "bwt": {f"{probe}/{proto}": ix.get((N.BWT, last, None, None, probe, proto, None))
+                    for proto, probe in (k.split("/") for k in run.matrices)},
+            "geomean_dir_cdnv_init": _geomean(t["dir_cdnv_init"] for t in tasks),
+            "geomean_dir_cdnv_final": _geomean(t["dir_cdnv_final"] for t in tasks),
+            "geomean_cdnv_init": _geomean(t["cdnv_init"] for t in tasks),
+            "geomean_cdnv_final": _geomean(t["cdnv_final"] for t in tasks),
+            "mean_final_acc": _mean(t["final_acc"].get("/".join(primary)) for t in tasks),
+            "mean_forgetting": _mean(t["forgetting_max"].get("/".join(primary)) for t in tasks)},
+        "pairs": pairs,
+        "random_abs_cos": 1 / math.sqrt(d),
+        "prop42": {"axis_pairs": n_axis, "under_bound": int(under), "fraction": (under / n_axis) if n_axis else None},
+        "correlations": {
+            "overlap_vs_interference": _spearman([p["axis_cos_median_when_b_learned"] for p in pairs],
+                                                 [p["interference"] for p in pairs]),
+            "dir_cdnv_learned_vs_forgetting": _spearman([t["dir_cdnv_learned"] for t in tasks],
+                                                        [t["forgetting_max"].get("/".join(primary)) for t in tasks])},
+    }
+    summary["findings"] = findings(summary)
+    return _jsonable(summary)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, torch.Tensor)):
+        obj = float(obj)
+    if isinstance(obj, np.integer):
+        obj = int(obj)
+    return _clean(obj)
+
+
+def _change(before, after) -> str:
+    if before is None or after is None or before <= 0 or after <= 0:
+        return "could not be compared"
+    factor = before / after
+    return f"fell {factor:.1f}-fold" if factor >= 1 else f"rose {1 / factor:.1f}-fold"
+
+
+def findings(s: dict) -> List[str]:
+    """A few generated sentences with the numbers (used by every report format)."""
+    st, out = s["stream"], []
+    if st["geomean_dir_cdnv_init"] is not None and st["geomean_dir_cdnv_final"] is not None:
+        out.append(f"Directional CDNV (geometric mean over tasks) {_change(st['geomean_dir_cdnv_init'], st['geomean_dir_cdnv_final'])} "
+                   f"over the stream, from {st['geomean_dir_cdnv_init']:.3g} before training to {st['geomean_dir_cdnv_final']:.3g}; "
+                   f"CDNV {_change(st['geomean_cdnv_init'], st['geomean_cdnv_final'])}, from {st['geomean_cdnv_init']:.3g} "
+                   f"to {st['geomean_cdnv_final']:.3g}.")
+    probe, proto = s["primary"]["probe"], s["primary"]["protocol"]
+    inter = [p for p in s["pairs"] if p["interference"] is not None]
+    if inter:
+        worst = max(inter, key=lambda p: p["interference"])
+        a, b = worst["names"]
+        if worst["interference"] > 0:
+            out.append(f"Learning '{b}' interfered most with '{a}': its {probe}-probe accuracy ({proto} protocol) "
+                       f"dropped by {worst['interference']:.3f} while '{b}' was learned.")
+        else:
+            out.append("No task's frozen-probe accuracy dropped while a later task was learned.")
+    elif len(s["tasks"]) < 2:
+        out.append("One task: there are no task pairs, so no orthogonality or interference.")
+    c = s["correlations"]["overlap_vs_interference"]
+    if c and c["rho"] is not None:
+        verb = "went together" if c["rho"] > 0.3 else ("went in opposite directions" if c["rho"] < -0.3 else "were unrelated")
+        out.append(f"Axis overlap (median |cos| when the later task was learned) and interference {verb}: "
+                   f"Spearman rho = {c['rho']:.2f} over {c['n']} task pairs (p = {c['p']:.2g}).")
+    elif c and c["n"] >= 1:
+        out.append(f"Too few task pairs ({c['n']}) to relate axis overlap to interference "
+                   f"(needs {MIN_PAIRS_FOR_CORRELATION}).")
+    p42 = s["prop42"]
+    if p42["fraction"] is not None:
+        out.append(f"{100 * p42['fraction']:.1f}% of {p42['axis_pairs']} decision-axis pairs of tasks labelling the "
+                   f"same samples were under the Prop. 4.2 bound after the last experience.")
+    return out

@@ -1,0 +1,139 @@
+"""The orthogonality report: every figure, numbers equal to the run's files, edge cases, errors."""
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import DncsimError
+from analysis import names as N
+from analysis.report import build_report
+from analysis.report.build import FIGURES
+from analysis.report.rundata import load_run
+from simulator.cli import main
+from simulator.config import run_from_mapping
+from simulator.run import run
+
+BASE = {"seed": 1, "scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 2, "test_repeats": 2},
+                                "stream": {"type": "multilabel", "labelings": ["shape", "color", "size", "style"]}},
+        "backbone": {"name": "convnet", "width": 8, "feature_dim": 16}, "training": {"epochs": 2, "batch_size": 64},
+        "evaluation": {"linear_steps": 20}, "analysis": {"shots": [1, 5, 10], "episodes": 20},
+        "output": {"report": False, "tensorboard": False}}
+SINGLE = ["collapse_curves", "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "fewshot_curves"]
+PAIRWISE = ["orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "interference_graph"]
+
+
+def make_run(path, **changes):
+    cfg = {**BASE, **changes}
+    run(run_from_mapping(cfg), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def four_task_run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runs") / "four")
+
+
+@pytest.fixture(scope="module")
+def report(four_task_run):
+    return build_report(four_task_run)
+
+
+def test_every_figure_is_in_every_format(report):
+    html = (report / "index.html").read_text()
+    md = (report / "report.md").read_text()
+    summary = json.loads((report / "summary.json").read_text())
+    assert sorted(summary["figures"]) == sorted(SINGLE + PAIRWISE)
+    imgs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
+    assert len(imgs) == len(summary["figures"])
+    for b64 in imgs:
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in summary["figures"]:
+        assert f"figures/{name}.png" in md and (report / "figures" / f"{name}.png").stat().st_size > 5000
+        assert FIGURES[name] in html                    # every figure has its caption
+    for section in ("1. Run", "2. Orthogonality", "3. Proposition 4.2", "4. Directional collapse", "5. Interference",
+                    "6. Interference graph", "7. Few-shot", "Findings"):
+        assert section in html and section in md
+    assert "http://" not in html and "https://" not in html          # self-contained
+
+
+def test_summary_numbers_equal_the_run_files(four_task_run, report):
+    s = json.loads((report / "summary.json").read_text())
+    rows = [json.loads(l) for l in (four_task_run / "metrics.jsonl").read_text().splitlines()]
+    last = max(r["exp"] for r in rows)
+    ix = {(r["metric"], r["exp"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]): r["value"] for r in rows}
+    checked = 0
+    for k, t in enumerate(s["tasks"]):
+        for key, v in t["final_acc"].items():
+            probe, proto = key.split("/")
+            assert v == ix[(N.ACC, last, k, None, probe, proto, None)]
+            checked += 1
+            f = ix.get((N.FORGETTING_MAX, last, k, None, probe, proto, None))
+            assert t["forgetting_max"][key] == f
+        assert t["dir_cdnv_learned"] == ix[(N.DIR_CDNV, k, k, None, None, None, None)]
+        assert t["cdnv_init"] == ix[(N.CDNV, -1, k, None, None, None, None)]
+        assert t["dir_cdnv_final"] == ix[(N.DIR_CDNV, last, k, None, None, None, None)]
+        for f in t["fewshot"]:
+            assert f["error"] == ix[(N.FEWSHOT_ERR, last, k, None, None, None, f["shots"])]
+    for p in s["pairs"]:
+        assert p["axis_cos_median_final"] == ix[(N.AXIS_COS_MEDIAN, last, p["a"], p["b"], None, None, None)]
+        assert p["interference"] == ix[(N.INTERFERENCE, p["b"], p["a"], p["b"], "linear", "frozen", None)]
+        checked += 2
+    acc = json.loads((four_task_run / "accuracy.json").read_text())["matrices"]["frozen/linear"]
+    assert [t["final_acc"]["linear/frozen"] for t in s["tasks"]] == acc[-1]
+    assert s["stream"]["bwt"]["linear/frozen"] == ix[(N.BWT, last, None, None, "linear", "frozen", None)]
+    # the Prop 4.2 points, recomputed from the geometry files, agree with each pair's metric row
+    from analysis.report.summary import prop42_points
+    for p in prop42_points(load_run(four_task_run)):
+        frac = float(np.mean(np.array(p["cos"]) <= np.array(p["bound"])))
+        assert frac == ix[(N.PROP42_FRAC, last, p["a"], p["b"], None, None, None)]
+    assert s["prop42"]["fraction"] == 1.0            # balanced independent labelings
+    assert checked > 20 and len(s["findings"]) >= 3
+    geo = np.exp(np.mean(np.log([t["dir_cdnv_final"] for t in s["tasks"]])))
+    assert s["stream"]["geomean_dir_cdnv_final"] == pytest.approx(geo)
+
+
+def test_one_task_run_renders_the_sections_that_apply(tmp_path):
+    single = make_run(tmp_path / "one", scenario={**BASE["scenario"], "stream": {"type": "multilabel", "labelings": ["color"]}})
+    out = build_report(single)
+    s = json.loads((out / "summary.json").read_text())
+    assert sorted(s["figures"]) == sorted(SINGLE) and s["pairs"] == []
+    html = (out / "index.html").read_text()
+    assert "One task: no pairs of tasks to compare." in html and "One task: no graph." in html
+    assert "One task: there are no task pairs" in " ".join(s["findings"])
+
+
+def test_compare_sets_runs_side_by_side(four_task_run, tmp_path):
+    other = make_run(tmp_path / "supervised", objective={"name": "supervised"})
+    out = build_report(four_task_run, tmp_path / "cmp", compare=[other])
+    s = json.loads((out / "summary.json").read_text())
+    assert {"compare_collapse", "compare_orthogonality"} <= set(s["figures"])
+    labels = [r["label"] for r in s["comparison"]["rows"]]
+    assert "simclr" in labels[0] and "supervised" in labels[1]
+    assert "8. Comparison" in (out / "index.html").read_text()
+
+
+def test_missing_files_are_one_line_errors(four_task_run, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in ("config.yaml", "manifest.json", "accuracy.json"):
+        (broken / f).write_bytes((four_task_run / f).read_bytes())
+    with pytest.raises(DncsimError, match=r"broken: missing metrics.jsonl \(not a dncsim run directory"):
+        build_report(broken)
+    assert main(["report", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "missing metrics.jsonl" in err
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_report_command_and_end_of_run_report(four_task_run, tmp_path, capsys):
+    assert main(["report", str(four_task_run), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "index.html").is_file()
+    assert "wrote" in capsys.readouterr().out
+    out = tmp_path / "auto"
+    run(run_from_mapping({**BASE, "output": {"report": True, "tensorboard": False},
+                          "scenario": {**BASE["scenario"], "stream": {"type": "multilabel", "labelings": ["color", "style"]}}}), out)
+    assert (out / "report" / "index.html").is_file() and (out / "report" / "summary.json").is_file()
