@@ -87,11 +87,20 @@ def test_single_labels_array_and_skipped_shots(tmp_path, capsys):
     (["analyze", str(EXAMPLE), "--json", "/nonexistent/dir/out.json"], "--json: directory /nonexistent/dir does not exist"),
     (["analyse", str(EXAMPLE)], "invalid choice: 'analyse'"),
 ])
-def test_user_errors_are_one_line_with_status_2(args, message):
-    code, out, err = run_cli(*args)
+def test_user_errors_are_one_line_with_status_2(args, message, capsys):
+    try:
+        code = main(args)
+    except SystemExit as exc:           # argparse usage errors exit from inside the parser
+        code = exc.code
+    err = capsys.readouterr().err
     assert code == 2
     assert message in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_user_error_in_a_real_process_has_no_traceback():
+    code, out, err = run_cli("analyze", "missing.npz")
+    assert code == 2 and err.strip() == "dncsim analyze: error: missing.npz: no such file" and out == ""
 
 
 @pytest.mark.parametrize("make,message", [
@@ -99,10 +108,11 @@ def test_user_errors_are_one_line_with_status_2(args, message):
     (lambda: {"features": np.zeros((4, 2)), "labels": np.array([0, 0, 1, 1])}, "labeling 'labels': classes 0 and 1 have coincident means"),
     (lambda: {"features": np.eye(4), "labels": np.zeros(4, int)}, "need at least 2 classes"),
 ])
-def test_bad_data_is_one_line_with_status_2(tmp_path, make, message):
+def test_bad_data_is_one_line_with_status_2(tmp_path, make, message, capsys):
     p = tmp_path / "bad.npz"
     np.savez(p, **make())
     out = tmp_path / "o.json"
-    code, _, err = run_cli("analyze", str(p), "--json", str(out))
+    code = main(["analyze", str(p), "--json", str(out)])
+    err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()                       # nothing half-written

@@ -52,12 +52,19 @@ def test_vector_source_has_no_grid(tmp_path, capsys, monkeypatch):
     ("scenario:\n  stream: {type: class_incremental, experiences: 3, labeling: shape}\n", "cannot be split evenly into 3 experiences"),
     ("scenario:\n  source: {name: mnist, data_root: /nonexistent}\n", "/nonexistent"),
 ])
-def test_bad_scenario_is_one_line_exit_2_and_writes_nothing(tmp_path, text, message):
+def test_bad_scenario_is_one_line_exit_2_and_writes_nothing(tmp_path, text, message, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(text)
     png = tmp_path / "out.png"
-    p = subprocess.run([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())",
-                        "scenario", str(cfg), "--png", str(png)], capture_output=True, text=True, cwd=ROOT)
-    assert p.returncode == 2, p.stderr
-    assert message in p.stderr and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    assert main(["scenario", str(cfg), "--png", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
     assert not png.exists()
+
+
+def test_bad_scenario_in_a_real_process(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("scenario:\n  source: {name: shapes, colour: [red, blue]}\n")
+    p = subprocess.run([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())",
+                        "scenario", str(cfg)], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

@@ -29,6 +29,7 @@ objective: {name: simclr}
 training: {epochs: 2, batch_size: 64}
 evaluation: {linear_steps: 20}
 analysis: {shots: [1, 5, 10], episodes: 20}
+output: {report: false}
 """
 
 
