@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", metavar="DIR", default=None, help="output directory (default: RUN_DIR/report)")
     rep.add_argument("--compare", metavar="OTHER_RUN", nargs="+", default=[], help="other run directories to compare")
     rep.set_defaults(func=_cmd_report)
+
+    st = sub.add_parser("study", help="many runs over a grid of factors, statistics and a verdict",
+                        description="Run every combination of the study's factors (resuming: finished runs are "
+                                    "skipped), aggregate tidy tables, test whether low directional variability "
+                                    "predicts less forgetting (Spearman, cluster bootstrap CI, permutation p) and "
+                                    "write a study report. Flags override the study file's keys of the same name.")
+    st.add_argument("study", metavar="STUDY.yaml", help="the study file (README: Studies)")
+    st.add_argument("--engine", choices=("local", "dask"), default=None, help="local process pool or dask.distributed")
+    st.add_argument("--workers", type=_positive_int, default=None, help="runs at once")
+    st.add_argument("--scheduler", metavar="ADDRESS", default=None, help="dask scheduler address (tcp://host:8786)")
+    st.add_argument("--out", metavar="DIR", default=None, help="study directory (default: studies/<name>)")
+    st.add_argument("--retry-failed", action="store_true", default=None, help="run the recorded failures again")
+    st.set_defaults(func=_cmd_study)
     return parser
 
 
@@ -180,6 +193,17 @@ def _cmd_report(args) -> int:
 
     out = build_report(args.run_dir, Path(args.out) if args.out else None, compare=args.compare)
     print(f"wrote {out / 'index.html'}, {out / 'report.md'}, {out / 'summary.json'}")
+    return 0
+
+
+def _cmd_study(args) -> int:
+    from simulator.study import load_study_config, run_study
+
+    cfg = load_study_config(args.study, {"engine": args.engine, "workers": args.workers, "scheduler": args.scheduler,
+                                         "out": args.out, "retry_failed": args.retry_failed})
+    if cfg.scheduler and cfg.engine != "dask":
+        raise DncsimError("--scheduler needs --engine dask (or engine: dask in the study file)")
+    run_study(cfg)
     return 0
 
 

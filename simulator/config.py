@@ -22,7 +22,7 @@ from simulator.objectives import ObjectiveConfig, SimCLRConfig
 from simulator.strategies import NaiveConfig, StrategyConfig
 
 __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig", "RunConfig", "load_run_config",
-           "apply_overrides"]
+           "apply_overrides", "set_values", "run_from_mapping"]
 
 
 class TrainingConfig(StrictModel):
@@ -110,6 +110,13 @@ def _set_path(data: dict, dotted: str, value) -> None:
             raise DncsimError(f"--set {dotted}: '{'.'.join(keys[:depth + 1])}' is not a section")
         node = nxt
     node[keys[-1]] = value
+
+
+def set_values(data: dict, values: dict) -> dict:
+    """Set ``{"key.path": value}`` entries in a config mapping (sections created as needed); returns it."""
+    for key, value in values.items():
+        _set_path(data, key, value)
+    return data
 
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:

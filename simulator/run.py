@@ -318,11 +318,12 @@ def _restore(strategy, ev: StreamEvaluation, state: dict) -> int:
 
 
 def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, argv: Optional[list] = None,
-        stream=sys.stderr) -> Path:
+        stream=sys.stderr, quiet: bool = False) -> Path:
     """Run ``cfg`` into directory ``out`` (resuming an unfinished run there); returns the directory.
 
     Everything that can fail on the user's input (config, data, devices, the directory) fails before
-    the directory is created or touched.
+    the directory is created or touched. Progress goes to ``stream``; ``quiet`` suppresses the final
+    summary on stdout (studies run many runs at once).
     """
     rd = RunDirectory(out)
     resuming = prepare_directory(rd, cfg, resume=resume, force=force)
@@ -387,10 +388,13 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
         progress.close()
     manifest.update(status="finished", finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     rd.write_manifest(manifest)
-    print(_summary(ev, sc))
+    if not quiet:
+        print(_summary(ev, sc))
     if cfg.output.report:
         from analysis.report import build_report
-        print(f"report: {build_report(rd.path) / 'index.html'}")
+        report = build_report(rd.path)
+        if not quiet:
+            print(f"report: {report / 'index.html'}")
     return rd.path
 
 

@@ -1,30 +1,19 @@
 """The README stays true: the two commands match .ci/run, and every config key is documented."""
 import re
-import typing
 from pathlib import Path
 
-from pydantic import BaseModel
-
+from scenarios._validation import _unwrap
 from simulator.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def _models(tp):
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _models(typing.get_args(tp)[0])
-    if origin is None:
-        return [tp] if isinstance(tp, type) and issubclass(tp, BaseModel) else []
-    return [m for a in typing.get_args(tp) for m in _models(a)]
-
-
 def all_keys(model, seen=None):
     seen = set() if seen is None else seen
     for name, field in model.model_fields.items():
         seen.add(name)
-        for sub in _models(field.annotation):
+        for sub in _unwrap(field.annotation):
             all_keys(sub, seen)
     return seen
 

@@ -1,20 +1,16 @@
 """Assemble the report: numbers, figures, then the HTML, Markdown and JSON files (written atomically)."""
 from __future__ import annotations
 
-import base64
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import jinja2
 import numpy as np
-from markupsafe import Markup
 
 from analysis.errors import DncsimError
 from analysis.report import figures as F
 from analysis.report.graph import interference_communities
+from analysis.report.render import environment, figure_embedder, fmt, pct, write_file
 from analysis.report.rundata import RunData, load_run
 from analysis.report.summary import prop42_points, run_summary
 
@@ -34,18 +30,6 @@ FIGURES = {
     "compare_collapse": "Mean directional CDNV and CDNV over tasks along the stream, per run.",
     "compare_orthogonality": "Final decision-axis overlap of each run.",
 }
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def _figures(run: RunData, s: dict, communities, others: Sequence[RunData]) -> Dict[str, bytes]:
@@ -82,14 +66,6 @@ def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:
     return {"key": key, "rows": rows}
 
 
-def _write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) -> Path:
     """Write ``index.html`` (self-contained), ``report.md`` (+ ``figures/*.png``) and ``summary.json`` for
     the run in ``run_dir`` into ``out`` (default: ``<run_dir>/report``); ``compare`` adds other runs side by
@@ -109,25 +85,17 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) ->
         s["comparison"] = comp
     figs = _figures(run, s, communities, others)
     s["figures"] = sorted(figs)
-    env = jinja2.Environment(loader=jinja2.PackageLoader("analysis.report", "templates"),
-                             autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    env = environment()
     acc_keys = sorted(s["tasks"][0]["final_acc"]) if s["tasks"] else []
-    common = dict(s=s, fmt=_fmt, pct=_pct, acc_keys=acc_keys, shots=[f["shots"] for f in s["tasks"][0]["fewshot"]],
+    common = dict(s=s, fmt=fmt, pct=pct, acc_keys=acc_keys, shots=[f["shots"] for f in s["tasks"][0]["fewshot"]],
                   communities=s["communities"], compare=comp)
 
-    def html_figure(name):
-        if name not in figs:
-            return ""
-        b64 = base64.b64encode(figs[name]).decode()
-        return Markup(f'<figure><img src="data:image/png;base64,{b64}" alt="{FIGURES[name]}">'
-                      f"<figcaption>{FIGURES[name]}</figcaption></figure>")
-
-    html = env.get_template("report.html.j2").render(figure=html_figure, **common)
+    html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, FIGURES), **common)
     md = env.get_template("report.md.j2").render(**common)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
-        _write(out / "figures" / f"{name}.png", png)
-    _write(out / "summary.json", (json.dumps(s, indent=2, allow_nan=False) + "\n").encode())
-    _write(out / "report.md", md.encode())
-    _write(out / "index.html", html.encode())
+        write_file(out / "figures" / f"{name}.png", png)
+    write_file(out / "summary.json", (json.dumps(s, indent=2, allow_nan=False) + "\n").encode())
+    write_file(out / "report.md", md.encode())
+    write_file(out / "index.html", html.encode())
     return out

@@ -1,0 +1,58 @@
+"""Rendering helpers shared by the run report and the study report: number formats, templates,
+embedded figures, atomic file writes."""
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict
+
+import jinja2
+from markupsafe import Markup
+
+__all__ = ["fmt", "pct", "environment", "figure_embedder", "write_file"]
+
+
+def fmt(v) -> str:
+    """A number for a table: 4 significant digits; n/a for a missing value."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def environment() -> jinja2.Environment:
+    """The templates in analysis/report/templates (HTML autoescaped; undefined names are errors)."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("analysis.report", "templates"),
+                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+
+
+def figure_embedder(pngs: Dict[str, bytes], captions: Dict[str, str]):
+    """``figure(name)`` for templates: a <figure> with the PNG embedded as base64 (nothing if absent)."""
+    def figure(name):
+        if name not in pngs:
+            return ""
+        b64 = base64.b64encode(pngs[name]).decode()
+        return Markup(f'<figure><img src="data:image/png;base64,{b64}" alt="{captions[name]}">'
+                      f"<figcaption>{captions[name]}</figcaption></figure>")
+    return figure
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write atomically (temporary file in the same directory, then rename), mode 0644."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

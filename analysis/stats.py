@@ -1,0 +1,156 @@
+"""Statistics for studies over many runs: Spearman correlations with a cluster bootstrap and a
+permutation test, the paired difference of two correlations, and a plain-language verdict.
+
+Rows of a study table are clustered: tasks of one run share a backbone, so they are not
+independent. Confidence intervals therefore resample whole runs (clusters) with replacement;
+the permutation p-value shuffles the outcome across rows (exchangeable under "no association").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+from analysis.errors import DncsimError
+
+__all__ = ["CorrelationResult", "spearman", "cluster_bootstrap_spearman", "compare_predictors", "verdict"]
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class CorrelationResult:
+    """Spearman rho with a cluster-bootstrap CI and a permutation p-value (two-sided).
+
+    ``n`` rows in ``clusters`` clusters; ``ci`` the (1 - alpha) percentile interval of rho over
+    ``bootstrap`` resamples of whole clusters (resamples where rho is undefined are dropped).
+    """
+
+    x: str
+    y: str
+    rho: float
+    ci: tuple
+    p: float
+    n: int
+    clusters: int
+    bootstrap: int
+    permutations: int
+
+    def as_dict(self) -> dict:
+        return {"x": self.x, "y": self.y, "rho": self.rho, "ci_low": self.ci[0], "ci_high": self.ci[1], "p": self.p,
+                "n": self.n, "clusters": self.clusters, "bootstrap": self.bootstrap, "permutations": self.permutations}
+
+
+def _permuted_spearman(x, y, permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """Spearman rho of x against ``permutations`` random shuffles of y, vectorised (ranks permuted once)."""
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    shuffled = rng.permuted(np.tile(ry, (permutations, 1)), axis=1)
+    den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return shuffled @ rx / den if den > 0 else np.full(permutations, np.nan)
+
+
+def _clean(x, y, clusters):
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    c = np.asarray(clusters)
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok], c[ok]
+
+
+def _cluster_indices(clusters: np.ndarray):
+    labels, inv = np.unique(clusters, return_inverse=True)
+    return [np.flatnonzero(inv == k) for k in range(len(labels))]
+
+
+def _resamples(groups, n_boot: int, rng: np.random.Generator):
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(groups), size=len(groups))
+        yield np.concatenate([groups[g] for g in pick])
+
+
+def cluster_bootstrap_spearman(x, y, clusters, *, names=("x", "y"), bootstrap: int = 2000, permutations: int = 2000,
+                               alpha: float = 0.05, seed: int = 0) -> CorrelationResult:
+    """Spearman rho of ``x`` and ``y`` (rows with NaN dropped), its cluster-bootstrap (1 - alpha) CI and
+    a two-sided permutation p-value ((1 + #|rho_perm| >= |rho|) / (1 + permutations)). Seeded."""
+    x, y, c = _clean(x, y, clusters)
+    if len(x) < 3:
+        raise DncsimError(f"{names[0]} vs {names[1]}: needs at least 3 complete rows; got {len(x)}")
+    rng = np.random.default_rng(seed)
+    rho = spearman(x, y)
+    groups = _cluster_indices(c)
+    boots = np.array([spearman(x[i], y[i]) for i in _resamples(groups, bootstrap, rng)])
+    boots = boots[np.isfinite(boots)]
+    ci = (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))) if len(boots) else (np.nan, np.nan)
+    extreme = int((np.abs(_permuted_spearman(x, y, permutations, rng)) >= abs(rho) - 1e-12).sum())
+    p = (1 + extreme) / (1 + permutations)
+    return CorrelationResult(names[0], names[1], rho, ci, float(p), len(x), len(groups), bootstrap, permutations)
+
+
+def compare_predictors(x1, x2, y, clusters, *, names=("x1", "x2", "y"), bootstrap: int = 2000, alpha: float = 0.05,
+                       seed: int = 0) -> dict:
+    """rho(x1, y) - rho(x2, y) on the rows where all three are known, with a paired cluster-bootstrap CI
+    (both correlations recomputed on the same resamples)."""
+    x1, x2, y = (np.asarray(v, dtype=float) for v in (x1, x2, y))
+    c = np.asarray(clusters)
+    ok = np.isfinite(x1) & np.isfinite(x2) & np.isfinite(y)
+    x1, x2, y, c = x1[ok], x2[ok], y[ok], c[ok]
+    if len(y) < 3:
+        raise DncsimError(f"{names[0]} vs {names[1]}: needs at least 3 complete rows; got {len(y)}")
+    rng = np.random.default_rng(seed)
+    diff = spearman(x1, y) - spearman(x2, y)
+    groups = _cluster_indices(c)
+    boots = np.array([spearman(x1[i], y[i]) - spearman(x2[i], y[i]) for i in _resamples(groups, bootstrap, rng)])
+    boots = boots[np.isfinite(boots)]
+    ci = (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))) if len(boots) else (np.nan, np.nan)
+    return {"x1": names[0], "x2": names[1], "y": names[2], "difference": float(diff), "ci_low": ci[0],
+            "ci_high": ci[1], "n": int(len(y)), "clusters": len(groups)}
+
+
+def _supported(r: dict, alpha: float) -> bool:
+    return r["p"] < alpha and (r["ci_low"] > 0 or r["ci_high"] < 0)
+
+
+def verdict(main: dict, classical: Optional[dict], difference: Optional[dict], pairwise: Optional[dict],
+            alpha: float = 0.05) -> Sequence[str]:
+    """Plain sentences: effect size, CI and p for each test, and whether the data support the
+    hypothesis (low directional variability -> less forgetting, i.e. a positive rho between
+    dir-CDNV and forgetting). "Support" needs p < alpha AND a CI that excludes 0."""
+    def line(r, what):
+        return (f"{what}: Spearman rho = {r['rho']:.2f} [95% CI {r['ci_low']:.2f}, {r['ci_high']:.2f}], "
+                f"permutation p = {r['p']:.3g} (n = {r['n']} rows in {r['clusters']} runs)")
+    out = [line(main, "Directional CDNV when a task was learned vs its later forgetting")]
+    if _supported(main, alpha) and main["rho"] > 0:
+        out.append("Supported: tasks with lower directional variability when learned forgot less.")
+    elif _supported(main, alpha):
+        out.append("Contradicted: tasks with lower directional variability when learned forgot MORE.")
+    else:
+        out.append("Not supported by these data: the correlation is not distinguishable from zero "
+                   f"(the CI covers 0 or p >= {alpha}).")
+    if classical is not None:
+        out.append(line(classical, "Classical CDNV when learned vs forgetting"))
+    if difference is not None:
+        d = difference
+        settled = d["ci_low"] > 0 or d["ci_high"] < 0
+        better = "directional CDNV" if d["difference"] > 0 else "classical CDNV"
+        out.append(f"Difference rho(dir-CDNV) - rho(CDNV) = {d['difference']:.2f} [95% CI {d['ci_low']:.2f}, "
+                   f"{d['ci_high']:.2f}]: " + (f"{better} predicts forgetting better." if settled else
+                                               "neither predicts forgetting measurably better."))
+    if pairwise is not None:
+        out.append(line(pairwise, "Axis overlap of a task pair vs the interference between them"))
+        out.append("Overlapping axes went with more interference." if _supported(pairwise, alpha) and pairwise["rho"] > 0
+                   else "No measurable link between axis overlap and interference.")
+    return out
+
+
+def correlation_table(rows: Sequence[Dict], x: str, y: str, cluster: str, **kw) -> dict:
+    """:func:`cluster_bootstrap_spearman` on columns of a list-of-dicts table (``None`` -> NaN)."""
+    get = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
+    return cluster_bootstrap_spearman(get(x), get(y), [r[cluster] for r in rows], names=(x, y), **kw).as_dict()

@@ -1,0 +1,87 @@
+"""`dncsim study`: grid, engines, resume, failures recorded, tables, statistics and report."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from analysis import DncsimError
+from simulator.cli import main
+from simulator.study import expand_grid, load_study_config, run_study
+
+BASE = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
+                     "stream": {"type": "multilabel", "labelings": ["shape", "color", "style"]}},
+        "backbone": {"name": "convnet", "width": 8, "feature_dim": 16}, "training": {"epochs": 1, "batch_size": 48},
+        "evaluation": {"linear_steps": 10}, "analysis": {"shots": [1, 5], "episodes": 10},
+        "output": {"report": False, "tensorboard": False, "checkpoints": False}}
+
+
+def study_file(tmp_path, name="s", **extra):
+    data = {"base": BASE, "factors": {"objective.name": ["simclr", "supervised"]}, "workers": 2,
+            "statistics": {"bootstrap": 200, "permutations": 200}, "out": str(tmp_path / name), **extra}
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_grid_is_the_cartesian_product_and_validated(tmp_path):
+    cfg = load_study_config(study_file(tmp_path, factors={"objective.name": ["simclr", "vicreg"], "seed": [0, 1, 2]}))
+    specs = expand_grid(cfg)
+    assert [s["name"] for s in specs][:2] == ["000-objective=simclr-seed=0", "001-objective=simclr-seed=1"]
+    assert len(specs) == 6 and {s["config"]["objective"]["name"] for s in specs} == {"simclr", "vicreg"}
+    assert all(s["config"]["name"] == s["name"] for s in specs)
+    bad = load_study_config(study_file(tmp_path, name="b", factors={"training.epochs": [1, 0]}))
+    with pytest.raises(DncsimError, match=r"study run 001-epochs=0: training.epochs: input should be greater"):
+        expand_grid(bad)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"engine": "spark"}, "engine: 'spark' is not one of local, dask"),
+    ({"factors": {}}, "factors: at least one factor is needed"),
+    ({"workerz": 2}, "unknown key 'workerz' (did you mean 'workers'?)"),
+])
+def test_bad_study_files_are_one_line_exit_2(tmp_path, extra, message, capsys):
+    assert main(["study", str(study_file(tmp_path, **extra))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_local_study_with_a_failure_then_resume(tmp_path):
+    path = study_file(tmp_path, factors={"objective.name": ["simclr", "supervised"],
+                                         "scenario.stream.labelings": [["shape", "color", "style"], ["shape", "colour"]]})
+    out = run_study(load_study_config(path))
+    state = json.loads((out / "study.json").read_text())
+    status = {r["name"]: r["status"] for r in state["runs"]}
+    assert sorted(status.values()) == ["failed", "failed", "finished", "finished"]
+    failed = [r for r in state["runs"] if r["status"] == "failed"]
+    assert all("'colour' is not a labeling of source 'shapes'" in r["error"] for r in failed)
+    tasks = (out / "tasks.csv").read_text().splitlines()
+    pairs = (out / "pairs.csv").read_text().splitlines()
+    assert len(tasks) == 1 + 2 * 3 and len(pairs) == 1 + 2 * 3
+    header = tasks[0].split(",")
+    assert {"run", "objective.name", "task", "dir_cdnv_learned", "cdnv_learned", "overlap_later",
+            "forgetting_max/linear/frozen", "bwt/ncc/refit"} <= set(header)
+    stats = json.loads((out / "statistics.json").read_text())
+    assert stats["outcome"] == "forgetting_max/linear/frozen" and stats["verdict"]
+    assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "dir_cdnv_vs_forgetting.png").is_file()
+    # resume: finished runs are skipped, failures are not retried unless asked
+    finished = [Path(r["path"]) for r in state["runs"] if r["status"] == "finished"]
+    stamps = [(p / "manifest.json").stat().st_mtime_ns for p in finished]
+    run_study(load_study_config(path))
+    assert stamps == [(p / "manifest.json").stat().st_mtime_ns for p in finished]
+    again = json.loads((out / "study.json").read_text())
+    assert [r["status"] for r in again["runs"]] == [r["status"] for r in state["runs"]]
+    run_study(load_study_config(path, {"retry_failed": True}))
+    retried = json.loads((out / "study.json").read_text())
+    assert sum(r["status"] == "failed" for r in retried["runs"]) == 2          # retried, failed again
+    assert stamps == [(p / "manifest.json").stat().st_mtime_ns for p in finished]
+
+
+@pytest.mark.slow
+def test_dask_engine_gives_the_same_tables_as_local(tmp_path):
+    local = run_study(load_study_config(study_file(tmp_path, name="local")))
+    dask = run_study(load_study_config(study_file(tmp_path, name="dask", engine="dask")))
+    assert json.loads((dask / "study.json").read_text())["engine"] == "dask"
+    for table in ("tasks.csv", "pairs.csv"):
+        assert (local / table).read_text() == (dask / table).read_text()
