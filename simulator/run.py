@@ -219,6 +219,8 @@ class RunDirectory:
                 if v is not None:
                     arrays[f"task{k}/{field}"] = v.detach().cpu().numpy()
             arrays[f"task{k}/ddof"] = np.array(g.ddof)
+            arrays[f"task{k}/pairs"] = g.pairs().cpu().numpy()            # (P, 2) class-index pairs i < j
+            arrays[f"task{k}/axes"] = g.axes().detach().cpu().numpy().astype(np.float32)   # (P, d) unit u_ij
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         (self.path / "geometry").mkdir(exist_ok=True)

@@ -55,24 +55,55 @@ def study_statistics(tasks: List[dict], pairs: List[dict], s) -> dict:
             out["notes"].append(f"{label}: {err}")
         return res
 
+    def difference(label, rows):
+        col = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
+        d, err = _try(compare_predictors, col("dir_cdnv_learned"), col("cdnv_learned"), col(y), [r["run"] for r in rows],
+                      names=("dir_cdnv_learned", "cdnv_learned", y), bootstrap=s.bootstrap, alpha=s.alpha, seed=s.seed)
+        if err:
+            out["notes"].append(f"{label}: {err}")
+        return None if d is None else {"label": label, **d}
+
     main = add("all runs: dir-CDNV when learned vs forgetting", tasks, "dir_cdnv_learned", y)
     classical = add("all runs: CDNV when learned vs forgetting", tasks, "cdnv_learned", y)
-    diff = None
-    if main is not None:
-        col = lambda k: [np.nan if r.get(k) is None else r[k] for r in tasks]  # noqa: E731
-        diff, err = _try(compare_predictors, col("dir_cdnv_learned"), col("cdnv_learned"), col(y),
-                         [r["run"] for r in tasks], names=("dir_cdnv_learned", "cdnv_learned", y),
-                         bootstrap=s.bootstrap, alpha=s.alpha, seed=s.seed)
-        if err:
-            out["notes"].append(f"difference: {err}")
-    out["difference"] = diff
+    out["difference"] = difference("all runs: rho(dir-CDNV) - rho(CDNV)", tasks) if main is not None else None
+    out["differences"] = [out["difference"]] if out["difference"] else []
     for obj in sorted({r["objective"] for r in tasks}):
         sub = [r for r in tasks if r["objective"] == obj]
-        add(f"{obj}: dir-CDNV when learned vs forgetting", sub, "dir_cdnv_learned", y)
+        if add(f"{obj}: dir-CDNV when learned vs forgetting", sub, "dir_cdnv_learned", y) is not None:
+            d = difference(f"{obj}: rho(dir-CDNV) - rho(CDNV)", sub)
+            if d:
+                out["differences"].append(d)
         add(f"{obj}: CDNV when learned vs forgetting", sub, "cdnv_learned", y)
+    within = _within_task(tasks, ["dir_cdnv_learned", "cdnv_learned", y])
+    within_main = add("within task: dir-CDNV when learned vs forgetting", within, "dir_cdnv_learned", y)
+    add("within task: CDNV when learned vs forgetting", within, "cdnv_learned", y)
     pairwise = add("all runs: axis overlap vs interference (task pairs)", pairs, "overlap", inter)
-    out["verdict"] = list(verdict(main, classical, diff, pairwise, alpha=s.alpha)) if main is not None else \
+    out["verdict"] = list(verdict(main, classical, out["difference"], pairwise, alpha=s.alpha)) if main is not None else \
         ["Not enough data to test the hypothesis: " + "; ".join(out["notes"])]
+    if within_main is not None:
+        held = within_main["p"] < s.alpha and (within_main["ci_low"] > 0 or within_main["ci_high"] < 0)
+        out["verdict"].append(
+            f"Within each task (task identity held fixed, ranks taken across runs): rho = {within_main['rho']:.2f} "
+            f"[95% CI {within_main['ci_low']:.2f}, {within_main['ci_high']:.2f}], p = {within_main['p']:.3g}: "
+            + ("the link holds beyond differences between tasks." if held else
+               "beyond differences between tasks, the data show no measurable link."))
+    return out
+
+
+def _within_task(rows: List[dict], columns: Sequence[str]) -> List[dict]:
+    """Rows with ``columns`` replaced by their centred ranks among rows of the same task name, so a
+    correlation on them compares runs within a task, not one task with another (None stays None)."""
+    from scipy.stats import rankdata
+    out = [dict(r) for r in rows]
+    for name in {r["task_name"] for r in rows}:
+        idx = [i for i, r in enumerate(rows) if r["task_name"] == name]
+        for c in columns:
+            known = [i for i in idx if rows[i].get(c) is not None]
+            if not known:
+                continue
+            ranks = rankdata([rows[i][c] for i in known])
+            for i, rk in zip(known, ranks - ranks.mean()):
+                out[i][c] = float(rk)
     return out
 
 
@@ -160,7 +191,8 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
     write_file(study_dir / "tasks.csv", rows_to_csv(tasks).encode())
     write_file(study_dir / "pairs.csv", rows_to_csv(pairs).encode())
     stats = study_statistics(tasks, pairs, cfg.statistics) if tasks else \
-        {"tests": [], "notes": ["no finished runs"], "difference": None, "verdict": ["No finished runs: nothing to test."],
+        {"tests": [], "notes": ["no finished runs"], "difference": None, "differences": [],
+         "verdict": ["No finished runs: nothing to test."],
          "outcome": None, "interference": None}
     write_file(study_dir / "statistics.json", (json.dumps(stats, indent=2, allow_nan=False) + "\n").encode())
     state = json.loads((study_dir / "study.json").read_text())

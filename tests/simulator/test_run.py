@@ -101,6 +101,10 @@ def test_run_directory_has_every_output(tiny_config, tmp_path, capsys):
     assert [p.name for p in npz] == ["row_000.npz", "row_001.npz", "row_002.npz", "row_003.npz"]
     with np.load(npz[-1]) as z:
         assert z["task1/means"].shape == (4, 16) and z["task2/dir_cdnv"].shape == (2, 2)
+        assert z["task1/axes"].shape == (6, 16) and z["task1/pairs"].tolist()[0] == [0, 1]
+        np.testing.assert_allclose(np.linalg.norm(z["task1/axes"], axis=1), 1.0, rtol=1e-5)
+        delta = z["task1/means"][1] - z["task1/means"][0]
+        np.testing.assert_allclose(z["task1/axes"][0], delta / np.linalg.norm(delta), rtol=1e-4, atol=1e-6)
     # the checkpoint loads with weights_only=True
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["experiences_done"] == 3 and "backbone.body.0.weight" in ck["model"]

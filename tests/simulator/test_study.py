@@ -64,6 +64,8 @@ def test_local_study_with_a_failure_then_resume(tmp_path):
             "forgetting_max/linear/frozen", "bwt/ncc/refit"} <= set(header)
     stats = json.loads((out / "statistics.json").read_text())
     assert stats["outcome"] == "forgetting_max/linear/frozen" and stats["verdict"]
+    labels = [t["label"] for t in stats["tests"]]
+    assert "all runs: dir-CDNV when learned vs forgetting" in labels or stats["notes"]
     assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "dir_cdnv_vs_forgetting.png").is_file()
     # resume: finished runs are skipped, failures are not retried unless asked
     finished = [Path(r["path"]) for r in state["runs"] if r["status"] == "finished"]
