@@ -11,7 +11,7 @@ from simulator.config import load_run_config
 from simulator.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("study_"))
 NEEDS_DATA = {"cifar100_multilabel.yaml", "mnist_class_incremental.yaml"}
 
 

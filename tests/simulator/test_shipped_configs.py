@@ -8,7 +8,8 @@ from simulator.config import load_run_config
 from simulator.run import run
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("study_"))
+STUDIES = sorted((ROOT / "configs").glob("study_*.yaml"))
 NEEDS_DATA = {"cifar100_multilabel.yaml", "mnist_class_incremental.yaml"}
 SHRINK = ["training.epochs=1", "evaluation.linear_steps=5", "evaluation.probes=[ncc, linear]", "analysis.episodes=5"]
 
@@ -42,3 +43,13 @@ def test_shipped_config_runs(path, tmp_path, monkeypatch):
     assert manifest["status"] == "finished" and manifest["experiences_done"] == manifest["experiences_total"] >= 2
     assert (out / "metrics.csv").stat().st_size > 1000
     assert (out / "report" / "index.html").is_file() == (path.name == "quickstart.yaml")
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_shipped_studies_expand_to_valid_runs(path, monkeypatch):
+    from simulator.study import expand_grid, load_study_config
+    monkeypatch.chdir(ROOT)
+    specs = expand_grid(load_study_config(path))
+    assert len(specs) == 18 and len({s["name"] for s in specs}) == 18
+    assert {s["config"]["objective"]["name"] for s in specs} == {"simclr", "vicreg", "supervised"}
+    assert {s["config"]["strategy"]["name"] for s in specs} == {"naive", "replay"}
