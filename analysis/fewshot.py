@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from analysis._inputs import as_features, as_labels
+from analysis.inputs import as_features, as_labels
 from analysis.errors import DncsimError
 
 __all__ = ["FewShotResult", "ncc_fewshot_error", "ncc_reference_protocol", "reference_class_pairs"]

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Optional, Tuple, Union
 
 import torch
 
-from analysis._inputs import as_features, as_labels
+from analysis.inputs import as_features, as_labels
 from analysis.errors import DncsimError
 
 __all__ = [

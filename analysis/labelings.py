@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.stats.contingency import association
 
-from analysis._inputs import as_features, as_labels
+from analysis.inputs import as_features, as_labels
 from analysis.bounds import THEOREM_MIN_SHOTS, ncc_error_bound
 from analysis.errors import DncsimError
 from analysis.fewshot import ncc_fewshot_error

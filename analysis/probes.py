@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis._inputs import as_features, as_labels
+from analysis.inputs import as_features, as_labels
 from analysis.errors import DncsimError
 
 __all__ = ["NCCProbe", "LinearProbe", "fit_ncc", "fit_linear", "PROBES"]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from analysis._inputs import as_features
+from analysis.inputs import as_features
 from analysis.errors import DncsimError
 from scenarios._common import stratified_pick
 from scenarios._validation import StrictModel

@@ -133,7 +133,7 @@ def seed_everything(seed: int) -> None:
 
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
-    out = {"python": platform.python_version(), "torch": torch.__version__}   # torch's own string keeps +cuXXX
+    out = {"python": platform.python_version(), "torch": torch.__version__}   # the full build string (+cu130)
     for pkg in ("dncsim", "avalanche-lib", "numpy", "lightly", "kornia"):
         try:
             out[pkg] = version(pkg)

@@ -1,4 +1,4 @@
-"""Validation and conversion of the (features, labels) inputs shared by every analysis function."""
+"""Validation and conversion of (features, labels) inputs, shared by analysis functions and data sources."""
 from __future__ import annotations
 
 import numpy as np
