@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from analysis import class_geometry, ncc_error_bound  # noqa: E402
 
 SIZES = {"small": (100, 512, 20_000), "imagenet": (1000, 768, 50_000)}
@@ -34,14 +35,6 @@ def make_data(C, d, N, seed=0):
     x = means[y] + torch.randn(N, d, generator=g) * torch.rand(d, generator=g)
     return x.float(), y
 
-
-def best_of(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def vectorised(x, y, dtype):

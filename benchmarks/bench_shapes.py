@@ -12,25 +12,17 @@ import argparse
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from scenarios.shapes import ShapesConfig, generate_shapes  # noqa: E402
 
 TARGET_SECONDS = 2.0
 TARGET_IMAGES = 10_000
 
-
-def best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main(argv=None) -> None:

@@ -32,14 +32,14 @@ FIGURES = {
 }
 
 
-def _figures(run: RunData, s: dict, communities, others: Sequence[RunData]) -> Dict[str, bytes]:
+def _figures(run: RunData, s: dict, communities, others: Sequence[RunData], points: List[dict]) -> Dict[str, bytes]:
     out = {}
     if s["pairs"]:
         out["orthogonality_heatmap"] = F.png_bytes(F.orthogonality_heatmap(run))
         out["orthogonality_over_stream"] = F.png_bytes(F.orthogonality_over_stream(run))
         out["interference_graph"] = F.png_bytes(F.interference_graph(s, communities))
     if s["prop42"]["axis_pairs"]:
-        out["prop42_scatter"] = F.png_bytes(F.prop42_scatter(prop42_points(run), s["prop42"]["fraction"], run))
+        out["prop42_scatter"] = F.png_bytes(F.prop42_scatter(points, s["prop42"]["fraction"], run))
     out["collapse_curves"] = F.png_bytes(F.collapse_curves(run))
     out["accuracy_heatmaps"] = F.png_bytes(F.accuracy_heatmaps(run))
     out["forgetting_bars"] = F.png_bytes(F.forgetting_bars(s))
@@ -47,7 +47,7 @@ def _figures(run: RunData, s: dict, communities, others: Sequence[RunData]) -> D
     out["fewshot_curves"] = F.png_bytes(F.fewshot_curves(s))
     if others:
         runs = [run, *others]
-        out["compare_collapse"] = F.png_bytes(F.compare_collapse(runs, []))
+        out["compare_collapse"] = F.png_bytes(F.compare_collapse(runs))
         out["compare_orthogonality"] = F.png_bytes(F.compare_orthogonality(runs))
     return out
 
@@ -75,7 +75,8 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) ->
     out = Path(out) if out is not None else run.path / "report"
     if not out.parent.is_dir():
         raise DncsimError(f"--out: directory {out.parent} does not exist")
-    s = run_summary(run)
+    points = prop42_points(run)
+    s = run_summary(run, points)
     communities = interference_communities(s)
     s["communities"] = [[s["tasks"][k]["name"] for k in c] for c in communities]
     comp = None
@@ -83,7 +84,7 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) ->
         summaries = [s] + [run_summary(o) for o in others]
         comp = _comparison([run, *others], summaries)
         s["comparison"] = comp
-    figs = _figures(run, s, communities, others)
+    figs = _figures(run, s, communities, others, points)
     s["figures"] = sorted(figs)
     env = environment()
     acc_keys = sorted(s["tasks"][0]["final_acc"]) if s["tasks"] else []

@@ -278,7 +278,7 @@ def fewshot_curves(summary: dict):
     return fig
 
 
-def compare_collapse(runs: List[RunData], summaries: List[dict]):
+def compare_collapse(runs: List[RunData]):
     """Mean directional CDNV and CDNV over tasks along the stream, one line per run."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     palette = sns.color_palette("tab10", len(runs))

@@ -53,6 +53,7 @@ class RunData:
     tasks: List[str]
     matrices: Dict[str, np.ndarray]
     geometry_rows: List[Path] = field(default_factory=list)
+    _geometry_cache: Dict[Path, Dict[int, ClassGeometry]] = field(default_factory=dict, repr=False)
 
     @property
     def T(self) -> int:
@@ -68,13 +69,6 @@ class RunData:
         c = self.config
         return f"{c.get('name') or self.path.name} ({c['objective']['name']}, {c['strategy']['name']})"
 
-    def value(self, metric: str, exp: int, task=None, task_b=None, probe=None, protocol=None, shots=None) -> Optional[float]:
-        for r in self.rows:
-            if (r["metric"], r["exp"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]) == \
-                    (metric, exp, task, task_b, probe, protocol, shots):
-                return r["value"]
-        return None
-
     def index(self) -> Dict[Tuple, float]:
         """(metric, exp, task, task_b, probe, protocol, shots) -> value, for fast lookups."""
         return {(r["metric"], r["exp"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]): r["value"]
@@ -87,8 +81,11 @@ class RunData:
                       (metric, task, task_b, probe, protocol, shots))
 
     def geometry(self, row: int = -1) -> Dict[int, ClassGeometry]:
-        """Geometry of every task at a geometry row (default: the last)."""
-        return load_geometry(self.geometry_rows[row])
+        """Geometry of every task at a geometry row (default: the last); each file is read once."""
+        path = self.geometry_rows[row]
+        if path not in self._geometry_cache:
+            self._geometry_cache[path] = load_geometry(path)
+        return self._geometry_cache[path]
 
     @property
     def feature_dim(self) -> int:

@@ -101,15 +101,16 @@ def _spearman(x, y) -> Optional[dict]:
     return {"n": len(pairs), "rho": float(res.statistic), "p": float(res.pvalue)}
 
 
-def run_summary(run: RunData) -> dict:
-    """Everything ``summary.json`` holds for one run (see README, "Report")."""
+def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
+    """Everything ``summary.json`` holds for one run (see README, "Report"); ``points``: the
+    :func:`prop42_points` of the last row when the caller already has them."""
     ix = run.index()
     last = run.last
     primary = primary_key(run)
     tasks = [_task_summary(run, ix, k, last) for k in range(run.T)]
     pairs = [_pair_summary(run, ix, a, b, last, primary) for a, b in itertools.combinations(range(run.T), 2)]
     d = run.feature_dim
-    points = prop42_points(run)
+    points = prop42_points(run) if points is None else points
     n_axis = sum(len(p["cos"]) for p in points)
     under = sum(sum(c <= r for c, r in zip(p["cos"], p["bound"])) for p in points)
     cfg = run.config
