@@ -1,10 +1,11 @@
 """Tidy tables over many runs, read from run directories (never from models).
 
-``task_rows``: one row per (run, task) with the run's factors, the task's geometry when learned
-and at the end, the overlap of its axes with later tasks' axes, and its accuracy, forgetting and
-the run's BWT under every probe and protocol. ``pair_rows``: one row per (run, task pair a < b)
-with the axis overlap when b was learned and the measured interference of b on a. Column names
-for per-probe values are ``<metric>/<probe>/<protocol>``.
+``task_rows``: one row per (run, task) with the run's factors, every per-task scalar metric of the
+table when the task was learned and at the end (``<metric>_learned``, ``<metric>_final``: e.g.
+``dir_cdnv_learned``), the overlap of its axes with later tasks' axes, and its accuracy, forgetting
+and the run's BWT under every probe and protocol. ``pair_rows``: one row per (run, task pair a < b)
+with the axis overlap when b was learned and the measured interference of b on a. Column names for
+per-probe values are ``<metric>/<probe>/<protocol>``.
 """
 from __future__ import annotations
 
@@ -15,65 +16,58 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from analysis import names as N
-from analysis.report.rundata import RunData
+from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, BWT, FORGETTING_LAST, FORGETTING_MAX, FROZEN,
+                                   INTERFERENCE, PROP42_FRAC)
+from dncsim.rundir import RunData
 
 __all__ = ["task_rows", "pair_rows", "rows_to_csv"]
 
 
-def _keys(run: RunData):
-    return [tuple(reversed(k.split("/"))) for k in sorted(run.matrices)]      # (probe, protocol)
-
-
 def _base(run: RunData, factors: Dict[str, object]) -> dict:
     """Columns every row of a run shares: run name, the study factors, objective, strategy, seed."""
-    cfg = run.config
-    return {"run": cfg.get("name") or run.path.name, **factors, "objective": cfg["objective"]["name"],
-            "strategy": cfg["strategy"]["name"], "seed": cfg.get("seed")}
+    return {"run": run.name, **factors, "objective": run.objective, "strategy": run.strategy, "seed": run.seed}
 
 
 def task_rows(run: RunData, factors: Dict[str, object]) -> List[dict]:
     """One row per task of ``run`` (see the module docstring); ``factors`` are copied into every row."""
-    ix = run.index()
     last = run.last
     base = _base(run, factors)
+    scalars = run.task_scalars()
     rows = []
     for k, name in enumerate(run.tasks):
         r = dict(base, task=k, task_name=name)
-        for when, exp in (("learned", k), ("final", last)):
-            r[f"dir_cdnv_{when}"] = ix.get((N.DIR_CDNV, exp, k, None, None, None, None))
-            r[f"cdnv_{when}"] = ix.get((N.CDNV, exp, k, None, None, None, None))
-        later = [ix.get((N.AXIS_COS_MEDIAN, b, k, b, None, None, None)) for b in range(k + 1, run.T)]
+        for metric in scalars:
+            r[f"{metric}_learned"] = run.value(metric, k, k)
+            r[f"{metric}_final"] = run.value(metric, last, k)
+        later = [run.value(AXIS_COS_MEDIAN, b, k, b) for b in range(k + 1, run.T)]
         later = [v for v in later if v is not None]
         r["overlap_later"] = float(np.mean(later)) if later else None
-        for probe, proto in _keys(run):
-            key = f"{probe}/{proto}"
-            R = run.matrices[f"{proto}/{probe}"]
+        for key in run.probe_keys:
+            R = run.matrices[key]
             learned = R[k + 1, k] if k + 1 < R.shape[0] else np.nan
             r[f"acc_learned/{key}"] = None if np.isnan(learned) else float(learned)
-            r[f"acc_final/{key}"] = ix.get((N.ACC, last, k, None, probe, proto, None))
-            r[f"forgetting_max/{key}"] = ix.get((N.FORGETTING_MAX, last, k, None, probe, proto, None))
-            r[f"forgetting_last/{key}"] = ix.get((N.FORGETTING_LAST, last, k, None, probe, proto, None))
-            r[f"bwt/{key}"] = ix.get((N.BWT, last, None, None, probe, proto, None))
+            r[f"acc_final/{key}"] = run.value(ACC, last, k, key=key)
+            r[f"forgetting_max/{key}"] = run.value(FORGETTING_MAX, last, k, key=key)
+            r[f"forgetting_last/{key}"] = run.value(FORGETTING_LAST, last, k, key=key)
+            r[f"bwt/{key}"] = run.value(BWT, last, key=key)
         rows.append(r)
     return rows
 
 
 def pair_rows(run: RunData, factors: Dict[str, object]) -> List[dict]:
     """One row per task pair a < b of ``run``: overlap when b was learned and at the end, interference."""
-    ix = run.index()
     last = run.last
     base = _base(run, factors)
     rows = []
     for a, b in itertools.combinations(range(run.T), 2):
         r = dict(base, task_a=a, task_b=b, name_a=run.tasks[a], name_b=run.tasks[b],
-                 overlap=ix.get((N.AXIS_COS_MEDIAN, b, a, b, None, None, None)),
-                 overlap_max=ix.get((N.AXIS_COS_MAX, b, a, b, None, None, None)),
-                 overlap_final=ix.get((N.AXIS_COS_MEDIAN, last, a, b, None, None, None)),
-                 prop42_frac_final=ix.get((N.PROP42_FRAC, last, a, b, None, None, None)))
-        for probe, proto in _keys(run):
-            if proto == N.FROZEN:
-                r[f"interference/{probe}/{proto}"] = ix.get((N.INTERFERENCE, b, a, b, probe, proto, None))
+                 overlap=run.value(AXIS_COS_MEDIAN, b, a, b),
+                 overlap_max=run.value(AXIS_COS_MAX, b, a, b),
+                 overlap_final=run.value(AXIS_COS_MEDIAN, last, a, b),
+                 prop42_frac_final=run.value(PROP42_FRAC, last, a, b))
+        for key in run.probe_keys:
+            if key.protocol == FROZEN:
+                r[f"interference/{key}"] = run.value(INTERFERENCE, b, a, b, key=key)
         rows.append(r)
     return rows
 

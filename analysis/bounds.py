@@ -11,8 +11,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from analysis.errors import DncsimError
-from analysis.geometry import ClassGeometry
+from dncsim.common import DncsimError
+from dncsim.analysis.geometry import ClassGeometry
 
 __all__ = [
     "THEOREM_MIN_SHOTS",

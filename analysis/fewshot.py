@@ -17,8 +17,8 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 
-from analysis.inputs import as_features, as_labels
-from analysis.errors import DncsimError
+from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.common import DncsimError
 
 __all__ = ["FewShotResult", "ncc_fewshot_error", "ncc_reference_protocol", "reference_class_pairs"]
 

@@ -25,13 +25,13 @@ one-shot calls (:func:`class_geometry`) and data streamed in batches
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Optional, Tuple, Union
 
 import torch
 
-from analysis.inputs import as_features, as_labels
-from analysis.errors import DncsimError
+from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.common import DncsimError
 
 __all__ = [
     "ClassGeometry",
@@ -144,6 +144,27 @@ class ClassGeometry:
         """A copy with every tensor on ``device``."""
         kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return ClassGeometry(**kw)
+
+    def to_arrays(self) -> dict:
+        """Every field as a CPU tensor (``ddof`` a 0-d int64; ``mean_axis_var`` left out when None):
+        the plain-data form that files and checkpoints store. :meth:`from_arrays` inverts it exactly."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ddof"}
+        out = {k: v.detach().cpu() for k, v in out.items() if v is not None}
+        out["ddof"] = torch.tensor(self.ddof, dtype=torch.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "ClassGeometry":
+        """Rebuild from :meth:`to_arrays` output (tensors or numpy arrays); DncsimError naming the
+        missing fields otherwise. Extra keys (such as the derived ``pairs`` and ``axes``) are ignored."""
+        required = [f.name for f in fields(cls) if f.name != "mean_axis_var"]
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise DncsimError(f"geometry arrays lack {', '.join(missing)}")
+        kw = {k: torch.as_tensor(arrays[k]) for k in required if k != "ddof"}
+        mav = arrays.get("mean_axis_var") if hasattr(arrays, "get") else None
+        return cls(**kw, mean_axis_var=None if mav is None else torch.as_tensor(mav),
+                   ddof=int(torch.as_tensor(arrays["ddof"])))
 
 
 class ClassMeans:

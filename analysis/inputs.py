@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis.errors import DncsimError
+from dncsim.common import DncsimError
 
 
 def as_features(features, *, name: str = "features", device=None) -> torch.Tensor:

@@ -1,10 +1,22 @@
-"""Names used in the metrics table, defined once (runs write them; reports and studies read them).
+"""Names used in the metrics table, defined once (metrics write them; reports and studies read them).
 
 The metrics table is long-format, one row per measurement, with columns ``TABLE_COLUMNS``:
 ``exp`` (index of the experience just trained; -1 before training), ``task`` (index; empty for
 stream-level rows), ``task_name``, ``task_b`` (second task of pairwise rows), ``metric``, ``probe``,
-``protocol``, ``shots`` and ``value``.
+``protocol``, ``shots`` and ``value``. :func:`table_row` builds one row; every row of every table
+is built by it.
+
+A probe and a protocol together are a :class:`ProbeKey`; its one text form is ``"<probe>/<protocol>"``
+(``"linear/frozen"``), used for the accuracy matrices, summary keys and the suffix of study-table
+columns (``forgetting_max/linear/frozen``).
 """
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+from dncsim.common import DncsimError
+
+__all__ = ["TABLE_COLUMNS", "table_row", "ProbeKey", "probe_keys"]
 
 TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "protocol", "shots", "value")
 
@@ -39,3 +51,36 @@ FORGETTING_MAX = "forgetting_max"     # max over earlier rows since learned, min
 FORGETTING_LAST = "forgetting_last"   # just after learning, minus now
 BWT = "bwt"                           # mean over learned tasks of (now - just after learning)
 FWT = "fwt"                           # just before learning minus the untrained backbone
+
+
+class ProbeKey(NamedTuple):
+    """A probe (``ncc`` | ``linear``) under a protocol (``refit`` | ``frozen``); ``str()`` is
+    ``"<probe>/<protocol>"`` and :meth:`parse` reads it back."""
+
+    probe: str
+    protocol: str
+
+    def __str__(self) -> str:
+        return f"{self.probe}/{self.protocol}"
+
+    @classmethod
+    def parse(cls, text: str) -> "ProbeKey":
+        """``"linear/frozen"`` -> ProbeKey("linear", "frozen"); DncsimError for anything else."""
+        probe, sep, protocol = str(text).partition("/")
+        if not sep or probe not in PROBES or protocol not in PROTOCOLS:
+            raise DncsimError(f"'{text}' is not a probe/protocol key (probes {', '.join(PROBES)}; "
+                              f"protocols {', '.join(PROTOCOLS)}; e.g. 'linear/frozen')")
+        return cls(probe, protocol)
+
+
+def probe_keys(probes=PROBES, protocols=PROTOCOLS) -> tuple:
+    """Every ProbeKey of ``probes`` x ``protocols``, in the canonical order (protocol-major, as configured)."""
+    return tuple(ProbeKey(p, q) for q in protocols for p in probes)
+
+
+def table_row(exp: int, metric: str, value: float, *, task: Optional[int] = None, task_name: Optional[str] = None,
+              task_b: Optional[int] = None, key: Optional[ProbeKey] = None, shots: Optional[int] = None) -> dict:
+    """One row of the metrics table (a dict with exactly ``TABLE_COLUMNS``; None where not applicable)."""
+    return {"exp": int(exp), "task": task, "task_name": task_name, "task_b": task_b, "metric": metric,
+            "probe": None if key is None else key.probe, "protocol": None if key is None else key.protocol,
+            "shots": shots, "value": float(value)}

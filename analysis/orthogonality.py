@@ -5,15 +5,31 @@ a labeling, in the row-major order of ``ClassGeometry.pairs()``.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 
-from analysis.bounds import orthogonality_bound
-from analysis.errors import DncsimError
-from analysis.geometry import ClassGeometry
+from dncsim.analysis.bounds import orthogonality_bound
+from dncsim.common import DncsimError
+from dncsim.analysis.geometry import ClassGeometry
 
-__all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift"]
+__all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift", "random_abs_cos"]
+
+
+def random_abs_cos(d: int) -> dict:
+    """Reference levels of |cos| between two independent uniformly random unit vectors in d >= 2 dims.
+
+    cos^2 then follows Beta(1/2, (d - 1)/2), so ``median`` = sqrt of that distribution's median
+    (exact, from scipy; about 0.674/sqrt(d) for large d) -- the level to set beside a *median* |cos| --
+    and ``rms`` = sqrt(E cos^2) = 1/sqrt(d), the level of a root-mean-square (and of ``cos2_vs_random``).
+    """
+    from scipy.stats import beta
+
+    if int(d) < 2:
+        raise DncsimError(f"random directions need d >= 2 dimensions; got {d}")
+    d = int(d)
+    return {"median": float(math.sqrt(beta.median(0.5, (d - 1) / 2))), "rms": 1.0 / math.sqrt(d)}
 
 
 def _pair_deltas_gram(ma: torch.Tensor, mb: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:

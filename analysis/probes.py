@@ -10,12 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis.inputs import as_features, as_labels
-from analysis.errors import DncsimError
+from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.common import DncsimError
 
-__all__ = ["NCCProbe", "LinearProbe", "fit_ncc", "fit_linear", "PROBES"]
-
-PROBES = ("ncc", "linear")
+__all__ = ["NCCProbe", "LinearProbe", "fit_ncc", "fit_linear", "probe_from_arrays"]
 
 
 def _classes(labels: torch.Tensor):
@@ -42,6 +40,10 @@ class NCCProbe:
         """Accuracy of :meth:`predict` against ``labels`` (N,)."""
         pred = self.predict(features)
         return float((pred == as_labels(labels, len(pred), device=pred.device)).double().mean())
+
+    def to_arrays(self) -> dict:
+        """The probe as plain tensors (``kind`` names the class): what checkpoints store."""
+        return {"kind": "ncc", "classes": self.classes.cpu(), "means": self.means.cpu()}
 
 
 def fit_ncc(features, labels) -> NCCProbe:
@@ -73,6 +75,16 @@ class LinearProbe:
     def score(self, features, labels) -> float:
         pred = self.predict(features)
         return float((pred == as_labels(labels, len(pred), device=pred.device)).double().mean())
+
+    def to_arrays(self) -> dict:
+        """The probe as plain tensors (``kind`` names the class): what checkpoints store."""
+        return {"kind": "linear", **{k: getattr(self, k).cpu() for k in ("classes", "weight", "bias", "mean", "std")}}
+
+
+def probe_from_arrays(arrays: dict):
+    """The NCCProbe or LinearProbe that ``to_arrays()`` produced."""
+    fields = {k: v for k, v in arrays.items() if k != "kind"}
+    return NCCProbe(**fields) if arrays["kind"] == "ncc" else LinearProbe(**fields)
 
 
 def fit_linear(features, labels, *, steps: int = 100, weight_decay: float = 1e-4) -> LinearProbe:

@@ -8,14 +8,15 @@ the permutation p-value shuffles the outcome across rows (exchangeable under "no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
-from analysis.errors import DncsimError
+from dncsim.common import DncsimError
 
-__all__ = ["CorrelationResult", "spearman", "cluster_bootstrap_spearman", "compare_predictors", "verdict"]
+__all__ = ["CorrelationResult", "spearman", "cluster_bootstrap_spearman", "compare_predictors", "verdict",
+           "correlation_table", "study_statistics", "within_task_ranks"]
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -154,3 +155,79 @@ def correlation_table(rows: Sequence[Dict], x: str, y: str, cluster: str, **kw) 
     """:func:`cluster_bootstrap_spearman` on columns of a list-of-dicts table (``None`` -> NaN)."""
     get = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
     return cluster_bootstrap_spearman(get(x), get(y), [r[cluster] for r in rows], names=(x, y), **kw).as_dict()
+
+
+# --- the tests of a study, from its tidy tables -----------------------------------------------------
+
+def _try(fn, *args, **kw):
+    try:
+        return fn(*args, **kw), None
+    except DncsimError as exc:
+        return None, str(exc)
+
+
+def study_statistics(tasks: List[dict], pairs: List[dict], s) -> dict:
+    """All tests of a study from its tables (``s``: StatisticsConfig): overall, per objective, pairwise,
+    the difference dir-CDNV vs CDNV, and the verdict sentences."""
+    y = f"{s.forgetting}/{s.probe}/{s.protocol}"
+    inter = f"interference/{s.probe}/frozen"
+    kw = dict(bootstrap=s.bootstrap, permutations=s.permutations, alpha=s.alpha, seed=s.seed)
+    out = {"outcome": y, "interference": inter, "tests": [], "notes": []}
+
+    def add(label, rows, x, yy, cluster="run"):
+        res, err = _try(correlation_table, rows, x, yy, cluster, **kw)
+        if res is not None:
+            out["tests"].append({"label": label, **res})
+        else:
+            out["notes"].append(f"{label}: {err}")
+        return res
+
+    def difference(label, rows):
+        col = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
+        d, err = _try(compare_predictors, col("dir_cdnv_learned"), col("cdnv_learned"), col(y), [r["run"] for r in rows],
+                      names=("dir_cdnv_learned", "cdnv_learned", y), bootstrap=s.bootstrap, alpha=s.alpha, seed=s.seed)
+        if err:
+            out["notes"].append(f"{label}: {err}")
+        return None if d is None else {"label": label, **d}
+
+    main = add("all runs: dir-CDNV when learned vs forgetting", tasks, "dir_cdnv_learned", y)
+    classical = add("all runs: CDNV when learned vs forgetting", tasks, "cdnv_learned", y)
+    out["difference"] = difference("all runs: rho(dir-CDNV) - rho(CDNV)", tasks) if main is not None else None
+    out["differences"] = [out["difference"]] if out["difference"] else []
+    for obj in sorted({r["objective"] for r in tasks}):
+        sub = [r for r in tasks if r["objective"] == obj]
+        if add(f"{obj}: dir-CDNV when learned vs forgetting", sub, "dir_cdnv_learned", y) is not None:
+            d = difference(f"{obj}: rho(dir-CDNV) - rho(CDNV)", sub)
+            if d:
+                out["differences"].append(d)
+        add(f"{obj}: CDNV when learned vs forgetting", sub, "cdnv_learned", y)
+    within = within_task_ranks(tasks, ["dir_cdnv_learned", "cdnv_learned", y])
+    within_main = add("within task: dir-CDNV when learned vs forgetting", within, "dir_cdnv_learned", y)
+    add("within task: CDNV when learned vs forgetting", within, "cdnv_learned", y)
+    pairwise = add("all runs: axis overlap vs interference (task pairs)", pairs, "overlap", inter)
+    out["verdict"] = list(verdict(main, classical, out["difference"], pairwise, alpha=s.alpha)) if main is not None else \
+        ["Not enough data to test the hypothesis: " + "; ".join(out["notes"])]
+    if within_main is not None:
+        held = within_main["p"] < s.alpha and (within_main["ci_low"] > 0 or within_main["ci_high"] < 0)
+        out["verdict"].append(
+            f"Within each task (task identity held fixed, ranks taken across runs): rho = {within_main['rho']:.2f} "
+            f"[95% CI {within_main['ci_low']:.2f}, {within_main['ci_high']:.2f}], p = {within_main['p']:.3g}: "
+            + ("the link holds beyond differences between tasks." if held else
+               "beyond differences between tasks, the data show no measurable link."))
+    return out
+
+
+def within_task_ranks(rows: List[dict], columns: Sequence[str]) -> List[dict]:
+    """Rows with ``columns`` replaced by their centred ranks among rows of the same task name, so a
+    correlation on them compares runs within a task, not one task with another (None stays None)."""
+    out = [dict(r) for r in rows]
+    for name in {r["task_name"] for r in rows}:
+        idx = [i for i, r in enumerate(rows) if r["task_name"] == name]
+        for c in columns:
+            known = [i for i in idx if rows[i].get(c) is not None]
+            if not known:
+                continue
+            ranks = rankdata([rows[i][c] for i in known])
+            for i, rk in zip(known, ranks - ranks.mean()):
+                out[i][c] = float(rk)
+    return out

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from analysis import class_geometry, ncc_error_bound  # noqa: E402
+from dncsim.analysis import class_geometry, ncc_error_bound  # noqa: E402
 
 SIZES = {"small": (100, 512, 20_000), "imagenet": (1000, 768, 50_000)}
 SHOTS = [1, 5, 10, 20, 50, 100, 200, 500]

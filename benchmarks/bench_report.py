@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import best_of  # noqa: E402
-from analysis.report import build_report  # noqa: E402
-from simulator.config import run_from_mapping  # noqa: E402
-from simulator.run import run  # noqa: E402
+from dncsim.analysis.report import build_report  # noqa: E402
+from dncsim.simulator.config import run_from_mapping  # noqa: E402
+from dncsim.simulator.run import run  # noqa: E402
 
 LABELINGS = ["class", "class:parity", "class:high"] + [f"class:mod{k}" for k in range(3, 10)]
 

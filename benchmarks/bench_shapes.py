@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from scenarios.shapes import ShapesConfig, generate_shapes  # noqa: E402
+from dncsim.scenarios.shapes import ShapesConfig, generate_shapes  # noqa: E402
 
 TARGET_SECONDS = 2.0
 TARGET_IMAGES = 10_000

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scenarios import build_scenario  # noqa: E402
-from simulator.build import build_optimizer, build_strategy  # noqa: E402
-from simulator.config import run_from_mapping  # noqa: E402
+from dncsim.scenarios import build_scenario  # noqa: E402
+from dncsim.simulator.build import build_optimizer, build_strategy  # noqa: E402
+from dncsim.simulator.config import run_from_mapping  # noqa: E402
 
 
 def config(epochs, batch_size):

@@ -4,10 +4,10 @@
 (``train_stream``, ``test_stream``) plus a description of every experience (labeling, classes,
 task label, sample indices into the source tensors).
 """
-from scenarios.build import build_scenario, load_source
-from scenarios.config import ScenarioConfig, load_scenario_config, scenario_from_mapping
-from scenarios.sources import SourceData, Split
-from scenarios.streams import ExperienceInfo, Scenario
+from dncsim.scenarios.build import build_scenario, load_source
+from dncsim.scenarios.config import ScenarioConfig, load_scenario_config, scenario_from_mapping
+from dncsim.scenarios.sources import SourceData, Split
+from dncsim.scenarios.streams import ExperienceInfo, Scenario
 
 __all__ = ["build_scenario", "load_source", "ScenarioConfig", "load_scenario_config", "scenario_from_mapping",
            "SourceData", "Split", "ExperienceInfo", "Scenario"]

@@ -1,13 +1,13 @@
 """From a validated scenario config to a built Scenario: load the source, then build the stream."""
 from __future__ import annotations
 
-from scenarios.config import ScenarioConfig, scenario_from_mapping
-from scenarios.digits import DigitsConfig, load_digits_source
-from scenarios.features import FeaturesSourceConfig, load_features_source
-from scenarios.shapes import ShapesConfig, load_shapes
-from scenarios.sources import SourceData
-from scenarios.streams import Scenario, build_stream
-from scenarios.torchvision_sources import TorchvisionConfig, load_torchvision_source
+from dncsim.scenarios.config import ScenarioConfig, scenario_from_mapping
+from dncsim.scenarios.digits import DigitsConfig, load_digits_source
+from dncsim.scenarios.features import FeaturesSourceConfig, load_features_source
+from dncsim.scenarios.shapes import ShapesConfig, load_shapes
+from dncsim.scenarios.sources import SourceData
+from dncsim.scenarios.streams import Scenario, build_stream
+from dncsim.scenarios.torchvision_sources import TorchvisionConfig, load_torchvision_source
 
 __all__ = ["load_source", "build_scenario"]
 

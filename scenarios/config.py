@@ -15,19 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, List, Literal, Optional, Union
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel, one_line_error
-from scenarios.digits import DigitsConfig
-from scenarios.features import FeaturesSourceConfig
-from scenarios.shapes import ShapesConfig
-from scenarios.torchvision_sources import (Cifar10Config, Cifar100Config, FashionMNISTConfig, KMNISTConfig,
+from dncsim.common import DncsimError, StrictModel, one_line_error, read_yaml
+from dncsim.scenarios.digits import DigitsConfig
+from dncsim.scenarios.features import FeaturesSourceConfig
+from dncsim.scenarios.shapes import ShapesConfig
+from dncsim.scenarios.torchvision_sources import (Cifar10Config, Cifar100Config, FashionMNISTConfig, KMNISTConfig,
                                            MNISTConfig)
 
-__all__ = ["ScenarioConfig", "SourceConfig", "StreamConfig", "load_scenario_config", "read_yaml",
-           "scenario_from_mapping"]
+__all__ = ["ScenarioConfig", "SourceConfig", "StreamConfig", "load_scenario_config", "scenario_from_mapping"]
 
 SourceConfig = Annotated[Union[ShapesConfig, DigitsConfig, MNISTConfig, FashionMNISTConfig, KMNISTConfig,
                                Cifar10Config, Cifar100Config, FeaturesSourceConfig],
@@ -101,23 +98,6 @@ def scenario_from_mapping(data, *, prefix: str = "scenario") -> ScenarioConfig:
         return ScenarioConfig.model_validate(data)
     except ValidationError as exc:
         raise DncsimError(one_line_error(exc, ScenarioConfig, prefix)) from None
-
-
-def read_yaml(path) -> dict:
-    """Read a YAML mapping from ``path``; DncsimError naming the file when missing, invalid or not a mapping."""
-    p = Path(path)
-    if not p.is_file():
-        raise DncsimError(f"{p}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DncsimError(f"{p}: not valid YAML{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise DncsimError(f"{p}: expected a YAML mapping at the top level")
-    return data
 
 
 def load_scenario_config(path) -> ScenarioConfig:

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from scenarios._common import resize_images, stratified_pick
-from scenarios._validation import StrictModel
-from scenarios.sources import SourceData, Split
+from dncsim.scenarios.preprocessing import resize_images, stratified_pick
+from dncsim.common import StrictModel
+from dncsim.scenarios.sources import SourceData, Split
 
 __all__ = ["DigitsConfig", "load_digits_source"]
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from analysis.inputs import as_features
-from analysis.errors import DncsimError
-from scenarios._common import stratified_pick
-from scenarios._validation import StrictModel
-from scenarios.sources import SourceData, Split
+from dncsim.analysis.inputs import as_features
+from dncsim.common import DncsimError
+from dncsim.scenarios.preprocessing import stratified_pick
+from dncsim.common import StrictModel
+from dncsim.scenarios.sources import SourceData, Split
 
 __all__ = ["FeatureFile", "load_feature_file", "FeaturesSourceConfig", "load_features_source"]
 

@@ -15,9 +15,8 @@ from typing import List
 
 import torch
 
-from analysis.errors import DncsimError
-from scenarios._validation import did_you_mean
-from scenarios.sources import SourceData
+from dncsim.common import DncsimError, did_you_mean
+from dncsim.scenarios.sources import SourceData
 
 __all__ = ["Labeling", "resolve_labeling", "LABEL_FUNCTIONS"]
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from analysis.text_table import format_table
-from scenarios.streams import Scenario
+from dncsim.analysis.text_table import format_table
+from dncsim.scenarios.streams import Scenario
 
 __all__ = ["describe", "save_example_grid"]
 

@@ -41,9 +41,8 @@ from typing import Callable, Dict, List, Literal, Tuple, get_args
 import torch
 from pydantic import Field, field_validator
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel
-from scenarios.sources import SourceData, Split
+from dncsim.common import DncsimError, StrictModel
+from dncsim.scenarios.sources import SourceData, Split
 
 __all__ = ["ShapesConfig", "ShapesNuisance", "generate_shapes", "load_shapes",
            "LABELINGS", "SHAPES", "COLORS", "SIZES", "STYLES"]

@@ -11,7 +11,7 @@ from typing import Dict, List
 
 import torch
 
-from analysis.errors import DncsimError
+from dncsim.common import DncsimError
 
 __all__ = ["Split", "SourceData"]
 

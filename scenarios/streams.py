@@ -14,10 +14,10 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-from analysis.errors import DncsimError
-from scenarios.config import DomainIncrementalStream, MultilabelStream, ScenarioConfig, TaskIncrementalStream
-from scenarios.labelings import Labeling, resolve_labeling
-from scenarios.sources import SourceData
+from dncsim.common import DncsimError
+from dncsim.scenarios.config import DomainIncrementalStream, MultilabelStream, ScenarioConfig, TaskIncrementalStream
+from dncsim.scenarios.labelings import Labeling, resolve_labeling
+from dncsim.scenarios.sources import SourceData
 
 __all__ = ["ExperienceInfo", "Scenario", "build_stream", "experience_dataset"]
 

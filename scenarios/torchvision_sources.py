@@ -17,10 +17,9 @@ import torch
 from pydantic import Field
 from torchvision import datasets
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel
-from scenarios._common import resize_images, stratified_pick
-from scenarios.sources import SourceData, Split
+from dncsim.common import DncsimError, StrictModel
+from dncsim.scenarios.preprocessing import resize_images, stratified_pick
+from dncsim.scenarios.sources import SourceData, Split
 
 __all__ = ["TorchvisionConfig", "MNISTConfig", "FashionMNISTConfig", "KMNISTConfig", "Cifar10Config",
            "Cifar100Config", "load_torchvision_source"]

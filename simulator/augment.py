@@ -42,8 +42,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel
+from dncsim.common import DncsimError, StrictModel
 
 __all__ = ["AugmentConfig", "build_augment", "two_views"]
 

@@ -1,18 +1,34 @@
-"""Compose a run's parts: the scenario's data, the backbone, objective, augmentation and strategy."""
+"""One builder: a validated run config becomes the run's parts -- the scenario, the model with its
+objective, the strategy with its plugins, the evaluation collection and the run directory.
+
+:func:`build_run` is the only place where config sections meet; ``simulator.run`` only runs the
+parts (train, evaluate, write, checkpoint, resume). Every check that depends on the user's input
+(device, data files, labelings, backbone against input shape) happens here, before the run
+directory is touched.
+"""
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import random
+from dataclasses import dataclass
+from typing import Dict, Sequence, Tuple
 
+import numpy as np
 import torch
 
-from analysis.errors import DncsimError
-from scenarios.streams import Scenario
-from simulator.augment import build_augment
-from simulator.models import build_backbone
-from simulator.objectives import build_objective
-from simulator.strategies import DncsimStrategy, SimModel, build_plugins
+from dncsim.analysis.metrics import build_collection
+from dncsim.analysis.names import ProbeKey, probe_keys
+from dncsim.common import DncsimError
+from dncsim.rundir import RunDirectory
+from dncsim.scenarios import Scenario, build_scenario
+from dncsim.simulator.augment import build_augment
+from dncsim.simulator.config import RunConfig
+from dncsim.simulator.evaluation import AvalancheEvaluation, FeatureExtractor, evaluation_tasks
+from dncsim.simulator.models import build_backbone
+from dncsim.simulator.objectives import build_objective
+from dncsim.simulator.strategies import DncsimStrategy, SimModel, build_plugins
 
-__all__ = ["resolve_device", "classes_per_task", "ExperienceTensors", "build_optimizer", "build_strategy"]
+__all__ = ["RunParts", "build_run", "resolve_device", "seed_everything", "classes_per_task", "ExperienceTensors",
+           "build_optimizer", "build_strategy"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,6 +38,13 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DncsimError(f"device: '{name}' requested but CUDA is not available here (use auto or cpu)")
     return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's ``random`` (the run's global random state)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def classes_per_task(sc: Scenario) -> Dict[int, int]:
@@ -60,9 +83,10 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_strategy(cfg, sc: Scenario, device: torch.device, *, evaluator=None, extra_plugins=()) -> DncsimStrategy:
+def build_strategy(cfg: RunConfig, sc: Scenario, device: torch.device, *, evaluator=None,
+                   extra_plugins: Sequence = ()) -> DncsimStrategy:
     """The Avalanche strategy of a run config over scenario ``sc``: seeded model, objective with its task
-    heads, augmentation, strategy plugins and optimizer, on ``device``."""
+    heads, augmentation, strategy plugins (then ``extra_plugins``) and optimizer, on ``device``."""
     torch.manual_seed(cfg.seed)
     shape = sc.source.input_shape
     backbone = build_backbone(cfg.backbone, shape)
@@ -71,7 +95,52 @@ def build_strategy(cfg, sc: Scenario, device: torch.device, *, evaluator=None, e
     plugins, extra, data_mode = build_plugins(cfg.strategy, backbone.feature_dim)
     model = SimModel(backbone, objective, extra).to(device)
     return DncsimStrategy(
-        model=model, optimizer=build_optimizer(cfg.training, model), augment=build_augment(cfg.augment, shape).to(device),
-        experience_tensors=ExperienceTensors(sc), train_mb_size=cfg.training.batch_size,
-        train_epochs=cfg.training.epochs, device=device, plugins=list(plugins) + list(extra_plugins),
-        evaluator=evaluator, data_mode=data_mode, all_experiences=list(sc.benchmark.train_stream))
+        model=model, optimizer=build_optimizer(cfg.training, model),
+        augment=build_augment(cfg.augment, shape).to(device), experience_tensors=ExperienceTensors(sc),
+        train_mb_size=cfg.training.batch_size, train_epochs=cfg.training.epochs, device=device,
+        plugins=list(plugins) + list(extra_plugins), evaluator=evaluator, data_mode=data_mode,
+        all_experiences=list(sc.benchmark.train_stream))
+
+
+@dataclass
+class RunParts:
+    """Everything a run is made of (see :func:`build_run`)."""
+
+    config: RunConfig
+    device: torch.device
+    scenario: Scenario
+    strategy: DncsimStrategy
+    evaluation: AvalancheEvaluation
+    directory: RunDirectory
+    probe_keys: Tuple[ProbeKey, ...]
+
+    @property
+    def task_names(self):
+        return [t.name for t in self.evaluation.collection.tasks]
+
+
+def _evaluation_plugin(metric: AvalancheEvaluation):
+    """Avalanche's EvaluationPlugin carrying the evaluation (loggers are attached once the directory exists)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # import-time warnings; "no loggers" yet
+        from avalanche.training.plugins import EvaluationPlugin
+        return EvaluationPlugin(metric, loggers=[])
+
+
+def build_run(cfg: RunConfig, directory: RunDirectory, *, plugins: Sequence = ()) -> RunParts:
+    """The parts of the run ``cfg`` into ``directory`` (which is not touched). ``plugins``: extra
+    strategy plugins, after the strategy's own (those implementing ``state_dict`` / ``load_state_dict``
+    are checkpointed like any other). Seeds the global random state from ``cfg.seed``."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    sc = build_scenario(cfg.scenario)
+    collection = build_collection(evaluation_tasks(sc), cfg.evaluation, cfg.analysis, cfg.seed)
+    features = FeatureExtractor(sc, device, cfg.evaluation.batch_size)
+    evaluation = AvalancheEvaluation(collection, features)
+    strategy = build_strategy(cfg, sc, device, evaluator=_evaluation_plugin(evaluation), extra_plugins=plugins)
+    features.model = strategy.model
+    return RunParts(config=cfg, device=device, scenario=sc, strategy=strategy, evaluation=evaluation,
+                    directory=directory, probe_keys=probe_keys(cfg.evaluation.probes, cfg.evaluation.protocols))

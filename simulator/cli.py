@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from analysis.errors import DncsimError
+from dncsim.common import DncsimError
 
 EXIT_USAGE = 2
 
@@ -141,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_analyze(args) -> int:
     import torch
 
-    from analysis.labelings import analyze_labelings, format_analysis
-    from scenarios.features import load_feature_file
-    from simulator.io import atomic_write_json
+    from dncsim.analysis.analyze import analyze_labelings, format_analysis
+    from dncsim.scenarios.features import load_feature_file
+    from dncsim.common import atomic_write_json
 
     if args.json is not None and not Path(args.json).resolve().parent.is_dir():
         raise DncsimError(f"--json: directory {Path(args.json).resolve().parent} does not exist")
@@ -160,8 +160,8 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_scenario(args) -> int:
-    from scenarios import build_scenario, load_scenario_config
-    from scenarios.preview import describe, save_example_grid
+    from dncsim.scenarios import build_scenario, load_scenario_config
+    from dncsim.scenarios.preview import describe, save_example_grid
 
     cfg = load_scenario_config(args.config)
     png = Path(args.png) if args.png else Path(f"{Path(args.config).stem}_examples.png")
@@ -177,8 +177,8 @@ def _cmd_scenario(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from simulator.config import load_run_config
-    from simulator.run import run
+    from dncsim.simulator.config import load_run_config
+    from dncsim.simulator.run import run
 
     cfg = load_run_config(args.config, args.overrides)
     out = Path(args.out) if args.out else (cfg.output.dir or Path("runs") / cfg.name)
@@ -189,7 +189,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from analysis.report import build_report
+    from dncsim.analysis.report import build_report
 
     out = build_report(args.run_dir, Path(args.out) if args.out else None, compare=args.compare)
     print(f"wrote {out / 'index.html'}, {out / 'report.md'}, {out / 'summary.json'}")
@@ -197,7 +197,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_study(args) -> int:
-    from simulator.study import load_study_config, run_study
+    from dncsim.simulator.study import load_study_config, run_study
 
     cfg = load_study_config(args.study, {"engine": args.engine, "workers": args.workers, "scheduler": args.scheduler,
                                          "out": args.out, "retry_failed": args.retry_failed})

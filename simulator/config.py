@@ -8,18 +8,18 @@ overrides any key by dotted path; values are parsed as YAML (``--set training.lr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel, did_you_mean, one_line_error
-from scenarios.config import ScenarioConfig, read_yaml
-from simulator.augment import AugmentConfig
-from simulator.models import BackboneConfig, ConvNetConfig
-from simulator.objectives import ObjectiveConfig, SimCLRConfig
-from simulator.strategies import NaiveConfig, StrategyConfig
+from dncsim.analysis.metrics.settings import AnalysisConfig, EvaluationConfig
+from dncsim.common import DncsimError, StrictModel, did_you_mean, one_line_error, read_yaml
+from dncsim.scenarios.config import ScenarioConfig
+from dncsim.simulator.augment import AugmentConfig
+from dncsim.simulator.models import BackboneConfig, ConvNetConfig
+from dncsim.simulator.objectives import ObjectiveConfig, SimCLRConfig
+from dncsim.simulator.strategies import NaiveConfig, StrategyConfig
 
 __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig", "RunConfig", "load_run_config",
            "apply_overrides", "set_values", "run_from_mapping"]
@@ -34,34 +34,6 @@ class TrainingConfig(StrictModel):
     lr: float = Field(1e-3, gt=0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
-
-
-class EvaluationConfig(StrictModel):
-    """Probes on frozen backbone features after every experience, for every task."""
-
-    probes: List[Literal["ncc", "linear"]] = Field(default_factory=lambda: ["ncc", "linear"], min_length=1)
-    protocols: List[Literal["refit", "frozen"]] = Field(default_factory=lambda: ["refit", "frozen"], min_length=1)
-    linear_steps: int = Field(100, ge=1, description="LBFGS iterations of the linear probe")
-    linear_weight_decay: float = Field(1e-4, ge=0, description="L2 penalty of the linear probe")
-    batch_size: int = Field(1024, ge=1, description="batch size of feature extraction")
-    max_train_samples: Optional[int] = Field(None, ge=2, description="probe training subset per task (seeded)")
-
-
-class AnalysisConfig(StrictModel):
-    """Geometry measured after every experience (see README, Conventions)."""
-
-    shots: List[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
-    ways: int = Field(2, ge=2, description="classes per few-shot episode")
-    episodes: int = Field(100, ge=1)
-    ddof: Literal[0, 1] = 0
-    split: Literal["train", "test"] = Field("test", description="split the geometry and few-shot episodes use")
-
-    @field_validator("shots")
-    @classmethod
-    def _positive(cls, v):
-        if min(v) < 1:
-            raise ValueError(f"shot counts must be >= 1; got {v}")
-        return sorted(set(v))
 
 
 class OutputConfig(StrictModel):

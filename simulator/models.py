@@ -26,8 +26,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 from torchvision.models import resnet18
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel
+from dncsim.common import DncsimError, StrictModel
 
 __all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "BackboneConfig", "Backbone", "build_backbone"]
 

@@ -59,8 +59,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from pydantic import Field
 from torch import Tensor, nn
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel
+from dncsim.common import DncsimError, StrictModel
 
 __all__ = ["SimCLRConfig", "VICRegConfig", "BarlowTwinsConfig", "BYOLConfig", "SimSiamConfig",
            "SupervisedConfig", "NoneConfig", "ObjectiveConfig", "OBJECTIVES", "Objective",

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Annotated, Callable, Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Annotated, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from scenarios._validation import StrictModel
+from dncsim.common import StrictModel
 
 with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnings
     warnings.simplefilter("ignore")
@@ -38,7 +38,7 @@ with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnin
 
 __all__ = ["NaiveConfig", "ReplayConfig", "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig",
            "StrategyConfig", "STRATEGIES", "SimModel", "TensorBatches", "DncsimStrategy", "TensorReplay",
-           "ParameterImportance", "FeatureDistillation", "build_plugins"]
+           "ParameterImportance", "FeatureDistillation", "build_plugins", "StatefulPlugin", "stateful_plugins"]
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -100,6 +100,26 @@ class JointConfig(StrictModel):
 StrategyConfig = Annotated[Union[NaiveConfig, ReplayConfig, RegularizerConfig, DistillConfig, CumulativeConfig,
                                  JointConfig], Field(discriminator="name")]
 STRATEGIES = ("naive", "replay", "ewc", "mas", "si", "distill", "cumulative", "joint")
+
+
+# --- the state protocol of strategy plugins -------------------------------------------------------
+
+@runtime_checkable
+class StatefulPlugin(Protocol):
+    """A strategy plugin whose state a checkpoint carries: ``state_dict()`` returns plain data (tensors,
+    numbers, strings, lists, dicts: what ``torch.load(weights_only=True)`` reads back) and
+    ``load_state_dict(state, strategy)`` restores it into a plugin built afresh for the same config
+    (``strategy`` gives access to the model, e.g. to rebuild a frozen teacher). Every plugin of a
+    strategy that has both methods is checkpointed, in order; nothing else needs to know about it."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict, strategy) -> None: ...
+
+
+def stateful_plugins(strategy) -> List[StatefulPlugin]:
+    """The plugins of ``strategy`` that implement :class:`StatefulPlugin`, in order."""
+    return [p for p in strategy.plugins if isinstance(p, StatefulPlugin)]
 
 
 # --- model and data --------------------------------------------------------------------------------
@@ -179,6 +199,12 @@ class DncsimStrategy(SupervisedTemplate):
     @property
     def objective(self):
         return self.model.objective
+
+    def restore_progress(self, experiences_done: int) -> None:
+        """Set the strategy's counters as if ``experiences_done`` experiences had been trained (resume):
+        the data seen so far (cumulative training reads it) and Avalanche's experience counter."""
+        self.seen = [self.experience_tensors(i) for i in range(experiences_done)]
+        self.clock.train_exp_counter = experiences_done
 
     def make_optimizer(self, **kwargs):
         """No-op: the optimizer is built once by the caller (Avalanche would re-register every parameter)."""
@@ -265,7 +291,7 @@ class TensorReplay(SupervisedPlugin):
     def state_dict(self) -> dict:
         return {"parts": [list(p) for p in self.parts]}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, strategy) -> None:
         self.parts = [tuple(p) for p in state["parts"]]
 
 
@@ -365,7 +391,7 @@ class ParameterImportance(SupervisedPlugin):
     def state_dict(self) -> dict:
         return {"importance": self.importance, "anchor": self.anchor}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, strategy) -> None:
         self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
 
 
@@ -421,11 +447,11 @@ class FeatureDistillation(SupervisedPlugin):
     def state_dict(self) -> dict:
         return {"frozen": None if self.frozen is None else self.frozen.state_dict()}
 
-    def load_state_dict(self, state: dict, backbone: Optional[nn.Module] = None) -> None:
+    def load_state_dict(self, state: dict, strategy) -> None:
         if state["frozen"] is None:
             self.frozen = None
             return
-        self.frozen = copy.deepcopy(backbone).eval()
+        self.frozen = copy.deepcopy(strategy.backbone).eval()
         self.frozen.load_state_dict(state["frozen"])
         for p in self.frozen.parameters():
             p.requires_grad_(False)

@@ -29,11 +29,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from tqdm import tqdm
 
-from analysis.errors import DncsimError
-from scenarios._validation import StrictModel, one_line_error
-from scenarios.config import read_yaml
-from simulator.config import run_from_mapping, set_values
-from simulator.io import atomic_write_json, atomic_write_text
+from dncsim.common import DncsimError, StrictModel, atomic_write_json, atomic_write_text, one_line_error, read_yaml
+from dncsim.simulator.config import run_from_mapping, set_values
 
 __all__ = ["StatisticsConfig", "StudyConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
            "DaskExecutor", "run_study"]
@@ -123,7 +120,7 @@ def run_one(spec: dict) -> dict:
     """
     import torch
 
-    from simulator.run import run
+    from dncsim.simulator.run import run
     torch.set_num_threads(int(spec["threads"]))
     start = time.perf_counter()
     try:
@@ -202,7 +199,7 @@ def _eta(seconds: float) -> str:
 def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
     """Run every run of the grid that is not finished yet (failed ones only with ``retry_failed``),
     then aggregate, test and report. Returns the study directory."""
-    from analysis.report.study import build_study_report
+    from dncsim.analysis.report.study import build_study_report
 
     specs = expand_grid(cfg)
     out = Path(cfg.out) if cfg.out else Path("studies") / cfg.name

@@ -2,8 +2,8 @@
 import re
 from pathlib import Path
 
-from scenarios._validation import _unwrap
-from simulator.config import RunConfig
+from dncsim.common import model_classes
+from dncsim.simulator.config import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -13,7 +13,7 @@ def all_keys(model, seen=None):
     seen = set() if seen is None else seen
     for name, field in model.model_fields.items():
         seen.add(name)
-        for sub in _unwrap(field.annotation):
+        for sub in model_classes(field.annotation):
             all_keys(sub, seen)
     return seen
 
@@ -26,7 +26,7 @@ def test_every_config_key_is_in_the_readme():
 
 
 def test_every_metric_name_is_defined_in_the_readme():
-    from analysis import names as N
+    from dncsim.analysis import names as N
     metrics = [v for k, v in vars(N).items() if k.isupper() and isinstance(v, str) and k not in ("NCC", "LINEAR", "REFIT", "FROZEN")]
     missing = [m for m in metrics if f"`{m}`" not in README]
     assert not missing, f"metrics without a README definition: {missing}"

@@ -5,6 +5,6 @@ draws the figures (``figures.py``, ``graph.py``) and fills two templates (jinja2
 self-contained HTML file with embedded figures, and a Markdown file next to the PNGs; plus
 ``summary.json`` with every number shown.
 """
-from analysis.report.build import build_report
+from dncsim.analysis.report.build import build_report
 
 __all__ = ["build_report"]

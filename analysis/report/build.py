@@ -7,12 +7,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from analysis.errors import DncsimError
-from analysis.report import figures as F
-from analysis.report.graph import interference_communities
-from analysis.report.render import environment, figure_embedder, fmt, pct, write_file
-from analysis.report.rundata import RunData, load_run
-from analysis.report.summary import prop42_points, run_summary
+from dncsim.analysis.report import figures
+from dncsim.analysis.report.graph import interference_communities
+from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
+from dncsim.analysis.report.summary import prop42_points, run_summary
+from dncsim.common import DncsimError, atomic_write_bytes
+from dncsim.rundir import RunData, load_run
 
 __all__ = ["build_report", "FIGURES"]
 
@@ -32,28 +32,29 @@ FIGURES = {
 }
 
 
-def _figures(run: RunData, s: dict, communities, others: Sequence[RunData], points: List[dict]) -> Dict[str, bytes]:
+def _figures(run: RunData, s: dict, communities, others: Sequence[RunData],
+             points: List[dict]) -> Dict[str, bytes]:
     out = {}
     if s["pairs"]:
-        out["orthogonality_heatmap"] = F.png_bytes(F.orthogonality_heatmap(run))
-        out["orthogonality_over_stream"] = F.png_bytes(F.orthogonality_over_stream(run))
-        out["interference_graph"] = F.png_bytes(F.interference_graph(s, communities))
+        out["orthogonality_heatmap"] = figures.png_bytes(figures.orthogonality_heatmap(run))
+        out["orthogonality_over_stream"] = figures.png_bytes(figures.orthogonality_over_stream(run))
+        out["interference_graph"] = figures.png_bytes(figures.interference_graph(s, communities))
     if s["prop42"]["axis_pairs"]:
-        out["prop42_scatter"] = F.png_bytes(F.prop42_scatter(points, s["prop42"]["fraction"], run))
-    out["collapse_curves"] = F.png_bytes(F.collapse_curves(run))
-    out["accuracy_heatmaps"] = F.png_bytes(F.accuracy_heatmaps(run))
-    out["forgetting_bars"] = F.png_bytes(F.forgetting_bars(s))
-    out["dircdnv_vs_forgetting"] = F.png_bytes(F.dircdnv_vs_forgetting(s))
-    out["fewshot_curves"] = F.png_bytes(F.fewshot_curves(s))
+        out["prop42_scatter"] = figures.png_bytes(figures.prop42_scatter(points, s["prop42"]["fraction"], run))
+    out["collapse_curves"] = figures.png_bytes(figures.collapse_curves(run))
+    out["accuracy_heatmaps"] = figures.png_bytes(figures.accuracy_heatmaps(run))
+    out["forgetting_bars"] = figures.png_bytes(figures.forgetting_bars(s))
+    out["dircdnv_vs_forgetting"] = figures.png_bytes(figures.dircdnv_vs_forgetting(s))
+    out["fewshot_curves"] = figures.png_bytes(figures.fewshot_curves(s))
     if others:
         runs = [run, *others]
-        out["compare_collapse"] = F.png_bytes(F.compare_collapse(runs))
-        out["compare_orthogonality"] = F.png_bytes(F.compare_orthogonality(runs))
+        out["compare_collapse"] = figures.png_bytes(figures.compare_collapse(runs))
+        out["compare_orthogonality"] = figures.png_bytes(figures.compare_orthogonality(runs))
     return out
 
 
 def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:
-    key = f"{summaries[0]['primary']['probe']}/{summaries[0]['primary']['protocol']}"
+    key = summaries[0]["primary"]["key"]
     rows = []
     for run, s in zip(runs, summaries):
         cos = [p["axis_cos_median_final"] for p in s["pairs"] if p["axis_cos_median_final"] is not None]
@@ -95,8 +96,8 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) ->
     md = env.get_template("report.md.j2").render(**common)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
-        write_file(out / "figures" / f"{name}.png", png)
-    write_file(out / "summary.json", (json.dumps(s, indent=2, allow_nan=False) + "\n").encode())
-    write_file(out / "report.md", md.encode())
-    write_file(out / "index.html", html.encode())
+        atomic_write_bytes(out / "figures" / f"{name}.png", png)
+    atomic_write_bytes(out / "summary.json", (json.dumps(s, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(out / "report.md", md.encode())
+    atomic_write_bytes(out / "index.html", html.encode())
     return out

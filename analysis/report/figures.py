@@ -15,8 +15,9 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from analysis import names as N  # noqa: E402
-from analysis.report.rundata import RunData  # noqa: E402
+from dncsim.analysis.names import AXIS_COS_MEDIAN, CDNV, CDNV_RATIO, DIR_CDNV  # noqa: E402
+from dncsim.analysis.orthogonality import random_abs_cos  # noqa: E402
+from dncsim.rundir import RunData  # noqa: E402
 
 __all__ = ["png_bytes", "orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "collapse_curves",
            "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "interference_graph", "fewshot_curves",
@@ -38,7 +39,7 @@ def _short(name: str, width: int = 14) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def cos_matrix(run: RunData, exp: int, metric: str = N.AXIS_COS_MEDIAN) -> np.ndarray:
+def cos_matrix(run: RunData, exp: int, metric: str = AXIS_COS_MEDIAN) -> np.ndarray:
     """(T, T) symmetric matrix of a pairwise metric at one row (NaN diagonal and where unmeasured)."""
     m = np.full((run.T, run.T), np.nan)
     for r in run.rows:
@@ -47,16 +48,28 @@ def cos_matrix(run: RunData, exp: int, metric: str = N.AXIS_COS_MEDIAN) -> np.nd
     return m
 
 
+def _references(d: int) -> dict:
+    """The random-direction levels of |cos| in d dimensions: ``median`` (the one to compare a median
+    |cos| with) and ``rms`` = 1/sqrt(d)."""
+    return random_abs_cos(d)
+
+
+def _mark_references(cb_ax, ref: dict, label: bool = True) -> None:
+    cb_ax.axhline(ref["median"], color="tab:blue", lw=2)
+    cb_ax.axhline(ref["rms"], color="tab:cyan", lw=1.2, ls="--")
+    if label:
+        tr = cb_ax.get_yaxis_transform()
+        cb_ax.text(1.6, ref["median"], " random: median", color="tab:blue", va="center", transform=tr, fontsize=7)
+        cb_ax.text(1.6, ref["rms"], " random: RMS 1/√d", color="tab:cyan", va="center", transform=tr, fontsize=7)
+
+
 def _heatmap(ax, m, labels, vmax, ref, cbar=True, annotate=True):
     cmap = sns.color_palette("rocket_r", as_cmap=True)
     hm = sns.heatmap(m, ax=ax, vmin=0, vmax=vmax, cmap=cmap, square=True, annot=annotate and len(labels) <= 8,
                      fmt=".2f", xticklabels=labels, yticklabels=labels, cbar=cbar,
                      cbar_kws={"label": "median |cos| between decision axes"} if cbar else None, mask=np.isnan(m))
     if cbar:
-        cb = hm.collections[0].colorbar
-        cb.ax.axhline(ref, color="tab:blue", lw=2)
-        cb.ax.text(1.6, ref, " random 1/√d", color="tab:blue", va="center", transform=cb.ax.get_yaxis_transform(),
-                   fontsize=7)
+        _mark_references(hm.collections[0].colorbar.ax, ref)
     ax.set_xlabel("task b")
     ax.set_ylabel("task a")
 
@@ -64,11 +77,12 @@ def _heatmap(ax, m, labels, vmax, ref, cbar=True, annotate=True):
 def orthogonality_heatmap(run: RunData):
     """Median |cos| between every pair of tasks' decision axes after the last experience."""
     m = cos_matrix(run, run.last)
-    ref = 1 / math.sqrt(run.feature_dim)
+    ref = _references(run.feature_dim)
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * run.T, 0.9 + 0.6 * run.T))
     labels = [_short(t) for t in run.tasks]
-    _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref) * 1.05, ref)
-    ax.set_title(f"Decision-axis overlap after the last experience\n(random directions: |cos| ≈ 1/√d = {ref:.3f})")
+    _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref["rms"]) * 1.05, ref)
+    ax.set_title(f"Decision-axis overlap after the last experience\n(random directions: median |cos| = "
+                 f"{ref['median']:.3f}, RMS 1/√d = {ref['rms']:.3f})")
     return fig
 
 
@@ -76,8 +90,8 @@ def orthogonality_over_stream(run: RunData):
     """Small multiples of the median-|cos| heatmap, one per row of the stream, on one colour scale."""
     rows = sorted({r["exp"] for r in run.rows})
     mats = [cos_matrix(run, e) for e in rows]
-    ref = 1 / math.sqrt(run.feature_dim)
-    vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + [ref]) * 1.05
+    ref = _references(run.feature_dim)
+    vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + [ref["rms"]]) * 1.05
     n = len(rows)
     cols = min(n, 5)
     nrows = math.ceil(n / cols)
@@ -96,8 +110,9 @@ def orthogonality_over_stream(run: RunData):
     for r in range(nrows):
         axes[r][cols].axis("off")
     cb = fig.colorbar(sm, ax=axes[:, cols].tolist(), fraction=1.0, label="median |cos|")
-    cb.ax.axhline(ref, color="tab:blue", lw=2)
-    fig.suptitle(f"Decision-axis overlap over the stream (task indices; random ≈ {ref:.3f}, blue line)", fontsize=10)
+    _mark_references(cb.ax, ref, label=False)
+    fig.suptitle(f"Decision-axis overlap over the stream (task indices; random directions: median {ref['median']:.3f} "
+                 f"solid blue, RMS {ref['rms']:.3f} dashed)", fontsize=10)
     return fig
 
 
@@ -134,11 +149,11 @@ def collapse_curves(run: RunData):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", run.T)
     for k in range(run.T):
-        x, y = _series(run, N.DIR_CDNV, k)
+        x, y = _series(run, DIR_CDNV, k)
         a1.plot(x, y, marker="o", color=palette[k % 10], label=f"{_short(run.tasks[k])} dir-CDNV")
-        x, y = _series(run, N.CDNV, k)
+        x, y = _series(run, CDNV, k)
         a1.plot(x, y, marker="s", ls="--", color=palette[k % 10], alpha=0.6, label=f"{_short(run.tasks[k])} CDNV")
-        x, y = _series(run, N.CDNV_RATIO, k)
+        x, y = _series(run, CDNV_RATIO, k)
         a2.plot(x, y, marker="o", color=palette[k % 10], label=_short(run.tasks[k]))
     for ax in (a1, a2):
         ax.set_yscale("log")
@@ -156,7 +171,7 @@ def collapse_curves(run: RunData):
 
 def accuracy_heatmaps(run: RunData):
     """Accuracy matrices R[t, k] for every probe and protocol (two per row)."""
-    keys = sorted(run.matrices)
+    keys = run.probe_keys
     ncols = min(2, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig, axes = plt.subplots(nrows, ncols, squeeze=False,
@@ -167,8 +182,7 @@ def accuracy_heatmaps(run: RunData):
         sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=run.T <= 8, fmt=".2f", mask=np.isnan(m),
                     xticklabels=[_short(t, 12) for t in run.tasks], yticklabels=ylabels,
                     cbar_kws={"label": "test accuracy (fraction)"})
-        proto, probe = key.split("/")
-        ax.set_title(f"{probe} probe, {proto} protocol")
+        ax.set_title(f"{key.probe} probe, {key.protocol} protocol")
         ax.set_xlabel("task evaluated")
         ax.set_ylabel("row (experience just trained)")
     for ax in list(axes.flat)[len(keys):]:
@@ -202,7 +216,7 @@ def forgetting_bars(summary: dict):
 
 def dircdnv_vs_forgetting(summary: dict):
     """Each task's directional CDNV when learned against its final forgetting (primary probe/protocol)."""
-    key = f"{summary['primary']['probe']}/{summary['primary']['protocol']}"
+    key = summary["primary"]["key"]
     pts = [(t["dir_cdnv_learned"], t["forgetting_max"].get(key), t["name"]) for t in summary["tasks"]]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
     fig, ax = plt.subplots(figsize=(5, 3.8))
@@ -283,14 +297,14 @@ def compare_collapse(runs: List[RunData]):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     palette = sns.color_palette("tab10", len(runs))
     for i, run in enumerate(runs):
-        for metric, ls in ((N.DIR_CDNV, "-"), (N.CDNV, "--")):
+        for metric, ls in ((DIR_CDNV, "-"), (CDNV, "--")):
             by_exp: Dict[int, List[float]] = {}
             for r in run.rows:
                 if r["metric"] == metric:
                     by_exp.setdefault(r["exp"], []).append(r["value"])
             xs = sorted(by_exp)
             ax.plot(xs, [float(np.exp(np.mean(np.log(by_exp[x])))) for x in xs], ls=ls, marker="o", color=palette[i],
-                    label=f"{run.label} {'dir-CDNV' if metric == N.DIR_CDNV else 'CDNV'}")
+                    label=f"{run.label} {'dir-CDNV' if metric == DIR_CDNV else 'CDNV'}")
     ax.set_yscale("log")
     ax.set_xlabel(EXP_LABEL)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -303,12 +317,13 @@ def compare_collapse(runs: List[RunData]):
 def compare_orthogonality(runs: List[RunData]):
     """The final median-|cos| heatmap of each run, side by side on one colour scale."""
     mats = [cos_matrix(r, r.last) for r in runs]
-    refs = [1 / math.sqrt(r.feature_dim) for r in runs]
-    vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + refs) * 1.05
+    refs = [_references(r.feature_dim) for r in runs]
+    vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + [r["rms"] for r in refs]) * 1.05
     fig, axes = plt.subplots(1, len(runs), figsize=(3.6 * len(runs), 3.4), squeeze=False)
     for ax, run, m, ref in zip(axes[0], runs, mats, refs):
         _heatmap(ax, m, [str(k) for k in range(run.T)], vmax, ref, cbar=True, annotate=run.T <= 6)
         ax.set_title(_short(run.label, 40), fontsize=8)
-    fig.suptitle("Decision-axis overlap after the last experience, per run (blue line: random 1/√d)", fontsize=10)
+    fig.suptitle("Decision-axis overlap after the last experience, per run (random directions: median, solid blue; "
+                 "RMS 1/√d, dashed)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,17 +1,14 @@
-"""Rendering helpers shared by the run report and the study report: number formats, templates,
-embedded figures, atomic file writes."""
+"""Rendering helpers shared by the run report and the study report: number formats, templates and
+embedded figures (files are written with ``dncsim.common.atomic_write_bytes``)."""
 from __future__ import annotations
 
 import base64
-import os
-import tempfile
-from pathlib import Path
 from typing import Dict
 
 import jinja2
 from markupsafe import Markup
 
-__all__ = ["fmt", "pct", "environment", "figure_embedder", "write_file"]
+__all__ = ["fmt", "pct", "environment", "figure_embedder"]
 
 
 def fmt(v) -> str:
@@ -29,7 +26,7 @@ def pct(v) -> str:
 
 def environment() -> jinja2.Environment:
     """The templates in analysis/report/templates (HTML autoescaped; undefined names are errors)."""
-    return jinja2.Environment(loader=jinja2.PackageLoader("analysis.report", "templates"),
+    return jinja2.Environment(loader=jinja2.PackageLoader("dncsim.analysis.report", "templates"),
                               autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
 
 
@@ -42,17 +39,3 @@ def figure_embedder(pngs: Dict[str, bytes], captions: Dict[str, str]):
         return Markup(f'<figure><img src="data:image/png;base64,{b64}" alt="{captions[name]}">'
                       f"<figcaption>{captions[name]}</figcaption></figure>")
     return figure
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write atomically (temporary file in the same directory, then rename), mode 0644."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -13,14 +13,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.aggregate import pair_rows, rows_to_csv, task_rows  # noqa: E402
-from analysis.errors import DncsimError  # noqa: E402
-from analysis.report.figures import png_bytes  # noqa: E402
-from analysis.report.render import environment, figure_embedder, fmt, write_file  # noqa: E402
-from analysis.report.rundata import load_run  # noqa: E402
-from analysis.stats import compare_predictors, correlation_table, verdict  # noqa: E402
+from dncsim.analysis.aggregate import pair_rows, rows_to_csv, task_rows  # noqa: E402
+from dncsim.common import DncsimError, atomic_write_bytes  # noqa: E402
+from dncsim.analysis.report.figures import png_bytes  # noqa: E402
+from dncsim.analysis.report.render import environment, figure_embedder, fmt  # noqa: E402
+from dncsim.analysis.stats import study_statistics  # noqa: E402
+from dncsim.rundir import load_run  # noqa: E402
 
-__all__ = ["study_statistics", "build_study_report", "STUDY_FIGURES"]
+__all__ = ["build_study_report", "STUDY_FIGURES"]
 
 STUDY_FIGURES = {
     "dir_cdnv_vs_forgetting": "Each task's directional CDNV when learned against its final forgetting, per objective; "
@@ -30,81 +30,6 @@ STUDY_FIGURES = {
                                "the measured interference.",
     "forgetting_by_factor": "Final forgetting per objective and strategy (every task of every run).",
 }
-
-
-def _try(fn, *args, **kw):
-    try:
-        return fn(*args, **kw), None
-    except DncsimError as exc:
-        return None, str(exc)
-
-
-def study_statistics(tasks: List[dict], pairs: List[dict], s) -> dict:
-    """All tests of a study from its tables (``s``: StatisticsConfig): overall, per objective, pairwise,
-    the difference dir-CDNV vs CDNV, and the verdict sentences."""
-    y = f"{s.forgetting}/{s.probe}/{s.protocol}"
-    inter = f"interference/{s.probe}/frozen"
-    kw = dict(bootstrap=s.bootstrap, permutations=s.permutations, alpha=s.alpha, seed=s.seed)
-    out = {"outcome": y, "interference": inter, "tests": [], "notes": []}
-
-    def add(label, rows, x, yy, cluster="run"):
-        res, err = _try(correlation_table, rows, x, yy, cluster, **kw)
-        if res is not None:
-            out["tests"].append({"label": label, **res})
-        else:
-            out["notes"].append(f"{label}: {err}")
-        return res
-
-    def difference(label, rows):
-        col = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
-        d, err = _try(compare_predictors, col("dir_cdnv_learned"), col("cdnv_learned"), col(y), [r["run"] for r in rows],
-                      names=("dir_cdnv_learned", "cdnv_learned", y), bootstrap=s.bootstrap, alpha=s.alpha, seed=s.seed)
-        if err:
-            out["notes"].append(f"{label}: {err}")
-        return None if d is None else {"label": label, **d}
-
-    main = add("all runs: dir-CDNV when learned vs forgetting", tasks, "dir_cdnv_learned", y)
-    classical = add("all runs: CDNV when learned vs forgetting", tasks, "cdnv_learned", y)
-    out["difference"] = difference("all runs: rho(dir-CDNV) - rho(CDNV)", tasks) if main is not None else None
-    out["differences"] = [out["difference"]] if out["difference"] else []
-    for obj in sorted({r["objective"] for r in tasks}):
-        sub = [r for r in tasks if r["objective"] == obj]
-        if add(f"{obj}: dir-CDNV when learned vs forgetting", sub, "dir_cdnv_learned", y) is not None:
-            d = difference(f"{obj}: rho(dir-CDNV) - rho(CDNV)", sub)
-            if d:
-                out["differences"].append(d)
-        add(f"{obj}: CDNV when learned vs forgetting", sub, "cdnv_learned", y)
-    within = _within_task(tasks, ["dir_cdnv_learned", "cdnv_learned", y])
-    within_main = add("within task: dir-CDNV when learned vs forgetting", within, "dir_cdnv_learned", y)
-    add("within task: CDNV when learned vs forgetting", within, "cdnv_learned", y)
-    pairwise = add("all runs: axis overlap vs interference (task pairs)", pairs, "overlap", inter)
-    out["verdict"] = list(verdict(main, classical, out["difference"], pairwise, alpha=s.alpha)) if main is not None else \
-        ["Not enough data to test the hypothesis: " + "; ".join(out["notes"])]
-    if within_main is not None:
-        held = within_main["p"] < s.alpha and (within_main["ci_low"] > 0 or within_main["ci_high"] < 0)
-        out["verdict"].append(
-            f"Within each task (task identity held fixed, ranks taken across runs): rho = {within_main['rho']:.2f} "
-            f"[95% CI {within_main['ci_low']:.2f}, {within_main['ci_high']:.2f}], p = {within_main['p']:.3g}: "
-            + ("the link holds beyond differences between tasks." if held else
-               "beyond differences between tasks, the data show no measurable link."))
-    return out
-
-
-def _within_task(rows: List[dict], columns: Sequence[str]) -> List[dict]:
-    """Rows with ``columns`` replaced by their centred ranks among rows of the same task name, so a
-    correlation on them compares runs within a task, not one task with another (None stays None)."""
-    from scipy.stats import rankdata
-    out = [dict(r) for r in rows]
-    for name in {r["task_name"] for r in rows}:
-        idx = [i for i, r in enumerate(rows) if r["task_name"] == name]
-        for c in columns:
-            known = [i for i in idx if rows[i].get(c) is not None]
-            if not known:
-                continue
-            ranks = rankdata([rows[i][c] for i in known])
-            for i, rk in zip(known, ranks - ranks.mean()):
-                out[i][c] = float(rk)
-    return out
 
 
 def _scatter_by_objective(tasks: List[dict], x: str, y: str, xlabel: str, ylabel: str, title: str):
@@ -188,13 +113,13 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
         run = load_run(path)
         tasks += task_rows(run, factors)
         pairs += pair_rows(run, factors)
-    write_file(study_dir / "tasks.csv", rows_to_csv(tasks).encode())
-    write_file(study_dir / "pairs.csv", rows_to_csv(pairs).encode())
+    atomic_write_bytes(study_dir / "tasks.csv", rows_to_csv(tasks).encode())
+    atomic_write_bytes(study_dir / "pairs.csv", rows_to_csv(pairs).encode())
     stats = study_statistics(tasks, pairs, cfg.statistics) if tasks else \
         {"tests": [], "notes": ["no finished runs"], "difference": None, "differences": [],
          "verdict": ["No finished runs: nothing to test."],
          "outcome": None, "interference": None}
-    write_file(study_dir / "statistics.json", (json.dumps(stats, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(study_dir / "statistics.json", (json.dumps(stats, indent=2, allow_nan=False) + "\n").encode())
     state = json.loads((study_dir / "study.json").read_text())
     summary = {"study": cfg.name, "engine": cfg.engine, "factors": cfg.factors, "runs": state["runs"],
                "rows": {"tasks": len(tasks), "pairs": len(pairs)}, "statistics": stats}
@@ -203,11 +128,11 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
     report = study_dir / "report"
     (report / "figures").mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
-        write_file(report / "figures" / f"{name}.png", png)
+        atomic_write_bytes(report / "figures" / f"{name}.png", png)
     env = environment()
     common = dict(s=summary, fmt=fmt, statistics=cfg.statistics)
-    write_file(report / "index.html", env.get_template("study.html.j2").render(
+    atomic_write_bytes(report / "index.html", env.get_template("study.html.j2").render(
         figure=figure_embedder(figs, STUDY_FIGURES), **common).encode())
-    write_file(report / "report.md", env.get_template("study.md.j2").render(**common).encode())
-    write_file(report / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(report / "report.md", env.get_template("study.md.j2").render(**common).encode())
+    atomic_write_bytes(report / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
     return report

@@ -1,35 +1,41 @@
 """The numbers of a report (``summary.json``), read from a run's metrics table and geometry files.
 
-Every number here is looked up in, or computed only from, the run directory's files; the report's
-figures and text show these same numbers.
+Every number here is looked up in, or computed only from, the run directory's files (through
+``dncsim.rundir``); the report's figures and text show these same numbers. Per-task scalar metrics
+(rows with a task and no second task, probe or shot count) are summarised generically, whatever
+metric wrote them: ``<metric>_init`` (before training), ``_learned`` (right after the task's
+experience) and ``_final``.
 """
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from analysis import names as N
-from analysis.bounds import orthogonality_bound
-from analysis.orthogonality import cross_task_cosines
-from analysis.report.rundata import RunData
+from dncsim.analysis.bounds import orthogonality_bound
+from dncsim.analysis.names import (AXIS_COS_MAX, AXIS_COS_MEDIAN, BOUND, BWT, FEWSHOT_ERR, FORGETTING_LAST,
+                                   FORGETTING_MAX, FROZEN, INTERFERENCE, LINEAR, NCC, PROP42_FRAC, REFIT, ACC,
+                                   ProbeKey)
+from dncsim.analysis.orthogonality import cross_task_cosines, random_abs_cos
+from dncsim.rundir import RunData
 
-__all__ = ["primary_key", "prop42_points", "run_summary", "findings", "MIN_PAIRS_FOR_CORRELATION"]
+__all__ = ["primary_key", "prop42_points", "run_summary", "findings", "MIN_PAIRS_FOR_CORRELATION", "WHEN"]
 
 MIN_PAIRS_FOR_CORRELATION = 4
+#: the moments at which per-task scalars are summarised
+WHEN = ("init", "learned", "final")
 
 
-def primary_key(run: RunData) -> Tuple[str, str]:
-    """(probe, protocol) the summary leads with: linear/frozen when measured (the interference view)."""
-    keys = [tuple(reversed(k.split("/"))) for k in run.matrices]
-    for want in ((N.LINEAR, N.FROZEN), (N.NCC, N.FROZEN), (N.LINEAR, N.REFIT), (N.NCC, N.REFIT)):
-        if want in keys:
+def primary_key(run: RunData) -> ProbeKey:
+    """The probe and protocol the summary leads with: linear/frozen when measured (the interference view)."""
+    for want in (ProbeKey(LINEAR, FROZEN), ProbeKey(NCC, FROZEN), ProbeKey(LINEAR, REFIT), ProbeKey(NCC, REFIT)):
+        if want in run.matrices:
             return want
-    return keys[0]
+    return run.probe_keys[0]
 
 
 def _clean(v):
@@ -41,7 +47,7 @@ def _clean(v):
 def prop42_points(run: RunData, row: int = -1) -> List[dict]:
     """Per task pair on the same samples, every axis pair's observed |cos| and Prop. 4.2 bound at a row."""
     geoms = run.geometry(row)
-    same = {(r["task"], r["task_b"]) for r in run.rows if r["metric"] == N.PROP42_FRAC}
+    same = {(r["task"], r["task_b"]) for r in run.rows if r["metric"] == PROP42_FRAC}
     out = []
     for a, b in sorted(same):
         if a in geoms and b in geoms and geoms[a].mean_axis_var is not None and geoms[b].mean_axis_var is not None:
@@ -51,32 +57,27 @@ def prop42_points(run: RunData, row: int = -1) -> List[dict]:
     return out
 
 
-def _task_summary(run: RunData, ix: dict, k: int, last: int) -> dict:
-    keys = [tuple(reversed(key.split("/"))) for key in run.matrices]
+def _task_summary(run: RunData, k: int, last: int, scalars: List[str]) -> dict:
     out = {"index": k, "name": run.tasks[k], "final_acc": {}, "forgetting_max": {}, "forgetting_last": {}}
-    for probe, proto in keys:
-        key = f"{probe}/{proto}"
-        out["final_acc"][key] = ix.get((N.ACC, last, k, None, probe, proto, None))
-        out["forgetting_max"][key] = ix.get((N.FORGETTING_MAX, last, k, None, probe, proto, None))
-        out["forgetting_last"][key] = ix.get((N.FORGETTING_LAST, last, k, None, probe, proto, None))
-    for when, exp in (("init", -1), ("learned", k), ("final", last)):
-        out[f"dir_cdnv_{when}"] = ix.get((N.DIR_CDNV, exp, k, None, None, None, None))
-        out[f"cdnv_{when}"] = ix.get((N.CDNV, exp, k, None, None, None, None))
-    out["axis_drift_final"] = ix.get((N.AXIS_DRIFT, last, k, None, None, None, None))
-    out["fewshot"] = [{"shots": m, "error": ix.get((N.FEWSHOT_ERR, last, k, None, None, None, m)),
-                       "bound": ix.get((N.BOUND, last, k, None, None, None, m))} for m in run.shots()]
-    out["bound_limit"] = ix.get((N.BOUND_LIMIT, last, k, None, None, None, None))
+    for key in run.probe_keys:
+        out["final_acc"][str(key)] = run.value(ACC, last, k, key=key)
+        out["forgetting_max"][str(key)] = run.value(FORGETTING_MAX, last, k, key=key)
+        out["forgetting_last"][str(key)] = run.value(FORGETTING_LAST, last, k, key=key)
+    for metric in scalars:
+        for when, exp in zip(WHEN, (-1, k, last)):
+            out[f"{metric}_{when}"] = run.value(metric, exp, k)
+    out["fewshot"] = [{"shots": m, "error": run.value(FEWSHOT_ERR, last, k, shots=m),
+                       "bound": run.value(BOUND, last, k, shots=m)} for m in run.shots()]
     return out
 
 
-def _pair_summary(run: RunData, ix: dict, a: int, b: int, last: int, primary: Tuple[str, str]) -> dict:
-    probe, proto = primary
+def _pair_summary(run: RunData, a: int, b: int, last: int, primary: ProbeKey) -> dict:
     return {"a": a, "b": b, "names": [run.tasks[a], run.tasks[b]],
-            "axis_cos_median_final": ix.get((N.AXIS_COS_MEDIAN, last, a, b, None, None, None)),
-            "axis_cos_max_final": ix.get((N.AXIS_COS_MAX, last, a, b, None, None, None)),
-            "axis_cos_median_when_b_learned": ix.get((N.AXIS_COS_MEDIAN, b, a, b, None, None, None)),
-            "prop42_frac_final": ix.get((N.PROP42_FRAC, last, a, b, None, None, None)),
-            "interference": ix.get((N.INTERFERENCE, b, a, b, probe, proto, None)) if proto == N.FROZEN else None}
+            "axis_cos_median_final": run.value(AXIS_COS_MEDIAN, last, a, b),
+            "axis_cos_max_final": run.value(AXIS_COS_MAX, last, a, b),
+            "axis_cos_median_when_b_learned": run.value(AXIS_COS_MEDIAN, b, a, b),
+            "prop42_frac_final": run.value(PROP42_FRAC, last, a, b),
+            "interference": run.value(INTERFERENCE, b, a, b, key=primary) if primary.protocol == FROZEN else None}
 
 
 def _mean(values) -> Optional[float]:
@@ -104,43 +105,42 @@ def _spearman(x, y) -> Optional[dict]:
 def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
     """Everything ``summary.json`` holds for one run (see README, "Report"); ``points``: the
     :func:`prop42_points` of the last row when the caller already has them."""
-    ix = run.index()
     last = run.last
     primary = primary_key(run)
-    tasks = [_task_summary(run, ix, k, last) for k in range(run.T)]
-    pairs = [_pair_summary(run, ix, a, b, last, primary) for a, b in itertools.combinations(range(run.T), 2)]
+    scalars = run.task_scalars()
+    tasks = [_task_summary(run, k, last, scalars) for k in range(run.T)]
+    pairs = [_pair_summary(run, a, b, last, primary) for a, b in itertools.combinations(range(run.T), 2)]
     d = run.feature_dim
     points = prop42_points(run) if points is None else points
     n_axis = sum(len(p["cos"]) for p in points)
     under = sum(sum(c <= r for c, r in zip(p["cos"], p["bound"])) for p in points)
-    cfg = run.config
     summary = {
-        "run": {"name": cfg.get("name"), "path": str(run.path), "status": run.manifest.get("status"),
-                "source": cfg["scenario"]["source"]["name"], "stream": cfg["scenario"]["stream"]["type"],
-                "tasks": run.tasks, "objective": cfg["objective"]["name"], "strategy": cfg["strategy"]["name"],
-                "backbone": cfg["backbone"]["name"], "seed": cfg.get("seed"), "device": run.manifest.get("device"),
-                "versions": run.manifest.get("versions"), "started": run.manifest.get("started"),
-                "finished": run.manifest.get("finished"), "duration_s": run.manifest.get("duration_s"),
-                "experiences_done": run.manifest.get("experiences_done"), "feature_dim": d},
-        "primary": {"probe": primary[0], "protocol": primary[1]},
+        "run": {"name": run.name, "path": str(run.path), "status": run.manifest.get("status"),
+                "source": run.source, "stream": run.stream, "tasks": run.tasks, "objective": run.objective,
+                "strategy": run.strategy, "backbone": run.backbone, "seed": run.seed,
+                "device": run.manifest.get("device"), "versions": run.manifest.get("versions"),
+                "started": run.manifest.get("started"), "finished": run.manifest.get("finished"),
+                "duration_s": run.manifest.get("duration_s"), "experiences_done": run.manifest.get("experiences_done"),
+                "feature_dim": d},
+        "primary": {"probe": primary.probe, "protocol": primary.protocol, "key": str(primary)},
+        "task_scalars": scalars,
         "tasks": tasks,
         "stream": {
-            "bwt": {f"{probe}/{proto}": ix.get((N.BWT, last, None, None, probe, proto, None))
-                    for proto, probe in (k.split("/") for k in run.matrices)},
-            "geomean_dir_cdnv_init": _geomean(t["dir_cdnv_init"] for t in tasks),
-            "geomean_dir_cdnv_final": _geomean(t["dir_cdnv_final"] for t in tasks),
-            "geomean_cdnv_init": _geomean(t["cdnv_init"] for t in tasks),
-            "geomean_cdnv_final": _geomean(t["cdnv_final"] for t in tasks),
-            "mean_final_acc": _mean(t["final_acc"].get("/".join(primary)) for t in tasks),
-            "mean_forgetting": _mean(t["forgetting_max"].get("/".join(primary)) for t in tasks)},
+            "bwt": {str(key): run.value(BWT, last, key=key) for key in run.probe_keys},
+            "geomean_dir_cdnv_init": _geomean(t.get("dir_cdnv_init") for t in tasks),
+            "geomean_dir_cdnv_final": _geomean(t.get("dir_cdnv_final") for t in tasks),
+            "geomean_cdnv_init": _geomean(t.get("cdnv_init") for t in tasks),
+            "geomean_cdnv_final": _geomean(t.get("cdnv_final") for t in tasks),
+            "mean_final_acc": _mean(t["final_acc"].get(str(primary)) for t in tasks),
+            "mean_forgetting": _mean(t["forgetting_max"].get(str(primary)) for t in tasks)},
         "pairs": pairs,
-        "random_abs_cos": 1 / math.sqrt(d),
+        "random_abs_cos": random_abs_cos(d),
         "prop42": {"axis_pairs": n_axis, "under_bound": int(under), "fraction": (under / n_axis) if n_axis else None},
         "correlations": {
             "overlap_vs_interference": _spearman([p["axis_cos_median_when_b_learned"] for p in pairs],
                                                  [p["interference"] for p in pairs]),
-            "dir_cdnv_learned_vs_forgetting": _spearman([t["dir_cdnv_learned"] for t in tasks],
-                                                        [t["forgetting_max"].get("/".join(primary)) for t in tasks])},
+            "dir_cdnv_learned_vs_forgetting": _spearman([t.get("dir_cdnv_learned") for t in tasks],
+                                                        [t["forgetting_max"].get(str(primary)) for t in tasks])},
     }
     summary["findings"] = findings(summary)
     return _jsonable(summary)
@@ -169,10 +169,11 @@ def findings(s: dict) -> List[str]:
     """A few generated sentences with the numbers (used by every report format)."""
     st, out = s["stream"], []
     if st["geomean_dir_cdnv_init"] is not None and st["geomean_dir_cdnv_final"] is not None:
-        out.append(f"Directional CDNV (geometric mean over tasks) {_change(st['geomean_dir_cdnv_init'], st['geomean_dir_cdnv_final'])} "
-                   f"over the stream, from {st['geomean_dir_cdnv_init']:.3g} before training to {st['geomean_dir_cdnv_final']:.3g}; "
-                   f"CDNV {_change(st['geomean_cdnv_init'], st['geomean_cdnv_final'])}, from {st['geomean_cdnv_init']:.3g} "
-                   f"to {st['geomean_cdnv_final']:.3g}.")
+        out.append(f"Directional CDNV (geometric mean over tasks) "
+                   f"{_change(st['geomean_dir_cdnv_init'], st['geomean_dir_cdnv_final'])} over the stream, from "
+                   f"{st['geomean_dir_cdnv_init']:.3g} before training to {st['geomean_dir_cdnv_final']:.3g}; "
+                   f"CDNV {_change(st['geomean_cdnv_init'], st['geomean_cdnv_final'])}, from "
+                   f"{st['geomean_cdnv_init']:.3g} to {st['geomean_cdnv_final']:.3g}.")
     probe, proto = s["primary"]["probe"], s["primary"]["protocol"]
     inter = [p for p in s["pairs"] if p["interference"] is not None]
     if inter:
@@ -187,7 +188,8 @@ def findings(s: dict) -> List[str]:
         out.append("One task: there are no task pairs, so no orthogonality or interference.")
     c = s["correlations"]["overlap_vs_interference"]
     if c and c["rho"] is not None:
-        verb = "went together" if c["rho"] > 0.3 else ("went in opposite directions" if c["rho"] < -0.3 else "were unrelated")
+        verb = "went together" if c["rho"] > 0.3 else ("went in opposite directions" if c["rho"] < -0.3
+                                                       else "were unrelated")
         out.append(f"Axis overlap (median |cos| when the later task was learned) and interference {verb}: "
                    f"Spearman rho = {c['rho']:.2f} over {c['n']} task pairs (p = {c['p']:.2g}).")
     elif c and c["n"] >= 1:

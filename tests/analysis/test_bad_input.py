@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import DncsimError, class_geometry, ncc_fewshot_error
+from dncsim.analysis import DncsimError, class_geometry, ncc_fewshot_error
 
 
 def ok_data():

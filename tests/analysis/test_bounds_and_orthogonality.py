@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from analysis import (DncsimError, axis_drift, class_geometry, cross_task_cosines, ncc_error_bound,
+from dncsim.analysis import (DncsimError, axis_drift, class_geometry, cross_task_cosines, ncc_error_bound,
                       ncc_error_bound_prior, ncc_fewshot_error, orthogonality_bound, orthogonality_summary)
 
 

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from analysis import DncsimError, ncc_fewshot_error
+from dncsim.analysis import DncsimError, ncc_fewshot_error
 
 
 def exact_expected_error(x, y, m):
@@ -48,7 +48,7 @@ def test_deterministic_and_seed_dependent():
     assert a.classes.shape == (50, 3) and a.episode_errors.shape == (2, 50)
     assert bool(((a.episode_errors >= 0) & (a.episode_errors <= 1)).all())
     # chunking over episodes does not change the numbers
-    import analysis.fewshot as fs
+    import dncsim.analysis.fewshot as fs
     old = fs._CHUNK_ELEMENTS
     try:
         fs._CHUNK_ELEMENTS = 1

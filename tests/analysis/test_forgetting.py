@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from analysis.forgetting import backward_transfer, forgetting_last, forgetting_max, forward_transfer
+from dncsim.analysis.forgetting import backward_transfer, forgetting_last, forgetting_max, forward_transfer
 
 nan = float("nan")
 # rows: before training, after exp 0, 1, 2; columns: tasks 0, 1, 2

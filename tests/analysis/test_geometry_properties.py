@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from analysis import ClassMeans, GeometryAccumulator, class_geometry, streaming_class_geometry
+from dncsim.analysis import ClassMeans, GeometryAccumulator, class_geometry, streaming_class_geometry
 
 FIELDS = ("cdnv", "dir_cdnv", "theta")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import (class_geometry, ncc_error_bound, ncc_error_bound_prior, ncc_error_bound_prior_legacy,
+from dncsim.analysis import (class_geometry, ncc_error_bound, ncc_error_bound_prior, ncc_error_bound_prior_legacy,
                       ncc_reference_protocol, reference_class_pairs, cross_task_cosines, orthogonality_bound)
 
 # accumulation dtype and the relative tolerance against the reference computed in that dtype

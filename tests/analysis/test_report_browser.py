@@ -5,7 +5,7 @@ import shutil
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from analysis.report import build_report
+from dncsim.analysis.report import build_report
 
 # every image drawn on a canvas: its size and how many distinct colours it has
 IMAGE_STATS = """

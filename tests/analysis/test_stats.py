@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from analysis.stats import cluster_bootstrap_spearman, compare_predictors, correlation_table, spearman, verdict
+from dncsim.analysis.stats import cluster_bootstrap_spearman, compare_predictors, correlation_table, spearman, verdict
 
 
 def clustered_table(rho, runs=20, per_run=4, seed=0, run_effect=0.3):

@@ -1,8 +1,8 @@
 """study_statistics on synthetic study tables: every test present, the verdict follows the data."""
 import numpy as np
 
-from analysis.report.study import study_statistics
-from simulator.study import StatisticsConfig
+from dncsim.analysis.stats import study_statistics
+from dncsim.simulator.study import StatisticsConfig
 
 
 def tables(effect, seed=0, runs_per_objective=8, tasks=3):
@@ -53,7 +53,7 @@ def test_verdict_is_plain_when_there_is_no_effect():
 
 
 def test_within_task_ranks_remove_differences_between_tasks():
-    from analysis.report.study import _within_task
+    from dncsim.analysis.stats import within_task_ranks as _within_task
     rows = [{"task_name": t, "x": x, "y": y} for t, x, y in
             [("a", 1.0, 10.0), ("a", 2.0, 20.0), ("b", 100.0, 0.5), ("b", 200.0, 0.1)]]
     w = _within_task(rows, ["x", "y"])

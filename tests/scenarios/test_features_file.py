@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from analysis import DncsimError
-from scenarios.features import load_feature_file
+from dncsim.analysis import DncsimError
+from dncsim.scenarios.features import load_feature_file
 
 
 def write(tmp_path, name="f.npz", **arrays):

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torchvision import datasets
 
-from analysis.errors import DncsimError
-from scenarios._common import stratified_pick
-from scenarios.digits import DigitsConfig, load_digits_source
-from scenarios.torchvision_sources import (Cifar10Config, Cifar100Config, FashionMNISTConfig, KMNISTConfig,
+from dncsim.common import DncsimError
+from dncsim.scenarios.preprocessing import stratified_pick
+from dncsim.scenarios.digits import DigitsConfig, load_digits_source
+from dncsim.scenarios.torchvision_sources import (Cifar10Config, Cifar100Config, FashionMNISTConfig, KMNISTConfig,
                                            MNISTConfig, load_torchvision_source)
 
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",

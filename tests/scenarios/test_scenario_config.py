@@ -1,8 +1,8 @@
 """The scenario schema: defaults, and one-line errors naming the key with accepted values / did-you-mean."""
 import pytest
 
-from analysis import DncsimError
-from scenarios.config import ScenarioConfig, load_scenario_config, scenario_from_mapping
+from dncsim.analysis import DncsimError
+from dncsim.scenarios.config import ScenarioConfig, load_scenario_config, scenario_from_mapping
 
 
 def test_defaults_are_the_shapes_multilabel_stream():

@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from scipy import ndimage
 from scipy.spatial import ConvexHull
 
-import scenarios.shapes as shapes_mod
-from scenarios._validation import one_line_error
-from scenarios.shapes import (BACKGROUND, COLORS, LABELINGS, SHAPES, SIZES, STYLES, ColorName, ShapeName,
+import dncsim.scenarios.shapes as shapes_mod
+from dncsim.common import one_line_error
+from dncsim.scenarios.shapes import (BACKGROUND, COLORS, LABELINGS, SHAPES, SIZES, STYLES, ColorName, ShapeName,
                               ShapesConfig, SizeName, generate_shapes, load_shapes)
-from scenarios.sources import SourceData
+from dncsim.scenarios.sources import SourceData
 
 QUIET = {"position": False, "rotation": False, "noise_std": 0.0, "background_jitter": 0.0}
 ODD = dict(shapes=["star", "circle", "heart"], colors=["cyan", "red", "orange", "purple", "green"],

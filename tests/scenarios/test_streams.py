@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from analysis import DncsimError
-from scenarios import build_scenario
-from scenarios.preview import describe, save_example_grid
+from dncsim.analysis import DncsimError
+from dncsim.scenarios import build_scenario
+from dncsim.scenarios.preview import describe, save_example_grid
 
 TINY_SHAPES = {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 1}
 

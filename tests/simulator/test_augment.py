@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.errors import DncsimError
-from scenarios._validation import one_line_error
-from scenarios.shapes import ShapesConfig, ShapesNuisance, generate_shapes
-from simulator.augment import AugmentConfig, build_augment, two_views
+from dncsim.common import DncsimError, one_line_error
+from dncsim.scenarios.shapes import ShapesConfig, ShapesNuisance, generate_shapes
+from dncsim.simulator.augment import AugmentConfig, build_augment, two_views
 
 EVERYTHING_ON = AugmentConfig(resized_crop=True, rotation=30, hue=0.2, grayscale_p=0.5, blur_p=0.5, noise_std=0.2,
                               brightness=1.0, contrast=1.0, saturation=1.0, jitter_p=1.0)

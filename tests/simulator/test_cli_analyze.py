@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import class_geometry
-from simulator.cli import main
+from dncsim.analysis import class_geometry
+from dncsim.simulator.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "multitask_features.npz"
@@ -16,7 +16,7 @@ EXAMPLE = ROOT / "examples" / "multitask_features.npz"
 
 def run_cli(*args):
     """Run the CLI in a subprocess, as a user does; returns (status, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())", *args],
+    p = subprocess.run([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())", *args],
                        capture_output=True, text=True, cwd=ROOT)
     return p.returncode, p.stdout, p.stderr
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scenarios import build_scenario, load_scenario_config
-from simulator.config import load_run_config
-from simulator.cli import main
+from dncsim.scenarios import build_scenario, load_scenario_config
+from dncsim.simulator.config import load_run_config
+from dncsim.simulator.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("study_"))
@@ -65,6 +65,6 @@ def test_bad_scenario_is_one_line_exit_2_and_writes_nothing(tmp_path, text, mess
 def test_bad_scenario_in_a_real_process(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("scenario:\n  source: {name: shapes, colour: [red, blue]}\n")
-    p = subprocess.run([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())",
+    p = subprocess.run([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())",
                         "scenario", str(cfg)], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

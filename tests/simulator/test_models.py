@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.errors import DncsimError
-from simulator.models import (Backbone, BackboneConfig, ConvNetConfig, MLPConfig, ResNet18Config,
+from dncsim.common import DncsimError
+from dncsim.simulator.models import (Backbone, BackboneConfig, ConvNetConfig, MLPConfig, ResNet18Config,
                               build_backbone)
 
 IMAGE_SHAPES = [(3, 32, 32), (1, 28, 28), (1, 8, 8)]

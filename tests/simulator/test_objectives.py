@@ -8,8 +8,8 @@ from lightly.loss import BarlowTwinsLoss, VICRegLoss
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from analysis.errors import DncsimError
-from simulator.objectives import (OBJECTIVES, BarlowTwinsConfig, BYOLConfig, BYOLObjective, FrozenObjective,
+from dncsim.common import DncsimError
+from dncsim.simulator.objectives import (OBJECTIVES, BarlowTwinsConfig, BYOLConfig, BYOLObjective, FrozenObjective,
                                   NoneConfig, ObjectiveConfig, ProjectionObjective, SimCLRConfig, SimSiamConfig,
                                   SimSiamObjective, SupervisedConfig, SupervisedObjective, VICRegConfig,
                                   build_objective)

@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from analysis import names as N
-from simulator.cli import main
-from simulator.config import load_run_config, run_from_mapping
-from simulator.run import run
+from dncsim.analysis import names as N
+from dncsim.simulator.cli import main
+from dncsim.simulator.config import load_run_config, run_from_mapping
+from dncsim.simulator.run import run
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = """
@@ -42,7 +42,7 @@ def tiny_config(tmp_path):
 
 def cli(*args, cwd=ROOT):
     """The CLI in a fresh process, as a user runs it: (status, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())", *map(str, args)],
+    p = subprocess.run([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())", *map(str, args)],
                        capture_output=True, text=True, cwd=cwd)
     return p.returncode, p.stdout, p.stderr
 
@@ -92,8 +92,8 @@ def test_run_directory_has_every_output(tiny_config, tmp_path, capsys):
     # accuracy.json is the same numbers as the acc rows
     mats = json.loads((out / "accuracy.json").read_text())["matrices"]
     for r in acc:
-        assert mats[f"{r['protocol']}/{r['probe']}"][r["exp"] + 1][r["task"]] == r["value"]
-    assert mats["frozen/ncc"][0] == [None, None, None]
+        assert mats[f"{r['probe']}/{r['protocol']}"][r["exp"] + 1][r["task"]] == r["value"]
+    assert mats["ncc/frozen"][0] == [None, None, None]
     # Prop 4.2 holds on the balanced independent shapes labelings (population estimator)
     assert all(r["value"] == 1.0 for r in rows if r["metric"] == N.PROP42_FRAC)
     # geometry: one npz per row with every task's class means
@@ -129,7 +129,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(tmp_path):
     code, _, err = cli("run", cfg_path, "--out", tmp_path / "whole")
     assert code == 0, err
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from simulator.cli import main; sys.exit(main())",
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())",
                              "run", str(cfg_path), "--out", str(killed)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -214,7 +214,7 @@ def test_joint_trains_once_and_none_never(tmp_path):
         cfg = run_from_mapping({**base, "strategy": strategy, "objective": {"name": objective}})
         out = tmp_path / f"{strategy['name']}-{objective}"
         run(cfg, out)
-        mats = json.loads((out / "accuracy.json").read_text())["matrices"]["refit/ncc"]
+        mats = json.loads((out / "accuracy.json").read_text())["matrices"]["ncc/refit"]
         assert mats[1] == mats[2] == mats[3]           # nothing changes after the first phase
         if objective == "none":
             assert mats[0] == mats[1]                  # the random backbone is never trained

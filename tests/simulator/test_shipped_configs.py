@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.config import load_run_config
-from simulator.run import run
+from dncsim.simulator.config import load_run_config
+from dncsim.simulator.run import run
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("study_"))
@@ -47,7 +47,7 @@ def test_shipped_config_runs(path, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_shipped_studies_expand_to_valid_runs(path, monkeypatch):
-    from simulator.study import expand_grid, load_study_config
+    from dncsim.simulator.study import expand_grid, load_study_config
     monkeypatch.chdir(ROOT)
     specs = expand_grid(load_study_config(path))
     assert len(specs) == 18 and len({s["name"] for s in specs}) == 18

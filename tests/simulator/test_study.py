@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis import DncsimError
-from simulator.cli import main
-from simulator.study import expand_grid, load_study_config, run_study
+from dncsim.analysis import DncsimError
+from dncsim.simulator.cli import main
+from dncsim.simulator.study import expand_grid, load_study_config, run_study
 
 BASE = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
                      "stream": {"type": "multilabel", "labelings": ["shape", "color", "style"]}},

@@ -4,10 +4,10 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 
-from analysis.probes import fit_ncc
-from scenarios import build_scenario
-from simulator.build import build_strategy, resolve_device
-from simulator.config import run_from_mapping
+from dncsim.analysis.probes import fit_ncc
+from dncsim.scenarios import build_scenario
+from dncsim.simulator.build import build_strategy, resolve_device
+from dncsim.simulator.config import run_from_mapping
 
 SSL = ["simclr", "vicreg", "barlow_twins", "byol", "simsiam"]
 TINY_SOURCE = {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 1,

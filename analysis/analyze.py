@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from scipy.stats.contingency import association
 
-from analysis.inputs import as_features, as_labels
-from analysis.bounds import THEOREM_MIN_SHOTS, ncc_error_bound
-from analysis.errors import DncsimError
-from analysis.fewshot import ncc_fewshot_error
-from analysis.geometry import class_geometry
-from analysis.orthogonality import orthogonality_summary
-from analysis.text_table import format_table
+from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.analysis.bounds import THEOREM_MIN_SHOTS, ncc_error_bound
+from dncsim.common import DncsimError
+from dncsim.analysis.fewshot import ncc_fewshot_error
+from dncsim.analysis.geometry import class_geometry
+from dncsim.analysis.orthogonality import orthogonality_summary
+from dncsim.analysis.text_table import format_table
 
 __all__ = ["analyze_labelings", "format_analysis", "labeling_independence"]
 

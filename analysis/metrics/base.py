@@ -1,0 +1,190 @@
+"""Metric objects, the torchmetrics way: each declares its state, is updated once per evaluation row,
+computes that row's measurements, and saves and restores its state as plain tensors.
+
+An *evaluation row* is one moment of the stream: ``t`` = the experience just trained (-1 before
+training). A :class:`Row` carries what every metric of that moment may read: the tasks, their
+backbone features (``row.features(k, split)``), each task's class geometry (computed once, shared
+by every metric that asks), and ``products`` that earlier metrics of the collection publish for later
+ones (the accuracy matrices, for forgetting). Metrics never see a model, a strategy or a file:
+tensors in, table rows out.
+
+Writing a metric: subclass :class:`Metric`, set ``name`` and ``emits`` (the metric names it writes),
+declare state with ``add_state`` in ``__init__``, and implement ``update(row)``, calling
+``self.measure(row, metric, value, ...)`` for each measurement. ``compute()`` returns the latest
+row's measurements; ``state_dict()`` / ``load_state_dict()`` need no code. Then add the class to
+``DEFAULT_METRICS`` in ``analysis/metrics/__init__.py``.
+"""
+from __future__ import annotations
+
+import abc
+import copy
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from dncsim.analysis.geometry import ClassGeometry, class_geometry
+from dncsim.analysis.names import ProbeKey, table_row
+from dncsim.analysis.probes import LinearProbe, NCCProbe, probe_from_arrays
+
+__all__ = ["EvaluationTask", "Row", "Metric", "pack_state", "unpack_state"]
+
+Features = Callable[[int, str], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EvaluationTask:
+    """A labeling probed after every experience.
+
+    ``train_labels`` / ``test_labels`` (n,) int64: class ids of its probe-train and probe-test samples;
+    tasks with the same ``group`` label the same samples (Prop. 4.2 applies between them);
+    ``learned_at``: the experience at whose end the task counts as learned (its frozen probe is fit and
+    its geometry "when learned" taken), or None for a task that is only watched.
+    """
+
+    index: int
+    name: str
+    train_labels: torch.Tensor
+    test_labels: torch.Tensor
+    group: str
+    learned_at: Optional[int]
+
+
+class Row:
+    """The inputs of one evaluation row, and products shared between the metrics that measure it.
+
+    ``features(k, split)`` -> (n, d) backbone features of task k's ``split`` ("train" = probe-train,
+    "test" = probe-test); ``geometry(k)`` -> the task's :class:`ClassGeometry` on the ``split`` the
+    analysis is configured for, with ``ddof`` (computed at most once per row); ``products``: values a
+    metric publishes for later metrics of the same collection.
+    """
+
+    def __init__(self, t: int, tasks: Sequence[EvaluationTask], features: Features, *, ddof: int = 0,
+                 geometry_split: str = "test"):
+        self.t = int(t)
+        self.tasks = list(tasks)
+        self._features = features
+        self.ddof, self.geometry_split = ddof, geometry_split
+        self._geometry: Dict[int, ClassGeometry] = {}
+        self.products: Dict[str, object] = {}
+
+    def features(self, k: int, split: str) -> torch.Tensor:
+        return self._features(k, split)
+
+    def geometry_data(self, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(features (n, d), labels (n,)) of task k on the geometry split."""
+        task = self.tasks[k]
+        labels = task.test_labels if self.geometry_split == "test" else task.train_labels
+        return self.features(k, self.geometry_split), labels
+
+    def geometry(self, k: int) -> ClassGeometry:
+        if k not in self._geometry:
+            f, y = self.geometry_data(k)
+            self._geometry[k] = class_geometry(f, y, ddof=self.ddof, mean_axis_var=True)
+        return self._geometry[k]
+
+    @property
+    def geometries(self) -> Dict[int, ClassGeometry]:
+        """The geometries computed for this row so far, by task index."""
+        return dict(sorted(self._geometry.items()))
+
+
+# --- state as plain data (loads with torch.load(weights_only=True)) ----------------------------------
+
+def pack_state(value):
+    """``value`` as plain tensors, numbers, strings, lists and dicts; ClassGeometry and probes become
+    tagged dicts of tensors (:func:`unpack_state` restores them)."""
+    if isinstance(value, ClassGeometry):
+        return {"__type__": "ClassGeometry", "arrays": value.to_arrays()}
+    if isinstance(value, (NCCProbe, LinearProbe)):
+        return {"__type__": "probe", "arrays": value.to_arrays()}
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: pack_state(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [pack_state(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"metric state of type {type(value).__name__} cannot be checkpointed")
+
+
+def unpack_state(value):
+    """The inverse of :func:`pack_state`."""
+    if isinstance(value, dict):
+        kind = value.get("__type__")
+        if kind == "ClassGeometry":
+            return ClassGeometry.from_arrays(value["arrays"])
+        if kind == "probe":
+            return probe_from_arrays(value["arrays"])
+        return {k: unpack_state(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unpack_state(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    return value
+
+
+class Metric(abc.ABC):
+    """A measurement taken at every evaluation row (see the module docstring).
+
+    Class attributes: ``name`` (unique in a collection; the key of its checkpointed state) and
+    ``emits`` (the metric names of the table rows it writes).
+    """
+
+    name: ClassVar[str]
+    emits: ClassVar[Tuple[str, ...]] = ()
+
+    def __init__(self):
+        self._defaults: Dict[str, object] = {}
+        self._latest: List[dict] = []
+
+    @classmethod
+    def from_config(cls, evaluation, analysis, seed: int) -> "Metric":
+        """The metric for a run's ``evaluation:`` and ``analysis:`` sections and seed (default: no settings)."""
+        return cls()
+
+    def add_state(self, name: str, default) -> None:
+        """Declare ``name`` as state: set to a copy of ``default`` now and on :meth:`reset`, and saved by
+        :meth:`state_dict`."""
+        self._defaults[name] = default
+        setattr(self, name, copy.deepcopy(default))
+
+    def reset(self) -> None:
+        """Every declared state back to its default."""
+        for name, default in self._defaults.items():
+            setattr(self, name, copy.deepcopy(default))
+
+    def measure(self, row: Row, metric: str, value, *, task: Optional[int] = None, task_b: Optional[int] = None,
+                key: Optional[ProbeKey] = None, shots: Optional[int] = None) -> None:
+        """Record one measurement of ``row`` (a metrics-table row; ``metric`` must be in ``emits``)."""
+        if metric not in self.emits:
+            raise ValueError(f"metric {self.name!r} does not declare {metric!r} in emits")
+        name = None if task is None else row.tasks[task].name
+        self._latest.append(table_row(row.t, metric, value, task=task, task_name=name, task_b=task_b, key=key,
+                                      shots=shots))
+
+    def __call__(self, row: Row) -> List[dict]:
+        """``update(row)`` then ``compute()``: the measurements of this row."""
+        self._latest = []
+        self.update(row)
+        return self.compute()
+
+    @abc.abstractmethod
+    def update(self, row: Row) -> None:
+        """Measure ``row``: update the declared state and :meth:`measure` this row's values."""
+
+    def compute(self) -> List[dict]:
+        """The table rows measured by the latest :meth:`update`."""
+        return list(self._latest)
+
+    def state_dict(self) -> dict:
+        """The declared state as plain data (tensors on the CPU)."""
+        return {name: pack_state(getattr(self, name)) for name in self._defaults}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output; a missing or unexpected entry is an error."""
+        if set(state) != set(self._defaults):
+            raise ValueError(f"metric {self.name!r}: state has {sorted(state)}, expected {sorted(self._defaults)}")
+        for name, value in state.items():
+            setattr(self, name, unpack_state(value))

@@ -1,0 +1,73 @@
+"""A collection of metric objects measured together, row after row, with one checkpointable state."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+import torch
+
+from dncsim.analysis.geometry import ClassGeometry
+from dncsim.analysis.metrics.base import EvaluationTask, Features, Metric, Row
+
+__all__ = ["MetricCollection", "RowResult"]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What one evaluation row produced: ``rows`` (metrics-table rows) and ``geometries`` (task index ->
+    ClassGeometry of that row, for the run directory's ``geometry/row_<r>.npz``)."""
+
+    t: int
+    rows: List[dict]
+    geometries: Dict[int, ClassGeometry]
+
+
+class MetricCollection:
+    """Runs ``metrics`` in order over the ``tasks`` at every evaluation row (see ``analysis.metrics.base``).
+
+    ``evaluate(t, features)`` measures row t (-1 before training) and returns a :class:`RowResult`;
+    ``rows`` holds every table row so far and ``done`` the rows evaluated. ``state_dict()`` holds both
+    plus every metric's declared state, keyed by metric name.
+    """
+
+    def __init__(self, metrics: Sequence[Metric], tasks: Sequence[EvaluationTask], *, ddof: int = 0,
+                 geometry_split: str = "test"):
+        names = [m.name for m in metrics]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"metric names must be unique in a collection; repeated: {dup}")
+        self.metrics = list(metrics)
+        self.tasks = list(tasks)
+        self.ddof, self.geometry_split = ddof, geometry_split
+        self.rows: List[dict] = []
+        self.done: List[int] = []
+
+    @property
+    def emits(self) -> List[str]:
+        """Every metric name the collection writes, in order."""
+        return [name for m in self.metrics for name in m.emits]
+
+    @torch.no_grad()
+    def evaluate(self, t: int, features: Features) -> RowResult:
+        """Measure every metric at row ``t`` on ``features(task, split) -> (n, d)``."""
+        row = Row(t, self.tasks, features, ddof=self.ddof, geometry_split=self.geometry_split)
+        rows: List[dict] = []
+        for metric in self.metrics:
+            rows += metric(row)
+        for k in range(len(self.tasks)):       # every row's geometry file holds every task
+            row.geometry(k)
+        self.rows += rows
+        self.done.append(int(t))
+        return RowResult(t=int(t), rows=rows, geometries=row.geometries)
+
+    def state_dict(self) -> dict:
+        return {"rows": list(self.rows), "done": list(self.done),
+                "metrics": {m.name: m.state_dict() for m in self.metrics}}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = sorted(set(m.name for m in self.metrics) - set(state["metrics"]))
+        if missing:
+            raise ValueError(f"evaluation state has no state for metric(s) {missing}")
+        self.rows, self.done = list(state["rows"]), list(state["done"])
+        for m in self.metrics:
+            m.load_state_dict(state["metrics"][m.name])

@@ -1,0 +1,84 @@
+"""Probe accuracy of every task after every experience, under the refit and frozen protocols."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from dncsim.analysis.metrics.base import Metric, Row
+from dncsim.analysis.names import ACC, LINEAR, NCC, REFIT, ProbeKey, probe_keys
+from dncsim.analysis.probes import fit_linear, fit_ncc
+
+__all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT"]
+
+#: ``row.products[ACCURACY_PRODUCT]``: {"<probe>/<protocol>": (T+1, T) float64 accuracy matrix R}
+ACCURACY_PRODUCT = "accuracy"
+
+
+class ProbeAccuracy(Metric):
+    """``acc`` per task, probe and protocol: test accuracy of a probe fit on the task's probe-train split.
+
+    Probes: ``ncc`` (nearest class mean) and ``linear`` (multinomial logistic regression). Protocols:
+    ``refit`` (fit on the current features) and ``frozen`` (fit at the row where the task is learned,
+    ``t == task.learned_at``, and kept). State: ``accuracy`` -- the matrices R[t + 1, k] (row 0 before
+    training; NaN where undefined), published for later metrics as ``row.products["accuracy"]`` -- and
+    ``frozen``, the kept probes. With ``max_train_samples`` each task's probes fit on one seeded subset.
+    """
+
+    name = "probe_accuracy"
+    emits = (ACC,)
+
+    def __init__(self, probes=(NCC, LINEAR), protocols=(REFIT,), *, linear_steps: int = 100,
+                 linear_weight_decay: float = 1e-4, max_train_samples: Optional[int] = None, seed: int = 0):
+        super().__init__()
+        self.keys = probe_keys(tuple(probes), tuple(protocols))
+        self.probes = tuple(probes)
+        self.linear_steps, self.linear_weight_decay = linear_steps, linear_weight_decay
+        self.max_train_samples, self.seed = max_train_samples, seed
+        self.add_state("accuracy", {})
+        self.add_state("frozen", {})
+
+    @classmethod
+    def from_config(cls, evaluation, analysis, seed):
+        return cls(evaluation.probes, evaluation.protocols, linear_steps=evaluation.linear_steps,
+                   linear_weight_decay=evaluation.linear_weight_decay,
+                   max_train_samples=evaluation.max_train_samples, seed=seed)
+
+    def _fit(self, probe: str, f: torch.Tensor, y: torch.Tensor):
+        if probe == NCC:
+            return fit_ncc(f, y)
+        return fit_linear(f, y, steps=self.linear_steps, weight_decay=self.linear_weight_decay)
+
+    def _train_subset(self, k: int, n: int) -> Optional[torch.Tensor]:
+        """The seeded probe-train subset of task k (None: all n samples)."""
+        if self.max_train_samples is None or n <= self.max_train_samples:
+            return None
+        g = torch.Generator().manual_seed(self.seed * 7919 + k)
+        return torch.randperm(n, generator=g)[: self.max_train_samples].sort().values
+
+    def update(self, row: Row) -> None:
+        T = len(row.tasks)
+        for key in self.keys:
+            self.accuracy.setdefault(str(key), torch.full((T + 1, T), float("nan"), dtype=torch.float64))
+        for k, task in enumerate(row.tasks):
+            ftr, fte = row.features(k, "train"), row.features(k, "test")
+            ytr = task.train_labels
+            sub = self._train_subset(k, len(ytr))
+            if sub is not None:
+                ftr, ytr = ftr[sub], ytr[sub]
+            for probe in self.probes:
+                fitted = self._fit(probe, ftr, ytr)
+                if row.t == task.learned_at:
+                    self.frozen[f"{probe}/{k}"] = fitted
+                for key in (k_ for k_ in self.keys if k_.probe == probe):
+                    p = fitted if key.protocol == REFIT else self.frozen.get(f"{probe}/{k}")
+                    if p is None:
+                        continue
+                    acc = p.score(fte, task.test_labels)
+                    self.accuracy[str(key)][row.t + 1, k] = acc
+                    self.measure(row, ACC, acc, task=k, key=key)
+        row.products[ACCURACY_PRODUCT] = self.matrices()
+
+    def matrices(self) -> Dict[ProbeKey, torch.Tensor]:
+        """ProbeKey -> (T+1, T) accuracy matrix so far, in the configured order."""
+        return {key: self.accuracy[str(key)] for key in self.keys if str(key) in self.accuracy}

@@ -1,0 +1,42 @@
+"""The two config sections that say what the evaluation measures (``evaluation:`` and ``analysis:``).
+
+They are defined here, next to the metrics that read them, and composed into the run config by
+``simulator.config``: one definition, no copies. Validation only: nothing here imports torch.
+"""
+from __future__ import annotations
+
+from typing import List, Literal, Optional
+
+from pydantic import Field, field_validator
+
+from dncsim.common import StrictModel
+
+__all__ = ["EvaluationConfig", "AnalysisConfig"]
+
+
+class EvaluationConfig(StrictModel):
+    """Probes on frozen backbone features after every experience, for every task."""
+
+    probes: List[Literal["ncc", "linear"]] = Field(default_factory=lambda: ["ncc", "linear"], min_length=1)
+    protocols: List[Literal["refit", "frozen"]] = Field(default_factory=lambda: ["refit", "frozen"], min_length=1)
+    linear_steps: int = Field(100, ge=1, description="LBFGS iterations of the linear probe")
+    linear_weight_decay: float = Field(1e-4, ge=0, description="L2 penalty of the linear probe")
+    batch_size: int = Field(1024, ge=1, description="batch size of feature extraction")
+    max_train_samples: Optional[int] = Field(None, ge=2, description="probe training subset per task (seeded)")
+
+
+class AnalysisConfig(StrictModel):
+    """Geometry measured after every experience (see README, Conventions)."""
+
+    shots: List[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
+    ways: int = Field(2, ge=2, description="classes per few-shot episode")
+    episodes: int = Field(100, ge=1)
+    ddof: Literal[0, 1] = 0
+    split: Literal["train", "test"] = Field("test", description="split the geometry and few-shot episodes use")
+
+    @field_validator("shots")
+    @classmethod
+    def _positive(cls, v):
+        if min(v) < 1:
+            raise ValueError(f"shot counts must be >= 1; got {v}")
+        return sorted(set(v))

@@ -1,0 +1,124 @@
+"""The thin Avalanche adapter of the analysis's metric collection.
+
+The measurements themselves are ``dncsim.analysis.metrics`` (pure: tensors in, table rows out).
+This module supplies what they need from a run -- the evaluation tasks of a scenario and backbone
+features of their samples -- and turns the collection into an Avalanche plugin metric, evaluated
+once before training and after every training experience. Values reach Avalanche's loggers as
+MetricValues named ``dncsim/<metric>[/<probe>/<protocol>][/m<shots>]/Task<k>[/Task<b>]`` with
+x = t + 1 (the row index).
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import Dict, List, Optional
+
+import torch
+
+from dncsim.analysis.metrics import EvaluationTask, MetricCollection, RowResult
+from dncsim.scenarios import Scenario
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from avalanche.evaluation import PluginMetric
+    from avalanche.evaluation.metric_results import MetricValue
+
+__all__ = ["FeatureExtractor", "evaluation_tasks", "AvalancheEvaluation", "metric_value_name"]
+
+
+class FeatureExtractor:
+    """``features(task, split)``: backbone features (n, d) of a task's split with the current weights.
+
+    Inputs without a domain shift share the source tensors, so their features are computed once per
+    evaluation row for the whole split and indexed per task; shifted experiences get their own.
+    ``clear()`` drops the cache (called at the start of every row).
+    """
+
+    def __init__(self, sc: Scenario, device: torch.device, batch_size: int, model: Optional[torch.nn.Module] = None):
+        self.model, self.sc, self.device, self.batch_size = model, sc, device, batch_size
+        self._cache: Dict[tuple, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self._cache = {}
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return torch.cat([self.model.backbone(x[i:i + self.batch_size].to(self.device))
+                                  for i in range(0, len(x), self.batch_size)])
+        finally:
+            self.model.train(was_training)
+
+    def __call__(self, task: int, split: str) -> torch.Tensor:
+        e = self.sc.experiences[task]
+        idx = e.train_idx if split == "train" else e.test_idx
+        if e.shift is None:
+            key = ("source", split)
+            if key not in self._cache:
+                self._cache[key] = self._embed(self.sc.source.split(split).x)
+            return self._cache[key][idx.to(self._cache[key].device)]
+        key = (task, split)
+        if key not in self._cache:
+            self._cache[key] = self._embed(self.sc.experience_data(task, split)[0])
+        return self._cache[key]
+
+
+def evaluation_tasks(sc: Scenario) -> List[EvaluationTask]:
+    """One evaluation task per experience of ``sc``, learned in that experience; tasks measured on the
+    same test samples (same shift, same indices) share a ``group``."""
+    tasks = []
+    for e in sc.experiences:
+        lab = next(l for l in sc.labelings if l.spec == e.labeling)
+        digest = hashlib.sha1(e.test_idx.numpy().tobytes()).hexdigest()[:12]
+        tasks.append(EvaluationTask(index=e.index, name=e.name, train_labels=lab.train[e.train_idx],
+                                    test_labels=lab.test[e.test_idx], group=f"{e.shift_name or 'none'}:{digest}",
+                                    learned_at=e.index))
+    return tasks
+
+
+def metric_value_name(row: dict) -> str:
+    """The logger name of a metrics-table row: ``dncsim/<metric>[/<probe>/<protocol>][/m<shots>]/Task<k>...``."""
+    parts = [row["metric"]] + ([row["probe"], row["protocol"]] if row["probe"] else [])
+    parts += [f"m{row['shots']}"] if row["shots"] is not None else []
+    parts += [f"Task{row['task']:03d}"] if row["task"] is not None else ["Stream"]
+    parts += [f"Task{row['task_b']:03d}"] if row["task_b"] is not None else []
+    return "dncsim/" + "/".join(parts)
+
+
+class AvalancheEvaluation(PluginMetric[float]):
+    """The collection as an Avalanche plugin metric: evaluates row -1 before the first training
+    experience and row t after training experience t. Results wait in ``pending`` until the run
+    writes them (:meth:`drain`)."""
+
+    def __init__(self, collection: MetricCollection, features: FeatureExtractor):
+        super().__init__()
+        self.collection, self.features = collection, features
+        self.pending: List[RowResult] = []
+
+    def reset(self) -> None:
+        pass
+
+    def result(self):
+        return None
+
+    def __str__(self):
+        return "dncsim"
+
+    def _evaluate(self, t: int) -> List[MetricValue]:
+        self.features.clear()                       # the previous row's features are stale
+        result = self.collection.evaluate(t, self.features)
+        self.pending.append(result)
+        return [MetricValue(self, metric_value_name(r), r["value"], t + 1) for r in result.rows]
+
+    def before_training(self, strategy) -> List[MetricValue]:
+        return self._evaluate(-1) if -1 not in self.collection.done else []
+
+    def after_training_exp(self, strategy) -> List[MetricValue]:
+        return self._evaluate(strategy.experience.current_experience)
+
+    def drain(self) -> List[RowResult]:
+        """The row results not yet written, oldest first (and forget them)."""
+        out, self.pending = self.pending, []
+        return out

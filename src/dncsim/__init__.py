@@ -1,0 +1,72 @@
+"""dncsim: directional neural collapse in continual multitask learning.
+
+The public API, importable from here (each name is imported on first use, so ``import dncsim`` and
+configuration validation stay fast)::
+
+    import dncsim
+    g = dncsim.class_geometry(features, labels)       # features (N, d), labels (N,)
+    g.summary()["dir_cdnv"]
+    dncsim.ncc_error_bound(g, [10, 20])
+    run_dir = dncsim.run(dncsim.load_run_config("configs/quickstart.yaml"), "runs/quickstart")
+    dncsim.build_report(run_dir)
+
+Subpackages: ``dncsim.analysis`` (pure geometry, bounds, metrics, statistics, reports),
+``dncsim.scenarios`` (data sources and Avalanche task streams), ``dncsim.simulator`` (backbones,
+objectives, strategies, the run loop, studies, the CLI); ``dncsim.common`` (errors, config base,
+YAML, atomic writes) and ``dncsim.rundir`` (the run directory) are shared by all three.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+
+__all__ = [
+    "DncsimError", "ClassGeometry", "class_geometry", "streaming_class_geometry", "ncc_error_bound",
+    "ncc_error_bound_prior", "orthogonality_bound", "ncc_fewshot_error", "cross_task_cosines",
+    "orthogonality_summary", "axis_drift", "random_abs_cos", "analyze_labelings", "build_scenario",
+    "load_scenario_config", "RunConfig", "load_run_config", "run", "load_run", "RunData", "build_report",
+    "load_study_config", "run_study", "__version__",
+]
+
+_WHERE = {
+    "DncsimError": "dncsim.common",
+    "ClassGeometry": "dncsim.analysis.geometry",
+    "class_geometry": "dncsim.analysis.geometry",
+    "streaming_class_geometry": "dncsim.analysis.geometry",
+    "ncc_error_bound": "dncsim.analysis.bounds",
+    "ncc_error_bound_prior": "dncsim.analysis.bounds",
+    "orthogonality_bound": "dncsim.analysis.bounds",
+    "ncc_fewshot_error": "dncsim.analysis.fewshot",
+    "cross_task_cosines": "dncsim.analysis.orthogonality",
+    "orthogonality_summary": "dncsim.analysis.orthogonality",
+    "axis_drift": "dncsim.analysis.orthogonality",
+    "random_abs_cos": "dncsim.analysis.orthogonality",
+    "analyze_labelings": "dncsim.analysis.analyze",
+    "build_scenario": "dncsim.scenarios",
+    "load_scenario_config": "dncsim.scenarios",
+    "RunConfig": "dncsim.simulator.config",
+    "load_run_config": "dncsim.simulator.config",
+    "run": "dncsim.simulator.run",
+    "load_run": "dncsim.rundir",
+    "RunData": "dncsim.rundir",
+    "build_report": "dncsim.analysis.report",
+    "load_study_config": "dncsim.simulator.study",
+    "run_study": "dncsim.simulator.study",
+}
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("dncsim")
+        except PackageNotFoundError:
+            return "unknown"
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dncsim' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

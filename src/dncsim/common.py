@@ -1,0 +1,201 @@
+"""What every part of dncsim shares: the user-error type, strict config models with one-line messages,
+YAML reading and atomic file writes.
+
+Nothing here imports torch, Avalanche or plotting libraries, so validating a configuration stays
+fast, and nothing here knows about analysis, scenarios or the simulator.
+
+* :class:`DncsimError` -- the one exception type for mistakes a user can make (bad data, bad
+  config, bad files). It subclasses ``ValueError`` so Python callers can catch either; the CLI
+  catches it once and prints its message as a single line with exit status 2. Programming errors
+  keep their ordinary exception types and tracebacks.
+* :class:`StrictModel` -- the base of every config section (unknown keys are errors), and
+  :func:`one_line_error`, which turns a pydantic ``ValidationError`` into ONE line naming the dotted
+  key, what was given and what is accepted (with a did-you-mean).
+* :func:`read_yaml` -- a YAML mapping from a file, or one line naming the file and the problem.
+* :func:`atomic_write_bytes` / ``_text`` / ``_json`` -- the one writer: a temporary file in the
+  target directory, fsynced, then renamed over the target, so a reader never sees a half-written
+  file and an interrupted write leaves the old file (or none).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = ["DncsimError", "StrictModel", "one_line_error", "did_you_mean", "dotted", "model_classes",
+           "read_yaml", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+
+
+class DncsimError(ValueError):
+    """A user-facing error whose message names the field, file or value and what is expected."""
+
+
+# --- strict config models and one-line messages -----------------------------------------------------
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are rejected, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def did_you_mean(word: str, options: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or an empty string."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def dotted(loc: Sequence[Any], prefix: str = "") -> str:
+    """('stream', 'labelings', 1) -> 'prefix.stream.labelings[1]'."""
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def model_classes(annotation) -> List[type]:
+    """The pydantic model classes reachable from a type annotation (through Optional, Union, list,
+    dict and Annotated): the config sections a field can hold."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return model_classes(typing.get_args(annotation)[0])
+    if origin is None:
+        return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+    found: List[type] = []
+    for arg in typing.get_args(annotation):
+        found += model_classes(arg)
+    return found
+
+
+def _walk(model: type, loc: Sequence[Any]):
+    """Follow ``loc`` through the schema: (displayed path parts, field names where it ends or None).
+
+    Discriminator tags that pydantic puts into ``loc`` (e.g. 'shapes' in ('source', 'shapes', 'size'))
+    select the union member they name and are left out of the displayed path.
+    """
+    candidates, shown = [model], []
+    for part in loc:
+        if isinstance(part, int) or not candidates:
+            shown.append(part)
+            continue
+        tagged = [m for m in candidates if any(
+            typing.get_origin(f.annotation) is typing.Literal and part in typing.get_args(f.annotation)
+            for f in m.model_fields.values())]
+        if len(candidates) > 1 and tagged:   # a union's discriminator tag: not part of the user's key path
+            candidates = tagged
+            continue
+        shown.append(part)
+        nxt = []
+        for m in candidates:
+            if part in m.model_fields:
+                nxt += model_classes(m.model_fields[part].annotation)
+        candidates = nxt
+    names: Optional[List[str]] = None
+    if candidates:
+        names = []
+        for m in candidates:
+            names += [n for n in m.model_fields if n not in names]
+    return shown, names
+
+
+def one_line_error(exc: ValidationError, model: type, prefix: str = "") -> str:
+    """The first error of ``exc`` as one line: dotted key, the problem, accepted values, a suggestion."""
+    err = exc.errors(include_url=False)[0]
+    loc = list(err["loc"])
+    kind = err["type"]
+    given = err.get("input")
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        shown, allowed = _walk(model, loc[:-1])
+        where = dotted(shown, prefix) or "the top level"
+        if not allowed:
+            return f"{where}: unknown key '{key}'"
+        return f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; accepted keys: {', '.join(allowed)}"
+    shown, _ = _walk(model, loc)
+    path = dotted(shown, prefix) or prefix or "config"
+    ctx = err.get("ctx") or {}
+    if kind == "union_tag_invalid":       # a bad discriminator value: name the key that holds it
+        path = f"{path}.{str(ctx.get('discriminator', '')).strip(chr(39))}"
+    if kind in ("literal_error", "enum", "union_tag_invalid"):
+        expected = ctx.get("expected") or ctx.get("expected_tags") or ""
+        options = re.findall(r"'([^']*)'", str(expected))
+        value = ctx.get("tag", given)
+        return (f"{path}: {value!r} is not one of {', '.join(options)}"
+                f"{did_you_mean(value, options) if isinstance(value, str) else ''}")
+    if kind == "union_tag_not_found":
+        return f"{path}: missing key '{ctx.get('discriminator', '').strip(chr(39))}'"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    msg = err["msg"]
+    msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+    shown_given = given is not None and not isinstance(given, (dict, list)) and repr(given) not in msg
+    suffix = f" (got {given!r})" if shown_given else ""
+    return f"{path}: {msg[0].lower() + msg[1:]}{suffix}"
+
+
+# --- YAML ---------------------------------------------------------------------------------------------
+
+def read_yaml(path) -> dict:
+    """Read a YAML mapping from ``path``; DncsimError naming the file when missing, invalid or not a mapping."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise DncsimError(f"{p}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DncsimError(f"{p}: not a text file (expected UTF-8 YAML)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise DncsimError(f"{p}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise DncsimError(f"{p}: expected a YAML mapping at the top level")
+    return data
+
+
+# --- atomic writes ------------------------------------------------------------------------------------
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a same-directory temporary file, fsynced, then
+    ``os.replace``; the file gets the usual permissions (0666 minus the umask)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())          # mkstemp makes 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj) -> None:
+    """Write ``obj`` as strict JSON (NaN/inf rejected) to ``path`` atomically, indented, newline-terminated."""
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")

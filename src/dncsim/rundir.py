@@ -1,0 +1,448 @@
+"""The run directory: the one module that writes and reads it (the contract between a run and
+everything that reads runs: reports, studies, ``dncsim stats``).
+
+Files (README, "Outputs"), every one written atomically (``dncsim.common.atomic_write_bytes``):
+
+* ``config.yaml`` -- the resolved run configuration;
+* ``manifest.json`` -- status (``running``, ``finished``, ``failed``, ``interrupted``), progress,
+  seed, device, times, versions, git commit, command; only ``finished`` means complete;
+* ``metrics.csv`` / ``metrics.jsonl`` -- the metrics table (``analysis.names.TABLE_COLUMNS``; the CSV
+  written with the csv module, so any task name round-trips);
+* ``accuracy.json`` -- the accuracy matrices, a view of the table's ``acc`` rows;
+* ``geometry/row_<r>.npz`` -- every task's ``ClassGeometry.to_arrays()`` at row r (0 = before
+  training), plus its class pairs and unit decision axes;
+* ``checkpoint.pt`` -- the state after the last finished experience;
+* ``tb/`` (TensorBoard events, streamed by Avalanche's logger) and ``report/``.
+
+Writing: :class:`RunDirectory`. Reading: :func:`load_run` -> :class:`RunData`, whose accessors
+(``objective``, ``strategy``, ``seed``, ...) are the only place that knows the config's layout.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from dncsim.common import DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = ["RunDirectory", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
+           "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
+           "CHECKPOINT", "TENSORBOARD", "REPORT"]
+
+CONFIG = "config.yaml"
+MANIFEST = "manifest.json"
+METRICS_CSV = "metrics.csv"
+METRICS_JSONL = "metrics.jsonl"
+ACCURACY = "accuracy.json"
+GEOMETRY = "geometry"
+CHECKPOINT = "checkpoint.pt"
+TENSORBOARD = "tb"
+REPORT = "report"
+REQUIRED_FILES = (CONFIG, MANIFEST, METRICS_JSONL, ACCURACY)
+
+_INT_COLUMNS = ("exp", "task", "task_b", "shots")
+
+
+def _first_difference(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f"{path}{k}"
+            d = _first_difference(a[k], b[k], f"{path}{k}.")
+            if d:
+                return d
+        return None
+    return None if a == b else path.rstrip(".")
+
+
+def provenance() -> dict:
+    """``versions`` (python, torch, dncsim, avalanche-lib, numpy, lightly, kornia) and ``git_commit``
+    (of the dncsim checkout, ``-dirty`` when modified; None outside a checkout) for the manifest."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+    versions = {"python": platform.python_version(), "torch": torch.__version__}   # the build string (+cu130)
+    for pkg in ("dncsim", "avalanche-lib", "numpy", "lightly", "kornia"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {"versions": versions, "git_commit": _git_commit()}
+
+
+def _git_commit() -> Optional[str]:
+    src = Path(__file__).resolve().parents[2]
+    if not (src / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def now() -> str:
+    """The current UTC time as the manifest writes it (ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- the metrics table ------------------------------------------------------------------------------
+
+def _columns():
+    from dncsim.analysis.names import TABLE_COLUMNS
+    return TABLE_COLUMNS
+
+
+def metrics_csv_text(rows: Iterable[dict]) -> str:
+    """The metrics table as CSV (csv module quoting; floats as ``repr``; None as an empty field)."""
+    cols = _columns()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols])
+    return buf.getvalue()
+
+
+def read_metrics_csv(path) -> List[dict]:
+    """The rows of a ``metrics.csv``, typed as the writer had them (ints, floats, None for empty)."""
+    cols = _columns()
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if tuple(header or ()) != cols:
+            raise DncsimError(f"{path}: header is not {','.join(cols)}")
+        out = []
+        for n, fields_ in enumerate(reader, start=2):
+            if len(fields_) != len(cols):
+                raise DncsimError(f"{path}: line {n} has {len(fields_)} fields; expected {len(cols)}")
+            r = {c: (None if v == "" else v) for c, v in zip(cols, fields_)}
+            for c in _INT_COLUMNS:
+                r[c] = None if r[c] is None else int(r[c])
+            r["value"] = float(r["value"])
+            out.append(r)
+    return out
+
+
+def accuracy_matrices(rows: Iterable[dict], n_tasks: int, keys: Sequence) -> Dict:
+    """ProbeKey -> (T+1, T) float64 accuracy matrix R built from the table's ``acc`` rows:
+    R[t + 1, k] is task k's accuracy after experience t (row 0: before training); NaN where unmeasured."""
+    from dncsim.analysis.names import ACC, ProbeKey
+    mats = {key: np.full((n_tasks + 1, n_tasks), np.nan) for key in keys}
+    for r in rows:
+        if r["metric"] == ACC:
+            key = ProbeKey(r["probe"], r["protocol"])
+            if key in mats:
+                mats[key][r["exp"] + 1, r["task"]] = r["value"]
+    return mats
+
+
+# --- geometry files ---------------------------------------------------------------------------------
+
+def geometry_npz_bytes(geoms: Dict[int, object]) -> bytes:
+    """The ``geometry/row_<r>.npz`` content for task index -> ClassGeometry: ``task<k>/<field>`` for every
+    field of ``to_arrays()``, plus ``task<k>/pairs`` (P, 2) and ``task<k>/axes`` (P, d) float32."""
+    arrays = {}
+    for k, g in geoms.items():
+        for name, value in g.to_arrays().items():
+            arrays[f"task{k}/{name}"] = value.numpy()
+        arrays[f"task{k}/pairs"] = g.pairs().cpu().numpy()
+        arrays[f"task{k}/axes"] = g.axes().detach().cpu().numpy().astype(np.float32)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_geometry(path) -> Dict[int, object]:
+    """Task index -> ClassGeometry from a ``geometry/row_<r>.npz`` file."""
+    from dncsim.analysis.geometry import ClassGeometry
+    out = {}
+    try:
+        with np.load(path) as z:
+            tasks = sorted({int(k.split("/")[0][4:]) for k in z.files})
+            for k in tasks:
+                prefix = f"task{k}/"
+                arrays = {name[len(prefix):]: z[name] for name in z.files if name.startswith(prefix)}
+                try:
+                    out[k] = ClassGeometry.from_arrays(arrays)
+                except DncsimError as exc:
+                    raise DncsimError(f"{path}: task {k}: {exc} (written by another dncsim version?)") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DncsimError):
+            raise
+        raise DncsimError(f"{path}: not a readable geometry file ({exc})") from None
+    return out
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+class RunDirectory:
+    """The files of one run directory (see the module docstring), for the run that writes it."""
+
+    FRESH, RESUME, REPLACE = "fresh", "resume", "replace"
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def manifest(self) -> Optional[dict]:
+        try:
+            return json.loads(self.file(MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def stored_config(self) -> Optional[dict]:
+        import yaml
+        try:
+            return yaml.safe_load(self.file(CONFIG).read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+
+    def plan(self, config: dict, *, resume: bool, force: bool) -> str:
+        """What running ``config`` here means, without touching anything: ``fresh`` (nothing here yet),
+        ``resume`` (an unfinished run of the same configuration) or ``replace`` (``force``: delete what
+        is here first). DncsimError when the directory must not be used: a finished run without
+        ``force``, an unfinished run of another configuration (naming the first differing key), a
+        directory that is not a run directory, ``resume`` with no directory."""
+        if not self.path.exists():
+            if resume:
+                raise DncsimError(f"--resume: {self.path} does not exist")
+            return self.FRESH
+        if not self.path.is_dir():
+            raise DncsimError(f"--out: {self.path} exists and is not a directory")
+        if force:
+            return self.REPLACE
+        manifest = self.manifest()
+        if manifest is None:
+            if any(self.path.iterdir()):
+                raise DncsimError(f"{self.path} exists and is not a dncsim run directory; choose another --out "
+                                  "or use --force")
+            return self.FRESH
+        if manifest.get("status") == "finished":
+            raise DncsimError(f"{self.path} holds a finished run; use --force to overwrite it or --out for a new "
+                              "directory")
+        stored = dict(self.stored_config() or {})
+        new = dict(config)
+        stored.pop("output", None)
+        new.pop("output", None)
+        diff = _first_difference(stored, new)
+        if diff is not None:
+            raise DncsimError(f"{self.path} holds an unfinished run with a different configuration (first "
+                              f"difference: {diff}); use --force to start over or --out for a new directory")
+        return self.RESUME
+
+    def prepare(self, plan: str) -> None:
+        """Carry out a :meth:`plan`: delete the old contents for ``replace``, then create the directory."""
+        if plan == self.REPLACE and self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_config(self, config: dict) -> None:
+        import yaml
+        atomic_write_text(self.file(CONFIG), yaml.safe_dump(config, sort_keys=False))
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_json(self.file(MANIFEST), manifest)
+
+    def write_metrics(self, rows: Sequence[dict]) -> None:
+        """``metrics.csv`` and ``metrics.jsonl`` of the whole table ``rows``."""
+        cols = _columns()
+        atomic_write_text(self.file(METRICS_CSV), metrics_csv_text(rows))
+        atomic_write_text(self.file(METRICS_JSONL), "".join(json.dumps({c: r[c] for c in cols}) + "\n" for r in rows))
+
+    def write_accuracy(self, rows: Sequence[dict], tasks: Sequence[str], keys: Sequence) -> None:
+        """``accuracy.json``: ``rows`` labels, ``tasks`` names and ``matrices["<probe>/<protocol>"]``
+        (null where unmeasured), built from the table's ``acc`` rows."""
+        mats = accuracy_matrices(rows, len(tasks), keys)
+        atomic_write_json(self.file(ACCURACY), {
+            "rows": ["before training"] + [f"after experience {t}" for t in range(len(tasks))],
+            "tasks": list(tasks),
+            "matrices": {str(k): [[None if v != v else float(v) for v in row] for row in m.tolist()]
+                         for k, m in mats.items()}})
+
+    def write_geometry(self, t: int, geoms: Dict[int, object]) -> None:
+        """``geometry/row_<t + 1>.npz`` for the row after experience t (t = -1: before training)."""
+        (self.path / GEOMETRY).mkdir(exist_ok=True)
+        atomic_write_bytes(self.path / GEOMETRY / f"row_{t + 1:03d}.npz", geometry_npz_bytes(geoms))
+
+    def save_checkpoint(self, state: dict) -> None:
+        import torch
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.file(CHECKPOINT), buf.getvalue())
+
+    def load_checkpoint(self) -> Optional[dict]:
+        """The checkpoint (``torch.load(weights_only=True)``), None when there is none; DncsimError when
+        it cannot be read."""
+        import torch
+        path = self.file(CHECKPOINT)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:      # noqa: BLE001 - any unreadable file is the same user-facing problem
+            raise DncsimError(f"{path}: unreadable checkpoint ({type(exc).__name__}); "
+                              "use --force to start the run over") from None
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+@dataclass
+class RunData:
+    """A run directory's contents, read by :func:`load_run`.
+
+    ``rows``: the metrics table (dicts with ``TABLE_COLUMNS``); ``tasks``: task names; ``matrices``:
+    ProbeKey -> (T+1, T) float64 accuracy matrix (NaN where undefined); ``geometry_rows``: the sorted
+    geometry files (row 0 before training). ``config`` and ``manifest`` are the raw files; read them
+    through the accessors.
+    """
+
+    path: Path
+    config: dict
+    manifest: dict
+    rows: List[dict]
+    tasks: List[str]
+    matrices: Dict
+    geometry_rows: List[Path] = field(default_factory=list)
+    _geometry_cache: Dict[Path, Dict[int, object]] = field(default_factory=dict, repr=False)
+    _index: Optional[Dict[Tuple, float]] = field(default=None, repr=False)
+
+    # --- the configuration, by meaning ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.path.name
+
+    @property
+    def objective(self) -> str:
+        return self.config["objective"]["name"]
+
+    @property
+    def strategy(self) -> str:
+        return self.config["strategy"]["name"]
+
+    @property
+    def backbone(self) -> str:
+        return self.config["backbone"]["name"]
+
+    @property
+    def source(self) -> str:
+        return self.config["scenario"]["source"]["name"]
+
+    @property
+    def stream(self) -> str:
+        return self.config["scenario"]["stream"]["type"]
+
+    @property
+    def seed(self) -> Optional[int]:
+        return self.config.get("seed")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.objective}, {self.strategy})"
+
+    # --- the measurements ---------------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def last(self) -> int:
+        """Index of the last experience measured."""
+        return max(r["exp"] for r in self.rows)
+
+    @property
+    def probe_keys(self) -> List:
+        """The ProbeKeys measured, in the run's order."""
+        return list(self.matrices)
+
+    def index(self) -> Dict[Tuple, float]:
+        """(metric, exp, task, task_b, probe, protocol, shots) -> value, for fast lookups."""
+        if self._index is None:
+            self._index = {(r["metric"], r["exp"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]):
+                           r["value"] for r in self.rows}
+        return self._index
+
+    def value(self, metric: str, exp: int, task=None, task_b=None, key=None, shots=None) -> Optional[float]:
+        """One measurement (None when not measured); ``key`` a ProbeKey."""
+        probe, protocol = (None, None) if key is None else (key.probe, key.protocol)
+        return self.index().get((metric, exp, task, task_b, probe, protocol, shots))
+
+    def series(self, metric: str, task=None, task_b=None, probe=None, protocol=None, shots=None) -> List[Tuple[int, float]]:
+        """[(exp, value)] of one measurement along the stream, in order."""
+        return sorted((r["exp"], r["value"]) for r in self.rows
+                      if (r["metric"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]) ==
+                      (metric, task, task_b, probe, protocol, shots))
+
+    def task_scalars(self) -> List[str]:
+        """Names of the per-task scalar metrics in the table (rows with a task and no second task,
+        probe or shot count), in order of first appearance."""
+        seen: Dict[str, None] = {}
+        for r in self.rows:
+            if r["task"] is not None and r["task_b"] is None and r["probe"] is None and r["shots"] is None:
+                seen.setdefault(r["metric"], None)
+        return list(seen)
+
+    def shots(self) -> List[int]:
+        from dncsim.analysis.names import FEWSHOT_ERR
+        return sorted({r["shots"] for r in self.rows if r["metric"] == FEWSHOT_ERR})
+
+    def geometry(self, row: int = -1) -> Dict[int, object]:
+        """Task index -> ClassGeometry at a geometry row (default: the last); each file is read once."""
+        path = self.geometry_rows[row]
+        if path not in self._geometry_cache:
+            self._geometry_cache[path] = load_geometry(path)
+        return self._geometry_cache[path]
+
+    @property
+    def feature_dim(self) -> int:
+        return next(iter(self.geometry().values())).d
+
+
+def load_run(path) -> RunData:
+    """Load a run directory; DncsimError naming the directory and the missing or unreadable file."""
+    import yaml
+
+    from dncsim.analysis.names import ProbeKey
+    p = Path(path)
+    if not p.is_dir():
+        raise DncsimError(f"{p}: no such run directory")
+    missing = [f for f in REQUIRED_FILES if not (p / f).is_file()]
+    if missing:
+        raise DncsimError(f"{p}: missing {', '.join(missing)} (not a dncsim run directory, or one that never "
+                          "finished an experience)")
+    geometry_rows = sorted((p / GEOMETRY).glob("row_*.npz"))
+    if not geometry_rows:
+        raise DncsimError(f"{p}: missing {GEOMETRY}/row_*.npz")
+    try:
+        config = yaml.safe_load((p / CONFIG).read_text())
+        manifest = json.loads((p / MANIFEST).read_text())
+        rows = [json.loads(line) for line in (p / METRICS_JSONL).read_text().splitlines() if line.strip()]
+        acc = json.loads((p / ACCURACY).read_text())
+        matrices = {ProbeKey.parse(k): np.array([[np.nan if v is None else v for v in row] for row in m],
+                                                 dtype=np.float64)
+                    for k, m in acc["matrices"].items()}
+        tasks = list(acc["tasks"])
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise DncsimError(f"{p}: a run file is not readable ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not rows:
+        raise DncsimError(f"{p}: {METRICS_JSONL} is empty")
+    if not isinstance(config, dict):
+        raise DncsimError(f"{p}: {CONFIG} is not a run configuration")
+    return RunData(path=p, config=config, manifest=manifest, rows=rows, tasks=tasks, matrices=matrices,
+                   geometry_rows=geometry_rows)
