@@ -1,4 +1,7 @@
-"""Tidy tables over many runs, read from run directories (never from models).
+"""Tidy tables over many runs, from runs as ``dncsim.rundir.load_run`` reads them (never from models).
+
+Pure: a run comes in as a ``RunData`` (its table, matrices and accessors), rows of plain values go
+out; reading the files is the run directory's job.
 
 ``task_rows``: one row per (run, task) with the run's factors, every per-task scalar metric of the
 table when the task was learned and at the end (``<metric>_learned``, ``<metric>_final``: e.g.
@@ -9,26 +12,24 @@ per-probe values are ``<metric>/<probe>/<protocol>``.
 """
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 from typing import Dict, List, Sequence
 
 import numpy as np
 
+from dncsim.common import csv_text
 from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, BWT, FORGETTING_LAST, FORGETTING_MAX, FROZEN,
                                    INTERFERENCE, PROP42_FRAC)
-from dncsim.rundir import RunData
 
 __all__ = ["task_rows", "pair_rows", "rows_to_csv"]
 
 
-def _base(run: RunData, factors: Dict[str, object]) -> dict:
+def _base(run, factors: Dict[str, object]) -> dict:
     """Columns every row of a run shares: run name, the study factors, objective, strategy, seed."""
     return {"run": run.name, **factors, "objective": run.objective, "strategy": run.strategy, "seed": run.seed}
 
 
-def task_rows(run: RunData, factors: Dict[str, object]) -> List[dict]:
+def task_rows(run, factors: Dict[str, object]) -> List[dict]:
     """One row per task of ``run`` (see the module docstring); ``factors`` are copied into every row."""
     last = run.last
     base = _base(run, factors)
@@ -54,7 +55,7 @@ def task_rows(run: RunData, factors: Dict[str, object]) -> List[dict]:
     return rows
 
 
-def pair_rows(run: RunData, factors: Dict[str, object]) -> List[dict]:
+def pair_rows(run, factors: Dict[str, object]) -> List[dict]:
     """One row per task pair a < b of ``run``: overlap when b was learned and at the end, interference."""
     last = run.last
     base = _base(run, factors)
@@ -73,13 +74,8 @@ def pair_rows(run: RunData, factors: Dict[str, object]) -> List[dict]:
 
 
 def rows_to_csv(rows: Sequence[dict]) -> str:
-    """CSV text of a list-of-dicts table (columns in first-seen order; None -> empty)."""
+    """CSV text of a list-of-dicts table (columns in first-seen order; None -> empty; ``dncsim.common.csv_text``)."""
     cols: List[str] = []
     for r in rows:
         cols += [c for c in r if c not in cols]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols])
-    return buf.getvalue()
+    return csv_text(cols, ([r.get(c) for c in cols] for r in rows))

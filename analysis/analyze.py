@@ -150,7 +150,8 @@ def format_analysis(result: dict, title: str = "") -> str:
                             _num(row["bound"]) + mark])
         fs_rows.append([name, "inf", "", "", _num(r["bound_limit"]) + " (limit)"])
     lines += ["", format_table(["labeling", "shots", "ways", "NCC error (mean ± sd)", "Thm 4.1 bound"], fs_rows,
-                               title="Few-shot nearest-centre error against the Theorem 4.1 bound (same class subsets)")]
+                               title="Few-shot nearest-centre error against the Theorem 4.1 bound (same class "
+                                     "subsets)")]
     lines += [f"  {'*' * (k + 1)} {n}" for k, n in enumerate(notes)]
     if result["pairs"]:
         rows = []

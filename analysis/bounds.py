@@ -95,7 +95,8 @@ def ncc_error_bound(geom: ClassGeometry, m: ShotCounts, classes=None, *,
     """Theorem 4.1: upper bound on the m-shot NCC error over a class subset, for many m and subsets.
 
     For the subset S (C' = |S| classes):
-    ``(1/C') sum_{i in S} sum_{j in S, j != i} [4 Vt_ij + (sqrt E1 + sqrt E2 + sqrt E3)^2] / (1 + (v_j - v_i)/(m d2_ij))^2``
+    ``(1/C') sum_{i in S} sum_{j in S, j != i} [4 Vt_ij + (sqrt E1 + sqrt E2 + sqrt E3)^2]
+    / (1 + (v_j - v_i)/(m d2_ij))^2``
     with E1 = (4/m)(V^2 + V/4), E2 = V/m, E3 = (Theta + 2(m-1)V^2)/m^3, Vt = ``geom.dir_cdnv``,
     V = ``geom.cdnv``, v = ``geom.var``, Theta = ``geom.theta`` (README, Theorem 4.1). The sum runs
     over ordered pairs and is divided by C' (not by the number of pairs). The estimator convention

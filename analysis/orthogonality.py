@@ -41,9 +41,9 @@ def _pair_deltas_gram(ma: torch.Tensor, mb: torch.Tensor, pa: torch.Tensor, pb: 
     ma = ma - ma.mean(dim=0, keepdim=True)
     mb = mb - mb.mean(dim=0, keepdim=True)
     g = ma @ mb.T                                                     # (K_a, K_b)
-    i, j = pa[:, 0, None], pa[:, 1, None]
-    k, l = pb[None, :, 0], pb[None, :, 1]
-    return g[j, l] - g[j, k] - g[i, l] + g[i, k]
+    i, j = pa[:, 0, None], pa[:, 1, None]          # task a's pair (i, j)
+    p, q = pb[None, :, 0], pb[None, :, 1]          # task b's pair (p, q)
+    return g[j, q] - g[j, p] - g[i, q] + g[i, p]
 
 
 def cross_task_cosines(geom_a: ClassGeometry, geom_b: ClassGeometry, *, pairs_a: Optional[torch.Tensor] = None,

@@ -71,6 +71,13 @@ def _cluster_indices(clusters: np.ndarray):
     return [np.flatnonzero(inv == k) for k in range(len(labels))]
 
 
+def _percentile_interval(boots: np.ndarray, alpha: float):
+    """The (1 - alpha) percentile interval of bootstrap values (NaNs when there are none)."""
+    if not len(boots):
+        return (np.nan, np.nan)
+    return (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2)))
+
+
 def _resamples(groups, n_boot: int, rng: np.random.Generator):
     for _ in range(n_boot):
         pick = rng.integers(0, len(groups), size=len(groups))
@@ -89,7 +96,7 @@ def cluster_bootstrap_spearman(x, y, clusters, *, names=("x", "y"), bootstrap: i
     groups = _cluster_indices(c)
     boots = np.array([spearman(x[i], y[i]) for i in _resamples(groups, bootstrap, rng)])
     boots = boots[np.isfinite(boots)]
-    ci = (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))) if len(boots) else (np.nan, np.nan)
+    ci = _percentile_interval(boots, alpha)
     extreme = int((np.abs(_permuted_spearman(x, y, permutations, rng)) >= abs(rho) - 1e-12).sum())
     p = (1 + extreme) / (1 + permutations)
     return CorrelationResult(names[0], names[1], rho, ci, float(p), len(x), len(groups), bootstrap, permutations)
@@ -110,7 +117,7 @@ def compare_predictors(x1, x2, y, clusters, *, names=("x1", "x2", "y"), bootstra
     groups = _cluster_indices(c)
     boots = np.array([spearman(x1[i], y[i]) - spearman(x2[i], y[i]) for i in _resamples(groups, bootstrap, rng)])
     boots = boots[np.isfinite(boots)]
-    ci = (float(np.quantile(boots, alpha / 2)), float(np.quantile(boots, 1 - alpha / 2))) if len(boots) else (np.nan, np.nan)
+    ci = _percentile_interval(boots, alpha)
     return {"x1": names[0], "x2": names[1], "y": names[2], "difference": float(diff), "ci_low": ci[0],
             "ci_high": ci[1], "n": int(len(y)), "clusters": len(groups)}
 
@@ -146,7 +153,8 @@ def verdict(main: dict, classical: Optional[dict], difference: Optional[dict], p
                                                "neither predicts forgetting measurably better."))
     if pairwise is not None:
         out.append(line(pairwise, "Axis overlap of a task pair vs the interference between them"))
-        out.append("Overlapping axes went with more interference." if _supported(pairwise, alpha) and pairwise["rho"] > 0
+        supported = _supported(pairwise, alpha) and pairwise["rho"] > 0
+        out.append("Overlapping axes went with more interference." if supported
                    else "No measurable link between axis overlap and interference.")
     return out
 
@@ -166,12 +174,13 @@ def _try(fn, *args, **kw):
         return None, str(exc)
 
 
-def study_statistics(tasks: List[dict], pairs: List[dict], s) -> dict:
-    """All tests of a study from its tables (``s``: StatisticsConfig): overall, per objective, pairwise,
+def study_statistics(tasks: List[dict], pairs: List[dict], settings) -> dict:
+    """All tests of a study from its tables (``settings``: StatisticsConfig): overall, per objective, pairwise,
     the difference dir-CDNV vs CDNV, and the verdict sentences."""
-    y = f"{s.forgetting}/{s.probe}/{s.protocol}"
-    inter = f"interference/{s.probe}/frozen"
-    kw = dict(bootstrap=s.bootstrap, permutations=s.permutations, alpha=s.alpha, seed=s.seed)
+    y = f"{settings.forgetting}/{settings.probe}/{settings.protocol}"
+    inter = f"interference/{settings.probe}/frozen"
+    kw = dict(bootstrap=settings.bootstrap, permutations=settings.permutations, alpha=settings.alpha,
+              seed=settings.seed)
     out = {"outcome": y, "interference": inter, "tests": [], "notes": []}
 
     def add(label, rows, x, yy, cluster="run"):
@@ -184,8 +193,9 @@ def study_statistics(tasks: List[dict], pairs: List[dict], s) -> dict:
 
     def difference(label, rows):
         col = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
-        d, err = _try(compare_predictors, col("dir_cdnv_learned"), col("cdnv_learned"), col(y), [r["run"] for r in rows],
-                      names=("dir_cdnv_learned", "cdnv_learned", y), bootstrap=s.bootstrap, alpha=s.alpha, seed=s.seed)
+        d, err = _try(compare_predictors, col("dir_cdnv_learned"), col("cdnv_learned"), col(y),
+                      [r["run"] for r in rows], names=("dir_cdnv_learned", "cdnv_learned", y),
+                      bootstrap=settings.bootstrap, alpha=settings.alpha, seed=settings.seed)
         if err:
             out["notes"].append(f"{label}: {err}")
         return None if d is None else {"label": label, **d}
@@ -205,10 +215,12 @@ def study_statistics(tasks: List[dict], pairs: List[dict], s) -> dict:
     within_main = add("within task: dir-CDNV when learned vs forgetting", within, "dir_cdnv_learned", y)
     add("within task: CDNV when learned vs forgetting", within, "cdnv_learned", y)
     pairwise = add("all runs: axis overlap vs interference (task pairs)", pairs, "overlap", inter)
-    out["verdict"] = list(verdict(main, classical, out["difference"], pairwise, alpha=s.alpha)) if main is not None else \
-        ["Not enough data to test the hypothesis: " + "; ".join(out["notes"])]
+    if main is not None:
+        out["verdict"] = list(verdict(main, classical, out["difference"], pairwise, alpha=settings.alpha))
+    else:
+        out["verdict"] = ["Not enough data to test the hypothesis: " + "; ".join(out["notes"])]
     if within_main is not None:
-        held = within_main["p"] < s.alpha and (within_main["ci_low"] > 0 or within_main["ci_high"] < 0)
+        held = within_main["p"] < settings.alpha and (within_main["ci_low"] > 0 or within_main["ci_high"] < 0)
         out["verdict"].append(
             f"Within each task (task identity held fixed, ranks taken across runs): rho = {within_main['rho']:.2f} "
             f"[95% CI {within_main['ci_low']:.2f}, {within_main['ci_high']:.2f}], p = {within_main['p']:.3g}: "

@@ -39,7 +39,8 @@ def make(seed: int = 0) -> dict:
     signal = np.zeros((DIM, DIM))
     for a, name in enumerate(names):
         own = basis[:, a * SIGNAL_DIMS:(a + 1) * SIGNAL_DIMS]
-        dirs = (1 - OVERLAP) * own + OVERLAP * shared @ rng.normal(size=(SIGNAL_DIMS, SIGNAL_DIMS)) / np.sqrt(SIGNAL_DIMS)
+        mix = rng.normal(size=(SIGNAL_DIMS, SIGNAL_DIMS))
+        dirs = (1 - OVERLAP) * own + OVERLAP * shared @ mix / np.sqrt(SIGNAL_DIMS)
         codes = rng.normal(size=(ATTRIBUTES[name], SIGNAL_DIMS)) * 1.5
         x += codes[labels[name]] @ dirs.T
         signal += dirs @ dirs.T

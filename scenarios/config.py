@@ -12,7 +12,6 @@ class split that does not divide) happen when the scenario is built.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, List, Literal, Optional, Union
 
 from pydantic import Field, ValidationError, field_validator
@@ -87,7 +86,8 @@ class ScenarioConfig(StrictModel):
 
     seed: int = Field(0, ge=0)
     source: SourceConfig = Field(default_factory=ShapesConfig)
-    stream: StreamConfig = Field(default_factory=lambda: MultilabelStream(labelings=["shape", "color", "size", "style"]))
+    stream: StreamConfig = Field(
+        default_factory=lambda: MultilabelStream(labelings=["shape", "color", "size", "style"]))
 
 
 def scenario_from_mapping(data, *, prefix: str = "scenario") -> ScenarioConfig:

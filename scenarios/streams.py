@@ -56,12 +56,17 @@ class Scenario:
     labelings: List[Labeling]
     benchmark: object
 
+    def labeling_of(self, index: int) -> Labeling:
+        """The labeling that experience ``index`` trains."""
+        spec = self.experiences[index].labeling
+        return next(lab for lab in self.labelings if lab.spec == spec)
+
     def experience_data(self, index: int, split: str = "train") -> Tuple[torch.Tensor, torch.Tensor]:
         """(x (n, ...), y (n,)) of experience ``index`` by direct indexing (shift applied, no DataLoader)."""
         e = self.experiences[index]
         idx = e.train_idx if split == "train" else e.test_idx
         x = self.source.split(split).x[idx]
-        lab = next(l for l in self.labelings if l.spec == e.labeling)
+        lab = self.labeling_of(index)
         y = (lab.train if split == "train" else lab.test)[idx]
         return (e.shift(x) if e.shift else x), y
 
@@ -120,7 +125,8 @@ def _class_split(cfg, source: SourceData, seed: int, task_labels: bool) -> Scena
         infos.append(ExperienceInfo(
             index=t, name="classes " + ", ".join(lab.names[c] for c in classes), labeling=lab.spec,
             classes=classes, class_names=[lab.names[c] for c in classes], task_label=t if task_labels else 0,
-            train_idx=torch.as_tensor(list(tr.dataset.sample_idx)), test_idx=torch.as_tensor(list(te.dataset.sample_idx))))
+            train_idx=torch.as_tensor(list(tr.dataset.sample_idx)),
+            test_idx=torch.as_tensor(list(te.dataset.sample_idx))))
     return Scenario(config=None, source=source, stream_type=cfg.type, experiences=infos, labelings=[lab], benchmark=bm)
 
 
@@ -186,7 +192,8 @@ def _domain(cfg: DomainIncrementalStream, source: SourceData, seed: int) -> Scen
 
 def _multilabel(cfg: MultilabelStream, source: SourceData) -> Scenario:
     av = avalanche_benchmarks()
-    labs = [resolve_labeling(source, spec, key=f"scenario.stream.labelings[{k}]") for k, spec in enumerate(cfg.labelings)]
+    labs = [resolve_labeling(source, spec, key=f"scenario.stream.labelings[{k}]")
+            for k, spec in enumerate(cfg.labelings)]
     idx = {s: torch.arange(len(source.split(s))) for s in ("train", "test")}
     data = {s: [experience_dataset(source.split(s).x, getattr(lab, s), idx[s], t) for t, lab in enumerate(labs)]
             for s in ("train", "test")}

@@ -51,8 +51,7 @@ def classes_per_task(sc: Scenario) -> Dict[int, int]:
     """Task label -> number of classes its head must cover (the largest labeling seen with that label)."""
     out: Dict[int, int] = {}
     for e in sc.experiences:
-        lab = next(l for l in sc.labelings if l.spec == e.labeling)
-        out[e.task_label] = max(out.get(e.task_label, 0), lab.num_classes)
+        out[e.task_label] = max(out.get(e.task_label, 0), sc.labeling_of(e.index).num_classes)
     return out
 
 

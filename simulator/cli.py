@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="support sizes per class for the few-shot error and bound (default: 1,5,10,20)")
     a.add_argument("--ways", type=_ways, default=2, metavar="K|all",
                    help="classes per few-shot episode (default: 2, as in the paper; 'all' for C-way)")
-    a.add_argument("--episodes", type=_positive_int, default=200, help="few-shot episodes per shot count (default: 200)")
+    a.add_argument("--episodes", type=_positive_int, default=200, help="few-shot episodes per shot count (default: "
+                                                                       "200)")
     a.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
     a.add_argument("--ddof", type=int, choices=(0, 1), default=0,
                    help="0: population variances (default); 1: unbiased, as the authors' bound code")
@@ -101,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a continual task-sequence scenario end to end",
                        description="Train one shared backbone over the scenario's stream and measure, after every "
-                                   "experience, each task's probe accuracies, geometry (directional CDNV, CDNV, decision "
-                                   "axes), few-shot error against Theorem 4.1, cross-task orthogonality and forgetting. "
+                                   "experience, each task's probe accuracies, geometry (directional CDNV, CDNV, "
+                                   "decision "
+                                   "axes), few-shot error against Theorem 4.1, cross-task orthogonality and "
+                                   "forgetting. "
                                    "Everything is written to a run directory that resumes after an interruption.")
     r.add_argument("config", metavar="CONFIG.yaml", help="the run configuration (README: Configuration)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -114,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="the orthogonality report of a run (HTML, Markdown, JSON)",
-                         description="Write the report of a run directory: decision-axis orthogonality over the stream, "
+                         description="Write the report of a run directory: decision-axis orthogonality over the "
+                                     "stream, "
                                      "the Prop. 4.2 check, directional collapse, interference (accuracy matrices, "
                                      "forgetting, the interference graph), few-shot error against Theorem 4.1, and "
                                      "generated findings. --compare sets other runs side by side.")

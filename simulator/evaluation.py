@@ -70,7 +70,7 @@ def evaluation_tasks(sc: Scenario) -> List[EvaluationTask]:
     same test samples (same shift, same indices) share a ``group``."""
     tasks = []
     for e in sc.experiences:
-        lab = next(l for l in sc.labelings if l.spec == e.labeling)
+        lab = sc.labeling_of(e.index)
         digest = hashlib.sha1(e.test_idx.numpy().tobytes()).hexdigest()[:12]
         tasks.append(EvaluationTask(index=e.index, name=e.name, train_labels=lab.train[e.train_idx],
                                     test_labels=lab.test[e.test_idx], group=f"{e.shift_name or 'none'}:{digest}",

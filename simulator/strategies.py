@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Annotated, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import (Annotated, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple, Union,
+                    runtime_checkable)
 
 import torch
 from pydantic import Field
@@ -399,7 +400,8 @@ class ParameterImportance(SupervisedPlugin):
 
 def distill_predictor(feature_dim: int, hidden: int) -> nn.Module:
     """The 2-layer predictor g that maps current features to the previous backbone's features."""
-    return nn.Sequential(nn.Linear(feature_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, feature_dim))
+    return nn.Sequential(nn.Linear(feature_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, feature_dim))
 
 
 class FeatureDistillation(SupervisedPlugin):
@@ -462,7 +464,8 @@ def build_plugins(cfg, feature_dim: int) -> Tuple[list, Dict[str, nn.Module], st
     if isinstance(cfg, ReplayConfig):
         return [TensorReplay(cfg.mem_size, cfg.replay_batch_size)], {}, "current"
     if isinstance(cfg, RegularizerConfig):
-        return [ParameterImportance(cfg.name, cfg.strength, cfg.importance_batches, cfg.decay, cfg.si_damping)], {}, "current"
+        plugin = ParameterImportance(cfg.name, cfg.strength, cfg.importance_batches, cfg.decay, cfg.si_damping)
+        return [plugin], {}, "current"
     if isinstance(cfg, DistillConfig):
         return ([FeatureDistillation(cfg.weight)],
                 {"distill_predictor": distill_predictor(feature_dim, cfg.predictor_hidden)}, "current")

@@ -57,7 +57,8 @@ class StudyConfig(StrictModel):
     factors: Dict[str, List[Any]] = Field(description="KEY.PATH: [values]; the runs are their cartesian product")
     engine: Literal["local", "dask"] = "local"
     workers: int = Field(2, ge=1, description="runs at once")
-    threads_per_worker: Optional[int] = Field(None, ge=1, description="torch threads per run (default: cores / workers)")
+    threads_per_worker: Optional[int] = Field(None, ge=1, description="torch threads per run (default: cores / "
+                                                                      "workers)")
     scheduler: Optional[str] = Field(None, description="dask: address of a running scheduler (default: a LocalCluster)")
     out: Optional[Path] = Field(None, description="study directory (default: studies/<name>)")
     retry_failed: bool = Field(False, description="run again the runs recorded as failed")
@@ -142,7 +143,7 @@ class LocalExecutor:
     def map_unordered(self, fn, specs: Sequence[dict]) -> Iterator[dict]:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
-            futures = [pool.submit(fn, s) for s in specs]
+            futures = [pool.submit(fn, spec) for spec in specs]
             for f in as_completed(futures):
                 yield f.result()
 
@@ -214,22 +215,23 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
             previous = {}
     threads = cfg.threads_per_worker or max(1, (os.cpu_count() or 1) // cfg.workers)
     records, todo = {}, []
-    for s in specs:
-        run_dir = out / "runs" / s["name"]
-        rec = {"name": s["name"], "factors": s["factors"], "path": str(run_dir), "status": _run_status(run_dir),
-               "error": previous.get(s["name"], {}).get("error"), "seconds": previous.get(s["name"], {}).get("seconds")}
-        if rec["status"] != "finished" and previous.get(s["name"], {}).get("status") == "failed":
+    for spec in specs:
+        run_dir = out / "runs" / spec["name"]
+        rec = {"name": spec["name"], "factors": spec["factors"], "path": str(run_dir), "status": _run_status(run_dir),
+               "error": previous.get(spec["name"], {}).get("error"),
+               "seconds": previous.get(spec["name"], {}).get("seconds")}
+        if rec["status"] != "finished" and previous.get(spec["name"], {}).get("status") == "failed":
             rec["status"] = "failed"
-        records[s["name"]] = rec
+        records[spec["name"]] = rec
         if rec["status"] == "finished" or (rec["status"] == "failed" and not cfg.retry_failed):
             continue
-        todo.append({**s, "out": str(run_dir), "threads": threads})
+        todo.append({**spec, "out": str(run_dir), "threads": threads})
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def save():
         atomic_write_json(state_path, {"name": cfg.name, "started": started, "engine": cfg.engine,
                                        "workers": cfg.workers, "threads_per_worker": threads,
-                                       "runs": [records[s["name"]] for s in specs]})
+                                       "runs": [records[spec["name"]] for spec in specs]})
 
     save()
     skipped = len(specs) - len(todo)
@@ -244,16 +246,16 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
         bar.update(1)
         if not tty:
             elapsed = time.perf_counter() - t0
-            print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} s; "
+            print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} spec; "
                   f"elapsed {_eta(elapsed)}, ETA {_eta(elapsed / n * (len(todo) - n))}"
                   + (f" ({result['error']})" if result["error"] else ""), file=stream, flush=True)
     bar.close()
     failed = [r for r in records.values() if r["status"] == "failed"]
     if failed:
-        print(f"{len(failed)} run(s) failed: " + "; ".join(f"{r['name']}: {r['error']}" for r in failed[:3])
+        print(f"{len(failed)} run(spec) failed: " + "; ".join(f"{r['name']}: {r['error']}" for r in failed[:3])
               + ("" if len(failed) <= 3 else " ...") + " (see study.json; rerun with --retry-failed)", file=stream)
-    finished = [s for s in specs if records[s["name"]]["status"] == "finished"]
-    report = build_study_report(out, [(Path(records[s["name"]]["path"]), s["factors"]) for s in finished], cfg)
+    finished = [spec for spec in specs if records[spec["name"]]["status"] == "finished"]
+    report = build_study_report(out, [(Path(records[spec["name"]]["path"]), spec["factors"]) for spec in finished], cfg)
     print(f"study directory: {out}\nreport: {report / 'index.html'}", file=stream)
     return out
 

@@ -24,7 +24,9 @@ DEFAULT_METRICS = (ProbeAccuracy, TaskGeometry, AxisDrift, FewShotBound, AxisOrt
 
 
 def build_collection(tasks, evaluation: EvaluationConfig, analysis: AnalysisConfig, seed: int,
-                     metrics=DEFAULT_METRICS) -> MetricCollection:
-    """The collection of ``metrics`` (classes) for ``tasks``, configured by a run's sections and seed."""
+                     metrics=None) -> MetricCollection:
+    """The collection of ``metrics`` (classes; default ``DEFAULT_METRICS`` as it is when called) for
+    ``tasks``, configured by a run's sections and seed."""
+    metrics = DEFAULT_METRICS if metrics is None else metrics
     return MetricCollection([cls.from_config(evaluation, analysis, seed) for cls in metrics], tasks,
                             ddof=analysis.ddof, geometry_split=analysis.split)

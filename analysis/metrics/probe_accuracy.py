@@ -6,7 +6,7 @@ from typing import Dict, Optional
 import torch
 
 from dncsim.analysis.metrics.base import Metric, Row
-from dncsim.analysis.names import ACC, LINEAR, NCC, REFIT, ProbeKey, probe_keys
+from dncsim.analysis.names import ACC, FROZEN, LINEAR, NCC, REFIT, ProbeKey, probe_keys
 from dncsim.analysis.probes import fit_linear, fit_ncc
 
 __all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT"]
@@ -28,7 +28,7 @@ class ProbeAccuracy(Metric):
     name = "probe_accuracy"
     emits = (ACC,)
 
-    def __init__(self, probes=(NCC, LINEAR), protocols=(REFIT,), *, linear_steps: int = 100,
+    def __init__(self, probes=(NCC, LINEAR), protocols=(REFIT, FROZEN), *, linear_steps: int = 100,
                  linear_weight_decay: float = 1e-4, max_train_samples: Optional[int] = None, seed: int = 0):
         super().__init__()
         self.keys = probe_keys(tuple(probes), tuple(protocols))

@@ -17,7 +17,7 @@ class TaskGeometry(Metric):
 
     def update(self, row: Row) -> None:
         for k in range(len(row.tasks)):
-            s = row.geometry(k).summary()
+            summary = row.geometry(k).summary()
             for metric, field in ((DIR_CDNV, "dir_cdnv"), (CDNV, "cdnv"), (CDNV_RATIO, "ratio"),
                                   (MEAN_GAP, "mean_gap")):
-                self.measure(row, metric, s[field], task=k)
+                self.measure(row, metric, summary[field], task=k)

@@ -32,20 +32,20 @@ FIGURES = {
 }
 
 
-def _figures(run: RunData, s: dict, communities, others: Sequence[RunData],
+def _figures(run: RunData, summary: dict, communities, others: Sequence[RunData],
              points: List[dict]) -> Dict[str, bytes]:
     out = {}
-    if s["pairs"]:
+    if summary["pairs"]:
         out["orthogonality_heatmap"] = figures.png_bytes(figures.orthogonality_heatmap(run))
         out["orthogonality_over_stream"] = figures.png_bytes(figures.orthogonality_over_stream(run))
-        out["interference_graph"] = figures.png_bytes(figures.interference_graph(s, communities))
-    if s["prop42"]["axis_pairs"]:
-        out["prop42_scatter"] = figures.png_bytes(figures.prop42_scatter(points, s["prop42"]["fraction"], run))
+        out["interference_graph"] = figures.png_bytes(figures.interference_graph(summary, communities))
+    if summary["prop42"]["axis_pairs"]:
+        out["prop42_scatter"] = figures.png_bytes(figures.prop42_scatter(points, summary["prop42"]["fraction"], run))
     out["collapse_curves"] = figures.png_bytes(figures.collapse_curves(run))
     out["accuracy_heatmaps"] = figures.png_bytes(figures.accuracy_heatmaps(run))
-    out["forgetting_bars"] = figures.png_bytes(figures.forgetting_bars(s))
-    out["dircdnv_vs_forgetting"] = figures.png_bytes(figures.dircdnv_vs_forgetting(s))
-    out["fewshot_curves"] = figures.png_bytes(figures.fewshot_curves(s))
+    out["forgetting_bars"] = figures.png_bytes(figures.forgetting_bars(summary))
+    out["dircdnv_vs_forgetting"] = figures.png_bytes(figures.dircdnv_vs_forgetting(summary))
+    out["fewshot_curves"] = figures.png_bytes(figures.fewshot_curves(summary))
     if others:
         runs = [run, *others]
         out["compare_collapse"] = figures.png_bytes(figures.compare_collapse(runs))
@@ -77,27 +77,28 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) ->
     if not out.parent.is_dir():
         raise DncsimError(f"--out: directory {out.parent} does not exist")
     points = prop42_points(run)
-    s = run_summary(run, points)
-    communities = interference_communities(s)
-    s["communities"] = [[s["tasks"][k]["name"] for k in c] for c in communities]
+    summary = run_summary(run, points)
+    communities = interference_communities(summary)
+    summary["communities"] = [[summary["tasks"][k]["name"] for k in c] for c in communities]
     comp = None
     if others:
-        summaries = [s] + [run_summary(o) for o in others]
+        summaries = [summary] + [run_summary(o) for o in others]
         comp = _comparison([run, *others], summaries)
-        s["comparison"] = comp
-    figs = _figures(run, s, communities, others, points)
-    s["figures"] = sorted(figs)
+        summary["comparison"] = comp
+    figs = _figures(run, summary, communities, others, points)
+    summary["figures"] = sorted(figs)
     env = environment()
-    acc_keys = sorted(s["tasks"][0]["final_acc"]) if s["tasks"] else []
-    common = dict(s=s, fmt=fmt, pct=pct, acc_keys=acc_keys, shots=[f["shots"] for f in s["tasks"][0]["fewshot"]],
-                  communities=s["communities"], compare=comp)
+    acc_keys = sorted(summary["tasks"][0]["final_acc"]) if summary["tasks"] else []
+    common = dict(summary=summary, fmt=fmt, pct=pct, acc_keys=acc_keys,
+                  shots=[f["shots"] for f in summary["tasks"][0]["fewshot"]], communities=summary["communities"],
+                  compare=comp)
 
     html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, FIGURES), **common)
     md = env.get_template("report.md.j2").render(**common)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
-    atomic_write_bytes(out / "summary.json", (json.dumps(s, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
     atomic_write_bytes(out / "report.md", md.encode())
     atomic_write_bytes(out / "index.html", html.encode())
     return out

@@ -202,11 +202,13 @@ def forgetting_bars(summary: dict):
         width = 0.8 / len(keys)
         for j, key in enumerate(keys):
             vals = [next((v for n, k, v in rows if n == name and k == key), np.nan) for name in names]
-            ax.bar(np.arange(len(names)) + j * width, vals, width=width, label=key.replace("/", " probe, ") + " protocol")
+            ax.bar(np.arange(len(names)) + j * width, vals, width=width,
+                   label=key.replace("/", " probe, ") + " protocol")
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, [_short(n) for n in names])
         ax.legend(fontsize=7)
     else:
-        ax.text(0.5, 0.5, "no task was followed by another: no forgetting to measure", ha="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no task was followed by another: no forgetting to measure", ha="center",
+                transform=ax.transAxes)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("task")
     ax.set_ylabel("forgetting (accuracy, fraction)")
@@ -258,7 +260,8 @@ def interference_graph(summary: dict, communities: List[List[int]]):
         fig.colorbar(coll, ax=ax, label="median |cos| between the tasks' axes (final)")
     ax.set_title("Interference graph: edge width = accuracy drop while the later task was learned")
     handles = [plt.Line2D([], [], marker="o", ls="", color=palette[i % len(palette)],
-                          label="community: " + ", ".join(_short(names[n], 8) for n in c)) for i, c in enumerate(communities)]
+                          label="community: " + ", ".join(_short(names[n], 8) for n in c))
+               for i, c in enumerate(communities)]
     if handles:
         ax.legend(handles=handles, fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.25))
     ax.axis("off")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import matplotlib
 
@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from dncsim.analysis.aggregate import pair_rows, rows_to_csv, task_rows  # noqa: E402
-from dncsim.common import DncsimError, atomic_write_bytes  # noqa: E402
+from dncsim.common import atomic_write_bytes  # noqa: E402
 from dncsim.analysis.report.figures import png_bytes  # noqa: E402
 from dncsim.analysis.report.render import environment, figure_embedder, fmt  # noqa: E402
 from dncsim.analysis.stats import study_statistics  # noqa: E402
@@ -130,7 +130,7 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
     for name, png in figs.items():
         atomic_write_bytes(report / "figures" / f"{name}.png", png)
     env = environment()
-    common = dict(s=summary, fmt=fmt, statistics=cfg.statistics)
+    common = dict(summary=summary, fmt=fmt, statistics=cfg.statistics)
     atomic_write_bytes(report / "index.html", env.get_template("study.html.j2").render(
         figure=figure_embedder(figs, STUDY_FIGURES), **common).encode())
     atomic_write_bytes(report / "report.md", env.get_template("study.md.j2").render(**common).encode())

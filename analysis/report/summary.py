@@ -165,17 +165,17 @@ def _change(before, after) -> str:
     return f"fell {factor:.1f}-fold" if factor >= 1 else f"rose {1 / factor:.1f}-fold"
 
 
-def findings(s: dict) -> List[str]:
+def findings(summary: dict) -> List[str]:
     """A few generated sentences with the numbers (used by every report format)."""
-    st, out = s["stream"], []
+    st, out = summary["stream"], []
     if st["geomean_dir_cdnv_init"] is not None and st["geomean_dir_cdnv_final"] is not None:
         out.append(f"Directional CDNV (geometric mean over tasks) "
                    f"{_change(st['geomean_dir_cdnv_init'], st['geomean_dir_cdnv_final'])} over the stream, from "
                    f"{st['geomean_dir_cdnv_init']:.3g} before training to {st['geomean_dir_cdnv_final']:.3g}; "
                    f"CDNV {_change(st['geomean_cdnv_init'], st['geomean_cdnv_final'])}, from "
                    f"{st['geomean_cdnv_init']:.3g} to {st['geomean_cdnv_final']:.3g}.")
-    probe, proto = s["primary"]["probe"], s["primary"]["protocol"]
-    inter = [p for p in s["pairs"] if p["interference"] is not None]
+    probe, proto = summary["primary"]["probe"], summary["primary"]["protocol"]
+    inter = [p for p in summary["pairs"] if p["interference"] is not None]
     if inter:
         worst = max(inter, key=lambda p: p["interference"])
         a, b = worst["names"]
@@ -183,10 +183,10 @@ def findings(s: dict) -> List[str]:
             out.append(f"Learning '{b}' interfered most with '{a}': its {probe}-probe accuracy ({proto} protocol) "
                        f"dropped by {worst['interference']:.3f} while '{b}' was learned.")
         else:
-            out.append("No task's frozen-probe accuracy dropped while a later task was learned.")
-    elif len(s["tasks"]) < 2:
+            out.append("No task'summary frozen-probe accuracy dropped while a later task was learned.")
+    elif len(summary["tasks"]) < 2:
         out.append("One task: there are no task pairs, so no orthogonality or interference.")
-    c = s["correlations"]["overlap_vs_interference"]
+    c = summary["correlations"]["overlap_vs_interference"]
     if c and c["rho"] is not None:
         verb = "went together" if c["rho"] > 0.3 else ("went in opposite directions" if c["rho"] < -0.3
                                                        else "were unrelated")
@@ -195,7 +195,7 @@ def findings(s: dict) -> List[str]:
     elif c and c["n"] >= 1:
         out.append(f"Too few task pairs ({c['n']}) to relate axis overlap to interference "
                    f"(needs {MIN_PAIRS_FOR_CORRELATION}).")
-    p42 = s["prop42"]
+    p42 = summary["prop42"]
     if p42["fraction"] is not None:
         out.append(f"{100 * p42['fraction']:.1f}% of {p42['axis_pairs']} decision-axis pairs of tasks labelling the "
                    f"same samples were under the Prop. 4.2 bound after the last experience.")

@@ -12,13 +12,16 @@ fast, and nothing here knows about analysis, scenarios or the simulator.
   :func:`one_line_error`, which turns a pydantic ``ValidationError`` into ONE line naming the dotted
   key, what was given and what is accepted (with a did-you-mean).
 * :func:`read_yaml` -- a YAML mapping from a file, or one line naming the file and the problem.
+* :func:`csv_text` -- the one CSV writer (RFC 4180: CRLF line ends, fields quoted where needed).
 * :func:`atomic_write_bytes` / ``_text`` / ``_json`` -- the one writer: a temporary file in the
   target directory, fsynced, then renamed over the target, so a reader never sees a half-written
   file and an interrupted write leaves the old file (or none).
 """
 from __future__ import annotations
 
+import csv
 import difflib
+import io
 import json
 import os
 import re
@@ -30,7 +33,7 @@ from typing import Any, List, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = ["DncsimError", "StrictModel", "one_line_error", "did_you_mean", "dotted", "model_classes",
-           "read_yaml", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+           "read_yaml", "csv_text", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
 
 
 class DncsimError(ValueError):
@@ -163,6 +166,21 @@ def read_yaml(path) -> dict:
     if not isinstance(data, dict):
         raise DncsimError(f"{p}: expected a YAML mapping at the top level")
     return data
+
+
+# --- CSV ----------------------------------------------------------------------------------------------
+
+def csv_text(header: Sequence[str], rows) -> str:
+    """A table as CSV text: ``header``, then one line per row (a sequence of values in header order);
+    None becomes an empty field, a float its ``repr`` (exact round trip). RFC 4180 line ends (CRLF), so
+    the csv module quotes every field holding a comma, quote, CR or LF (with LF line ends it leaves a
+    lone CR unquoted, which breaks the row)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
+    return buf.getvalue()
 
 
 # --- atomic writes ------------------------------------------------------------------------------------

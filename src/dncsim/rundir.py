@@ -32,7 +32,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dncsim.common import DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from dncsim.common import DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text, csv_text
 
 __all__ = ["RunDirectory", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
@@ -107,14 +107,10 @@ def _columns():
 
 
 def metrics_csv_text(rows: Iterable[dict]) -> str:
-    """The metrics table as CSV (csv module quoting; floats as ``repr``; None as an empty field)."""
+    """The metrics table as CSV (``dncsim.common.csv_text``: quoted where needed, floats as ``repr``,
+    None as an empty field)."""
     cols = _columns()
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow(["" if r[c] is None else (repr(r[c]) if isinstance(r[c], float) else r[c]) for c in cols])
-    return buf.getvalue()
+    return csv_text(cols, ([r[c] for c in cols] for r in rows))
 
 
 def read_metrics_csv(path) -> List[dict]:
@@ -382,7 +378,8 @@ class RunData:
         probe, protocol = (None, None) if key is None else (key.probe, key.protocol)
         return self.index().get((metric, exp, task, task_b, probe, protocol, shots))
 
-    def series(self, metric: str, task=None, task_b=None, probe=None, protocol=None, shots=None) -> List[Tuple[int, float]]:
+    def series(self, metric: str, task=None, task_b=None, probe=None, protocol=None,
+               shots=None) -> List[Tuple[int, float]]:
         """[(exp, value)] of one measurement along the stream, in order."""
         return sorted((r["exp"], r["value"]) for r in self.rows
                       if (r["metric"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]) ==

@@ -17,7 +17,8 @@ def ok_data():
     (lambda x, y: (x.reshape(12, 3, 1), y), "must be a 2-D array"),
     (lambda x, y: (x.index_put((torch.tensor([2, 5]), torch.tensor([0, 1])), torch.tensor(float("nan"))), y),
      r"NaN or inf values in 2 of 12 rows \(first at row 2\)"),
-    (lambda x, y: (x.index_put((torch.tensor([7]),), torch.tensor(float("inf"))), y), r"in 1 of 12 rows \(first at row 7\)"),
+    (lambda x, y: (x.index_put((torch.tensor([7]),), torch.tensor(float("inf"))), y), r"in 1 of 12 rows \(first at row "
+                                                                                      r"7\)"),
     (lambda x, y: (x, torch.zeros(12, dtype=torch.long)), "need at least 2 classes; got 1"),
     (lambda x, y: (x, y.double() + 0.5), "must be integer class labels"),
     (lambda x, y: (x[:0], y[:0]), "features is empty"),

@@ -99,7 +99,8 @@ def factorial_labelings(seed, ka, kb, reps, d):
     b = torch.arange(kb).repeat_interleave(reps).repeat(ka)
     g = torch.Generator().manual_seed(seed)
     ua, ub = torch.randn(ka, d, generator=g, dtype=torch.float64), torch.randn(kb, d, generator=g, dtype=torch.float64)
-    noise = torch.randn(len(a), d, generator=g, dtype=torch.float64) * torch.rand(d, generator=g, dtype=torch.float64) * 2
+    scale = torch.rand(d, generator=g, dtype=torch.float64) * 2
+    noise = torch.randn(len(a), d, generator=g, dtype=torch.float64) * scale
     return ua[a] + ub[b] + noise, a, b
 
 

@@ -71,7 +71,8 @@ def test_directional_cdnv_is_ordered_and_matches_a_direct_projection():
             xi = x[y == g.classes[i]]
             delta = g.means[j] - g.means[i]
             proj = (xi - g.means[i]) @ (delta / delta.norm())
-            assert float(g.dir_cdnv[i, j]) == pytest.approx(float(proj.square().mean() / delta.square().sum()), rel=1e-12)
+            expected = float(proj.square().mean() / delta.square().sum())
+            assert float(g.dir_cdnv[i, j]) == pytest.approx(expected, rel=1e-12)
     assert not torch.allclose(g.dir_cdnv, g.dir_cdnv.T, equal_nan=True)
 
 

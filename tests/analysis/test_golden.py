@@ -107,8 +107,9 @@ def test_ncc_reference_protocol(golden, load_npz, ds, dt):
         tr = ncc_reference_protocol(xt, yt, xt, yt, shots=int(m), repeat=3)
         te = ncc_reference_protocol(xt, yt, xe, ye, shots=int(m), repeat=3)
         # accuracies are float32-derived in the reference: compare as sample counts
-        assert np.round(np.array(tr) * len(yt)).tolist() == np.round(np.array(r["train_acc_per_repeat"]) * len(yt)).tolist()
-        assert np.round(np.array(te) * len(ye)).tolist() == np.round(np.array(r["test_acc_per_repeat"]) * len(ye)).tolist()
+        counts = lambda acc, n: np.round(np.array(acc) * n).tolist()  # noqa: E731 - correct counts, not floats
+        assert counts(tr, len(yt)) == counts(r["train_acc_per_repeat"], len(yt))
+        assert counts(te, len(ye)) == counts(r["test_acc_per_repeat"], len(ye))
     for seed, r in ref["two_way"].items():
         assert reference_class_pairs(int(yt.max()) + 1, [int(seed)]) == [r["random_sample_pair"]]
         for m in ("1", "5", "10", "20"):

@@ -2,13 +2,12 @@
 import base64
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dncsim.analysis import DncsimError
-from dncsim.analysis import names as N
+from dncsim.analysis import names
 from dncsim.analysis.report import build_report
 from dncsim.analysis.report.build import FIGURES
 from dncsim.rundir import load_run
@@ -61,34 +60,35 @@ def test_every_figure_is_in_every_format(report):
 
 def test_summary_numbers_equal_the_run_files(four_task_run, report):
     s = json.loads((report / "summary.json").read_text())
-    rows = [json.loads(l) for l in (four_task_run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (four_task_run / "metrics.jsonl").read_text().splitlines()]
     last = max(r["exp"] for r in rows)
-    ix = {(r["metric"], r["exp"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]): r["value"] for r in rows}
+    ix = {(r["metric"], r["exp"], r["task"], r["task_b"], r["probe"], r["protocol"], r["shots"]): r["value"]
+          for r in rows}
     checked = 0
     for k, t in enumerate(s["tasks"]):
         for key, v in t["final_acc"].items():
             probe, proto = key.split("/")
-            assert v == ix[(N.ACC, last, k, None, probe, proto, None)]
+            assert v == ix[(names.ACC, last, k, None, probe, proto, None)]
             checked += 1
-            f = ix.get((N.FORGETTING_MAX, last, k, None, probe, proto, None))
+            f = ix.get((names.FORGETTING_MAX, last, k, None, probe, proto, None))
             assert t["forgetting_max"][key] == f
-        assert t["dir_cdnv_learned"] == ix[(N.DIR_CDNV, k, k, None, None, None, None)]
-        assert t["cdnv_init"] == ix[(N.CDNV, -1, k, None, None, None, None)]
-        assert t["dir_cdnv_final"] == ix[(N.DIR_CDNV, last, k, None, None, None, None)]
+        assert t["dir_cdnv_learned"] == ix[(names.DIR_CDNV, k, k, None, None, None, None)]
+        assert t["cdnv_init"] == ix[(names.CDNV, -1, k, None, None, None, None)]
+        assert t["dir_cdnv_final"] == ix[(names.DIR_CDNV, last, k, None, None, None, None)]
         for f in t["fewshot"]:
-            assert f["error"] == ix[(N.FEWSHOT_ERR, last, k, None, None, None, f["shots"])]
+            assert f["error"] == ix[(names.FEWSHOT_ERR, last, k, None, None, None, f["shots"])]
     for p in s["pairs"]:
-        assert p["axis_cos_median_final"] == ix[(N.AXIS_COS_MEDIAN, last, p["a"], p["b"], None, None, None)]
-        assert p["interference"] == ix[(N.INTERFERENCE, p["b"], p["a"], p["b"], "linear", "frozen", None)]
+        assert p["axis_cos_median_final"] == ix[(names.AXIS_COS_MEDIAN, last, p["a"], p["b"], None, None, None)]
+        assert p["interference"] == ix[(names.INTERFERENCE, p["b"], p["a"], p["b"], "linear", "frozen", None)]
         checked += 2
     acc = json.loads((four_task_run / "accuracy.json").read_text())["matrices"]["linear/frozen"]
     assert [t["final_acc"]["linear/frozen"] for t in s["tasks"]] == acc[-1]
-    assert s["stream"]["bwt"]["linear/frozen"] == ix[(N.BWT, last, None, None, "linear", "frozen", None)]
+    assert s["stream"]["bwt"]["linear/frozen"] == ix[(names.BWT, last, None, None, "linear", "frozen", None)]
     # the Prop 4.2 points, recomputed from the geometry files, agree with each pair's metric row
     from dncsim.analysis.report.summary import prop42_points
     for p in prop42_points(load_run(four_task_run)):
         frac = float(np.mean(np.array(p["cos"]) <= np.array(p["bound"])))
-        assert frac == ix[(N.PROP42_FRAC, last, p["a"], p["b"], None, None, None)]
+        assert frac == ix[(names.PROP42_FRAC, last, p["a"], p["b"], None, None, None)]
     assert s["prop42"]["fraction"] == 1.0            # balanced independent labelings
     assert checked > 20 and len(s["findings"]) >= 3
     geo = np.exp(np.mean(np.log([t["dir_cdnv_final"] for t in s["tasks"]])))
@@ -96,7 +96,8 @@ def test_summary_numbers_equal_the_run_files(four_task_run, report):
 
 
 def test_one_task_run_renders_the_sections_that_apply(tmp_path):
-    single = make_run(tmp_path / "one", scenario={**BASE["scenario"], "stream": {"type": "multilabel", "labelings": ["color"]}})
+    single = make_run(tmp_path / "one",
+                      scenario={**BASE["scenario"], "stream": {"type": "multilabel", "labelings": ["color"]}})
     out = build_report(single)
     s = json.loads((out / "summary.json").read_text())
     assert sorted(s["figures"]) == sorted(SINGLE) and s["pairs"] == []
@@ -135,5 +136,6 @@ def test_report_command_and_end_of_run_report(four_task_run, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     out = tmp_path / "auto"
     run(run_from_mapping({**BASE, "output": {"report": True, "tensorboard": False},
-                          "scenario": {**BASE["scenario"], "stream": {"type": "multilabel", "labelings": ["color", "style"]}}}), out)
+                          "scenario": {**BASE["scenario"],
+                                       "stream": {"type": "multilabel", "labelings": ["color", "style"]}}}), out)
     assert (out / "report" / "index.html").is_file() and (out / "report" / "summary.json").is_file()

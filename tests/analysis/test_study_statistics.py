@@ -15,8 +15,8 @@ def tables(effect, seed=0, runs_per_objective=8, tasks=3):
                 d = float(np.exp(rng.normal()))
                 c = float(np.exp(rng.normal()))
                 f = effect * np.log(d) + rng.normal() * 0.5
-                task_rows.append({"run": run, "objective": obj, "strategy": "naive", "task_name": f"t{k}", "dir_cdnv_learned": d,
-                                  "cdnv_learned": c, "forgetting_max/linear/frozen": float(f)})
+                task_rows.append({"run": run, "objective": obj, "strategy": "naive", "task_name": f"t{k}",
+                                  "dir_cdnv_learned": d, "cdnv_learned": c, "forgetting_max/linear/frozen": float(f)})
             for a in range(tasks):
                 for b in range(a + 1, tasks):
                     o = float(rng.uniform())
@@ -32,7 +32,8 @@ def test_all_tests_and_a_supported_verdict_when_the_effect_is_there():
     assert labels == ["all runs: dir-CDNV when learned vs forgetting", "all runs: CDNV when learned vs forgetting",
                       "simclr: dir-CDNV when learned vs forgetting", "simclr: CDNV when learned vs forgetting",
                       "supervised: dir-CDNV when learned vs forgetting", "supervised: CDNV when learned vs forgetting",
-                      "within task: dir-CDNV when learned vs forgetting", "within task: CDNV when learned vs forgetting",
+                      "within task: dir-CDNV when learned vs forgetting", "within task: CDNV when learned vs "
+                                                                          "forgetting",
                       "all runs: axis overlap vs interference (task pairs)"]
     assert [d["label"] for d in s["differences"]] == ["all runs: rho(dir-CDNV) - rho(CDNV)",
                                                       "simclr: rho(dir-CDNV) - rho(CDNV)",

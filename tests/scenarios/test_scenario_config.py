@@ -9,8 +9,8 @@ def test_defaults_are_the_shapes_multilabel_stream():
     cfg = ScenarioConfig()
     assert cfg.source.name == "shapes" and cfg.stream.type == "multilabel"
     assert cfg.stream.labelings == ["shape", "color", "size", "style"] and cfg.seed == 0
-    same = scenario_from_mapping({"source": {"name": "shapes"}, "stream": {"type": "multilabel",
-                                                                          "labelings": ["shape", "color", "size", "style"]}})
+    same = scenario_from_mapping({"source": {"name": "shapes"},
+                                  "stream": {"type": "multilabel", "labelings": ["shape", "color", "size", "style"]}})
     assert same == cfg
 
 
@@ -19,17 +19,21 @@ def test_defaults_are_the_shapes_multilabel_stream():
     ({"source": {"name": "shapes", "colour": ["red"]}},
      "scenario.source: unknown key 'colour' (did you mean 'colors'?)"),
     ({"source": {"name": "shape"}},
-     "scenario.source.name: 'shape' is not one of shapes, digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, features (did you mean 'shapes'?)"),
+     "scenario.source.name: 'shape' is not one of shapes, digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, "
+     "features (did you mean 'shapes'?)"),
     ({"stream": {"type": "multi_label", "labelings": ["color"]}},
-     "scenario.stream.type: 'multi_label' is not one of class_incremental, task_incremental, domain_incremental, multilabel (did you mean 'multilabel'?)"),
+     "scenario.stream.type: 'multi_label' is not one of class_incremental, task_incremental, domain_incremental, "
+     "multilabel (did you mean 'multilabel'?)"),
     ({"stream": {"type": "class_incremental", "experiences": "five"}},
      "scenario.stream.experiences: input should be a valid integer, unable to parse string as an integer (got 'five')"),
     ({"stream": {"type": "class_incremental", "experiences": 0}},
      "scenario.stream.experiences: input should be greater than or equal to 1 (got 0)"),
     ({"stream": {"type": "domain_incremental", "experiences": 3, "shift": "rotation"}},
      "scenario.stream.shift: 'rotation' is not one of permute, rotate, color"),
-    ({"stream": {"type": "multilabel", "labelings": []}}, "scenario.stream.labelings: list should have at least 1 item"),
-    ({"stream": {"type": "multilabel", "labelings": ["color", "color"]}}, "scenario.stream.labelings: labelings repeat color"),
+    ({"stream": {"type": "multilabel", "labelings": []}}, "scenario.stream.labelings: list should have at least 1 "
+                                                          "item"),
+    ({"stream": {"type": "multilabel", "labelings": ["color", "color"]}}, "scenario.stream.labelings: labelings repeat "
+                                                                          "color"),
     ({"stream": {"type": "class_incremental"}}, "scenario.stream.experiences: required key is missing"),
     ({"stream": {"experiences": 2}}, "scenario.stream: missing key 'type'"),
     ({"seed": -1}, "scenario.seed: input should be greater than or equal to 0 (got -1)"),

@@ -130,9 +130,11 @@ def test_domain_shift_on_vectors_and_wrong_inputs(tmp_path):
 
 @pytest.mark.parametrize("stream,message", [
     ({"type": "class_incremental", "experiences": 3, "labeling": "shape"},
-     "scenario.stream.experiences: 4 classes of labeling 'shape' cannot be split evenly into 3 experiences (choose one of 1, 2, 4)"),
+     "scenario.stream.experiences: 4 classes of labeling 'shape' cannot be split evenly into 3 experiences (choose one "
+     "of 1, 2, 4)"),
     ({"type": "class_incremental", "experiences": 2, "labeling": "colour"},
-     "scenario.stream.labeling: 'colour' is not a labeling of source 'shapes' (available: shape, color, size, style) (did you mean 'color'?)"),
+     "scenario.stream.labeling: 'colour' is not a labeling of source 'shapes' (available: shape, color, size, style) "
+     "(did you mean 'color'?)"),
     ({"type": "multilabel", "labelings": ["shape", "syze"]}, "scenario.stream.labelings[1]: 'syze' is not a labeling"),
     ({"type": "multilabel", "labelings": ["shape:parit"]}, "labeling 'shape:parit': unknown function 'parit'"),
     ({"type": "task_incremental", "experiences": 2, "labeling": "shape", "class_order": [0, 1, 1, 2]},

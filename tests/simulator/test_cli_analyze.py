@@ -16,7 +16,7 @@ EXAMPLE = ROOT / "examples" / "multitask_features.npz"
 
 def run_cli(*args):
     """Run the CLI in a subprocess, as a user does; returns (status, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())", *args],
+    p = subprocess.run([sys.executable, "-m", "dncsim", *args],
                        capture_output=True, text=True, cwd=ROOT)
     return p.returncode, p.stdout, p.stderr
 
@@ -81,10 +81,13 @@ def test_single_labels_array_and_skipped_shots(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["analyze", "missing.npz"], "missing.npz: no such file"),
-    (["analyze", str(EXAMPLE), "--labels", "colour"], "label key 'colour' not in the file; available label arrays: color, shape, size, style"),
-    (["analyze", str(EXAMPLE), "--shots", "a,b"], "argument --shots: expected comma-separated positive integers, got 'a,b'"),
+    (["analyze", str(EXAMPLE), "--labels", "colour"], "label key 'colour' not in the file; available label arrays: "
+                                                      "color, shape, size, style"),
+    (["analyze", str(EXAMPLE), "--shots", "a,b"], "argument --shots: expected comma-separated positive integers, got "
+                                                  "'a,b'"),
     (["analyze", str(EXAMPLE), "--ways", "1"], "argument --ways: expected an integer >= 2"),
-    (["analyze", str(EXAMPLE), "--json", "/nonexistent/dir/out.json"], "--json: directory /nonexistent/dir does not exist"),
+    (["analyze", str(EXAMPLE), "--json", "/nonexistent/dir/out.json"], "--json: directory /nonexistent/dir does not "
+                                                                       "exist"),
     (["analyse", str(EXAMPLE)], "invalid choice: 'analyse'"),
 ])
 def test_user_errors_are_one_line_with_status_2(args, message, capsys):
@@ -104,8 +107,10 @@ def test_a_user_error_in_a_real_process_has_no_traceback():
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda: {"features": np.full((4, 2), np.nan), "labels": np.array([0, 0, 1, 1])}, "NaN or inf values in 4 of 4 rows"),
-    (lambda: {"features": np.zeros((4, 2)), "labels": np.array([0, 0, 1, 1])}, "labeling 'labels': classes 0 and 1 have coincident means"),
+    (lambda: {"features": np.full((4, 2), np.nan), "labels": np.array([0, 0, 1, 1])}, "NaN or inf values in 4 of 4 "
+                                                                                      "rows"),
+    (lambda: {"features": np.zeros((4, 2)), "labels": np.array([0, 0, 1, 1])}, "labeling 'labels': classes 0 and 1 "
+                                                                               "have coincident means"),
     (lambda: {"features": np.eye(4), "labels": np.zeros(4, int)}, "need at least 2 classes"),
 ])
 def test_bad_data_is_one_line_with_status_2(tmp_path, make, message, capsys):

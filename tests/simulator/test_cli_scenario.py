@@ -48,8 +48,10 @@ def test_vector_source_has_no_grid(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("scenario:\n  source: {name: shapes, colour: [red, blue]}\n", "scenario.source: unknown key 'colour' (did you mean 'colors'?)"),
-    ("scenario:\n  stream: {type: class_incremental, experiences: 3, labeling: shape}\n", "cannot be split evenly into 3 experiences"),
+    ("scenario:\n  source: {name: shapes, colour: [red, blue]}\n", "scenario.source: unknown key 'colour' (did you "
+                                                                   "mean 'colors'?)"),
+    ("scenario:\n  stream: {type: class_incremental, experiences: 3, labeling: shape}\n", "cannot be split evenly into "
+                                                                                          "3 experiences"),
     ("scenario:\n  source: {name: mnist, data_root: /nonexistent}\n", "/nonexistent"),
 ])
 def test_bad_scenario_is_one_line_exit_2_and_writes_nothing(tmp_path, text, message, capsys):
@@ -65,6 +67,6 @@ def test_bad_scenario_is_one_line_exit_2_and_writes_nothing(tmp_path, text, mess
 def test_bad_scenario_in_a_real_process(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("scenario:\n  source: {name: shapes, colour: [red, blue]}\n")
-    p = subprocess.run([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())",
-                        "scenario", str(cfg)], capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run([sys.executable, "-m", "dncsim", "scenario", str(cfg)], capture_output=True, text=True,
+                       cwd=ROOT)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr

@@ -262,7 +262,7 @@ def test_mixed_task_batch_routes_each_sample_through_its_head():
         m = t == task
         group_means.append(F.cross_entropy(objective.heads[str(task)](features[m]), y[m]))
         sizes.append(m.sum())
-    expected = sum(s * l for s, l in zip(sizes, group_means)) / len(x)
+    expected = sum(s * m for s, m in zip(sizes, group_means)) / len(x)
     per_sample = torch.stack([F.cross_entropy(objective.heads[str(int(ti))](f[None]), yi[None])
                               for f, ti, yi in zip(features, t, y)])
     loss = objective.loss(backbone, x, y, t, None)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from dncsim.analysis import names as N
+from dncsim.analysis import names
 from dncsim.simulator.cli import main
 from dncsim.simulator.config import load_run_config, run_from_mapping
 from dncsim.simulator.run import run
@@ -42,7 +42,7 @@ def tiny_config(tmp_path):
 
 def cli(*args, cwd=ROOT):
     """The CLI in a fresh process, as a user runs it: (status, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())", *map(str, args)],
+    p = subprocess.run([sys.executable, "-m", "dncsim", *map(str, args)],
                        capture_output=True, text=True, cwd=cwd)
     return p.returncode, p.stdout, p.stderr
 
@@ -63,6 +63,17 @@ def read_rows(path):
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_geometry(a, b):
+    """The geometry files of two run directories hold the same arrays, bit for bit (one machine)."""
+    files_a, files_b = sorted((a / "geometry").glob("*.npz")), sorted((b / "geometry").glob("*.npz"))
+    assert [f.name for f in files_a] == [f.name for f in files_b] and files_a
+    for fa, fb in zip(files_a, files_b):
+        with np.load(fa) as za, np.load(fb) as zb:
+            assert za.files == zb.files
+            for name in za.files:
+                assert np.array_equal(za[name], zb[name], equal_nan=True), (fa.name, name)
+
+
 def test_run_directory_has_every_output(tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(tiny_config), "--out", str(out)]) == 0
@@ -79,23 +90,24 @@ def test_run_directory_has_every_output(tiny_config, tmp_path, capsys):
     # metrics: csv and jsonl hold the same rows; the columns are the contract's
     rows = read_rows(out)
     csv_lines = (out / "metrics.csv").read_text().splitlines()
-    assert csv_lines[0] == ",".join(N.TABLE_COLUMNS) and len(csv_lines) == len(rows) + 1
+    assert csv_lines[0] == ",".join(names.TABLE_COLUMNS) and len(csv_lines) == len(rows) + 1
     assert {r["exp"] for r in rows} == {-1, 0, 1, 2}
     metrics = {r["metric"] for r in rows}
-    assert {N.ACC, N.DIR_CDNV, N.CDNV, N.CDNV_RATIO, N.MEAN_GAP, N.AXIS_DRIFT, N.FEWSHOT_ERR, N.BOUND, N.BOUND_LIMIT,
-            N.AXIS_COS_MEDIAN, N.AXIS_COS_MAX, N.PROP42_FRAC, N.FORGETTING_MAX, N.FORGETTING_LAST, N.BWT, N.FWT,
-            N.INTERFERENCE} <= metrics
+    assert {names.ACC, names.DIR_CDNV, names.CDNV, names.CDNV_RATIO, names.MEAN_GAP, names.AXIS_DRIFT,
+            names.FEWSHOT_ERR, names.BOUND, names.BOUND_LIMIT, names.AXIS_COS_MEDIAN, names.AXIS_COS_MAX,
+            names.PROP42_FRAC, names.FORGETTING_MAX, names.FORGETTING_LAST, names.BWT, names.FWT,
+            names.INTERFERENCE} <= metrics
     # every task measured after every experience, refit for all rows, frozen once learned
-    acc = [r for r in rows if r["metric"] == N.ACC]
-    assert len([r for r in acc if r["protocol"] == N.REFIT]) == 4 * 3 * 2
-    assert len([r for r in acc if r["protocol"] == N.FROZEN]) == (1 + 2 + 3) * 2
+    acc = [r for r in rows if r["metric"] == names.ACC]
+    assert len([r for r in acc if r["protocol"] == names.REFIT]) == 4 * 3 * 2
+    assert len([r for r in acc if r["protocol"] == names.FROZEN]) == (1 + 2 + 3) * 2
     # accuracy.json is the same numbers as the acc rows
     mats = json.loads((out / "accuracy.json").read_text())["matrices"]
     for r in acc:
         assert mats[f"{r['probe']}/{r['protocol']}"][r["exp"] + 1][r["task"]] == r["value"]
     assert mats["ncc/frozen"][0] == [None, None, None]
     # Prop 4.2 holds on the balanced independent shapes labelings (population estimator)
-    assert all(r["value"] == 1.0 for r in rows if r["metric"] == N.PROP42_FRAC)
+    assert all(r["value"] == 1.0 for r in rows if r["metric"] == names.PROP42_FRAC)
     # geometry: one npz per row with every task's class means
     npz = sorted((out / "geometry").glob("row_*.npz"))
     assert [p.name for p in npz] == ["row_000.npz", "row_001.npz", "row_002.npz", "row_003.npz"]
@@ -120,6 +132,7 @@ def test_same_config_and_seed_give_identical_files(tiny_config, tmp_path):
         run(cfg, tmp_path / name)
     for f in ("metrics.csv", "metrics.jsonl", "accuracy.json"):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert_same_geometry(tmp_path / "a", tmp_path / "b")
 
 
 @pytest.mark.slow
@@ -129,7 +142,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(tmp_path):
     code, _, err = cli("run", cfg_path, "--out", tmp_path / "whole")
     assert code == 0, err
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from dncsim.simulator.cli import main; sys.exit(main())",
+    proc = subprocess.Popen([sys.executable, "-m", "dncsim",
                              "run", str(cfg_path), "--out", str(killed)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -150,6 +163,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(tmp_path):
     assert json.loads((killed / "manifest.json").read_text())["status"] == "finished"
     for f in ("metrics.csv", "metrics.jsonl", "accuracy.json"):
         assert (killed / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+    assert_same_geometry(killed, tmp_path / "whole")
 
 
 def test_finished_runs_are_protected_and_force_restarts(tiny_config, tmp_path, cli_here):
@@ -162,6 +176,23 @@ def test_finished_runs_are_protected_and_force_restarts(tiny_config, tmp_path, c
     assert code == 0, err
     assert json.loads((out / "manifest.json").read_text())["started"] >= json.loads(before)["started"]
     assert yaml.safe_load((out / "config.yaml").read_text())["training"]["epochs"] == 1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("device=cuda", "device: 'cuda' requested but CUDA is not available"),
+    ("scenario.stream.labelings=[shape,colour]", "'colour' is not a labeling"),
+])
+def test_force_deletes_nothing_before_every_check_passed(tiny_config, tmp_path, cli_here, override, message):
+    """--force replaces a finished run only once the new run is known to start: a device or data error
+    leaves the old run exactly as it was."""
+    if override.startswith("device") and torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA (the error under test is CUDA being unavailable)")
+    out = tmp_path / "run"
+    run(load_run_config(tiny_config), out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = cli_here("run", tiny_config, "--out", out, "--force", "--set", override)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_unfinished_run_with_another_config_is_refused(tiny_config, tmp_path, cli_here):
@@ -177,7 +208,8 @@ def test_unfinished_run_with_another_config_is_refused(tiny_config, tmp_path, cl
 @pytest.mark.parametrize("override,message", [
     ("backbone.widht=8", "backbone: unknown key 'widht' (did you mean 'width'?)"),
     ("training.epochs=0", "training.epochs: input should be greater than or equal to 1 (got 0)"),
-    ("objective.name=simclrr", "objective.name: 'simclrr' is not one of simclr, vicreg, barlow_twins, byol, simsiam, supervised, none (did you mean 'simclr'?)"),
+    ("objective.name=simclrr", "objective.name: 'simclrr' is not one of simclr, vicreg, barlow_twins, byol, simsiam, "
+                               "supervised, none (did you mean 'simclr'?)"),
     ("strategy.name=ewc2", "strategy.name: 'ewc2' is not one of"),
     ("device=gpu", "device: 'gpu' is not one of auto, cpu, cuda, cuda:N"),
     ("analysis.shots=[0,5]", "analysis.shots: shot counts must be >= 1; got [0, 5]"),

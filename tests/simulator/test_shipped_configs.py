@@ -32,7 +32,8 @@ def test_the_configs_cover_every_stream_type_and_objective_family():
 def test_shipped_config_runs(path, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = load_run_config(path)
-    extra = ["scenario.source.train_repeats=2", "scenario.source.test_repeats=2"] if cfg.scenario.source.name == "shapes" else []
+    shapes = cfg.scenario.source.name == "shapes"
+    extra = ["scenario.source.train_repeats=2", "scenario.source.test_repeats=2"] if shapes else []
     if cfg.scenario.stream.type in ("domain_incremental", "task_incremental"):
         extra.append("scenario.stream.experiences=2")          # digits: 1,348 images per experience
     if path.name != "quickstart.yaml":                  # one end-to-end run keeps its report

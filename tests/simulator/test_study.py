@@ -48,8 +48,9 @@ def test_bad_study_files_are_one_line_exit_2(tmp_path, extra, message, capsys):
 
 @pytest.mark.slow
 def test_local_study_with_a_failure_then_resume(tmp_path):
+    labelings = [["shape", "color", "style"], ["shape", "colour"]]
     path = study_file(tmp_path, factors={"objective.name": ["simclr", "supervised"],
-                                         "scenario.stream.labelings": [["shape", "color", "style"], ["shape", "colour"]]})
+                                         "scenario.stream.labelings": labelings})
     out = run_study(load_study_config(path))
     state = json.loads((out / "study.json").read_text())
     status = {r["name"]: r["status"] for r in state["runs"]}
@@ -66,7 +67,8 @@ def test_local_study_with_a_failure_then_resume(tmp_path):
     assert stats["outcome"] == "forgetting_max/linear/frozen" and stats["verdict"]
     labels = [t["label"] for t in stats["tests"]]
     assert "all runs: dir-CDNV when learned vs forgetting" in labels or stats["notes"]
-    assert (out / "report" / "index.html").is_file() and (out / "report" / "figures" / "dir_cdnv_vs_forgetting.png").is_file()
+    assert (out / "report" / "index.html").is_file()
+    assert (out / "report" / "figures" / "dir_cdnv_vs_forgetting.png").is_file()
     # resume: finished runs are skipped, failures are not retried unless asked
     finished = [Path(r["path"]) for r in state["runs"] if r["status"] == "finished"]
     stamps = [(p / "manifest.json").stat().st_mtime_ns for p in finished]
@@ -85,5 +87,9 @@ def test_dask_engine_gives_the_same_tables_as_local(tmp_path):
     local = run_study(load_study_config(study_file(tmp_path, name="local")))
     dask = run_study(load_study_config(study_file(tmp_path, name="dask", engine="dask")))
     assert json.loads((dask / "study.json").read_text())["engine"] == "dask"
-    for table in ("tasks.csv", "pairs.csv"):
+    for study in (local, dask):          # two empty tables would also be equal: every run finished
+        assert [r["status"] for r in json.loads((study / "study.json").read_text())["runs"]] == ["finished"] * 2
+    for table, column in (("tasks.csv", "dir_cdnv_learned"), ("pairs.csv", "overlap")):
+        lines = (local / table).read_text().splitlines()
+        assert len(lines) == 1 + 2 * 3 and column in lines[0].split(",")     # 2 runs x 3 tasks (3 pairs)
         assert (local / table).read_text() == (dask / table).read_text()

@@ -84,8 +84,11 @@ def test_regularisers_really_constrain(mode, plain_ratio):
     """Same seed, same data: only the penalty differs. A no-op (Avalanche's SI on CPU) would give ratio 1."""
     free, importance = weight_change(mode, 0.0)
     held, _ = weight_change(mode, 1e4)
-    l2 = lambda d: float(sum(v.square().sum() for v in d.values())) ** 0.5
-    weighted = lambda d: float(sum((importance[n] * v.square()).sum() for n, v in d.items()))
+    def l2(d):
+        return float(sum(v.square().sum() for v in d.values())) ** 0.5
+
+    def weighted(d):
+        return float(sum((importance[n] * v.square()).sum() for n, v in d.items()))
     assert l2(held) < plain_ratio * l2(free), (mode, l2(held), l2(free))
     assert weighted(held) < 0.2 * weighted(free), (mode, weighted(held), weighted(free))
     assert all(torch.isfinite(v).all() and (v >= 0).all() for v in importance.values())

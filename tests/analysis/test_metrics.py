@@ -1,0 +1,139 @@
+"""Metric objects and their collection: declared state that round-trips through a weights-only
+checkpoint, a restored collection that continues exactly, the contract checks, and the random-direction
+reference levels of |cos|."""
+import io
+import math
+
+import pytest
+import torch
+
+from dncsim.analysis.geometry import class_geometry
+from dncsim.analysis.metrics import (DEFAULT_METRICS, AnalysisConfig, EvaluationConfig, EvaluationTask, Metric,
+                                     MetricCollection, build_collection)
+from dncsim.analysis.metrics.base import Row, pack_state, unpack_state
+from dncsim.analysis.metrics.forgetting_transfer import ForgettingTransfer
+from dncsim.analysis.orthogonality import random_abs_cos
+from dncsim.analysis.probes import fit_linear, fit_ncc
+
+N_TRAIN, N_TEST, D = 48, 40, 6
+
+
+def make_tasks():
+    """Two tasks on the same samples (learned at experiences 0 and 1) and a watched one."""
+    y = torch.arange(N_TRAIN + N_TEST)
+    labels = [y % 2, (y // 2) % 3, (y // 6) % 2]
+    return [EvaluationTask(index=k, name=f"task {k}, part", train_labels=lab[:N_TRAIN], test_labels=lab[N_TRAIN:],
+                           group="same", learned_at=(k if k < 2 else None)) for k, lab in enumerate(labels)]
+
+
+def features_at(t: int):
+    """Deterministic features that drift with the row t: class structure plus noise."""
+    def features(k, split):
+        g = torch.Generator().manual_seed(100 * (t + 2) + (split == "test"))
+        n = N_TRAIN if split == "train" else N_TEST
+        offset = 0 if split == "train" else N_TRAIN
+        y = torch.arange(offset, offset + n)
+        signal = torch.stack([(y % 2) * 2.0, ((y // 2) % 3) * 1.5, ((y // 6) % 2) * (1.0 + t)], dim=1)
+        return torch.cat([signal, torch.zeros(n, D - 3)], dim=1) + torch.randn(n, D, generator=g)
+    return features
+
+
+def collection():
+    return build_collection(make_tasks(), EvaluationConfig(linear_steps=15),
+                            AnalysisConfig(shots=[1, 5], episodes=10), seed=4)
+
+
+def test_state_packs_into_plain_tensors_and_back():
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.arange(30) % 3
+    state = {"g": class_geometry(x, y, mean_axis_var=True), "probes": [fit_ncc(x, y), fit_linear(x, y, steps=5)],
+             "n": 3, "name": "a", "none": None}
+    buf = io.BytesIO()
+    torch.save(pack_state(state), buf)
+    buf.seek(0)
+    back = unpack_state(torch.load(buf, weights_only=True))
+    for field, value in state["g"].to_arrays().items():
+        torch.testing.assert_close(back["g"].to_arrays()[field], value, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(back["probes"][0].predict(x), state["probes"][0].predict(x))
+    assert torch.equal(back["probes"][1].logits(x), state["probes"][1].logits(x))
+    assert (back["n"], back["name"], back["none"]) == (3, "a", None)
+    with pytest.raises(TypeError, match="cannot be checkpointed"):
+        pack_state({"bad": object()})
+
+
+def test_a_restored_collection_continues_exactly():
+    whole = collection()
+    for t in (-1, 0, 1, 2):
+        whole.evaluate(t, features_at(t))
+    first = collection()
+    for t in (-1, 0):
+        first.evaluate(t, features_at(t))
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = collection()
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    for t in (1, 2):
+        resumed.evaluate(t, features_at(t))
+    assert resumed.rows == whole.rows and resumed.done == [-1, 0, 1, 2]
+    # the frozen probes and the geometry when learned were state: without them the rows would differ
+    fresh = collection()
+    for t in (1, 2):
+        fresh.evaluate(t, features_at(t))
+    assert fresh.rows != [r for r in whole.rows if r["exp"] >= 1]
+
+
+def test_what_the_collection_measures():
+    c = collection()
+    rows = []
+    for t in (-1, 0, 1):
+        rows += c.evaluate(t, features_at(t)).rows
+    assert {r["metric"] for r in rows} <= set(c.emits)
+    frozen = [r for r in rows if r["metric"] == "acc" and r["protocol"] == "frozen"]
+    assert sorted({(r["exp"], r["task"]) for r in frozen}) == [(0, 0), (1, 0), (1, 1)]   # the watched task never
+    drift = [(r["exp"], r["task"]) for r in rows if r["metric"] == "axis_drift"]
+    assert drift == [(1, 0)]
+    pairs = {(r["task"], r["task_b"]) for r in rows if r["metric"] == "prop42_frac"}
+    assert pairs == {(0, 1), (0, 2), (1, 2)}
+    assert all(r["task_name"] == f"task {r['task']}, part" for r in rows if r["task"] is not None)
+    result = c.evaluate(2, features_at(2))
+    assert sorted(result.geometries) == [0, 1, 2] and result.t == 2
+
+
+def test_the_contract_is_checked():
+    class Loose(Metric):
+        name, emits = "loose", ("declared",)
+
+        def update(self, row):
+            self.measure(row, "undeclared", 1.0, task=0)
+
+    row = Row(0, make_tasks(), features_at(0))
+    with pytest.raises(ValueError, match="does not declare 'undeclared'"):
+        Loose()(row)
+    with pytest.raises(ValueError, match="needs probe_accuracy earlier"):
+        ForgettingTransfer()(row)
+    with pytest.raises(ValueError, match="repeated: \\['loose'\\]"):
+        MetricCollection([Loose(), Loose()], make_tasks())
+    m = DEFAULT_METRICS[0].from_config(EvaluationConfig(), AnalysisConfig(), 0)
+    with pytest.raises(ValueError, match="state has"):
+        m.load_state_dict({"accuracy": {}})
+
+
+@pytest.mark.parametrize("d,exact", [(2, math.cos(math.pi / 4)), (3, 0.5)])
+def test_random_median_abs_cos_is_exact_in_low_dimensions(d, exact):
+    """d = 2: |cos| of a uniform angle has median cos(pi/4); d = 3: |cos| is uniform on [0, 1]."""
+    assert random_abs_cos(d)["median"] == pytest.approx(exact, rel=1e-12)
+    assert random_abs_cos(d)["rms"] == pytest.approx(1 / math.sqrt(d), rel=1e-12)
+
+
+@pytest.mark.parametrize("d", [16, 128, 512])
+def test_random_abs_cos_levels_match_simulation(d):
+    g = torch.Generator().manual_seed(d)
+    u = torch.nn.functional.normalize(torch.randn(40_000, d, generator=g, dtype=torch.float64), dim=1)
+    v = torch.nn.functional.normalize(torch.randn(40_000, d, generator=g, dtype=torch.float64), dim=1)
+    cos = (u * v).sum(1).abs()
+    ref = random_abs_cos(d)
+    assert float(cos.median()) == pytest.approx(ref["median"], rel=0.02)
+    assert float(cos.square().mean().sqrt()) == pytest.approx(ref["rms"], rel=0.02)
+    assert ref["median"] == pytest.approx(0.674 / math.sqrt(d), rel=0.05)       # the large-d approximation
+    assert ref["median"] < 0.71 * ref["rms"]           # the RMS is no reference for a median

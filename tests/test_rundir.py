@@ -1,0 +1,152 @@
+"""The run directory's one owner: every file type written and read back, names that need quoting,
+the plan that decides what a run may do with a directory, and a class-incremental run's table."""
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dncsim.analysis import class_geometry
+from dncsim.analysis.names import ACC, DIR_CDNV, TABLE_COLUMNS, ProbeKey, probe_keys, table_row
+from dncsim.common import DncsimError
+from dncsim.rundir import (RunDirectory, accuracy_matrices, load_geometry, load_run, metrics_csv_text,
+                           read_metrics_csv)
+
+names = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
+                max_size=30)
+values = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def tables(draw):
+    """A metrics table: a few tasks with arbitrary names, accuracy and geometry rows, pair rows."""
+    task_names = draw(st.lists(names, min_size=1, max_size=4))
+    rows = []
+    for exp in range(-1, len(task_names)):
+        for k, name in enumerate(task_names):
+            for key in probe_keys():
+                if key.protocol == "frozen" and exp < k:
+                    continue
+                rows.append(table_row(exp, ACC, draw(st.floats(0, 1)), task=k, task_name=name, key=key))
+            rows.append(table_row(exp, DIR_CDNV, draw(values), task=k, task_name=name))
+            if k:
+                rows.append(table_row(exp, "axis_cos_median", draw(values), task=0, task_name=task_names[0],
+                                      task_b=k))
+            rows.append(table_row(exp, "fewshot_err", draw(values), task=k, task_name=name, shots=draw(st.integers(1))))
+    return task_names, rows
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tables())
+def test_metrics_and_accuracy_files_round_trip(tmp_path_factory, table):
+    task_names, rows = table
+    rd = RunDirectory(tmp_path_factory.mktemp("run"))
+    rd.prepare(RunDirectory.FRESH)
+    rd.write_metrics(rows)
+    assert read_metrics_csv(rd.file("metrics.csv")) == rows
+    assert [json.loads(line) for line in rd.file("metrics.jsonl").read_text().splitlines()] == rows
+    with open(rd.file("metrics.csv"), newline="", encoding="utf-8") as f:
+        parsed = list(csv.reader(f))
+    assert parsed[0] == list(TABLE_COLUMNS) and len(parsed) == len(rows) + 1
+    assert all(len(r) == len(TABLE_COLUMNS) for r in parsed)
+    frame = pd.read_csv(rd.file("metrics.csv"), keep_default_na=False, dtype=str)
+    assert frame.shape == (len(rows), len(TABLE_COLUMNS))
+    assert list(frame["task_name"]) == ["" if r["task_name"] is None else r["task_name"] for r in rows]
+    # accuracy.json is the acc rows as matrices
+    keys = probe_keys()
+    rd.write_accuracy(rows, task_names, keys)
+    stored = json.loads(rd.file("accuracy.json").read_text())
+    assert stored["tasks"] == task_names and set(stored["matrices"]) == {str(k) for k in keys}
+    mats = accuracy_matrices(rows, len(task_names), keys)
+    for r in rows:
+        if r["metric"] == ACC:
+            key = ProbeKey(r["probe"], r["protocol"])
+            assert stored["matrices"][str(key)][r["exp"] + 1][r["task"]] == r["value"] == mats[key][r["exp"] + 1,
+                                                                                                  r["task"]]
+    assert stored["matrices"]["ncc/frozen"][0] == [None] * len(task_names)
+
+
+@pytest.mark.parametrize("mean_axis_var", [True, False])
+def test_geometry_files_round_trip_exactly(tmp_path, mean_axis_var):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    geoms = {0: class_geometry(x, torch.arange(60) % 3, mean_axis_var=mean_axis_var),
+             2: class_geometry(x.float(), torch.arange(60) % 2, ddof=1, dtype=torch.float32)}
+    rd = RunDirectory(tmp_path)
+    rd.write_geometry(-1, geoms)
+    back = load_geometry(tmp_path / "geometry" / "row_000.npz")
+    assert sorted(back) == [0, 2]
+    for k, geom in geoms.items():
+        for field, value in geom.to_arrays().items():
+            torch.testing.assert_close(back[k].to_arrays()[field], value, rtol=0, atol=0, equal_nan=True)
+        assert (back[k].mean_axis_var is None) == (geom.mean_axis_var is None)
+    with np.load(tmp_path / "geometry" / "row_000.npz") as z:
+        assert z["task0/axes"].shape == (3, 5) and z["task0/pairs"].tolist() == [[0, 1], [0, 2], [1, 2]]
+
+
+def test_config_manifest_and_checkpoint_round_trip(tmp_path):
+    rd = RunDirectory(tmp_path / "run")
+    assert rd.plan({"a": 1}, resume=False, force=False) == RunDirectory.FRESH and not rd.path.exists()
+    rd.prepare(RunDirectory.FRESH)
+    config = {"name": "x, \"y\"", "seed": 3, "scenario": {"source": {"name": "shapes"}}, "lists": [1, [2, 3]]}
+    rd.write_config(config)
+    rd.write_manifest({"status": "running", "é": None})
+    assert rd.stored_config() == config and rd.manifest() == {"status": "running", "é": None}
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "rows": [table_row(0, ACC, 0.5)], "n": 2}
+    rd.save_checkpoint(state)
+    back = rd.load_checkpoint()
+    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["rows"] == state["rows"]
+    rd.file("checkpoint.pt").write_bytes(rd.file("checkpoint.pt").read_bytes()[:50])     # truncated on disk
+    with pytest.raises(DncsimError, match="checkpoint.pt: unreadable checkpoint"):
+        rd.load_checkpoint()
+
+
+def test_the_plan_never_touches_the_directory(tmp_path):
+    rd = RunDirectory(tmp_path / "run")
+    with pytest.raises(DncsimError, match="--resume: .* does not exist"):
+        rd.plan({}, resume=True, force=False)
+    rd.prepare(RunDirectory.FRESH)
+    rd.write_config({"seed": 1, "output": {"dir": "a"}})
+    rd.write_manifest({"status": "running"})
+    assert rd.plan({"seed": 1, "output": {"dir": "b"}}, resume=False, force=False) == RunDirectory.RESUME
+    with pytest.raises(DncsimError, match=r"different configuration \(first difference: seed\)"):
+        rd.plan({"seed": 2}, resume=False, force=False)
+    assert rd.plan({"seed": 2}, resume=False, force=True) == RunDirectory.REPLACE
+    rd.write_manifest({"status": "finished"})
+    with pytest.raises(DncsimError, match="holds a finished run"):
+        rd.plan({"seed": 1}, resume=False, force=False)
+    assert sorted(p.name for p in rd.path.iterdir()) == ["config.yaml", "manifest.json"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DncsimError, match="is not a dncsim run directory"):
+        RunDirectory(other).plan({}, resume=False, force=False)
+    rd.prepare(RunDirectory.REPLACE)
+    assert list(rd.path.iterdir()) == []
+
+
+def test_a_class_incremental_run_writes_a_table_every_reader_parses(tmp_path):
+    from dncsim.simulator.config import run_from_mapping
+    from dncsim.simulator.run import run
+    cfg = run_from_mapping({
+        "scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 1},
+                     "stream": {"type": "class_incremental", "labeling": "shape", "experiences": 2}},
+        "backbone": {"name": "convnet", "width": 4, "feature_dim": 8}, "objective": {"name": "supervised"},
+        "evaluation": {"linear_steps": 5}, "analysis": {"shots": [1], "episodes": 2},
+        "output": {"report": False, "tensorboard": False, "checkpoints": False}})
+    out = run(cfg, tmp_path / "ci", quiet=True)
+    jsonl = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(", " in (r["task_name"] or "") for r in jsonl)           # "classes circle, square"
+    assert read_metrics_csv(out / "metrics.csv") == jsonl
+    with open(out / "metrics.csv", newline="") as f:
+        assert {len(r) for r in csv.reader(f)} == {len(TABLE_COLUMNS)}
+    frame = pd.read_csv(out / "metrics.csv")
+    assert frame.shape == (len(jsonl), len(TABLE_COLUMNS))
+    run_data = load_run(out)
+    assert run_data.tasks == sorted({r["task_name"] for r in jsonl if r["task_name"]}, key=run_data.tasks.index)
+    assert all(", " in t for t in run_data.tasks) and run_data.stream == "class_incremental"
+    assert metrics_csv_text(jsonl).encode() == (out / "metrics.csv").read_bytes()
