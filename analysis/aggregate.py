@@ -3,11 +3,13 @@
 Pure: a run comes in as a ``RunData`` (its table, matrices and accessors), rows of plain values go
 out; reading the files is the run directory's job.
 
-``task_rows``: one row per (run, task) with the run's factors, every per-task scalar metric of the
-table when the task was learned and at the end (``<metric>_learned``, ``<metric>_final``: e.g.
-``dir_cdnv_learned``), the overlap of its axes with later tasks' axes, and its accuracy, forgetting
-and the run's BWT under every probe and protocol. ``pair_rows``: one row per (run, task pair a < b)
-with the axis overlap when b was learned and the measured interference of b on a. Column names for
+``task_rows``: one row per (run, task) with the run's factors, the experience the task is learned in
+(``learned_at``; empty for a watched task) and whether it was learned (``learned``), every per-task
+scalar metric of the table when the task was learned and at the end (``<metric>_learned``,
+``<metric>_final``: e.g. ``dir_cdnv_learned``), the overlap of its axes with later tasks' axes, and its
+accuracy, forgetting (max, last, normalised) and the run's BWT under every probe and protocol.
+``pair_rows``: one row per (run, task pair a < b) with whether each was learned, the axis overlap when
+b was learned and the measured interference of b on a. Column names for
 per-probe values are ``<metric>/<probe>/<protocol>``.
 """
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from dncsim.common import csv_text
-from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, BWT, FORGETTING_LAST, FORGETTING_MAX, FROZEN,
-                                   INTERFERENCE, PROP42_FRAC)
+from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, BWT, FORGETTING_LAST, FORGETTING_MAX,
+                                   FORGETTING_NORM, FROZEN, INTERFERENCE, PROP42_FRAC)
 
 __all__ = ["task_rows", "pair_rows", "rows_to_csv"]
 
@@ -36,20 +38,23 @@ def task_rows(run, factors: Dict[str, object]) -> List[dict]:
     scalars = run.task_scalars()
     rows = []
     for k, name in enumerate(run.tasks):
-        r = dict(base, task=k, task_name=name)
+        L = run.learned_at[k]
+        r = dict(base, task=k, task_name=name, learned_at=L, learned=run.learned(k))
         for metric in scalars:
-            r[f"{metric}_learned"] = run.value(metric, k, k)
+            r[f"{metric}_learned"] = None if L is None else run.value(metric, L, k)
             r[f"{metric}_final"] = run.value(metric, last, k)
-        later = [run.value(AXIS_COS_MEDIAN, b, k, b) for b in range(k + 1, run.T)]
+        later = [run.value(AXIS_COS_MEDIAN, Lb, k, b) for b, Lb in enumerate(run.learned_at)
+                 if b > k and Lb is not None and L is not None and Lb > L]
         later = [v for v in later if v is not None]
         r["overlap_later"] = float(np.mean(later)) if later else None
         for key in run.probe_keys:
             R = run.matrices[key]
-            learned = R[k + 1, k] if k + 1 < R.shape[0] else np.nan
+            learned = R[L + 1, k] if L is not None and L + 1 < R.shape[0] else np.nan
             r[f"acc_learned/{key}"] = None if np.isnan(learned) else float(learned)
             r[f"acc_final/{key}"] = run.value(ACC, last, k, key=key)
             r[f"forgetting_max/{key}"] = run.value(FORGETTING_MAX, last, k, key=key)
             r[f"forgetting_last/{key}"] = run.value(FORGETTING_LAST, last, k, key=key)
+            r[f"forgetting_norm/{key}"] = run.value(FORGETTING_NORM, last, k, key=key)
             r[f"bwt/{key}"] = run.value(BWT, last, key=key)
         rows.append(r)
     return rows
@@ -61,14 +66,16 @@ def pair_rows(run, factors: Dict[str, object]) -> List[dict]:
     base = _base(run, factors)
     rows = []
     for a, b in itertools.combinations(range(run.T), 2):
+        Lb = run.learned_at[b]
         r = dict(base, task_a=a, task_b=b, name_a=run.tasks[a], name_b=run.tasks[b],
-                 overlap=run.value(AXIS_COS_MEDIAN, b, a, b),
-                 overlap_max=run.value(AXIS_COS_MAX, b, a, b),
+                 learned_a=run.learned(a), learned_b=run.learned(b),
+                 overlap=None if Lb is None else run.value(AXIS_COS_MEDIAN, Lb, a, b),
+                 overlap_max=None if Lb is None else run.value(AXIS_COS_MAX, Lb, a, b),
                  overlap_final=run.value(AXIS_COS_MEDIAN, last, a, b),
                  prop42_frac_final=run.value(PROP42_FRAC, last, a, b))
         for key in run.probe_keys:
             if key.protocol == FROZEN:
-                r[f"interference/{key}"] = run.value(INTERFERENCE, b, a, b, key=key)
+                r[f"interference/{key}"] = None if Lb is None else run.value(INTERFERENCE, Lb, a, b, key=key)
         rows.append(r)
     return rows
 

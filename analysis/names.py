@@ -35,6 +35,8 @@ CDNV = "cdnv"                    # mean CDNV over unordered class pairs
 CDNV_RATIO = "cdnv_ratio"        # dir_cdnv / cdnv
 MEAN_GAP = "mean_gap"            # mean distance between class means
 AXIS_DRIFT = "axis_drift"        # mean signed cos(u_ij(now), u_ij(when learned)) over class pairs
+LEARNED = "learned"              # 1 when the task's accuracy right after its experience cleared chance + margin
+ACC_SEEN = "acc_seen"            # accuracy over all classes seen so far (class- and task-incremental streams)
 FEWSHOT_ERR = "fewshot_err"      # few-shot NCC error at `shots`
 BOUND = "bound"                  # Theorem 4.1 bound at `shots` on the same class subsets
 BOUND_LIMIT = "bound_limit"      # its m -> infinity limit, (1/C') sum 4 dir-CDNV
@@ -49,6 +51,7 @@ INTERFERENCE = "interference"         # drop of task's frozen-probe accuracy whi
 # from the accuracy matrix
 FORGETTING_MAX = "forgetting_max"     # max over earlier rows since learned, minus now
 FORGETTING_LAST = "forgetting_last"   # just after learning, minus now
+FORGETTING_NORM = "forgetting_norm"   # forgetting_last over (just after learning minus chance)
 BWT = "bwt"                           # mean over learned tasks of (now - just after learning)
 FWT = "fwt"                           # just before learning minus the untrained backbone
 

@@ -16,7 +16,7 @@ from scipy.stats import rankdata
 from dncsim.common import DncsimError
 
 __all__ = ["CorrelationResult", "spearman", "cluster_bootstrap_spearman", "compare_predictors", "verdict",
-           "correlation_table", "study_statistics", "within_task_ranks"]
+           "correlation_table", "study_statistics", "within_task_ranks", "exclude_unlearned"]
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -182,6 +182,11 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings) -> dict:
     kw = dict(bootstrap=settings.bootstrap, permutations=settings.permutations, alpha=settings.alpha,
               seed=settings.seed)
     out = {"outcome": y, "interference": inter, "tests": [], "notes": []}
+    include = getattr(settings, "include_unlearned", False)
+    tasks, pairs, out["excluded"] = exclude_unlearned(tasks, pairs, include)
+    if out["excluded"]["task_rows"]:
+        out["notes"].append(f"{out['excluded']['task_rows']} task rows and {out['excluded']['pair_rows']} pair rows "
+                            f"left out: {out['excluded']['reason']}")
 
     def add(label, rows, x, yy, cluster="run"):
         res, err = _try(correlation_table, rows, x, yy, cluster, **kw)
@@ -227,6 +232,19 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings) -> dict:
             + ("the link holds beyond differences between tasks." if held else
                "beyond differences between tasks, the data show no measurable link."))
     return out
+
+
+def exclude_unlearned(tasks: List[dict], pairs: List[dict], include: bool = False):
+    """The task rows whose ``learned`` is not False and the pair rows of two such tasks (everything with
+    ``include``), and a record of what was left out and why."""
+    if include:
+        return tasks, pairs, {"task_rows": 0, "pair_rows": 0, "reason": "unlearned tasks kept (include_unlearned)"}
+    kept = [r for r in tasks if r.get("learned") is not False]
+    kept_pairs = [r for r in pairs if r.get("learned_a") is not False and r.get("learned_b") is not False]
+    reason = ("tasks not learned (probe accuracy right after their experience within the learned margin of chance) "
+              "have nothing to forget; statistics.include_unlearned: true keeps them")
+    return kept, kept_pairs, {"task_rows": len(tasks) - len(kept), "pair_rows": len(pairs) - len(kept_pairs),
+                              "reason": reason}
 
 
 def within_task_ranks(rows: List[dict], columns: Sequence[str]) -> List[dict]:

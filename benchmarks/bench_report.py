@@ -29,7 +29,7 @@ def ten_task_run(path: Path) -> Path:
     cfg = run_from_mapping({
         "name": "bench-report", "seed": 0,
         "scenario": {"source": {"name": "digits", "image_size": 16},
-                     "stream": {"type": "multilabel", "labelings": LABELINGS}},
+                     "stream": {"type": "multilabel", "labelings": LABELINGS, "allow_same_inputs": True}},
         "backbone": {"name": "convnet", "width": 8, "feature_dim": 32}, "augment": {"flip": False},
         "training": {"epochs": 1, "batch_size": 128}, "evaluation": {"linear_steps": 20},
         "analysis": {"episodes": 20}, "output": {"report": False, "tensorboard": False}})

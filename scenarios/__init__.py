@@ -7,7 +7,7 @@ task label, sample indices into the source tensors).
 from dncsim.scenarios.build import build_scenario, load_source
 from dncsim.scenarios.config import ScenarioConfig, load_scenario_config, scenario_from_mapping
 from dncsim.scenarios.sources import SourceData, Split
-from dncsim.scenarios.streams import ExperienceInfo, Scenario
+from dncsim.scenarios.streams import EvaluationTaskInfo, ExperienceInfo, Scenario
 
 __all__ = ["build_scenario", "load_source", "ScenarioConfig", "load_scenario_config", "scenario_from_mapping",
-           "SourceData", "Split", "ExperienceInfo", "Scenario"]
+           "SourceData", "Split", "ExperienceInfo", "EvaluationTaskInfo", "Scenario"]

@@ -1,6 +1,8 @@
 """From a validated scenario config to a built Scenario: load the source, then build the stream."""
 from __future__ import annotations
 
+from typing import Sequence
+
 from dncsim.scenarios.config import ScenarioConfig, scenario_from_mapping
 from dncsim.scenarios.digits import DigitsConfig, load_digits_source
 from dncsim.scenarios.features import FeaturesSourceConfig, load_features_source
@@ -25,9 +27,10 @@ def load_source(cfg, seed: int) -> SourceData:
     raise TypeError(f"no loader for source config {type(cfg).__name__}")
 
 
-def build_scenario(config) -> Scenario:
+def build_scenario(config, *, watch: Sequence[str] = ()) -> Scenario:
     """Build a scenario from a ScenarioConfig (or a mapping, validated first): an Avalanche benchmark with
-    a description of every experience. Deterministic for ``config.seed``."""
+    a description of every experience and the evaluation tasks (plus the labelings in ``watch``, only
+    watched). Deterministic for ``config.seed``."""
     if not isinstance(config, ScenarioConfig):
         config = scenario_from_mapping(config)
-    return build_stream(config, load_source(config.source, config.seed))
+    return build_stream(config, load_source(config.source, config.seed), watch=watch)

@@ -4,7 +4,7 @@
 scenario:
   seed: 0                      # data generation, splits, class order, domain shifts
   source: {name: shapes, ...}  # shapes | digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | features
-  stream: {type: multilabel, labelings: [shape, color, size, style]}
+  stream: {type: factor, hold: one}   # factor | multilabel | class_incremental | task_incremental | domain_incremental
 ```
 Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the key
 (``load_scenario_config``); checks that need the data (a labeling the source does not have, a
@@ -38,6 +38,10 @@ class _ClassSplitStream(StrictModel):
     class_order: Optional[List[int]] = Field(None, description="explicit class order (a permutation of the class ids)")
     shuffle_classes: bool = Field(True, description="without class_order: shuffle the classes with the seed")
 
+    @property
+    def same_inputs(self) -> bool:
+        return False
+
 
 class ClassIncrementalStream(_ClassSplitStream):
     """New classes in every experience, one shared label space, no task labels (task label 0)."""
@@ -61,12 +65,23 @@ class DomainIncrementalStream(StrictModel):
     include_identity: bool = Field(True, description="the first experience sees unshifted inputs")
     max_rotation: float = Field(180.0, gt=0, le=360, description="rotate: the last experience's angle in degrees")
 
+    @property
+    def same_inputs(self) -> bool:
+        return False
+
 
 class MultilabelStream(StrictModel):
     """The same inputs in every experience, each experience a different labeling (task label = index)."""
 
     type: Literal["multilabel"] = "multilabel"
     labelings: List[str] = Field(min_length=1, description="labeling specs, e.g. color, class:parity")
+    allow_same_inputs: bool = Field(False, description="accept this stream with an objective that ignores labels "
+                                                       "(its experiences are then identical to it)")
+
+    @property
+    def same_inputs(self) -> bool:
+        """Several experiences train on the same inputs."""
+        return len(self.labelings) > 1
 
     @field_validator("labelings")
     @classmethod
@@ -77,7 +92,41 @@ class MultilabelStream(StrictModel):
         return v
 
 
-StreamConfig = Annotated[Union[ClassIncrementalStream, TaskIncrementalStream, DomainIncrementalStream,
+class FactorStream(StrictModel):
+    """One attribute per experience: experience k trains on data in which attribute k varies over all
+    its values while the others are held (``hold: one`` -- each fixed at one value drawn by seed;
+    ``subset`` -- restricted to a random ``hold_fraction`` of its values; ``none`` -- everything varies,
+    the same inputs in every experience). The evaluation task of experience k is attribute k on the
+    full evaluation data."""
+
+    type: Literal["factor"] = "factor"
+    attributes: Optional[List[str]] = Field(None, min_length=1, description="attributes in stream order "
+                                                                             "(default: every labeling of the source)")
+    hold: Literal["one", "subset", "none"] = "one"
+    hold_fraction: float = Field(0.5, gt=0, lt=1, description="hold: subset -- share of each held attribute's "
+                                                              "values kept (at least one, at most all but one)")
+    samples_per_experience: Optional[int] = Field(None, ge=2, description="generated sources: training images "
+                                                                          "per experience (default: the train "
+                                                                          "split's size)")
+    min_samples_per_class: int = Field(10, ge=1, description="sources read from disk: fewest samples per value of "
+                                                             "the varying attribute an experience may have")
+    allow_same_inputs: bool = Field(False, description="hold: none with an objective that ignores labels")
+
+    @field_validator("attributes")
+    @classmethod
+    def _distinct(cls, v):
+        if v is not None:
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"attributes repeat {', '.join(dup)}")
+        return v
+
+    @property
+    def same_inputs(self) -> bool:
+        return self.hold == "none"
+
+
+StreamConfig = Annotated[Union[FactorStream, ClassIncrementalStream, TaskIncrementalStream, DomainIncrementalStream,
                                MultilabelStream], Field(discriminator="type")]
 
 
@@ -86,8 +135,7 @@ class ScenarioConfig(StrictModel):
 
     seed: int = Field(0, ge=0)
     source: SourceConfig = Field(default_factory=ShapesConfig)
-    stream: StreamConfig = Field(
-        default_factory=lambda: MultilabelStream(labelings=["shape", "color", "size", "style"]))
+    stream: StreamConfig = Field(default_factory=FactorStream)
 
 
 def scenario_from_mapping(data, *, prefix: str = "scenario") -> ScenarioConfig:

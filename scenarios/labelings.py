@@ -25,12 +25,29 @@ LABEL_FUNCTIONS = ("parity", "high", "mod<k>")
 
 @dataclass(frozen=True)
 class Labeling:
-    """A resolved labeling: ``train`` (N_train,) and ``test`` (N_test,) int64 ids 0..K-1 and their ``names``."""
+    """A resolved labeling: ``train`` (N_train,), ``test`` (N_test,) and ``probe`` (ids on the source's
+    probe-train split, the evaluation data) int64 ids 0..K-1, and their ``names``."""
 
     spec: str
     train: torch.Tensor
     test: torch.Tensor
     names: List[str]
+    probe: torch.Tensor = None
+    base: str = ""
+
+    def on(self, split: str) -> torch.Tensor:
+        """The ids on the training data (``train``), the probe-train split (``probe``) or ``test``."""
+        return {"train": self.train, "test": self.test, "probe": self.probe}[split]
+
+    def evaluation(self, split: str) -> torch.Tensor:
+        """The ids on the evaluation data: ``train`` -> probe-train, ``test`` -> probe-test."""
+        return self.probe if split == "train" else self.test
+
+    def apply(self, base_ids: torch.Tensor) -> torch.Tensor:
+        """Map ids of the base labeling to this labeling's ids (identity for a plain labeling)."""
+        return self._fn(base_ids) if self._fn is not None else base_ids
+
+    _fn: object = None
 
     @property
     def num_classes(self) -> int:
@@ -61,9 +78,11 @@ def resolve_labeling(source: SourceData, spec: str, *, key: str = "labeling") ->
     if base not in source.label_names:
         raise DncsimError(f"{key}: '{base}' is not a labeling of source '{source.name}' "
                           f"(available: {', '.join(source.labelings)}){did_you_mean(base, source.labelings)}")
-    ytr, yte = source.train.labels[base], source.test.labels[base]
+    probe_split = source.evaluation_split("train")
+    ytr, yte, ypr = source.train.labels[base], source.test.labels[base], probe_split.labels[base]
     names = list(source.label_names[base])
+    f = None
     if fn:
         f, names = _derive(fn, names, spec)
-        ytr, yte = f(ytr), f(yte)
-    return Labeling(spec=spec, train=ytr, test=yte, names=names)
+        ytr, yte, ypr = f(ytr), f(yte), f(ypr)
+    return Labeling(spec=spec, train=ytr, test=yte, names=names, probe=ypr, base=base, _fn=f)

@@ -11,24 +11,44 @@ from dncsim.scenarios.streams import Scenario
 __all__ = ["describe", "save_example_grid"]
 
 
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def describe(sc: Scenario) -> str:
-    """Summary: source, input shape, split sizes, then a row per experience (task label, labeling or
-    shift, classes with names, train and test sizes)."""
+    """Summary: source, input shape, split sizes and evaluation data, then a row per experience (task
+    label, labeling or shift, classes with names, train and test sizes; for a factor stream which
+    attribute varies and what the others are held at) and a row per evaluation task."""
     src = sc.source
     cfg = sc.config
     shape = "x".join(map(str, src.input_shape))
+    probe = src.evaluation_split("train")
+    where = ("rendered independently of the training data" if src.probe is not None
+             else "the source's train and test splits")
+    digests = sc.input_digests()
+    same = len(set(digests)) < len(digests)
     head = (f"source {src.name}: {'images' if src.is_image else 'vectors'} {shape}, "
             f"{len(src.train)} train / {len(src.test)} test samples; labelings: {', '.join(src.labelings)}\n"
-            f"stream {sc.stream_type}: {len(sc.experiences)} experiences (seed {cfg.seed})")
+            f"evaluation data: {len(probe)} probe-train / {len(src.test)} probe-test samples ({where})\n"
+            f"stream {sc.stream_type}: {len(sc.experiences)} experiences (seed {cfg.seed}); training inputs "
+            + ("IDENTICAL in some experiences" if same else "differ between experiences"))
     rows = []
+    factor = any(e.varying for e in sc.experiences)
     for e in sc.experiences:
-        names = ", ".join(e.class_names)
-        if len(names) > 60:
-            names = names[:57] + "..."
         what = e.labeling if not e.shift_name else f"{e.labeling} / {e.shift_name}"
-        rows.append([e.index, e.task_label, what, len(e.classes), names, len(e.train_idx), len(e.test_idx)])
-    table = format_table(["exp", "task", "labeling", "C", "classes", "train", "test"], rows)
-    return head + "\n\n" + table
+        row = [e.index, e.task_label, what, len(e.classes), _short(", ".join(e.class_names)), len(e.train_idx),
+               len(e.test_idx)]
+        if factor:
+            held = "; ".join(f"{a}={'/'.join(v)}" for a, v in e.held.items()) or "nothing (everything varies)"
+            row.append(_short(held, 70))
+        rows.append(row)
+    header = ["exp", "task", "labeling", "C", "classes", "train", "test"] + (["held (others vary)"] if factor else [])
+    table = format_table(header, rows, title="Training experiences")
+    task_rows = [[t.index, t.name, "watched" if t.learned_at is None else t.learned_at, len(t.classes),
+                  len(t.train_idx), len(t.test_idx)] for t in sc.eval_tasks]
+    tasks = format_table(["task", "name", "learned in exp", "C", "probe-train", "probe-test"], task_rows,
+                         title="Evaluation tasks (probed after every experience)")
+    return head + "\n\n" + table + "\n\n" + tasks
 
 
 def save_example_grid(sc: Scenario, path, *, per_experience: int = 8, split: str = "train") -> bool:
@@ -60,7 +80,8 @@ def save_example_grid(sc: Scenario, path, *, per_experience: int = 8, split: str
             ax.imshow(img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img[0].numpy(),
                       cmap=None if img.shape[0] == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(e.class_names[e.classes.index(int(y[picks[k]]))], fontsize=8)
-        axes[t][0].set_ylabel(f"exp {t}\n{e.shift_name or e.labeling}", fontsize=8)
+        axes[t][0].set_ylabel(f"exp {t}\n{e.shift_name or e.labeling}" + ("\nvaries" if e.varying else ""),
+                              fontsize=8)
     fig.suptitle(f"{sc.source.name} - {sc.stream_type}: example {split} images per experience", fontsize=10)
     fig.tight_layout()
     path = Path(path)

@@ -42,9 +42,9 @@ import torch
 from pydantic import Field, field_validator
 
 from dncsim.common import DncsimError, StrictModel
-from dncsim.scenarios.sources import SourceData, Split
+from dncsim.scenarios.sources import SourceData, Split, derived_seed
 
-__all__ = ["ShapesConfig", "ShapesNuisance", "generate_shapes", "load_shapes",
+__all__ = ["ShapesConfig", "ShapesNuisance", "generate_shapes", "render_shapes", "load_shapes",
            "LABELINGS", "SHAPES", "COLORS", "SIZES", "STYLES"]
 
 ShapeName = Literal["circle", "square", "triangle", "cross", "star", "crescent", "heart"]
@@ -191,7 +191,9 @@ class ShapesConfig(StrictModel):
     sizes: List[SizeName] = Field(default_factory=lambda: ["small", "medium", "large"])
     styles: List[StyleName] = Field(default_factory=lambda: ["filled", "outline"])
     train_repeats: int = Field(30, ge=1, description="training samples per (shape, color, size, style) cell")
-    test_repeats: int = Field(10, ge=1, description="test samples per (shape, color, size, style) cell")
+    probe_repeats: int = Field(10, ge=1, description="probe-train samples per cell (evaluation data, rendered "
+                                                     "independently of the training data)")
+    test_repeats: int = Field(10, ge=1, description="test (probe-test) samples per (shape, color, size, style) cell")
     nuisance: ShapesNuisance = Field(default_factory=ShapesNuisance)
 
     @field_validator("shapes", "colors", "sizes", "styles")
@@ -281,19 +283,8 @@ def _alpha(cfg: ShapesConfig, labels: Dict[str, torch.Tensor], radius: torch.Ten
     return alpha
 
 
-def generate_shapes(cfg: ShapesConfig, repeats: int, seed: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """Render the balanced full factorial design of ``cfg`` with ``repeats`` images per cell.
-
-    Returns ``(images, labels)``: images (N, 3, H, W) float32 in [0, 1] with
-    N = len(shapes) * len(colors) * len(sizes) * len(styles) * repeats and H = W = ``cfg.image_size``;
-    labels ``{"shape", "color", "size", "style"}`` -> (N,) int64 ids in the order of the config lists.
-    The sample order is shuffled and every nuisance drawn with ``torch.Generator().manual_seed(seed)``;
-    the same (cfg, repeats, seed) gives bit-identical tensors and the global RNG is not used.
-    """
-    if repeats < 1:
-        raise DncsimError(f"repeats must be >= 1; got {repeats}")
-    gen = torch.Generator().manual_seed(seed)
-    labels = _factorial_labels(cfg, repeats, gen)
+def _render(cfg: ShapesConfig, labels: Dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    """(N, 3, H, W) images of the given labels, nuisances and noise drawn from ``gen``."""
     radius, angle, offset, background = _nuisance(cfg, labels, gen)
     palette = torch.tensor([COLORS[c] for c in cfg.colors])
     n, side = radius.numel(), cfg.image_size
@@ -308,11 +299,39 @@ def generate_shapes(cfg: ShapesConfig, repeats: int, seed: int) -> Tuple[torch.T
         if cfg.nuisance.noise_std > 0:
             img = img + torch.randn(img.shape, generator=gen) * cfg.nuisance.noise_std
         images[sl] = img.clamp_(0, 1)
-    return images, labels
+    return images
+
+
+def render_shapes(cfg: ShapesConfig, labels: Dict[str, torch.Tensor], seed: int) -> torch.Tensor:
+    """Images (N, 3, H, W) float32 in [0, 1] of the given labels (every labeling of LABELINGS -> (N,) ids
+    in the order of the config lists), nuisances drawn with ``torch.Generator().manual_seed(seed)``."""
+    missing = [name for name in LABELINGS if name not in labels]
+    if missing:
+        raise ValueError(f"render_shapes needs labels for {missing}")
+    return _render(cfg, {name: labels[name] for name in LABELINGS}, torch.Generator().manual_seed(int(seed)))
+
+
+def generate_shapes(cfg: ShapesConfig, repeats: int, seed: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """Render the balanced full factorial design of ``cfg`` with ``repeats`` images per cell.
+
+    Returns ``(images, labels)``: images (N, 3, H, W) float32 in [0, 1] with
+    N = len(shapes) * len(colors) * len(sizes) * len(styles) * repeats and H = W = ``cfg.image_size``;
+    labels ``{"shape", "color", "size", "style"}`` -> (N,) int64 ids in the order of the config lists.
+    The sample order is shuffled and every nuisance drawn with ``torch.Generator().manual_seed(seed)``;
+    the same (cfg, repeats, seed) gives bit-identical tensors and the global RNG is not used.
+    """
+    if repeats < 1:
+        raise DncsimError(f"repeats must be >= 1; got {repeats}")
+    gen = torch.Generator().manual_seed(seed)
+    labels = _factorial_labels(cfg, repeats, gen)
+    return _render(cfg, labels, gen), labels
 
 
 def _sub_seed(seed: int, split: str) -> int:
-    """Seed of one split: train and test never share a generator, for any two seeds."""
+    """Seed of one split: train and test never share a generator, for any two seeds; the probe split's
+    seed is derived apart (``derived_seed``)."""
+    if split == "probe":
+        return derived_seed(seed, "shapes-probe")
     return 2 * seed + (split == "test")
 
 
@@ -320,15 +339,20 @@ def load_shapes(cfg: ShapesConfig, seed: int) -> SourceData:
     """The ``shapes`` source: train and test splits rendered with different sub-seeds of ``seed``.
 
     train: ``cfg.train_repeats`` images per cell (generator seed 2 * seed), test: ``cfg.test_repeats``
-    (seed 2 * seed + 1); see :func:`generate_shapes` for tensor shapes and label conventions.
-    ``label_names`` lists each labeling's value names in label-id order; the default labeling is shape.
+    (seed 2 * seed + 1), probe (probe-train): ``cfg.probe_repeats`` (a seed derived apart); each split
+    is its own balanced full factorial design, so every labeling is exactly balanced and every pair
+    exactly independent on the evaluation data. See :func:`generate_shapes` for tensor shapes and label
+    conventions. ``label_names`` lists each labeling's value names in label-id order; the default
+    labeling is shape; ``render`` draws new images for any labels (:func:`render_shapes`).
     """
     splits = {}
-    for split, repeats in (("train", cfg.train_repeats), ("test", cfg.test_repeats)):
+    for split, repeats in (("train", cfg.train_repeats), ("test", cfg.test_repeats), ("probe", cfg.probe_repeats)):
         splits[split] = Split(*generate_shapes(cfg, repeats, _sub_seed(seed, split)))
     values = cfg.label_names()
     info = {"image_size": cfg.image_size, "train_repeats": cfg.train_repeats, "test_repeats": cfg.test_repeats,
+            "probe_repeats": cfg.probe_repeats,
             "cells": math.prod(len(v) for v in values.values()), "nuisance": cfg.nuisance.model_dump(),
             "seeds": {split: _sub_seed(seed, split) for split in splits}}
     return SourceData(name="shapes", train=splits["train"], test=splits["test"], label_names=values,
-                      default_labeling="shape", info=info)
+                      default_labeling="shape", info=info, probe=splits["probe"],
+                      render=lambda labels, render_seed: render_shapes(cfg, labels, render_seed))

@@ -3,17 +3,31 @@
 A source knows nothing of streams or training. ``SourceData`` holds the master tensors that every
 experience of a stream indexes into (``sample_idx``), so analysis can fetch an experience's data
 by indexing instead of iterating a DataLoader.
+
+Evaluation data (what probes and geometry are measured on after every experience) are a probe-train
+and a probe-test split on which every labeling is defined: for sources read from disk the train and
+test splits themselves; a generated source renders an independent ``probe`` split with its own seed,
+so that probes never see the images an experience trained on, and can ``render`` new inputs for any
+labels (the factor stream renders each experience's training images afresh).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 from dncsim.common import DncsimError
 
-__all__ = ["Split", "SourceData"]
+__all__ = ["Split", "SourceData", "derived_seed"]
+
+
+def derived_seed(seed: int, *keys) -> int:
+    """A 31-bit seed derived from ``seed`` and ``keys`` (strings or ints) by hashing, so that streams of
+    random numbers used for different purposes never coincide for any two seeds."""
+    import hashlib
+    text = "/".join(str(k) for k in (int(seed), *keys))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,9 @@ class SourceData:
     ``label_names[labeling][k]`` is the readable name of class id k (e.g. ``"red"`` for color 0).
     ``default_labeling`` is used by class- and domain-incremental streams when none is configured.
     ``info`` holds source-specific facts for summaries (generator settings, file paths).
+    ``probe``: an independent probe-train split (generated sources; None: the train split serves as
+    probe-train). ``render(labels, seed) -> x``: new inputs for given label arrays (labeling -> (n,)
+    ids), deterministic in ``seed`` (generated sources only).
     """
 
     name: str
@@ -46,6 +63,8 @@ class SourceData:
     label_names: Dict[str, List[str]]
     default_labeling: str
     info: Dict[str, object] = field(default_factory=dict)
+    probe: Optional[Split] = None
+    render: Optional[Callable[[Dict[str, torch.Tensor], int], torch.Tensor]] = None
 
     def __post_init__(self):
         if set(self.train.labels) != set(self.test.labels) or set(self.train.labels) != set(self.label_names):
@@ -54,6 +73,9 @@ class SourceData:
             raise ValueError(f"source {self.name}: default labeling {self.default_labeling!r} unknown")
         if self.train.x.shape[1:] != self.test.x.shape[1:]:
             raise ValueError(f"source {self.name}: train and test inputs differ in shape")
+        if self.probe is not None and (set(self.probe.labels) != set(self.label_names)
+                                       or self.probe.x.shape[1:] != self.train.x.shape[1:]):
+            raise ValueError(f"source {self.name}: the probe split disagrees with train on labelings or shape")
 
     @property
     def input_shape(self) -> tuple:
@@ -72,6 +94,16 @@ class SourceData:
         return len(self.label_names[labeling])
 
     def split(self, name: str) -> Split:
+        """The ``train`` (training data) or ``test`` split."""
         if name not in ("train", "test"):
             raise DncsimError(f"split must be 'train' or 'test'; got {name!r}")
         return self.train if name == "train" else self.test
+
+    def evaluation_split(self, name: str) -> Split:
+        """The evaluation data: ``train`` -> the probe-train split (``probe``, else ``train``),
+        ``test`` -> the probe-test split (``test``)."""
+        if name not in ("train", "test"):
+            raise DncsimError(f"split must be 'train' or 'test'; got {name!r}")
+        if name == "test":
+            return self.test
+        return self.probe if self.probe is not None else self.train

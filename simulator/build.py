@@ -117,6 +117,10 @@ class RunParts:
     def task_names(self):
         return [t.name for t in self.evaluation.collection.tasks]
 
+    @property
+    def learned_at(self):
+        return [t.learned_at for t in self.evaluation.collection.tasks]
+
 
 def _evaluation_plugin(metric: AvalancheEvaluation):
     """Avalanche's EvaluationPlugin carrying the evaluation (loggers are attached once the directory exists)."""
@@ -135,8 +139,9 @@ def build_run(cfg: RunConfig, directory: RunDirectory, *, plugins: Sequence = ()
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    sc = build_scenario(cfg.scenario)
-    collection = build_collection(evaluation_tasks(sc), cfg.evaluation, cfg.analysis, cfg.seed)
+    sc = build_scenario(cfg.scenario, watch=cfg.evaluation.watch)
+    collection = build_collection(evaluation_tasks(sc), cfg.evaluation, cfg.analysis, cfg.seed,
+                                  experiences=len(sc.experiences))
     features = FeatureExtractor(sc, device, cfg.evaluation.batch_size)
     evaluation = AvalancheEvaluation(collection, features)
     strategy = build_strategy(cfg, sc, device, evaluator=_evaluation_plugin(evaluation), extra_plugins=plugins)

@@ -167,11 +167,16 @@ def _cmd_scenario(args) -> int:
     from dncsim.scenarios import build_scenario, load_scenario_config
     from dncsim.scenarios.preview import describe, save_example_grid
 
+    from dncsim.common import read_yaml
+
     cfg = load_scenario_config(args.config)
+    watch = (read_yaml(args.config).get("evaluation") or {}).get("watch") or []
+    if not isinstance(watch, list) or not all(isinstance(w, str) for w in watch):
+        raise DncsimError(f"evaluation.watch: expected a list of labeling names; got {watch!r}")
     png = Path(args.png) if args.png else Path(f"{Path(args.config).stem}_examples.png")
     if not png.resolve().parent.is_dir():
         raise DncsimError(f"--png: directory {png.resolve().parent} does not exist")
-    sc = build_scenario(cfg)
+    sc = build_scenario(cfg, watch=watch)
     print(describe(sc))
     if save_example_grid(sc, png):
         print(f"\nwrote {png}")

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dncsim.analysis.metrics.settings import AnalysisConfig, EvaluationConfig
 from dncsim.common import DncsimError, StrictModel, did_you_mean, one_line_error, read_yaml
 from dncsim.scenarios.config import ScenarioConfig
 from dncsim.simulator.augment import AugmentConfig
 from dncsim.simulator.models import BackboneConfig, ConvNetConfig
-from dncsim.simulator.objectives import ObjectiveConfig, SimCLRConfig
+from dncsim.simulator.objectives import LABEL_FREE_OBJECTIVES, ObjectiveConfig, SimCLRConfig
 from dncsim.simulator.strategies import NaiveConfig, StrategyConfig
 
 __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig", "RunConfig", "load_run_config",
@@ -69,6 +69,20 @@ class RunConfig(StrictModel):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
             raise ValueError(f"'{v}' is not one of auto, cpu, cuda, cuda:N")
         return v
+
+    @model_validator(mode="after")
+    def _experiences_must_differ_for_label_free_objectives(self):
+        """A stream whose experiences share their training inputs gives an objective that never reads
+        labels the same data every experience: refused unless the user says they mean it."""
+        stream = self.scenario.stream
+        if stream.same_inputs and self.objective.name in LABEL_FREE_OBJECTIVES and not stream.allow_same_inputs:
+            what = ("type: multilabel" if stream.type == "multilabel" else f"type: {stream.type}, hold: none")
+            raise ValueError(
+                f"scenario.stream: every experience of this stream ({what}) trains on the same inputs, and "
+                f"objective '{self.objective.name}' never reads labels, so its experiences are identical (more "
+                "epochs on the same data, not a sequence of tasks); use type: factor (hold: one or subset), a "
+                "supervised objective, or set scenario.stream.allow_same_inputs: true if that is what you mean")
+        return self
 
 
 def _set_path(data: dict, dotted: str, value) -> None:

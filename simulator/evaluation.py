@@ -27,10 +27,11 @@ __all__ = ["FeatureExtractor", "evaluation_tasks", "AvalancheEvaluation", "metri
 
 
 class FeatureExtractor:
-    """``features(task, split)``: backbone features (n, d) of a task's split with the current weights.
+    """``features(task, split)``: backbone features (n, d) of an evaluation task's probe-train (``train``)
+    or probe-test (``test``) samples with the current weights.
 
-    Inputs without a domain shift share the source tensors, so their features are computed once per
-    evaluation row for the whole split and indexed per task; shifted experiences get their own.
+    Tasks without a domain shift share the evaluation tensors, so their features are computed once per
+    evaluation row for the whole split and indexed per task; shifted tasks get their own.
     ``clear()`` drops the cache (called at the start of every row).
     """
 
@@ -52,29 +53,30 @@ class FeatureExtractor:
             self.model.train(was_training)
 
     def __call__(self, task: int, split: str) -> torch.Tensor:
-        e = self.sc.experiences[task]
-        idx = e.train_idx if split == "train" else e.test_idx
-        if e.shift is None:
-            key = ("source", split)
+        t = self.sc.eval_tasks[task]
+        idx = t.train_idx if split == "train" else t.test_idx
+        if t.shift is None:
+            key = ("evaluation", split)
             if key not in self._cache:
-                self._cache[key] = self._embed(self.sc.source.split(split).x)
+                self._cache[key] = self._embed(self.sc.source.evaluation_split(split).x)
             return self._cache[key][idx.to(self._cache[key].device)]
         key = (task, split)
         if key not in self._cache:
-            self._cache[key] = self._embed(self.sc.experience_data(task, split)[0])
+            self._cache[key] = self._embed(self.sc.evaluation_data(task, split)[0])
         return self._cache[key]
 
 
 def evaluation_tasks(sc: Scenario) -> List[EvaluationTask]:
-    """One evaluation task per experience of ``sc``, learned in that experience; tasks measured on the
-    same test samples (same shift, same indices) share a ``group``."""
+    """The analysis's view of the scenario's evaluation tasks (labels of their probe-train and
+    probe-test samples, when each is learned); tasks measured on the same probe-test samples (same
+    shift, same indices) share a ``group``."""
     tasks = []
-    for e in sc.experiences:
-        lab = sc.labeling_of(e.index)
-        digest = hashlib.sha1(e.test_idx.numpy().tobytes()).hexdigest()[:12]
-        tasks.append(EvaluationTask(index=e.index, name=e.name, train_labels=lab.train[e.train_idx],
-                                    test_labels=lab.test[e.test_idx], group=f"{e.shift_name or 'none'}:{digest}",
-                                    learned_at=e.index))
+    for k, t in enumerate(sc.eval_tasks):
+        digest = hashlib.sha1(t.test_idx.numpy().tobytes()).hexdigest()[:12]
+        tasks.append(EvaluationTask(index=k, name=t.name, train_labels=sc.evaluation_labels(k, "train"),
+                                    test_labels=sc.evaluation_labels(k, "test"),
+                                    group=f"{t.shift_name or 'none'}:{digest}", learned_at=t.learned_at,
+                                    labeling=t.labeling, classes=tuple(t.classes)))
     return tasks
 
 

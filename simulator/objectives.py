@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from dncsim.common import DncsimError, StrictModel
 
 __all__ = ["SimCLRConfig", "VICRegConfig", "BarlowTwinsConfig", "BYOLConfig", "SimSiamConfig",
-           "SupervisedConfig", "NoneConfig", "ObjectiveConfig", "OBJECTIVES", "Objective",
+           "SupervisedConfig", "NoneConfig", "ObjectiveConfig", "OBJECTIVES", "LABEL_FREE_OBJECTIVES", "Objective",
            "ProjectionObjective", "SimSiamObjective", "BYOLObjective", "SupervisedObjective",
            "FrozenObjective", "build_objective"]
 
@@ -132,6 +132,9 @@ ObjectiveConfig = Annotated[Union[SimCLRConfig, VICRegConfig, BarlowTwinsConfig,
 
 OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default
                                     for cls in typing.get_args(typing.get_args(ObjectiveConfig)[0]))
+#: the objectives that train the backbone without ever reading a label (their experiences differ only
+#: where the inputs do)
+LABEL_FREE_OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default for cls in _SSLConfig.__subclasses__())
 
 
 # -------------------------------------------------------------------------------------- objectives

@@ -113,7 +113,18 @@ def _write_results(parts: RunParts) -> None:
     for result in parts.evaluation.drain():
         rd.write_geometry(result.t, result.geometries)
     rd.write_metrics(collection.rows)
-    rd.write_accuracy(collection.rows, parts.task_names, parts.probe_keys)
+    rd.write_accuracy(collection.rows, parts.task_names, parts.probe_keys, experiences=len(parts.scenario.experiences),
+                      learned_at=parts.learned_at)
+
+
+def stream_record(parts: RunParts) -> dict:
+    """For the manifest: whether the experiences' training inputs differ, with a digest per experience."""
+    sc = parts.scenario
+    digests = sc.input_digests()
+    return {"stream": sc.stream_type, "inputs_differ": len(set(digests)) == len(digests),
+            "experiences": [{"index": e.index, "name": e.name, "train_samples": int(len(e.train_idx)),
+                             "inputs_digest": d, "varying": e.varying, "held": e.held}
+                            for e, d in zip(sc.experiences, digests)]}
 
 
 def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, argv: Optional[list] = None,
@@ -145,7 +156,7 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
     manifest = {"name": cfg.name, "status": "running", "seed": cfg.seed, "device": str(parts.device),
                 "threads": torch.get_num_threads(), "started": started, "finished": None,
                 "experiences_done": done, "experiences_total": total, "duration_s": duration,
-                **provenance(), "command": argv}
+                **provenance(), "command": argv, "training_inputs": stream_record(parts)}
     directory.write_manifest(manifest)
     t0 = time.perf_counter()
     progress = StreamProgress(parts.scenario, cfg.training.epochs, done, stream=stream)

@@ -46,6 +46,8 @@ class StatisticsConfig(StrictModel):
     permutations: int = Field(2000, ge=100, description="permutations for the p-value")
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = Field(0, ge=0)
+    include_unlearned: bool = Field(False, description="keep tasks that were never learned (accuracy within the "
+                                                       "margin of chance right after their experience) in the tests")
 
 
 class StudyConfig(StrictModel):

@@ -12,21 +12,25 @@ from dncsim.analysis.metrics.collection import MetricCollection, RowResult
 from dncsim.analysis.metrics.fewshot_bound import FewShotBound
 from dncsim.analysis.metrics.forgetting_transfer import ForgettingTransfer
 from dncsim.analysis.metrics.probe_accuracy import ProbeAccuracy
+from dncsim.analysis.metrics.seen_classes import SeenClassesAccuracy
 from dncsim.analysis.metrics.settings import AnalysisConfig, EvaluationConfig
 from dncsim.analysis.metrics.task_geometry import TaskGeometry
+from dncsim.analysis.metrics.task_learned import TaskLearned
 
 __all__ = ["DEFAULT_METRICS", "build_collection", "EvaluationTask", "Metric", "Row", "MetricCollection",
            "RowResult", "EvaluationConfig", "AnalysisConfig", "ProbeAccuracy", "TaskGeometry", "AxisDrift",
-           "FewShotBound", "AxisOrthogonality", "ForgettingTransfer"]
+           "FewShotBound", "AxisOrthogonality", "ForgettingTransfer", "TaskLearned", "SeenClassesAccuracy"]
 
 #: The metrics of every run, in the order they are measured.
-DEFAULT_METRICS = (ProbeAccuracy, TaskGeometry, AxisDrift, FewShotBound, AxisOrthogonality, ForgettingTransfer)
+DEFAULT_METRICS = (ProbeAccuracy, TaskLearned, SeenClassesAccuracy, TaskGeometry, AxisDrift, FewShotBound,
+                   AxisOrthogonality, ForgettingTransfer)
 
 
 def build_collection(tasks, evaluation: EvaluationConfig, analysis: AnalysisConfig, seed: int,
-                     metrics=None) -> MetricCollection:
+                     metrics=None, *, experiences=None) -> MetricCollection:
     """The collection of ``metrics`` (classes; default ``DEFAULT_METRICS`` as it is when called) for
-    ``tasks``, configured by a run's sections and seed."""
+    ``tasks`` over a stream of ``experiences`` training experiences (default: one per task), configured
+    by a run's sections and seed."""
     metrics = DEFAULT_METRICS if metrics is None else metrics
     return MetricCollection([cls.from_config(evaluation, analysis, seed) for cls in metrics], tasks,
-                            ddof=analysis.ddof, geometry_split=analysis.split)
+                            ddof=analysis.ddof, geometry_split=analysis.split, experiences=experiences)

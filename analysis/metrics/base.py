@@ -39,7 +39,9 @@ class EvaluationTask:
     ``train_labels`` / ``test_labels`` (n,) int64: class ids of its probe-train and probe-test samples;
     tasks with the same ``group`` label the same samples (Prop. 4.2 applies between them);
     ``learned_at``: the experience at whose end the task counts as learned (its frozen probe is fit and
-    its geometry "when learned" taken), or None for a task that is only watched.
+    its geometry "when learned" taken), or None for a task that is only watched; ``labeling`` and
+    ``classes``: which labeling's classes the task covers (tasks of one labeling with disjoint classes
+    are the parts of a class-incremental stream).
     """
 
     index: int
@@ -48,11 +50,20 @@ class EvaluationTask:
     test_labels: torch.Tensor
     group: str
     learned_at: Optional[int]
+    labeling: str = ""
+    classes: Tuple[int, ...] = ()
+
+    @property
+    def chance(self) -> float:
+        """Accuracy of always answering the most frequent class of the probe-test split (1/C when balanced)."""
+        counts = torch.bincount(self.test_labels)
+        return float(counts.max()) / float(counts.sum())
 
 
 class Row:
     """The inputs of one evaluation row, and products shared between the metrics that measure it.
 
+    ``t``: the experience just trained (-1 before training); ``experiences``: how many the stream has.
     ``features(k, split)`` -> (n, d) backbone features of task k's ``split`` ("train" = probe-train,
     "test" = probe-test); ``geometry(k)`` -> the task's :class:`ClassGeometry` on the ``split`` the
     analysis is configured for, with ``ddof`` (computed at most once per row); ``products``: values a
@@ -60,9 +71,11 @@ class Row:
     """
 
     def __init__(self, t: int, tasks: Sequence[EvaluationTask], features: Features, *, ddof: int = 0,
-                 geometry_split: str = "test"):
+                 geometry_split: str = "test", experiences: Optional[int] = None):
         self.t = int(t)
         self.tasks = list(tasks)
+        #: number of training experiences of the stream (the accuracy matrices have experiences + 1 rows)
+        self.experiences = len(self.tasks) if experiences is None else int(experiences)
         self._features = features
         self.ddof, self.geometry_split = ddof, geometry_split
         self._geometry: Dict[int, ClassGeometry] = {}
@@ -76,6 +89,10 @@ class Row:
         task = self.tasks[k]
         labels = task.test_labels if self.geometry_split == "test" else task.train_labels
         return self.features(k, self.geometry_split), labels
+
+    def learned_here(self) -> Optional[int]:
+        """The task learned at this row's experience (the first one, when several), or None."""
+        return next((k for k, task in enumerate(self.tasks) if task.learned_at == self.t), None)
 
     def geometry(self, k: int) -> ClassGeometry:
         if k not in self._geometry:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -31,7 +31,7 @@ class MetricCollection:
     """
 
     def __init__(self, metrics: Sequence[Metric], tasks: Sequence[EvaluationTask], *, ddof: int = 0,
-                 geometry_split: str = "test"):
+                 geometry_split: str = "test", experiences: Optional[int] = None):
         names = [m.name for m in metrics]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -39,6 +39,7 @@ class MetricCollection:
         self.metrics = list(metrics)
         self.tasks = list(tasks)
         self.ddof, self.geometry_split = ddof, geometry_split
+        self.experiences = len(self.tasks) if experiences is None else int(experiences)
         self.rows: List[dict] = []
         self.done: List[int] = []
 
@@ -50,7 +51,8 @@ class MetricCollection:
     @torch.no_grad()
     def evaluate(self, t: int, features: Features) -> RowResult:
         """Measure every metric at row ``t`` on ``features(task, split) -> (n, d)``."""
-        row = Row(t, self.tasks, features, ddof=self.ddof, geometry_split=self.geometry_split)
+        row = Row(t, self.tasks, features, ddof=self.ddof, geometry_split=self.geometry_split,
+                  experiences=self.experiences)
         rows: List[dict] = []
         for metric in self.metrics:
             rows += metric(row)

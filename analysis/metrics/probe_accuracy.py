@@ -9,10 +9,27 @@ from dncsim.analysis.metrics.base import Metric, Row
 from dncsim.analysis.names import ACC, FROZEN, LINEAR, NCC, REFIT, ProbeKey, probe_keys
 from dncsim.analysis.probes import fit_linear, fit_ncc
 
-__all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT"]
+__all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT", "probe_train_subset", "fit_probe"]
 
 #: ``row.products[ACCURACY_PRODUCT]``: {"<probe>/<protocol>": (T+1, T) float64 accuracy matrix R}
 ACCURACY_PRODUCT = "accuracy"
+
+
+def probe_train_subset(k: int, n: int, max_samples: Optional[int], seed: int) -> Optional[torch.Tensor]:
+    """The seeded subset of task k's n probe-train samples that its probes fit on (sorted indices; None
+    when all are used, i.e. ``max_samples`` is None or at least n)."""
+    if max_samples is None or n <= max_samples:
+        return None
+    g = torch.Generator().manual_seed(seed * 7919 + k)
+    return torch.randperm(n, generator=g)[:max_samples].sort().values
+
+
+def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linear_steps: int = 100,
+              linear_weight_decay: float = 1e-4):
+    """An NCC or linear probe fit on (features (n, d), labels (n,))."""
+    if probe == NCC:
+        return fit_ncc(features, labels)
+    return fit_linear(features, labels, steps=linear_steps, weight_decay=linear_weight_decay)
 
 
 class ProbeAccuracy(Metric):
@@ -20,9 +37,10 @@ class ProbeAccuracy(Metric):
 
     Probes: ``ncc`` (nearest class mean) and ``linear`` (multinomial logistic regression). Protocols:
     ``refit`` (fit on the current features) and ``frozen`` (fit at the row where the task is learned,
-    ``t == task.learned_at``, and kept). State: ``accuracy`` -- the matrices R[t + 1, k] (row 0 before
-    training; NaN where undefined), published for later metrics as ``row.products["accuracy"]`` -- and
-    ``frozen``, the kept probes. With ``max_train_samples`` each task's probes fit on one seeded subset.
+    ``t == task.learned_at``, and kept). State: ``accuracy`` -- the matrices R[t + 1, k], (experiences + 1)
+    x tasks (row 0 before training; NaN where undefined), published for later metrics as
+    ``row.products["accuracy"]`` -- and ``frozen``, the kept probes. With ``max_train_samples`` each
+    task's probes fit on one seeded subset.
     """
 
     name = "probe_accuracy"
@@ -45,21 +63,15 @@ class ProbeAccuracy(Metric):
                    max_train_samples=evaluation.max_train_samples, seed=seed)
 
     def _fit(self, probe: str, f: torch.Tensor, y: torch.Tensor):
-        if probe == NCC:
-            return fit_ncc(f, y)
-        return fit_linear(f, y, steps=self.linear_steps, weight_decay=self.linear_weight_decay)
+        return fit_probe(probe, f, y, linear_steps=self.linear_steps, linear_weight_decay=self.linear_weight_decay)
 
     def _train_subset(self, k: int, n: int) -> Optional[torch.Tensor]:
-        """The seeded probe-train subset of task k (None: all n samples)."""
-        if self.max_train_samples is None or n <= self.max_train_samples:
-            return None
-        g = torch.Generator().manual_seed(self.seed * 7919 + k)
-        return torch.randperm(n, generator=g)[: self.max_train_samples].sort().values
+        return probe_train_subset(k, n, self.max_train_samples, self.seed)
 
     def update(self, row: Row) -> None:
-        T = len(row.tasks)
+        shape = (row.experiences + 1, len(row.tasks))
         for key in self.keys:
-            self.accuracy.setdefault(str(key), torch.full((T + 1, T), float("nan"), dtype=torch.float64))
+            self.accuracy.setdefault(str(key), torch.full(shape, float("nan"), dtype=torch.float64))
         for k, task in enumerate(row.tasks):
             ftr, fte = row.features(k, "train"), row.features(k, "test")
             ytr = task.train_labels

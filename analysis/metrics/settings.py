@@ -23,6 +23,10 @@ class EvaluationConfig(StrictModel):
     linear_weight_decay: float = Field(1e-4, ge=0, description="L2 penalty of the linear probe")
     batch_size: int = Field(1024, ge=1, description="batch size of feature extraction")
     max_train_samples: Optional[int] = Field(None, ge=2, description="probe training subset per task (seeded)")
+    learned_margin: float = Field(0.2, ge=0, lt=1, description="a task is learned when, right after its "
+                                  "experience, probe accuracy > chance + learned_margin x (1 - chance)")
+    watch: List[str] = Field(default_factory=list, description="labelings watched along the stream as extra "
+                             "evaluation tasks that are never learned (geometry, orthogonality, refit probes)")
 
 
 class AnalysisConfig(StrictModel):

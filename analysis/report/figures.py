@@ -175,8 +175,8 @@ def accuracy_heatmaps(run: RunData):
     ncols = min(2, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(ncols * (0.55 * run.T + 2.8), nrows * (0.38 * (run.T + 1) + 1.6)))
-    ylabels = ["before"] + [f"after {t}" for t in range(run.T)]
+                             figsize=(ncols * (0.55 * run.T + 2.8), nrows * (0.38 * (run.experiences + 1) + 1.6)))
+    ylabels = ["before"] + [f"after {t}" for t in range(run.experiences)]
     for ax, key in zip(axes.flat, keys):
         m = run.matrices[key]
         sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=run.T <= 8, fmt=".2f", mask=np.isnan(m),
@@ -200,11 +200,17 @@ def forgetting_bars(summary: dict):
         names = list(dict.fromkeys(r[0] for r in rows))
         keys = sorted({r[1] for r in rows})
         width = 0.8 / len(keys)
+        unlearned = {t["name"] for t in summary["tasks"] if t.get("learned") is False}
         for j, key in enumerate(keys):
             vals = [next((v for n, k, v in rows if n == name and k == key), np.nan) for name in names]
-            ax.bar(np.arange(len(names)) + j * width, vals, width=width,
-                   label=key.replace("/", " probe, ") + " protocol")
-        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, [_short(n) for n in names])
+            bars = ax.bar(np.arange(len(names)) + j * width, vals, width=width,
+                          label=key.replace("/", " probe, ") + " protocol")
+            for bar, name in zip(bars, names):
+                if name in unlearned:                       # greyed: nothing was learned to forget
+                    bar.set_color("lightgrey")
+                    bar.set_hatch("//")
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2,
+                      [_short(n) + (" (not learned)" if n in unlearned else "") for n in names])
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no task was followed by another: no forgetting to measure", ha="center",
@@ -219,12 +225,14 @@ def forgetting_bars(summary: dict):
 def dircdnv_vs_forgetting(summary: dict):
     """Each task's directional CDNV when learned against its final forgetting (primary probe/protocol)."""
     key = summary["primary"]["key"]
-    pts = [(t["dir_cdnv_learned"], t["forgetting_max"].get(key), t["name"]) for t in summary["tasks"]]
+    pts = [(t.get("dir_cdnv_learned"), t["forgetting_max"].get(key), t["name"], t.get("learned") is not False)
+           for t in summary["tasks"]]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
     fig, ax = plt.subplots(figsize=(5, 3.8))
-    for x, y, name in pts:
-        ax.scatter([x], [y], s=30)
-        ax.annotate(_short(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for x, y, name, learned in pts:
+        ax.scatter([x], [y], s=30, color=None if learned else "lightgrey", edgecolors="grey" if not learned else None)
+        ax.annotate(_short(name) + ("" if learned else " (not learned)"), (x, y), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points", color="black" if learned else "grey")
     if not pts:
         ax.text(0.5, 0.5, "no task was followed by another", ha="center", transform=ax.transAxes)
     else:

@@ -17,9 +17,9 @@ import torch
 from scipy.stats import spearmanr
 
 from dncsim.analysis.bounds import orthogonality_bound
-from dncsim.analysis.names import (AXIS_COS_MAX, AXIS_COS_MEDIAN, BOUND, BWT, FEWSHOT_ERR, FORGETTING_LAST,
-                                   FORGETTING_MAX, FROZEN, INTERFERENCE, LINEAR, NCC, PROP42_FRAC, REFIT, ACC,
-                                   ProbeKey)
+from dncsim.analysis.names import (ACC, ACC_SEEN, AXIS_COS_MAX, AXIS_COS_MEDIAN, BOUND, BWT, FEWSHOT_ERR,
+                                   FORGETTING_LAST, FORGETTING_MAX, FORGETTING_NORM, FROZEN, INTERFERENCE, LINEAR, NCC,
+                                   PROP42_FRAC, REFIT, ProbeKey)
 from dncsim.analysis.orthogonality import cross_task_cosines, random_abs_cos
 from dncsim.rundir import RunData
 
@@ -58,26 +58,32 @@ def prop42_points(run: RunData, row: int = -1) -> List[dict]:
 
 
 def _task_summary(run: RunData, k: int, last: int, scalars: List[str]) -> dict:
-    out = {"index": k, "name": run.tasks[k], "final_acc": {}, "forgetting_max": {}, "forgetting_last": {}}
+    L = run.learned_at[k]
+    out = {"index": k, "name": run.tasks[k], "learned_at": L, "learned": run.learned(k), "acc_learned": {},
+           "final_acc": {}, "forgetting_max": {}, "forgetting_last": {}, "forgetting_norm": {}}
     for key in run.probe_keys:
+        out["acc_learned"][str(key)] = None if L is None else run.value(ACC, L, k, key=key)
         out["final_acc"][str(key)] = run.value(ACC, last, k, key=key)
         out["forgetting_max"][str(key)] = run.value(FORGETTING_MAX, last, k, key=key)
         out["forgetting_last"][str(key)] = run.value(FORGETTING_LAST, last, k, key=key)
+        out["forgetting_norm"][str(key)] = run.value(FORGETTING_NORM, last, k, key=key)
     for metric in scalars:
-        for when, exp in zip(WHEN, (-1, k, last)):
-            out[f"{metric}_{when}"] = run.value(metric, exp, k)
+        for when, exp in zip(WHEN, (-1, L, last)):
+            out[f"{metric}_{when}"] = None if exp is None else run.value(metric, exp, k)
     out["fewshot"] = [{"shots": m, "error": run.value(FEWSHOT_ERR, last, k, shots=m),
                        "bound": run.value(BOUND, last, k, shots=m)} for m in run.shots()]
     return out
 
 
 def _pair_summary(run: RunData, a: int, b: int, last: int, primary: ProbeKey) -> dict:
+    Lb = run.learned_at[b]
     return {"a": a, "b": b, "names": [run.tasks[a], run.tasks[b]],
             "axis_cos_median_final": run.value(AXIS_COS_MEDIAN, last, a, b),
             "axis_cos_max_final": run.value(AXIS_COS_MAX, last, a, b),
-            "axis_cos_median_when_b_learned": run.value(AXIS_COS_MEDIAN, b, a, b),
+            "axis_cos_median_when_b_learned": None if Lb is None else run.value(AXIS_COS_MEDIAN, Lb, a, b),
             "prop42_frac_final": run.value(PROP42_FRAC, last, a, b),
-            "interference": run.value(INTERFERENCE, b, a, b, key=primary) if primary.protocol == FROZEN else None}
+            "interference": (run.value(INTERFERENCE, Lb, a, b, key=primary)
+                             if primary.protocol == FROZEN and Lb is not None else None)}
 
 
 def _mean(values) -> Optional[float]:
@@ -114,15 +120,23 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
     points = prop42_points(run) if points is None else points
     n_axis = sum(len(p["cos"]) for p in points)
     under = sum(sum(c <= r for c, r in zip(p["cos"], p["bound"])) for p in points)
+    inputs = run.training_inputs
+    unlearned = [t["name"] for t in tasks if t["learned"] is False]
     summary = {
         "run": {"name": run.name, "path": str(run.path), "status": run.manifest.get("status"),
                 "source": run.source, "stream": run.stream, "tasks": run.tasks, "objective": run.objective,
+                "experiences": run.experiences, "inputs_differ": inputs.get("inputs_differ"),
+                "experience_inputs": inputs.get("experiences", []),
                 "strategy": run.strategy, "backbone": run.backbone, "seed": run.seed,
                 "device": run.manifest.get("device"), "versions": run.manifest.get("versions"),
                 "started": run.manifest.get("started"), "finished": run.manifest.get("finished"),
                 "duration_s": run.manifest.get("duration_s"), "experiences_done": run.manifest.get("experiences_done"),
                 "feature_dim": d},
         "primary": {"probe": primary.probe, "protocol": primary.protocol, "key": str(primary)},
+        "learned": {"learned": sum(t["learned"] is True for t in tasks), "not_learned": unlearned,
+                    "undecided": [t["name"] for t in tasks if t["learned"] is None]},
+        "acc_seen": {probe: [{"exp": e, "value": v} for e, v in run.series(ACC_SEEN, probe=probe, protocol=REFIT)]
+                     for probe in (NCC, LINEAR) if run.series(ACC_SEEN, probe=probe, protocol=REFIT)},
         "task_scalars": scalars,
         "tasks": tasks,
         "stream": {
@@ -131,19 +145,34 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
             "geomean_dir_cdnv_final": _geomean(t.get("dir_cdnv_final") for t in tasks),
             "geomean_cdnv_init": _geomean(t.get("cdnv_init") for t in tasks),
             "geomean_cdnv_final": _geomean(t.get("cdnv_final") for t in tasks),
-            "mean_final_acc": _mean(t["final_acc"].get(str(primary)) for t in tasks),
-            "mean_forgetting": _mean(t["forgetting_max"].get(str(primary)) for t in tasks)},
+            "mean_final_acc": _mean(t["final_acc"].get(str(primary)) for t in tasks if t["learned"] is not False),
+            "mean_forgetting": _mean(t["forgetting_max"].get(str(primary)) for t in tasks
+                                     if t["learned"] is not False)},
         "pairs": pairs,
         "random_abs_cos": random_abs_cos(d),
         "prop42": {"axis_pairs": n_axis, "under_bound": int(under), "fraction": (under / n_axis) if n_axis else None},
         "correlations": {
             "overlap_vs_interference": _spearman([p["axis_cos_median_when_b_learned"] for p in pairs],
                                                  [p["interference"] for p in pairs]),
-            "dir_cdnv_learned_vs_forgetting": _spearman([t.get("dir_cdnv_learned") for t in tasks],
-                                                        [t["forgetting_max"].get(str(primary)) for t in tasks])},
+            "dir_cdnv_learned_vs_forgetting": _spearman(
+                [t.get("dir_cdnv_learned") for t in tasks if t["learned"] is not False],
+                [t["forgetting_max"].get(str(primary)) for t in tasks if t["learned"] is not False])},
     }
     summary["findings"] = findings(summary)
     return _jsonable(summary)
+
+
+def _learned_findings(summary: dict) -> List[str]:
+    out = []
+    run, learned = summary["run"], summary["learned"]
+    if run.get("inputs_differ") is False:
+        out.append("Every experience trained on the same inputs (the stream said so with allow_same_inputs): "
+                   "an objective that ignores labels saw one data set several times, not a sequence of tasks.")
+    if learned["not_learned"]:
+        n, total = len(learned["not_learned"]), len(summary["tasks"]) - len(learned["undecided"])
+        out.append(f"{n} of {total} tasks were not learned (probe accuracy right after their experience within the "
+                   f"margin of chance): {', '.join(learned['not_learned'])}; their forgetting measures nothing.")
+    return out
 
 
 def _jsonable(obj):
@@ -167,7 +196,7 @@ def _change(before, after) -> str:
 
 def findings(summary: dict) -> List[str]:
     """A few generated sentences with the numbers (used by every report format)."""
-    st, out = summary["stream"], []
+    st, out = summary["stream"], _learned_findings(summary)
     if st["geomean_dir_cdnv_init"] is not None and st["geomean_dir_cdnv_final"] is not None:
         out.append(f"Directional CDNV (geometric mean over tasks) "
                    f"{_change(st['geomean_dir_cdnv_init'], st['geomean_dir_cdnv_final'])} over the stream, from "

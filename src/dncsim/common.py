@@ -140,6 +140,8 @@ def one_line_error(exc: ValidationError, model: type, prefix: str = "") -> str:
         return f"{path}: required key is missing"
     msg = err["msg"]
     msg = msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+    if not loc and not prefix:       # a check across sections: its message names the keys itself
+        return msg
     shown_given = given is not None and not isinstance(given, (dict, list)) and repr(given) not in msg
     suffix = f" (got {given!r})" if shown_given else ""
     return f"{path}: {msg[0].lower() + msg[1:]}{suffix}"

@@ -133,11 +133,13 @@ def read_metrics_csv(path) -> List[dict]:
     return out
 
 
-def accuracy_matrices(rows: Iterable[dict], n_tasks: int, keys: Sequence) -> Dict:
-    """ProbeKey -> (T+1, T) float64 accuracy matrix R built from the table's ``acc`` rows:
-    R[t + 1, k] is task k's accuracy after experience t (row 0: before training); NaN where unmeasured."""
+def accuracy_matrices(rows: Iterable[dict], n_tasks: int, keys: Sequence, *, experiences: Optional[int] = None) -> Dict:
+    """ProbeKey -> (E+1, T) float64 accuracy matrix R built from the table's ``acc`` rows (E experiences,
+    default T): R[t + 1, k] is task k's accuracy after experience t (row 0: before training); NaN where
+    unmeasured."""
     from dncsim.analysis.names import ACC, ProbeKey
-    mats = {key: np.full((n_tasks + 1, n_tasks), np.nan) for key in keys}
+    rows_count = (n_tasks if experiences is None else experiences) + 1
+    mats = {key: np.full((rows_count, n_tasks), np.nan) for key in keys}
     for r in rows:
         if r["metric"] == ACC:
             key = ProbeKey(r["probe"], r["protocol"])
@@ -261,13 +263,18 @@ class RunDirectory:
         atomic_write_text(self.file(METRICS_CSV), metrics_csv_text(rows))
         atomic_write_text(self.file(METRICS_JSONL), "".join(json.dumps({c: r[c] for c in cols}) + "\n" for r in rows))
 
-    def write_accuracy(self, rows: Sequence[dict], tasks: Sequence[str], keys: Sequence) -> None:
-        """``accuracy.json``: ``rows`` labels, ``tasks`` names and ``matrices["<probe>/<protocol>"]``
-        (null where unmeasured), built from the table's ``acc`` rows."""
-        mats = accuracy_matrices(rows, len(tasks), keys)
+    def write_accuracy(self, rows: Sequence[dict], tasks: Sequence[str], keys: Sequence, *,
+                       experiences: Optional[int] = None, learned_at: Optional[Sequence] = None) -> None:
+        """``accuracy.json``: ``rows`` labels (before training, after each of the ``experiences``),
+        ``tasks`` names, ``learned_at`` (the experience each task is learned in; null: only watched;
+        default: task k in experience k) and ``matrices["<probe>/<protocol>"]`` ((experiences + 1) x
+        tasks, null where unmeasured), built from the table's ``acc`` rows."""
+        experiences = len(tasks) if experiences is None else experiences
+        learned_at = list(range(len(tasks))) if learned_at is None else list(learned_at)
+        mats = accuracy_matrices(rows, len(tasks), keys, experiences=experiences)
         atomic_write_json(self.file(ACCURACY), {
-            "rows": ["before training"] + [f"after experience {t}" for t in range(len(tasks))],
-            "tasks": list(tasks),
+            "rows": ["before training"] + [f"after experience {t}" for t in range(experiences)],
+            "tasks": list(tasks), "learned_at": learned_at,
             "matrices": {str(k): [[None if v != v else float(v) for v in row] for row in m.tolist()]
                          for k, m in mats.items()}})
 
@@ -302,9 +309,10 @@ class RunDirectory:
 class RunData:
     """A run directory's contents, read by :func:`load_run`.
 
-    ``rows``: the metrics table (dicts with ``TABLE_COLUMNS``); ``tasks``: task names; ``matrices``:
-    ProbeKey -> (T+1, T) float64 accuracy matrix (NaN where undefined); ``geometry_rows``: the sorted
-    geometry files (row 0 before training). ``config`` and ``manifest`` are the raw files; read them
+    ``rows``: the metrics table (dicts with ``TABLE_COLUMNS``); ``tasks``: task names; ``learned_at``:
+    the experience each task is learned in (None: only watched); ``matrices``: ProbeKey -> (E+1, T)
+    float64 accuracy matrix (NaN where undefined); ``geometry_rows``: the sorted geometry files (row 0
+    before training). ``config`` and ``manifest`` are the raw files; read them
     through the accessors.
     """
 
@@ -315,6 +323,7 @@ class RunData:
     tasks: List[str]
     matrices: Dict
     geometry_rows: List[Path] = field(default_factory=list)
+    learned_at: List[Optional[int]] = field(default_factory=list)
     _geometry_cache: Dict[Path, Dict[int, object]] = field(default_factory=dict, repr=False)
     _index: Optional[Dict[Tuple, float]] = field(default=None, repr=False)
 
@@ -354,7 +363,26 @@ class RunData:
     # --- the measurements ---------------------------------------------------------------------------
     @property
     def T(self) -> int:
+        """Number of evaluation tasks."""
         return len(self.tasks)
+
+    @property
+    def experiences(self) -> int:
+        """Number of training experiences (the accuracy matrices have one more row)."""
+        return next(iter(self.matrices.values())).shape[0] - 1
+
+    def learned(self, k: int) -> Optional[bool]:
+        """Whether task k was learned (its ``learned`` row); None when the run did not decide it
+        (a watched task, or a run written before the flag existed)."""
+        from dncsim.analysis.names import LEARNED
+        L = self.learned_at[k] if k < len(self.learned_at) else None
+        v = None if L is None else self.value(LEARNED, L, k)
+        return None if v is None else bool(v)
+
+    @property
+    def training_inputs(self) -> dict:
+        """The manifest's record of the experiences' training inputs ({} for older runs)."""
+        return self.manifest.get("training_inputs") or {}
 
     @property
     def last(self) -> int:
@@ -387,10 +415,12 @@ class RunData:
 
     def task_scalars(self) -> List[str]:
         """Names of the per-task scalar metrics in the table (rows with a task and no second task,
-        probe or shot count), in order of first appearance."""
+        probe or shot count; the ``learned`` flag excepted), in order of first appearance."""
+        from dncsim.analysis.names import LEARNED
         seen: Dict[str, None] = {}
         for r in self.rows:
-            if r["task"] is not None and r["task_b"] is None and r["probe"] is None and r["shots"] is None:
+            if r["task"] is not None and r["task_b"] is None and r["probe"] is None and r["shots"] is None \
+                    and r["metric"] != LEARNED:
                 seen.setdefault(r["metric"], None)
         return list(seen)
 
@@ -434,6 +464,7 @@ def load_run(path) -> RunData:
                                                  dtype=np.float64)
                     for k, m in acc["matrices"].items()}
         tasks = list(acc["tasks"])
+        learned_at = list(acc.get("learned_at", range(len(tasks))))
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise DncsimError(f"{p}: a run file is not readable ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -442,4 +473,4 @@ def load_run(path) -> RunData:
     if not isinstance(config, dict):
         raise DncsimError(f"{p}: {CONFIG} is not a run configuration")
     return RunData(path=p, config=config, manifest=manifest, rows=rows, tasks=tasks, matrices=matrices,
-                   geometry_rows=geometry_rows)
+                   geometry_rows=geometry_rows, learned_at=learned_at)

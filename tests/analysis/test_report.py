@@ -16,7 +16,7 @@ from dncsim.simulator.config import run_from_mapping
 from dncsim.simulator.run import run
 
 BASE = {"seed": 1, "scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 2, "test_repeats": 2},
-                                "stream": {"type": "multilabel", "labelings": ["shape", "color", "size", "style"]}},
+                                "stream": {"type": "factor", "attributes": ["shape", "color", "size", "style"]}},
         "backbone": {"name": "convnet", "width": 8, "feature_dim": 16}, "training": {"epochs": 2, "batch_size": 64},
         "evaluation": {"linear_steps": 20}, "analysis": {"shots": [1, 5, 10], "episodes": 20},
         "output": {"report": False, "tensorboard": False}}
@@ -137,5 +137,5 @@ def test_report_command_and_end_of_run_report(four_task_run, tmp_path, capsys):
     out = tmp_path / "auto"
     run(run_from_mapping({**BASE, "output": {"report": True, "tensorboard": False},
                           "scenario": {**BASE["scenario"],
-                                       "stream": {"type": "multilabel", "labelings": ["color", "style"]}}}), out)
+                                       "stream": {"type": "factor", "attributes": ["color", "style"]}}}), out)
     assert (out / "report" / "index.html").is_file() and (out / "report" / "summary.json").is_file()

@@ -5,12 +5,11 @@ from dncsim.analysis import DncsimError
 from dncsim.scenarios.config import ScenarioConfig, load_scenario_config, scenario_from_mapping
 
 
-def test_defaults_are_the_shapes_multilabel_stream():
+def test_defaults_are_the_shapes_factor_stream():
     cfg = ScenarioConfig()
-    assert cfg.source.name == "shapes" and cfg.stream.type == "multilabel"
-    assert cfg.stream.labelings == ["shape", "color", "size", "style"] and cfg.seed == 0
-    same = scenario_from_mapping({"source": {"name": "shapes"},
-                                  "stream": {"type": "multilabel", "labelings": ["shape", "color", "size", "style"]}})
+    assert cfg.source.name == "shapes" and cfg.stream.type == "factor"
+    assert cfg.stream.attributes is None and cfg.stream.hold == "one" and cfg.seed == 0
+    same = scenario_from_mapping({"source": {"name": "shapes"}, "stream": {"type": "factor", "hold": "one"}})
     assert same == cfg
 
 
@@ -22,8 +21,8 @@ def test_defaults_are_the_shapes_multilabel_stream():
      "scenario.source.name: 'shape' is not one of shapes, digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, "
      "features (did you mean 'shapes'?)"),
     ({"stream": {"type": "multi_label", "labelings": ["color"]}},
-     "scenario.stream.type: 'multi_label' is not one of class_incremental, task_incremental, domain_incremental, "
-     "multilabel (did you mean 'multilabel'?)"),
+     "scenario.stream.type: 'multi_label' is not one of factor, class_incremental, task_incremental, "
+     "domain_incremental, multilabel (did you mean 'multilabel'?)"),
     ({"stream": {"type": "class_incremental", "experiences": "five"}},
      "scenario.stream.experiences: input should be a valid integer, unable to parse string as an integer (got 'five')"),
     ({"stream": {"type": "class_incremental", "experiences": 0}},

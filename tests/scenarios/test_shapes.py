@@ -152,7 +152,11 @@ def test_load_shapes_returns_a_source_with_different_train_and_test():
     assert len(src.train) == len(src.test) == 192 and src.num_classes("size") == 3
     assert not torch.equal(src.train.x, src.test.x)
     assert src.info["cells"] == 96 and src.info["image_size"] == 32 and src.info["nuisance"]["rotation"] is True
-    assert src.info["seeds"] == {"train": 10, "test": 11}
+    seeds = src.info["seeds"]
+    assert (seeds["train"], seeds["test"]) == (10, 11) and seeds["probe"] not in (10, 11)
+    # the probe-train split: its own balanced factorial render (probe_repeats = 10 per cell by default)
+    assert len(src.probe) == 960 and not torch.equal(src.probe.x[:192], src.train.x)
+    assert all(torch.bincount(src.probe.labels[lab]).unique().numel() == 1 for lab in src.labelings)
     x, labels = generate_shapes(cfg, 2, seed=10)
     assert torch.equal(src.train.x, x) and torch.equal(src.train.labels["size"], labels["size"])
     assert len(load_shapes(ShapesConfig(train_repeats=1, test_repeats=3), seed=0).test) == 288

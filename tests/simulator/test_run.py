@@ -23,7 +23,7 @@ name: tiny
 seed: 3
 scenario:
   source: {name: shapes, image_size: 16, train_repeats: 2, test_repeats: 2}
-  stream: {type: multilabel, labelings: [shape, color, style]}
+  stream: {type: factor, attributes: [shape, color, style]}
 backbone: {name: convnet, width: 8, feature_dim: 16}
 objective: {name: simclr}
 training: {epochs: 2, batch_size: 64}
@@ -180,7 +180,7 @@ def test_finished_runs_are_protected_and_force_restarts(tiny_config, tmp_path, c
 
 @pytest.mark.parametrize("override,message", [
     ("device=cuda", "device: 'cuda' requested but CUDA is not available"),
-    ("scenario.stream.labelings=[shape,colour]", "'colour' is not a labeling"),
+    ("scenario.stream.attributes=[shape,colour]", "'colour' is not a labeling"),
 ])
 def test_force_deletes_nothing_before_every_check_passed(tiny_config, tmp_path, cli_here, override, message):
     """--force replaces a finished run only once the new run is known to start: a device or data error
@@ -215,7 +215,7 @@ def test_unfinished_run_with_another_config_is_refused(tiny_config, tmp_path, cl
     ("analysis.shots=[0,5]", "analysis.shots: shot counts must be >= 1; got [0, 5]"),
     ("trainig.epochs=2", "--set trainig.epochs: unknown section 'trainig' (did you mean 'training'?)"),
     ("training", "--set expects KEY.PATH=VALUE; got 'training'"),
-    ("scenario.stream.labelings=[shape,colour]", "scenario.stream.labelings[1]: 'colour' is not a labeling"),
+    ("scenario.stream.attributes=[shape,colour]", "scenario.stream.attributes[1]: 'colour' is not a labeling"),
     ("backbone.name=resnet18", "backbone: unknown key 'width'; accepted keys: name, feature_dim"),
     ("objective.temperature=0.5", None),
 ])

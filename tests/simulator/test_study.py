@@ -10,7 +10,7 @@ from dncsim.simulator.cli import main
 from dncsim.simulator.study import expand_grid, load_study_config, run_study
 
 BASE = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
-                     "stream": {"type": "multilabel", "labelings": ["shape", "color", "style"]}},
+                     "stream": {"type": "factor", "attributes": ["shape", "color", "style"]}},
         "backbone": {"name": "convnet", "width": 8, "feature_dim": 16}, "training": {"epochs": 1, "batch_size": 48},
         "evaluation": {"linear_steps": 10}, "analysis": {"shots": [1, 5], "episodes": 10},
         "output": {"report": False, "tensorboard": False, "checkpoints": False}}
@@ -48,9 +48,9 @@ def test_bad_study_files_are_one_line_exit_2(tmp_path, extra, message, capsys):
 
 @pytest.mark.slow
 def test_local_study_with_a_failure_then_resume(tmp_path):
-    labelings = [["shape", "color", "style"], ["shape", "colour"]]
+    attributes = [["shape", "color", "style"], ["shape", "colour"]]
     path = study_file(tmp_path, factors={"objective.name": ["simclr", "supervised"],
-                                         "scenario.stream.labelings": labelings})
+                                         "scenario.stream.attributes": attributes})
     out = run_study(load_study_config(path))
     state = json.loads((out / "study.json").read_text())
     status = {r["name"]: r["status"] for r in state["runs"]}

@@ -32,7 +32,8 @@ class Recorder(SupervisedPlugin):
 
 def config(objective, strategy, epochs=1, batch_size=16, lr=3e-3, source=TINY_SOURCE, **extra):
     return run_from_mapping({"seed": 0, "scenario": {"source": source,
-                                                     "stream": {"type": "multilabel", "labelings": ["color", "shape"]}},
+                                                     "stream": {"type": "multilabel", "labelings": ["color", "shape"],
+                                                                "allow_same_inputs": True}},      # mechanics only
                              "backbone": {"name": "convnet", "width": 8, "feature_dim": 16},
                              "objective": {"name": objective}, "strategy": strategy,
                              "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr}, **extra})
@@ -115,7 +116,8 @@ def features(strategy, x):
 def train_and_probe(objective, epochs, after_each=False):
     """NCC test accuracy per attribute of the backbone's features, after each experience or at the end."""
     source = {"name": "shapes", "train_repeats": 20, "test_repeats": 4}
-    stream = {"type": "multilabel", "labelings": ["shape", "color", "size", "style"]}
+    stream = {"type": "multilabel", "labelings": ["shape", "color", "size", "style"],
+              "allow_same_inputs": True}     # probed on every attribute, one data set: what the features keep
     cfg = run_from_mapping({"seed": 0, "scenario": {"source": source, "stream": stream},
                             "objective": {"name": objective}, "training": {"epochs": epochs, "batch_size": 64}})
     sc = build_scenario(cfg.scenario)
