@@ -95,9 +95,9 @@ class MultilabelStream(StrictModel):
 class FactorStream(StrictModel):
     """One attribute per experience: experience k trains on data in which attribute k varies over all
     its values while the others are held (``hold: one`` -- each fixed at one value drawn by seed;
-    ``subset`` -- restricted to a random ``hold_fraction`` of its values; ``none`` -- everything varies,
-    the same inputs in every experience). The evaluation task of experience k is attribute k on the
-    full evaluation data."""
+    ``subset`` -- restricted to a random ``hold_fraction`` of its values; ``none`` -- everything varies:
+    the source's training data in every experience, the same inputs as a multilabel stream). The
+    evaluation task of experience k is attribute k on the full evaluation data."""
 
     type: Literal["factor"] = "factor"
     attributes: Optional[List[str]] = Field(None, min_length=1, description="attributes in stream order "

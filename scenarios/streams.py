@@ -346,6 +346,9 @@ def _factor_design(source: SourceData, allowed: Dict[str, List[int]], varying: s
 
 def _factor(cfg: FactorStream, source: SourceData, seed: int) -> Scenario:
     av = avalanche_benchmarks()
+    if cfg.hold == "none" and cfg.samples_per_experience not in (None, len(source.train)):
+        raise DncsimError(f"scenario.stream.samples_per_experience: with hold: none every experience trains on the "
+                          f"source's {len(source.train)} training samples; leave it unset")
     specs = cfg.attributes or source.labelings
     if len(specs) < 2:
         raise DncsimError(f"scenario.stream.attributes: a factor stream needs at least 2 attributes; source "
@@ -364,7 +367,10 @@ def _factor(cfg: FactorStream, source: SourceData, seed: int) -> Scenario:
         allowed = _allowed_values(cfg, labs, k, rng)
         held = {o.spec: [o.names[v] for v in allowed[o.spec]] for o in labs if o.spec != lab.spec}
         design_rng = np.random.default_rng(derived_seed(seed, "factor-design", k))
-        if source.render is not None:
+        if cfg.hold == "none":                  # everything varies: the source's training data, every time
+            pool, train_idx = None, _all(len(source.train))
+            y = lab.train
+        elif source.render is not None:
             if n % lab.num_classes:
                 raise DncsimError(f"scenario.stream.samples_per_experience: {n} images cannot be split evenly over "
                                   f"the {lab.num_classes} values of '{lab.spec}' (use a multiple of "

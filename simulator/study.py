@@ -248,7 +248,7 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
         bar.update(1)
         if not tty:
             elapsed = time.perf_counter() - t0
-            print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} spec; "
+            print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} s; "
                   f"elapsed {_eta(elapsed)}, ETA {_eta(elapsed / n * (len(todo) - n))}"
                   + (f" ({result['error']})" if result["error"] else ""), file=stream, flush=True)
     bar.close()

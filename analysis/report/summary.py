@@ -212,7 +212,7 @@ def findings(summary: dict) -> List[str]:
             out.append(f"Learning '{b}' interfered most with '{a}': its {probe}-probe accuracy ({proto} protocol) "
                        f"dropped by {worst['interference']:.3f} while '{b}' was learned.")
         else:
-            out.append("No task'summary frozen-probe accuracy dropped while a later task was learned.")
+            out.append("No task's frozen-probe accuracy dropped while a later task was learned.")
     elif len(summary["tasks"]) < 2:
         out.append("One task: there are no task pairs, so no orthogonality or interference.")
     c = summary["correlations"]["overlap_vs_interference"]

@@ -137,3 +137,51 @@ def test_random_abs_cos_levels_match_simulation(d):
     assert float(cos.square().mean().sqrt()) == pytest.approx(ref["rms"], rel=0.02)
     assert ref["median"] == pytest.approx(0.674 / math.sqrt(d), rel=0.05)       # the large-d approximation
     assert ref["median"] < 0.71 * ref["rms"]           # the RMS is no reference for a median
+
+
+def test_the_learned_flag_on_a_hand_made_matrix():
+    """Chance + 0.2 x (1 - chance): 0.4 for a balanced 4-class task, 0.6 for a 2-class one."""
+    from dncsim.analysis.metrics import TaskLearned
+    from dncsim.analysis.names import ProbeKey
+    y4, y2 = torch.arange(8) % 4, torch.arange(8) % 2
+    tasks = [EvaluationTask(0, "four", y4, y4, "g", 0), EvaluationTask(1, "two", y2, y2, "g", 1),
+             EvaluationTask(2, "watched", y2, y2, "g", None)]
+    R = torch.full((3, 3), float("nan"), dtype=torch.float64)
+    R[1, 0], R[2, 1], R[1, 2], R[2, 2] = 0.41, 0.59, 0.9, 0.9
+    flags = {}
+    for t in (0, 1):
+        row = Row(t, tasks, features_at(t), experiences=2)
+        row.products["accuracy"] = {ProbeKey("linear", "refit"): R}
+        flags.update({r["task"]: r["value"] for r in TaskLearned(margin=0.2)(row)})
+    assert flags == {0: 1.0, 1: 0.0}                    # the watched task is never decided
+    assert tasks[0].chance == 0.25 and tasks[1].chance == 0.5
+
+
+def test_accuracy_over_the_seen_classes_on_a_hand_made_case():
+    """Classes 0, 1 (task 0) sit at x = 0 and 4; classes 2, 3 (task 1) at x = 1 and 5, one query each at
+    its centre plus one shifted by 0.6 towards the other task's class. Within a task every query is
+    right; over the union the shifted queries of classes 0 and 1 (at 0.6 and 4.6) go to 2 and 3."""
+    from dncsim.analysis.metrics import SeenClassesAccuracy
+    centre = {0: 0.0, 1: 4.0, 2: 1.0, 3: 5.0}
+    shift = {0: 0.6, 1: 0.6, 2: -0.3, 3: -0.3}
+
+    def split(classes, test):
+        y = torch.tensor([c for c in classes for _ in range(2)])
+        x = torch.tensor([centre[c] + (shift[c] if test and i else 0.0) for c in classes for i in range(2)])
+        return torch.stack([x, torch.zeros_like(x)], 1).double(), y
+
+    tasks, data = [], {}
+    for k, classes in enumerate(([0, 1], [2, 3])):
+        (ftr, ytr), (fte, yte) = split(classes, False), split(classes, True)
+        tasks.append(EvaluationTask(k, f"t{k}", ytr, yte, f"g{k}", k, labeling="shape", classes=tuple(classes)))
+        data[(k, "train")], data[(k, "test")] = ftr, fte
+    metric = SeenClassesAccuracy(probes=("ncc",))
+    first = metric(Row(0, tasks, lambda k, s: data[(k, s)], experiences=2))
+    assert [(r["metric"], r["probe"], r["protocol"], r["task"], r["value"]) for r in first] == [
+        ("acc_seen", "ncc", "refit", None, 1.0)]                      # one task seen: its own two classes
+    second = metric(Row(1, tasks, lambda k, s: data[(k, s)], experiences=2))
+    assert second[0]["value"] == 6 / 8                                # 0.6 -> class 2, 4.6 -> class 3
+    assert metric(Row(-1, tasks, lambda k, s: data[(k, s)], experiences=2)) == []
+    multilabel = [EvaluationTask(k, f"m{k}", t.train_labels, t.test_labels, "same", k, labeling=f"lab{k}",
+                                 classes=t.classes) for k, t in enumerate(tasks)]
+    assert metric(Row(1, multilabel, lambda k, s: data[(k, s)], experiences=2)) == []   # not a class split

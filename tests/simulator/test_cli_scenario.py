@@ -43,7 +43,7 @@ def test_scenario_command_prints_summary_and_writes_png(tmp_path, capsys, monkey
 def test_vector_source_has_no_grid(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     png = tmp_path / "g.png"
-    assert main(["scenario", "configs/features_multilabel.yaml", "--png", str(png)]) == 0
+    assert main(["scenario", "configs/features_factor.yaml", "--png", str(png)]) == 0
     assert "inputs are vectors: no example images" in capsys.readouterr().out and not png.exists()
 
 

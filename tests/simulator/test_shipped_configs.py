@@ -16,8 +16,12 @@ SHRINK = ["training.epochs=1", "evaluation.linear_steps=5", "evaluation.probes=[
 
 def test_the_configs_cover_every_stream_type_and_objective_family():
     cfgs = [load_run_config(p) for p in CONFIGS]
-    assert {c.scenario.stream.type for c in cfgs} == {"multilabel", "class_incremental", "task_incremental",
+    assert {c.scenario.stream.type for c in cfgs} == {"factor", "multilabel", "class_incremental", "task_incremental",
                                                        "domain_incremental"}
+    # a stream of identical inputs is shipped only with a supervised objective or said to be meant
+    for c in cfgs:
+        if c.scenario.stream.same_inputs:
+            assert c.objective.name == "supervised" or c.scenario.stream.allow_same_inputs, c.name
     objectives = {c.objective.name for c in cfgs}
     assert {"simclr", "vicreg", "barlow_twins", "byol", "simsiam", "supervised"} <= objectives
     assert {"naive", "replay", "ewc", "si", "distill", "cumulative"} <= {c.strategy.name for c in cfgs}
@@ -51,6 +55,8 @@ def test_shipped_studies_expand_to_valid_runs(path, monkeypatch):
     from dncsim.simulator.study import expand_grid, load_study_config
     monkeypatch.chdir(ROOT)
     specs = expand_grid(load_study_config(path))
-    assert len(specs) == 18 and len({s["name"] for s in specs}) == 18
+    assert len(specs) == 24 and len({s["name"] for s in specs}) == 24
     assert {s["config"]["objective"]["name"] for s in specs} == {"simclr", "vicreg", "supervised"}
     assert {s["config"]["strategy"]["name"] for s in specs} == {"naive", "replay"}
+    streams = [s["config"]["scenario"]["stream"] for s in specs]
+    assert {s["type"] for s in streams} == {"factor"} and {s["hold"] for s in streams} == {"one", "subset"}
