@@ -34,6 +34,7 @@ from dncsim.analysis.inputs import as_features, as_labels
 from dncsim.common import DncsimError
 
 __all__ = [
+    "UndefinedGeometry",
     "ClassGeometry",
     "ClassMeans",
     "GeometryAccumulator",
@@ -57,6 +58,11 @@ def _offdiag_nan(m: torch.Tensor) -> torch.Tensor:
     m = m.clone()
     m.fill_diagonal_(float("nan"))
     return m
+
+
+class UndefinedGeometry(DncsimError):
+    """The geometry asked for does not exist for these data: a class with fewer than 2 samples, two
+    classes with the same mean, or no within-class variance at all."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,10 @@ class ClassGeometry:
         cdnv = float(self.pair_values(self.cdnv).to(torch.float64).mean())
         dcdnv = float(self.dir_cdnv[off].to(torch.float64).mean())
         gap = float(self.pair_values(self.d2).to(torch.float64).sqrt().mean())
+        if cdnv == 0:
+            raise UndefinedGeometry("every class has zero within-class variance (one sample per class, or identical "
+                                    "samples): CDNV is 0 and "
+                                    "the ratio of directional CDNV to CDNV is undefined")
         return {"C": self.C, "d": self.d, "N": self.N, "ddof": self.ddof, "cdnv": cdnv,
                 "dir_cdnv": dcdnv, "ratio": dcdnv / cdnv, "mean_gap": gap}
 
@@ -304,9 +314,9 @@ class GeometryAccumulator:
     def compute(self, ddof: int = 0) -> ClassGeometry:
         """Finish: the :class:`ClassGeometry` with variances divided by (n_i - ddof).
 
-        Raises DncsimError when fewer than 2 classes were seen, when a class has no more than
-        ``ddof`` samples, when the second pass saw other counts than the first, or when two class
-        means coincide (squared distance 0 within float64 rounding).
+        Raises DncsimError when fewer than 2 classes were seen or the second pass saw other counts than
+        the first; :class:`UndefinedGeometry` (a DncsimError) when a class has no more than ``ddof``
+        samples or two class means coincide (squared distance 0 within float64 rounding).
         """
         if ddof not in (0, 1):
             raise DncsimError(f"ddof must be 0 (population) or 1 (unbiased); got {ddof!r}")
@@ -321,8 +331,8 @@ class GeometryAccumulator:
         small = (self.counts <= ddof).nonzero().flatten().tolist()
         if small:
             k = small[0]
-            raise DncsimError(f"class {labels[k]} has {int(self.counts[k])} sample(s); "
-                              f"ddof={ddof} needs at least {ddof + 1} per class")
+            raise UndefinedGeometry(f"class {labels[k]} has {int(self.counts[k])} sample(s); "
+                                    f"ddof={ddof} needs at least {ddof + 1} per class")
         f64 = torch.float64
         n = self.counts.to(f64)
         dof = n - ddof
@@ -370,7 +380,7 @@ def _squared_mean_gaps(means: torch.Tensor, labels: list) -> torch.Tensor:
         zero = (exact == 0).nonzero().flatten()
         if zero.numel():
             a, b = labels[int(i[zero[0]])], labels[int(j[zero[0]])]
-            raise DncsimError(f"classes {a} and {b} have coincident means (squared distance 0): "
+            raise UndefinedGeometry(f"classes {a} and {b} have coincident means (squared distance 0): "
                               "CDNV and directional CDNV are undefined for that pair")
     return d2
 

@@ -6,7 +6,10 @@ design with REPS samples per cell) each move the feature vector along a few dire
 own; within-class noise is small along those directions and large in the "nuisance" directions
 (position, rotation, background), so directional CDNV is much smaller than CDNV. The attribute
 subspaces overlap slightly, so the decision axes of different attributes are nearly, not exactly,
-orthogonal. Deterministic: the same seed gives the same bytes.
+orthogonal. Deterministic: the same seed gives the same arrays on one machine, and on any other to
+within floating-point rounding -- every basis is a QR factorisation of a full-rank matrix with the
+signs fixed (R's diagonal positive), which is unique, so no LAPACK choice (null-space bases, signs)
+enters the result.
 
     python examples/make_multitask_features.py [--out PATH] [--seed 0]
 """
@@ -27,26 +30,33 @@ SIGNAL_STD = 0.3   # within-class noise along attribute directions
 NUISANCE_STD = 0.5 # within-class noise elsewhere
 
 
+def orthonormal(a: np.ndarray) -> np.ndarray:
+    """The Q of a full-column-rank ``a`` = QR with R's diagonal positive: unique, so every LAPACK gives it."""
+    q, r = np.linalg.qr(a)
+    return q * np.sign(np.diag(r))
+
+
 def make(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     names = list(ATTRIBUTES)
     grids = np.meshgrid(*[np.arange(k) for k in ATTRIBUTES.values()], indexing="ij")
     labels = {n: np.repeat(g.reshape(-1), REPS) for n, g in zip(names, grids)}
     n = len(labels[names[0]])
-    basis, _ = np.linalg.qr(rng.normal(size=(DIM, DIM)))
+    basis = orthonormal(rng.normal(size=(DIM, DIM)))
     shared = basis[:, -SIGNAL_DIMS:]
     x = np.zeros((n, DIM))
-    signal = np.zeros((DIM, DIM))
+    spans = []
     for a, name in enumerate(names):
         own = basis[:, a * SIGNAL_DIMS:(a + 1) * SIGNAL_DIMS]
         mix = rng.normal(size=(SIGNAL_DIMS, SIGNAL_DIMS))
         dirs = (1 - OVERLAP) * own + OVERLAP * shared @ mix / np.sqrt(SIGNAL_DIMS)
         codes = rng.normal(size=(ATTRIBUTES[name], SIGNAL_DIMS)) * 1.5
         x += codes[labels[name]] @ dirs.T
-        signal += dirs @ dirs.T
-    # noise: small inside the attribute subspace, large in its orthogonal complement
-    q, _ = np.linalg.qr(np.linalg.eigh(signal)[1][:, ::-1])
+        spans.append(dirs)
+    # noise: small inside the attribute subspace, large in its orthogonal complement. q's first k
+    # columns span the attributes' directions, the rest the complement (QR of [directions | random]).
     k = len(names) * SIGNAL_DIMS
+    q = orthonormal(np.concatenate(spans + [rng.normal(size=(DIM, DIM - k))], axis=1))
     scales = np.r_[np.full(k, SIGNAL_STD), np.full(DIM - k, NUISANCE_STD)]
     x += (rng.normal(size=(n, DIM)) * scales) @ q.T
     perm = rng.permutation(n)

@@ -25,7 +25,7 @@ from dncsim.simulator.config import RunConfig
 from dncsim.simulator.evaluation import AvalancheEvaluation, FeatureExtractor, evaluation_tasks
 from dncsim.simulator.models import build_backbone
 from dncsim.simulator.objectives import build_objective
-from dncsim.simulator.strategies import DncsimStrategy, SimModel, build_plugins
+from dncsim.simulator.strategies import DncsimStrategy, NonFiniteGuard, SimModel, build_plugins
 
 __all__ = ["RunParts", "build_run", "resolve_device", "seed_everything", "classes_per_task", "ExperienceTensors",
            "build_optimizer", "build_strategy"]
@@ -97,7 +97,7 @@ def build_strategy(cfg: RunConfig, sc: Scenario, device: torch.device, *, evalua
         model=model, optimizer=build_optimizer(cfg.training, model),
         augment=build_augment(cfg.augment, shape).to(device), experience_tensors=ExperienceTensors(sc),
         train_mb_size=cfg.training.batch_size, train_epochs=cfg.training.epochs, device=device,
-        plugins=list(plugins) + list(extra_plugins), evaluator=evaluator, data_mode=data_mode,
+        plugins=list(plugins) + list(extra_plugins) + [NonFiniteGuard()], evaluator=evaluator, data_mode=data_mode,
         all_experiences=list(sc.benchmark.train_stream))
 
 

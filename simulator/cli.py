@@ -1,7 +1,9 @@
 """The ``dncsim`` command line.
 
 User mistakes (bad flags, files, data, configs) are reported as ONE line on stderr with exit
-status 2; nothing is written. Programming errors keep their traceback.
+status 2; nothing is written. A run that started and then failed (training diverged, a file could
+not be written) is one line and exit status 1, recorded in its run directory. Programming errors keep
+their traceback.
 """
 from __future__ import annotations
 
@@ -222,9 +224,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except DncsimError as exc:
+    except DncsimError as exc:            # one line; 2 for usage, config and data errors, 1 for a failed run
         print(f"dncsim {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(exc, "exit_code", EXIT_USAGE)
     except BrokenPipeError:          # output piped into `head` and the like: not an error
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

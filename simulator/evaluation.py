@@ -47,10 +47,17 @@ class FeatureExtractor:
         self.model.eval()
         try:
             with torch.no_grad():
-                return torch.cat([self.model.backbone(x[i:i + self.batch_size].to(self.device))
-                                  for i in range(0, len(x), self.batch_size)])
+                f = torch.cat([self.model.backbone(x[i:i + self.batch_size].to(self.device))
+                               for i in range(0, len(x), self.batch_size)])
         finally:
             self.model.train(was_training)
+        bad = ~torch.isfinite(f).all(dim=1)
+        if bool(bad.any()):
+            from dncsim.simulator.strategies import TrainingDiverged
+            raise TrainingDiverged(f"training diverged: the backbone's features of {int(bad.sum())} of {len(f)} "
+                                   "evaluation samples are not finite (try a lower training.lr); the last checkpoint "
+                                   "is kept", {"stage": "evaluation", "rows": int(bad.sum())})
+        return f
 
     def __call__(self, task: int, split: str) -> torch.Tensor:
         t = self.sc.eval_tasks[task]

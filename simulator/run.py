@@ -5,7 +5,9 @@ anything else is resumed by running into it again.
 """
 from __future__ import annotations
 
+import os
 import random
+import socket
 import sys
 import time
 import warnings
@@ -17,7 +19,7 @@ import torch
 
 from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
 from dncsim.analysis.text_table import format_table
-from dncsim.common import DncsimError
+from dncsim.common import DncsimError, RunFailed
 from dncsim.rundir import RunDirectory, now, provenance
 from dncsim.simulator.build import RunParts, build_run
 from dncsim.simulator.config import RunConfig
@@ -127,36 +129,66 @@ def stream_record(parts: RunParts) -> dict:
                             for e, d in zip(sc.experiences, digests)]}
 
 
+def _best_effort(write, *args) -> None:
+    """A write whose failure must not hide the error being recorded (a full disk, say)."""
+    try:
+        write(*args)
+    except (OSError, RunFailed, ValueError):
+        pass
+
+
 def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, argv: Optional[list] = None,
         stream=sys.stderr, quiet: bool = False, plugins: Sequence = ()) -> Path:
     """Run ``cfg`` into directory ``out`` (resuming an unfinished run there); returns the directory.
 
     Everything that can fail on the user's input (config, data, devices, the directory) fails before
-    the directory is created or touched. Progress goes to ``stream``; ``quiet`` suppresses the final
-    summary on stdout (studies run many runs at once). ``plugins``: extra strategy plugins
-    (checkpointed when stateful).
+    the directory is created or touched. The run holds the directory's lock for its whole life (a
+    second run into it is refused, naming the holder). Resuming takes the newest checkpoint generation
+    that verifies, and says so when it had to fall back. A run that fails on its way (training
+    diverged, a file could not be written) records ``status: failed`` with the reason and raises
+    :class:`~dncsim.common.RunFailed`. Progress goes to ``stream``; ``quiet`` suppresses the final summary
+    on stdout (studies run many runs at once). ``plugins``: extra strategy plugins (checkpointed when
+    stateful).
     """
     directory = RunDirectory(out)
     config = cfg.model_dump(mode="json")
-    plan = directory.plan(config, resume=resume, force=force)
+    directory.plan(config, resume=resume, force=force)           # fail fast, touching nothing
     parts = build_run(cfg, directory, plugins=plugins)
-    state = directory.load_checkpoint() if plan == RunDirectory.RESUME else None
-    directory.prepare(plan)                     # nothing can fail on the user's input past here
+    lock = directory.lock("dncsim run")                           # nothing can fail on the user's input past here
+    try:
+        return _run_locked(parts, config, argv=argv, stream=stream, quiet=quiet, resume=resume, force=force)
+    finally:
+        lock.release()
+
+
+def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:
+    cfg, directory = parts.config, parts.directory
+    plan = directory.plan(config, resume=resume, force=force)    # again, now that no one else can change it
+    previous = directory.manifest() or {}
+    state, note = (directory.load_checkpoint(previous.get("checkpoints")) if plan == RunDirectory.RESUME
+                   else (None, None))
+    directory.prepare(plan)
+    if note:
+        print(note, file=stream, flush=True)
     if cfg.output.tensorboard:
         _attach_tensorboard(parts)
     done, duration, started = 0, 0.0, now()
     if state is not None:
         done = restore(parts, state)
         duration = float(state.get("duration_s", 0.0))
+        directory.discard_rows_after(done)        # nothing measured after the checkpoint survives
+        _write_results(parts)
     if plan == RunDirectory.RESUME:
-        started = (directory.manifest() or {}).get("started", started)
+        started = previous.get("started", started)
     else:
         directory.write_config(config)
     total = len(parts.scenario.experiences)
+    generations = previous.get("checkpoints", []) if state is not None else []
     manifest = {"name": cfg.name, "status": "running", "seed": cfg.seed, "device": str(parts.device),
-                "threads": torch.get_num_threads(), "started": started, "finished": None,
-                "experiences_done": done, "experiences_total": total, "duration_s": duration,
-                **provenance(), "command": argv, "training_inputs": stream_record(parts)}
+                "threads": torch.get_num_threads(), "pid": os.getpid(), "host": socket.gethostname(),
+                "started": started, "finished": None, "experiences_done": done, "experiences_total": total,
+                "duration_s": duration, **provenance(), "command": argv, "training_inputs": stream_record(parts),
+                "checkpoints": generations}
     directory.write_manifest(manifest)
     t0 = time.perf_counter()
     progress = StreamProgress(parts.scenario, cfg.training.epochs, done, stream=stream)
@@ -169,18 +201,21 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
             _write_results(parts)
             elapsed = round(duration + time.perf_counter() - t0, 2)
             if cfg.output.checkpoints:
-                directory.save_checkpoint(checkpoint_state(parts, t + 1, elapsed))
+                manifest["checkpoints"] = directory.save_checkpoint(checkpoint_state(parts, t + 1, elapsed),
+                                                                    manifest["checkpoints"])
             manifest.update(experiences_done=t + 1, duration_s=elapsed)
             directory.write_manifest(manifest)
             progress.experience_done(t)
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
-        directory.write_manifest(manifest)
+        _best_effort(directory.write_manifest, manifest)
         raise
     except BaseException as exc:
         manifest["status"] = "failed"
-        manifest["error"] = f"{type(exc).__name__}: {exc}"
-        directory.write_manifest(manifest)
+        manifest["error"] = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, RunFailed):
+            manifest["failure"] = {"experience": manifest["experiences_done"], **exc.record}
+        _best_effort(directory.write_manifest, manifest)
         raise
     finally:
         progress.close()
@@ -190,7 +225,7 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
         print(final_summary(parts.evaluation.collection.rows, parts.task_names, parts.probe_keys))
     if cfg.output.report:
         from dncsim.analysis.report import build_report
-        report = build_report(directory.path)
+        report = build_report(directory.path, lock=False)          # this run holds the lock
         if not quiet:
             print(f"report: {report / 'index.html'}")
     return directory.path

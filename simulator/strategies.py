@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from dncsim.common import StrictModel
+from dncsim.common import RunFailed, StrictModel
 
 with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnings
     warnings.simplefilter("ignore")
@@ -39,7 +39,8 @@ with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnin
 
 __all__ = ["NaiveConfig", "ReplayConfig", "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig",
            "StrategyConfig", "STRATEGIES", "SimModel", "TensorBatches", "DncsimStrategy", "TensorReplay",
-           "ParameterImportance", "FeatureDistillation", "build_plugins", "StatefulPlugin", "stateful_plugins"]
+           "ParameterImportance", "FeatureDistillation", "build_plugins", "StatefulPlugin", "stateful_plugins",
+           "TrainingDiverged", "NonFiniteGuard"]
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -121,6 +122,29 @@ class StatefulPlugin(Protocol):
 def stateful_plugins(strategy) -> List[StatefulPlugin]:
     """The plugins of ``strategy`` that implement :class:`StatefulPlugin`, in order."""
     return [p for p in strategy.plugins if isinstance(p, StatefulPlugin)]
+
+
+# --- divergence ---------------------------------------------------------------------------------------
+
+class TrainingDiverged(RunFailed):
+    """Training produced a non-finite loss (or non-finite features): the run stops there; ``record`` has
+    the experience, epoch, iteration and the loss value."""
+
+
+class NonFiniteGuard(SupervisedPlugin):
+    """Stops training at the first non-finite loss, before the optimizer applies its gradient (so the
+    last good weights -- and the last checkpoint -- are never overwritten by NaN)."""
+
+    def before_update(self, strategy, **kwargs):
+        loss = strategy.loss.detach()
+        if not bool(torch.isfinite(loss).all()):
+            clock = strategy.clock
+            record = {"stage": "training", "experience": int(strategy.experience.current_experience),
+                      "epoch": int(clock.train_exp_epochs), "iteration": int(clock.train_exp_iterations),
+                      "loss": str(float(loss))}          # 'nan', 'inf' or '-inf' (JSON has no such numbers)
+            raise TrainingDiverged(f"training diverged: loss {record['loss']} at experience {record['experience']}, "
+                                   f"epoch {record['epoch']}, iteration {record['iteration']} (try a lower "
+                                   "training.lr); the last checkpoint is kept", record)
 
 
 # --- model and data --------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Union
@@ -136,18 +136,70 @@ def run_one(spec: dict) -> dict:
                 "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when its parent dies (a study killed with SIGKILL must not
+    leave its runs going on, orphaned, in directories the rerun will resume)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _run_in_child(fn, spec: dict, conn) -> None:
+    _die_with_parent()
+    conn.send(fn(spec))
+    conn.close()
+
+
+def _killed(spec: dict, exitcode: int, seconds: float) -> dict:
+    """The record of a run whose process died without answering."""
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        why = f"killed by {name}" + (" (out of memory?)" if -exitcode == signal.SIGKILL else "")
+    else:
+        why = f"exited with status {exitcode} before reporting"
+    return {"name": spec["name"], "status": "failed", "seconds": round(seconds, 2),
+            "error": f"the run's process was {why}; rerun with --retry-failed to resume it", "signal": -exitcode}
+
+
 class LocalExecutor:
-    """A process pool (spawned processes: each run gets a clean interpreter and its own torch threads)."""
+    """Each run in its own spawned process (a clean interpreter with its own torch threads), at most
+    ``workers`` at once. A process that dies without answering (the out-of-memory killer, a signal) is
+    recorded as a failed run naming the signal, and the others go on; the processes die with the study."""
 
     def __init__(self, workers: int):
         self.workers = workers
 
     def map_unordered(self, fn, specs: Sequence[dict]) -> Iterator[dict]:
+        from multiprocessing.connection import wait
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
-            futures = [pool.submit(fn, spec) for spec in specs]
-            for f in as_completed(futures):
-                yield f.result()
+        pending, running = list(specs), {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    spec = pending.pop(0)
+                    receive, send = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_run_in_child, args=(fn, spec, send), name=f"dncsim-{spec['name']}")
+                    proc.start()
+                    send.close()
+                    running[proc.sentinel] = (proc, spec, receive, time.perf_counter())
+                for sentinel in wait(list(running)):
+                    proc, spec, receive, start = running.pop(sentinel)
+                    try:
+                        result = receive.recv() if receive.poll() else None
+                    except (EOFError, OSError):          # the process died without answering
+                        result = None
+                    proc.join()
+                    receive.close()
+                    yield result if result is not None else _killed(spec, proc.exitcode, time.perf_counter() - start)
+        finally:
+            for proc, *_ in running.values():
+                proc.kill()
 
 
 class DaskExecutor:
@@ -174,9 +226,13 @@ class DaskExecutor:
                                    dashboard_address=None, silence_logs=40)
             client = Client(cluster)
         try:
-            futures = [client.submit(fn, s, pure=False, key=f"dncsim-{s['name']}") for s in specs]
-            for f in dask_completed(futures):
-                yield f.result()
+            futures = {client.submit(fn, s, pure=False, key=f"dncsim-{s['name']}"): s for s in specs}
+            for f in dask_completed(list(futures)):
+                try:
+                    yield f.result()
+                except Exception as exc:      # noqa: BLE001 - a lost worker (KilledWorker) fails one run, not all
+                    yield {"name": futures[f]["name"], "status": "failed", "seconds": 0.0,
+                           "error": f"{type(exc).__name__}: {exc}; rerun with --retry-failed to resume it"}
         finally:
             client.close()
             if cluster is not None:

@@ -96,13 +96,23 @@ def test_config_manifest_and_checkpoint_round_trip(tmp_path):
     rd.write_config(config)
     rd.write_manifest({"status": "running", "é": None})
     assert rd.stored_config() == config and rd.manifest() == {"status": "running", "é": None}
-    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "rows": [table_row(0, ACC, 0.5)], "n": 2}
-    rd.save_checkpoint(state)
-    back = rd.load_checkpoint()
-    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["rows"] == state["rows"]
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "rows": [table_row(0, ACC, 0.5)],
+             "experiences_done": 1}
+    records = rd.save_checkpoint(state)
+    assert [(r["file"], r["experiences_done"]) for r in records] == [("checkpoint.pt", 1)]
+    back, note = rd.load_checkpoint(records)
+    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["rows"] == state["rows"] and note is None
+    records = rd.save_checkpoint({**state, "experiences_done": 2}, records)       # a second generation
+    assert [(r["file"], r["experiences_done"]) for r in records] == [("checkpoint.pt", 2),
+                                                                     ("checkpoint.previous.pt", 1)]
+    assert rd.load_checkpoint(records)[0]["experiences_done"] == 2
     rd.file("checkpoint.pt").write_bytes(rd.file("checkpoint.pt").read_bytes()[:50])     # truncated on disk
-    with pytest.raises(DncsimError, match="checkpoint.pt: unreadable checkpoint"):
-        rd.load_checkpoint()
+    back, note = rd.load_checkpoint(records)
+    assert back["experiences_done"] == 1 and "checkpoint.pt does not match any checksum" in note
+    assert "resuming from the previous generation, after experience 0" in note
+    rd.file("checkpoint.previous.pt").write_bytes(b"\0" * 100)
+    with pytest.raises(DncsimError, match="no usable checkpoint .*; use --force to start the run over"):
+        rd.load_checkpoint(records)
 
 
 def test_the_plan_never_touches_the_directory(tmp_path):

@@ -12,7 +12,7 @@ from dncsim.analysis.report.graph import interference_communities
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
 from dncsim.analysis.report.summary import prop42_points, run_summary
 from dncsim.common import DncsimError, atomic_write_bytes
-from dncsim.rundir import RunData, load_run
+from dncsim.rundir import RunData, RunLock, load_run
 
 __all__ = ["build_report", "FIGURES"]
 
@@ -67,15 +67,29 @@ def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:
     return {"key": key, "rows": rows}
 
 
-def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = ()) -> Path:
+def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = (), *, lock: bool = True) -> Path:
     """Write ``index.html`` (self-contained), ``report.md`` (+ ``figures/*.png``) and ``summary.json`` for
     the run in ``run_dir`` into ``out`` (default: ``<run_dir>/report``); ``compare`` adds other runs side by
-    side. Returns the output directory. A run directory missing files is a one-line DncsimError."""
-    run = load_run(run_dir)
-    others = [load_run(p) for p in compare]
-    out = Path(out) if out is not None else run.path / "report"
-    if not out.parent.is_dir():
-        raise DncsimError(f"--out: directory {out.parent} does not exist")
+    side. Returns the output directory. A run directory missing files is a one-line DncsimError. Writing
+    into the run directory takes its lock (``lock``; the run writing its own report already holds it), so
+    a report is never written while a run is still changing the files."""
+    run_path = Path(run_dir)
+    out = Path(out) if out is not None else run_path / "report"
+    inside = out.resolve().is_relative_to(run_path.resolve())
+    writes_into_run = lock and inside and (run_path / "manifest.json").is_file()
+    held = RunLock(run_path).acquire("dncsim report") if writes_into_run else None
+    try:
+        run = load_run(run_path)
+        others = [load_run(p) for p in compare]
+        if not out.parent.is_dir():
+            raise DncsimError(f"--out: directory {out.parent} does not exist")
+        return _build(run, others, out)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _build(run: RunData, others: Sequence[RunData], out: Path) -> Path:
     points = prop42_points(run)
     summary = run_summary(run, points)
     communities = interference_communities(summary)

@@ -124,6 +124,7 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
     unlearned = [t["name"] for t in tasks if t["learned"] is False]
     summary = {
         "run": {"name": run.name, "path": str(run.path), "status": run.manifest.get("status"),
+                "error": run.manifest.get("error"),
                 "source": run.source, "stream": run.stream, "tasks": run.tasks, "objective": run.objective,
                 "experiences": run.experiences, "inputs_differ": inputs.get("inputs_differ"),
                 "experience_inputs": inputs.get("experiences", []),

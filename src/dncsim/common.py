@@ -32,12 +32,33 @@ from typing import Any, List, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["DncsimError", "StrictModel", "one_line_error", "did_you_mean", "dotted", "model_classes",
-           "read_yaml", "csv_text", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["DncsimError", "RunFailed", "WriteFailed", "StrictModel", "one_line_error", "did_you_mean", "dotted",
+           "model_classes", "read_yaml", "csv_text", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
 
 
 class DncsimError(ValueError):
-    """A user-facing error whose message names the field, file or value and what is expected."""
+    """A user-facing error whose message names the field, file or value and what is expected.
+
+    ``exit_code``: the CLI's exit status for it -- 2 (a usage, config or data error) unless a subclass
+    says otherwise."""
+
+    exit_code = 2
+
+
+class RunFailed(DncsimError):
+    """A run that started but could not go on (training diverged, a file could not be written): the CLI
+    prints the one-line reason and exits 1; the run directory records it and stays resumable.
+    ``record``: the details the manifest keeps (plain data)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, record: Optional[dict] = None):
+        super().__init__(message)
+        self.record = dict(record or {})
+
+
+class WriteFailed(RunFailed):
+    """A file could not be written (no space, read-only, permission denied); the old file is intact."""
 
 
 # --- strict config models and one-line messages -----------------------------------------------------
@@ -197,18 +218,30 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a same-directory temporary file, fsynced, then
     ``os.replace``; the file gets the usual permissions (0666 minus the umask)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o666 & ~_umask())          # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise WriteFailed(f"{path}: cannot write ({exc.strerror or exc}); the previous file, if any, is intact",
+                          {"path": str(path), "errno": exc.errno}) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp) -> None:
+    try:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -11,7 +11,11 @@ Files (README, "Outputs"), every one written atomically (``dncsim.common.atomic_
 * ``accuracy.json`` -- the accuracy matrices, a view of the table's ``acc`` rows;
 * ``geometry/row_<r>.npz`` -- every task's ``ClassGeometry.to_arrays()`` at row r (0 = before
   training), plus its class pairs and unit decision axes;
-* ``checkpoint.pt`` -- the state after the last finished experience;
+* ``checkpoint.pt`` and ``checkpoint.previous.pt`` -- the state after the last two finished
+  experiences (two generations; the manifest holds each one's SHA-256, so a damaged newest one is
+  detected and the run resumes from the previous one);
+* ``.dncsim.lock`` -- the lock a run (or a report written into the directory) holds for its whole
+  life (an OS file lock: released by the OS when the process dies, so it never blocks a resume);
 * ``tb/`` (TensorBoard events, streamed by Avalanche's logger) and ``report/``.
 
 Writing: :class:`RunDirectory`. Reading: :func:`load_run` -> :class:`RunData`, whose accessors
@@ -20,10 +24,13 @@ Writing: :class:`RunDirectory`. Reading: :func:`load_run` -> :class:`RunData`, w
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 import platform
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +41,7 @@ import numpy as np
 
 from dncsim.common import DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text, csv_text
 
-__all__ = ["RunDirectory", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
+__all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
            "CHECKPOINT", "TENSORBOARD", "REPORT"]
 
@@ -45,6 +52,8 @@ METRICS_JSONL = "metrics.jsonl"
 ACCURACY = "accuracy.json"
 GEOMETRY = "geometry"
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_PREVIOUS = "checkpoint.previous.pt"
+LOCK = ".dncsim.lock"
 TENSORBOARD = "tb"
 REPORT = "report"
 REQUIRED_FILES = (CONFIG, MANIFEST, METRICS_JSONL, ACCURACY)
@@ -185,6 +194,60 @@ def load_geometry(path) -> Dict[int, object]:
     return out
 
 
+# --- the lock ---------------------------------------------------------------------------------------
+
+class RunLock:
+    """An exclusive OS lock (``fcntl.flock``) on a run directory's ``.dncsim.lock``, held from
+    :meth:`acquire` to :meth:`release` (or the process's death: the OS drops it, so a killed run never
+    blocks its resume). The holder writes its pid, host, start time and command into the file, so the
+    one that finds it taken can say who has it."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK
+        self._fd: Optional[int] = None
+
+    def holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            info = {}
+        if not info:
+            return "another process"
+        return (f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}"
+                + (f" ({info['what']})" if info.get("what") else ""))
+
+    def acquire(self, what: str = "dncsim run") -> "RunLock":
+        """Take the lock (the directory must exist); DncsimError naming the directory and the holder when
+        another process has it."""
+        import fcntl
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DncsimError(f"{self.directory} is in use by {self.holder()}; wait for it to finish or choose "
+                              "another directory") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": now(), "what": what}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire() if self._fd is None else self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 # --- writing ----------------------------------------------------------------------------------------
 
 class RunDirectory:
@@ -227,7 +290,7 @@ class RunDirectory:
             return self.REPLACE
         manifest = self.manifest()
         if manifest is None:
-            if any(self.path.iterdir()):
+            if any(p.name != LOCK for p in self.path.iterdir()):
                 raise DncsimError(f"{self.path} exists and is not a dncsim run directory; choose another --out "
                                   "or use --force")
             return self.FRESH
@@ -245,10 +308,22 @@ class RunDirectory:
         return self.RESUME
 
     def prepare(self, plan: str) -> None:
-        """Carry out a :meth:`plan`: delete the old contents for ``replace``, then create the directory."""
-        if plan == self.REPLACE and self.path.exists():
-            shutil.rmtree(self.path)
+        """Carry out a :meth:`plan`: create the directory; for ``replace``, delete its old contents (all
+        but the lock, which the caller holds)."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if plan == self.REPLACE:
+            for p in self.path.iterdir():
+                if p.name == LOCK:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+
+    def lock(self, what: str = "dncsim run") -> RunLock:
+        """Create the directory if needed and take its lock (see :class:`RunLock`)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return RunLock(self.path).acquire(what)
 
     def write_config(self, config: dict) -> None:
         import yaml
@@ -283,24 +358,72 @@ class RunDirectory:
         (self.path / GEOMETRY).mkdir(exist_ok=True)
         atomic_write_bytes(self.path / GEOMETRY / f"row_{t + 1:03d}.npz", geometry_npz_bytes(geoms))
 
-    def save_checkpoint(self, state: dict) -> None:
+    def save_checkpoint(self, state: dict, generations: Sequence[dict] = ()) -> List[dict]:
+        """Write ``state`` as the newest checkpoint generation: the current ``checkpoint.pt`` becomes
+        ``checkpoint.previous.pt`` (a rename), then the new one is written atomically. ``generations``:
+        the records the manifest held so far. Returns the records to put in the manifest: per file on
+        disk, newest first, ``file``, ``experiences_done``, ``sha256``, ``bytes``."""
         import torch
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.file(CHECKPOINT), buf.getvalue())
+        data = buf.getvalue()
+        newest = {"file": CHECKPOINT, "experiences_done": int(state["experiences_done"]),
+                  "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        previous = [dict(g, file=CHECKPOINT_PREVIOUS) for g in generations if g.get("file") == CHECKPOINT]
+        if self.file(CHECKPOINT).exists():
+            try:
+                os.replace(self.file(CHECKPOINT), self.file(CHECKPOINT_PREVIOUS))
+            except OSError as exc:
+                raise DncsimError(f"{self.file(CHECKPOINT)}: cannot keep it as the previous generation "
+                                  f"({exc.strerror or exc})") from None
+        atomic_write_bytes(self.file(CHECKPOINT), data)
+        return [newest] + previous[:1]
 
-    def load_checkpoint(self) -> Optional[dict]:
-        """The checkpoint (``torch.load(weights_only=True)``), None when there is none; DncsimError when
-        it cannot be read."""
+    def load_checkpoint(self, generations: Optional[Sequence[dict]] = None):
+        """The newest readable, verified checkpoint generation: ``(state, note)``, or ``(None, None)`` when
+        there is no checkpoint. A generation is verified when its SHA-256 matches a manifest record
+        (``generations``; without records, when it loads) and it loads with ``torch.load(weights_only=True)``.
+        ``note`` is one line when the newest generation had to be passed over. DncsimError when files
+        exist but none can be used."""
         import torch
-        path = self.file(CHECKPOINT)
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:      # noqa: BLE001 - any unreadable file is the same user-facing problem
-            raise DncsimError(f"{path}: unreadable checkpoint ({type(exc).__name__}); "
-                              "use --force to start the run over") from None
+        files = [f for f in (CHECKPOINT, CHECKPOINT_PREVIOUS) if self.file(f).exists()]
+        if not files:
+            return None, None
+        records = list(generations or [])
+        problems, usable = [], []
+        for name in files:
+            data = self.file(name).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            record = next((r for r in records if r.get("sha256") == sha), None)
+            if records and record is None:
+                problems.append(f"{name} does not match any checksum in manifest.json (damaged or incomplete)")
+                continue
+            try:
+                state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            except Exception as exc:      # noqa: BLE001 - any unreadable file is the same problem
+                problems.append(f"{name} is unreadable ({type(exc).__name__})")
+                continue
+            if record is not None and int(state.get("experiences_done", -1)) != int(record["experiences_done"]):
+                problems.append(f"{name} holds another experience than its record says")
+                continue
+            usable.append(state)
+        if not usable:
+            raise DncsimError(f"{self.path}: no usable checkpoint ({'; '.join(problems)}); use --force to start the "
+                              "run over")
+        best = max(usable, key=lambda s: int(s["experiences_done"]))
+        newest_recorded = max((int(r["experiences_done"]) for r in records), default=int(best["experiences_done"]))
+        note = None
+        if problems or int(best["experiences_done"]) < newest_recorded:
+            note = (f"{self.path}: {'; '.join(problems) or 'the newest checkpoint is missing'}: resuming from the "
+                    f"previous generation, after experience {int(best['experiences_done']) - 1}")
+        return best, note
+
+    def discard_rows_after(self, experiences_done: int) -> None:
+        """Delete the geometry files of rows after ``experiences_done`` experiences (resuming from an older
+        checkpoint generation: nothing measured after it may survive)."""
+        for p in sorted((self.path / GEOMETRY).glob("row_*.npz")):
+            if int(p.stem.split("_")[1]) > experiences_done:
+                p.unlink()
 
 
 # --- reading ----------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import dncsim.analysis.metrics as metrics
-from avalanche.core import SupervisedPlugin
+from dncsim.simulator.strategies import SupervisedPlugin  # Avalanche's plugin base, imported quietly
 from dncsim.analysis.aggregate import task_rows
 from dncsim.analysis.metrics import Metric
 from dncsim.analysis.report import build_report

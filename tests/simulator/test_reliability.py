@@ -1,0 +1,337 @@
+"""Nothing lost, nothing half-trusted: exclusive run directories, checkpoint generations, divergence as a
+recorded failure, disk trouble, and studies that survive killed processes."""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dncsim.simulator.strategies import SupervisedPlugin  # Avalanche's plugin base, imported quietly
+from dncsim.common import RunFailed
+from dncsim.rundir import RunLock
+from dncsim.simulator.cli import main
+from dncsim.simulator.config import run_from_mapping
+from dncsim.simulator.run import run
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = yaml.safe_load("""
+name: tiny
+seed: 1
+scenario:
+  source: {name: shapes, image_size: 16, train_repeats: 1, probe_repeats: 1, test_repeats: 2}
+  stream: {type: factor, attributes: [color, style, size]}
+backbone: {name: convnet, width: 4, feature_dim: 8}
+objective: {name: simclr}
+training: {epochs: 1, batch_size: 32}
+evaluation: {linear_steps: 5}
+analysis: {shots: [1], episodes: 4}
+output: {report: false, tensorboard: false}
+""")
+
+
+def tiny(**changes):
+    return run_from_mapping({**TINY, **changes})
+
+
+def config_file(tmp_path, **changes):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def files(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != ".dncsim.lock"}
+
+
+def same_results(a, b):
+    for name in ("metrics.csv", "metrics.jsonl", "accuracy.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ga, gb = sorted((a / "geometry").glob("*.npz")), sorted((b / "geometry").glob("*.npz"))
+    assert [p.name for p in ga] == [p.name for p in gb]
+    for fa, fb in zip(ga, gb):
+        with np.load(fa) as za, np.load(fb) as zb:
+            assert za.files == zb.files and all(np.array_equal(za[k], zb[k], equal_nan=True) for k in za.files)
+
+
+class StopAt(SupervisedPlugin):
+    """Interrupts a run as experience ``at`` starts (the checkpoints of the earlier ones are written)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def before_training_exp(self, strategy, **kwargs):
+        if strategy.experience.current_experience == self.at:
+            raise KeyboardInterrupt
+
+
+# --- exclusive run directories ---------------------------------------------------------------------
+
+def test_a_directory_in_use_is_refused_naming_the_holder(tmp_path, capsys):
+    cfg = config_file(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = RunLock(out).acquire("dncsim run")             # another run holds it (another open file)
+    try:
+        assert main(["run", str(cfg), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{out} is in use by pid {os.getpid()} on " in err
+        assert "(dncsim run)" in err and "since 20" in err
+        assert sorted(p.name for p in out.iterdir()) == [".dncsim.lock"]       # nothing written
+    finally:
+        holder.release()
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    capsys.readouterr()
+    with RunLock(out):
+        assert main(["report", str(out)]) == 2
+        assert "is in use by pid" in capsys.readouterr().err
+        assert main(["report", str(out), "--out", str(tmp_path / "elsewhere")]) == 0   # reading is fine
+    assert main(["report", str(out)]) == 0
+
+
+def test_a_lock_dies_with_its_process(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    code = ("import sys, time; from dncsim.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(Exception, match=f"in use by pid {proc.pid}"):
+        RunLock(out).acquire()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    RunLock(out).acquire().release()                     # a stale lock never blocks a resume
+
+
+# --- checkpoint generations ---------------------------------------------------------------------------
+
+def damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 3]))
+    elif how == "zero-fill":
+        path.write_bytes(bytes(len(data)))
+    else:                                               # one bit flipped in the middle
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return run(tiny(), tmp_path_factory.mktemp("whole") / "run", quiet=True)
+
+
+@pytest.mark.parametrize("how", ["truncate", "zero-fill", "bit-flip"])
+def test_a_damaged_newest_checkpoint_resumes_from_the_previous_generation(tmp_path, uninterrupted, how, capsys):
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(), out, quiet=True, plugins=[StopAt(2)])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["experiences_done"] == 2
+    assert [(g["file"], g["experiences_done"]) for g in manifest["checkpoints"]] == [
+        ("checkpoint.pt", 2), ("checkpoint.previous.pt", 1)]
+    damage(out / "checkpoint.pt", how)
+    stream = __import__("io").StringIO()
+    run(tiny(), out, quiet=True, stream=stream)
+    note = stream.getvalue().splitlines()[0]
+    assert "checkpoint.pt does not match any checksum" in note
+    assert "resuming from the previous generation, after experience 0" in note
+    assert json.loads((out / "manifest.json").read_text())["status"] == "finished"
+    same_results(out, uninterrupted)
+
+
+def test_resume_discards_what_the_lost_experience_wrote(tmp_path):
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(), out, quiet=True, plugins=[StopAt(2)])
+    damage(out / "checkpoint.pt", "truncate")
+    with pytest.raises(KeyboardInterrupt):                     # resume, and stop again before training
+        run(tiny(), out, quiet=True, plugins=[StopAt(1)])
+    assert sorted(p.name for p in (out / "geometry").glob("*.npz")) == ["row_000.npz", "row_001.npz"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["exp"] for r in rows} == {-1, 0}
+    assert json.loads((out / "manifest.json").read_text())["experiences_done"] == 1
+
+
+def test_no_usable_checkpoint_is_one_line(tmp_path, capsys):
+    cfg = config_file(tmp_path)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny(), out, quiet=True, plugins=[StopAt(2)])
+    for name in ("checkpoint.pt", "checkpoint.previous.pt"):
+        damage(out / name, "zero-fill")
+    before = files(out)
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no usable checkpoint" in err and "use --force" in err
+    assert files(out) == before
+
+
+# --- divergence ---------------------------------------------------------------------------------------
+
+def test_a_diverging_learning_rate_is_a_recorded_failure(tmp_path, capsys):
+    cfg = config_file(tmp_path, training={"epochs": 2, "batch_size": 32, "optimizer": "sgd", "lr": 1e12,
+                                          "momentum": 0.0})
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "training diverged" in err and "Traceback" not in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "training diverged" in manifest["error"]
+    failure = manifest["failure"]
+    assert failure["stage"] in ("training", "evaluation") and failure["experience"] == 0
+    if failure["stage"] == "training":
+        assert failure["loss"] in ("nan", "inf", "-inf") and failure["iteration"] >= 0
+    assert not (out / "metrics.jsonl").exists() and not (out / "checkpoint.pt").exists()   # no experience finished
+    assert manifest["experiences_done"] == 0
+
+
+class PoisonAt(SupervisedPlugin):
+    """Makes the loss NaN in experience ``at`` (a divergence after good experiences)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def before_backward(self, strategy, **kwargs):
+        if strategy.experience.current_experience == self.at:
+            strategy.loss = strategy.loss * float("nan")
+
+
+def test_divergence_keeps_the_last_good_checkpoint_and_the_report_says_why(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(RunFailed, match="training diverged: loss nan at experience 1"):
+        run(tiny(), out, quiet=True, plugins=[PoisonAt(1)])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["experiences_done"] == 1
+    assert manifest["failure"]["experience"] == 1 and manifest["failure"]["stage"] == "training"
+    assert [g["experiences_done"] for g in manifest["checkpoints"]] == [1]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["experiences_done"] == 1
+    from dncsim.analysis.report import build_report
+    summary = json.loads((build_report(out) / "summary.json").read_text())
+    assert summary["run"]["status"] == "failed" and "training diverged" in summary["run"]["error"]
+    assert "training diverged" in (out / "report" / "index.html").read_text()
+    run(tiny(), out, quiet=True)                                 # resumable: the next attempt finishes
+    assert json.loads((out / "manifest.json").read_text())["status"] == "finished"
+
+
+def test_undefined_geometry_is_named(tmp_path, capsys):
+    path = tmp_path / "one.npz"
+    np.savez(path, features=np.random.default_rng(0).normal(size=(4, 3)), labels=np.arange(4))
+    assert main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "one sample per class" in err and "undefined" in err
+    from dncsim.analysis import UndefinedGeometry, class_geometry
+    with pytest.raises(UndefinedGeometry):
+        class_geometry(np.eye(3), np.arange(3)).summary()
+    with pytest.raises(UndefinedGeometry, match="coincident means"):
+        class_geometry(np.zeros((4, 2)), np.array([0, 0, 1, 1]))
+
+
+# --- disk trouble -------------------------------------------------------------------------------------
+
+def test_a_write_that_fails_leaves_the_old_files_and_the_run_resumable(tmp_path, uninterrupted, monkeypatch, capsys):
+    cfg = config_file(tmp_path)
+    out = tmp_path / "run"
+    real_replace = os.replace
+
+    def full_disk(src, dst, *a, **k):
+        if str(dst).endswith("row_002.npz"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *a, **k)
+    monkeypatch.setattr(os, "replace", full_disk)
+    assert main(["run", str(cfg), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "row_002.npz: cannot write (No space left on device)" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["failure"]["errno"] == errno.ENOSPC
+    assert not (out / "geometry" / "row_002.npz").exists() and not list(out.rglob("*.tmp"))
+    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]   # still whole
+    monkeypatch.setattr(os, "replace", real_replace)                # space is back
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    same_results(out, uninterrupted)
+
+
+# --- studies that survive killed processes ------------------------------------------------------------
+
+STUDY = {"base": {**TINY, "training": {"epochs": 3, "batch_size": 16},
+                  "scenario": {**TINY["scenario"], "source": {**TINY["scenario"]["source"], "train_repeats": 2}}},
+         "factors": {"seed": [0, 1]}, "workers": 2, "statistics": {"bootstrap": 100, "permutations": 100}}
+
+
+def study_file(tmp_path, name):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, "out": str(tmp_path / name)}))
+    return path
+
+
+def study_cli(path, *extra):
+    return subprocess.Popen([sys.executable, "-m", "dncsim", "study", str(path), *extra], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_progress(study_dir: Path, timeout=300) -> dict:
+    """The manifest of the first run that finished an experience and is still running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for m in study_dir.glob("runs/*/manifest.json"):
+            try:
+                manifest = json.loads(m.read_text())
+            except ValueError:
+                continue
+            if manifest["status"] == "running" and manifest["experiences_done"] >= 1:
+                return manifest
+        time.sleep(0.02)
+    raise AssertionError("no run made progress")
+
+
+@pytest.fixture(scope="module")
+def clean_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("clean")
+    proc = study_cli(study_file(tmp, "clean"))
+    assert proc.wait() == 0, proc.stderr.read()
+    return tmp / "clean"
+
+
+def tables_of(study_dir):
+    return {name: (study_dir / name).read_bytes() for name in ("tasks.csv", "pairs.csv", "statistics.json")}
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_flight_then_rerun_gives_the_uninterrupted_tables(tmp_path, clean_study):
+    path = study_file(tmp_path, "killed")
+    proc = study_cli(path)
+    wait_for_progress(tmp_path / "killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)                                   # its workers die with it (PR_SET_PDEATHSIG)
+    proc = study_cli(path)
+    assert proc.wait() == 0, proc.stderr.read()
+    assert tables_of(tmp_path / "killed") == tables_of(clean_study)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_a_failed_run_and_retry_failed_completes_it(tmp_path, clean_study):
+    path = study_file(tmp_path, "oom")
+    proc = study_cli(path)
+    victim = wait_for_progress(tmp_path / "oom")
+    os.kill(victim["pid"], signal.SIGKILL)           # what the out-of-memory killer does
+    assert proc.wait() == 0, proc.stderr.read()
+    state = json.loads((tmp_path / "oom" / "study.json").read_text())
+    status = {r["name"]: r for r in state["runs"]}
+    assert status[victim["name"]]["status"] == "failed" and "SIGKILL" in status[victim["name"]]["error"]
+    assert [r["status"] for r in state["runs"] if r["name"] != victim["name"]] == ["finished"]
+    proc = study_cli(path, "--retry-failed")
+    assert proc.wait() == 0, proc.stderr.read()
+    assert all(r["status"] == "finished" for r in json.loads((tmp_path / "oom" / "study.json").read_text())["runs"])
+    same_results(tmp_path / "oom" / "runs" / victim["name"], clean_study / "runs" / victim["name"])
+    assert tables_of(tmp_path / "oom") == tables_of(clean_study)
