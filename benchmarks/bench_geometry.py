@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from dncsim.analysis import class_geometry, ncc_error_bound  # noqa: E402
 

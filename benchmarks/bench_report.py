@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import best_of  # noqa: E402
 from dncsim.analysis.report import build_report  # noqa: E402
 from dncsim.simulator.config import run_from_mapping  # noqa: E402

@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import best_of  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from dncsim.scenarios.shapes import ShapesConfig, generate_shapes  # noqa: E402
 

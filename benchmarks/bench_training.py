@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dncsim.scenarios import build_scenario  # noqa: E402
 from dncsim.simulator.build import build_optimizer, build_strategy  # noqa: E402
 from dncsim.simulator.config import run_from_mapping  # noqa: E402

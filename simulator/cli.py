@@ -8,6 +8,7 @@ their traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -21,7 +22,16 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a pointer to --help) and exit status 2."""
 
     def error(self, message):  # noqa: D401 - argparse API
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+_LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character and line break escaped (``\\r``, ``\\x1c``...): a message
+    that quotes what the user wrote stays one line whatever they wrote."""
+    return _LINE_BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _positive_ints(text: str) -> List[int]:
@@ -225,7 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args)
     except DncsimError as exc:            # one line; 2 for usage, config and data errors, 1 for a failed run
-        print(f"dncsim {args.command}: error: {exc}", file=sys.stderr)
+        print(f"dncsim {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USAGE)
     except BrokenPipeError:          # output piped into `head` and the like: not an error
         import os
