@@ -69,6 +69,8 @@ def test_local_study_with_a_failure_then_resume(tmp_path):
     assert "all runs: dir-CDNV when learned vs forgetting" in labels or stats["notes"]
     assert (out / "report" / "index.html").is_file()
     assert (out / "report" / "figures" / "dir_cdnv_vs_forgetting.png").is_file()
+    html = (out / "report" / "index.html").read_text()
+    assert "Failed runs" in html and html.count("is not a labeling of source") == 2        # each with its reason
     # resume: finished runs are skipped, failures are not retried unless asked
     finished = [Path(r["path"]) for r in state["runs"] if r["status"] == "finished"]
     stamps = [(p / "manifest.json").stat().st_mtime_ns for p in finished]
