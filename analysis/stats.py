@@ -1,22 +1,36 @@
-"""Statistics for studies over many runs: Spearman correlations with a cluster bootstrap and a
-permutation test, the paired difference of two correlations, and a plain-language verdict.
+"""The statistics of a study, from its tidy tables (what ``dncsim study`` and ``dncsim stats`` report).
 
-Rows of a study table are clustered: tasks of one run share a backbone, so they are not
-independent. Confidence intervals therefore resample whole runs (clusters) with replacement;
-the permutation p-value shuffles the outcome across rows (exchangeable under "no association").
+Rows of a study table are clustered: tasks of one run share a backbone, so they are not independent;
+every statistic here says what its unit of resampling or permutation is.
+
+* **The primary test** (``analysis.inference.primary_analysis``): forgetting regressed on the
+  standardised log directional CDNV when learned, with run, task and position fixed, run-clustered
+  errors. The verdict (``supported`` | ``contradicted`` | ``inconclusive``) reads from it alone. The
+  same model for classical CDNV, both together, and axis overlap against pairwise interference.
+* **Descriptive correlations**: Spearman rho overall, per objective and within task, with a cluster
+  bootstrap interval (whole runs resampled; reported only with at least ``MIN_CLUSTERS_FOR_INTERVAL``
+  runs, since a percentile cluster bootstrap over fewer is far too narrow) and a permutation p-value
+  that permutes whole runs' predictor vectors among runs of the same stratum (same objective, strategy
+  and tasks), aligned by task -- never single rows.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
 
+from dncsim.analysis.inference import primary_analysis
 from dncsim.common import DncsimError
 
-__all__ = ["CorrelationResult", "spearman", "cluster_bootstrap_spearman", "compare_predictors", "verdict",
-           "correlation_table", "study_statistics", "within_task_ranks", "exclude_unlearned"]
+__all__ = ["CorrelationResult", "spearman", "cluster_bootstrap_spearman", "correlation_table",
+           "study_statistics", "within_task_ranks", "exclude_unlearned", "MIN_CLUSTERS_FOR_INTERVAL",
+           "PRIMARY_PREDICTOR"]
+
+MIN_CLUSTERS_FOR_INTERVAL = 10
+PRIMARY_PREDICTOR = "dir_cdnv_learned"
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -29,17 +43,18 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class CorrelationResult:
-    """Spearman rho with a cluster-bootstrap CI and a permutation p-value (two-sided).
+    """Spearman rho with a cluster-bootstrap CI and a run-permutation p-value (two-sided).
 
-    ``n`` rows in ``clusters`` clusters; ``ci`` the (1 - alpha) percentile interval of rho over
-    ``bootstrap`` resamples of whole clusters (resamples where rho is undefined are dropped).
+    ``n`` rows in ``clusters`` runs; ``ci`` the (1 - alpha) percentile interval of rho over ``bootstrap``
+    resamples of whole runs, (None, None) with fewer than MIN_CLUSTERS_FOR_INTERVAL runs; ``p`` None when no
+    two runs are exchangeable (no stratum holds two).
     """
 
     x: str
     y: str
     rho: float
     ci: tuple
-    p: float
+    p: Optional[float]
     n: int
     clusters: int
     bootstrap: int
@@ -48,22 +63,6 @@ class CorrelationResult:
     def as_dict(self) -> dict:
         return {"x": self.x, "y": self.y, "rho": self.rho, "ci_low": self.ci[0], "ci_high": self.ci[1], "p": self.p,
                 "n": self.n, "clusters": self.clusters, "bootstrap": self.bootstrap, "permutations": self.permutations}
-
-
-def _permuted_spearman(x, y, permutations: int, rng: np.random.Generator) -> np.ndarray:
-    """Spearman rho of x against ``permutations`` random shuffles of y, vectorised (ranks permuted once)."""
-    rx, ry = rankdata(x), rankdata(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    shuffled = rng.permuted(np.tile(ry, (permutations, 1)), axis=1)
-    den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    return shuffled @ rx / den if den > 0 else np.full(permutations, np.nan)
-
-
-def _clean(x, y, clusters):
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    c = np.asarray(clusters)
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok], c[ok]
 
 
 def _cluster_indices(clusters: np.ndarray):
@@ -84,154 +83,86 @@ def _resamples(groups, n_boot: int, rng: np.random.Generator):
         yield np.concatenate([groups[g] for g in pick])
 
 
-def cluster_bootstrap_spearman(x, y, clusters, *, names=("x", "y"), bootstrap: int = 2000, permutations: int = 2000,
-                               alpha: float = 0.05, seed: int = 0) -> CorrelationResult:
-    """Spearman rho of ``x`` and ``y`` (rows with NaN dropped), its cluster-bootstrap (1 - alpha) CI and
-    a two-sided permutation p-value ((1 + #|rho_perm| >= |rho|) / (1 + permutations)). Seeded."""
-    x, y, c = _clean(x, y, clusters)
+def _run_permutations(x, clusters, strata, keys, permutations: int, rng: np.random.Generator) -> Optional[np.ndarray]:
+    """(permutations, n) copies of x in which whole runs' values moved to other runs of the same stratum,
+    value for value by key; None when no stratum holds two runs."""
+    runs = {}
+    for i, (c, k) in enumerate(zip(clusters, keys)):
+        runs.setdefault(c, {})[k] = i
+    stratum = {c: s for c, s in zip(clusters, strata)}
+    groups: Dict[object, List] = {}
+    for c, s in stratum.items():
+        groups.setdefault(s, []).append(c)
+    groups = {s: m for s, m in groups.items() if len(m) > 1}
+    if not groups:
+        return None
+    out = np.tile(x, (permutations, 1))
+    for b in range(permutations):
+        for members in groups.values():
+            for src, dst in zip(members, rng.permutation(len(members))):
+                dst = members[dst]
+                for key, i in runs[dst].items():
+                    if key in runs[src]:
+                        out[b, i] = x[runs[src][key]]
+    return out
+
+
+def cluster_bootstrap_spearman(x, y, clusters, *, strata=None, keys=None, names=("x", "y"), bootstrap: int = 2000,
+                               permutations: int = 2000, alpha: float = 0.05, seed: int = 0) -> CorrelationResult:
+    """Spearman rho of ``x`` and ``y`` (rows with NaN dropped), its cluster-bootstrap (1 - alpha) CI
+    (whole clusters resampled; only with at least MIN_CLUSTERS_FOR_INTERVAL clusters) and a two-sided
+    permutation p-value ((1 + #|rho_perm| >= |rho|) / (1 + permutations)) that permutes whole clusters'
+    x among clusters of the same ``strata`` (default: all one stratum), value for value by ``keys``
+    (default: position within the cluster). Seeded."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    c = np.asarray(clusters)
+    s = np.zeros(len(x), dtype=int) if strata is None else np.asarray(strata)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y, c, s = x[ok], y[ok], c[ok], s[ok]
+    if keys is None:
+        seen: Dict[object, int] = {}
+        keys = []
+        for ci_ in c:
+            keys.append(seen.get(ci_, 0))
+            seen[ci_] = seen.get(ci_, 0) + 1
+    else:
+        keys = list(np.asarray(keys, dtype=object)[ok])
     if len(x) < 3:
         raise DncsimError(f"{names[0]} vs {names[1]}: needs at least 3 complete rows; got {len(x)}")
     rng = np.random.default_rng(seed)
     rho = spearman(x, y)
     groups = _cluster_indices(c)
-    boots = np.array([spearman(x[i], y[i]) for i in _resamples(groups, bootstrap, rng)])
-    boots = boots[np.isfinite(boots)]
-    ci = _percentile_interval(boots, alpha)
-    extreme = int((np.abs(_permuted_spearman(x, y, permutations, rng)) >= abs(rho) - 1e-12).sum())
-    p = (1 + extreme) / (1 + permutations)
-    return CorrelationResult(names[0], names[1], rho, ci, float(p), len(x), len(groups), bootstrap, permutations)
+    ci = (None, None)
+    if len(groups) >= MIN_CLUSTERS_FOR_INTERVAL:
+        boots = np.array([spearman(x[i], y[i]) for i in _resamples(groups, bootstrap, rng)])
+        ci = _percentile_interval(boots[np.isfinite(boots)], alpha)
+    perms = _run_permutations(x, list(c), list(s), keys, permutations, rng)
+    p = None
+    if perms is not None:
+        extreme = sum(abs(spearman(xb, y)) >= abs(rho) - 1e-12 for xb in perms)
+        p = float((1 + extreme) / (1 + permutations))
+    return CorrelationResult(names[0], names[1], rho, ci, p, len(x), len(groups), bootstrap, permutations)
 
 
-def compare_predictors(x1, x2, y, clusters, *, names=("x1", "x2", "y"), bootstrap: int = 2000, alpha: float = 0.05,
-                       seed: int = 0) -> dict:
-    """rho(x1, y) - rho(x2, y) on the rows where all three are known, with a paired cluster-bootstrap CI
-    (both correlations recomputed on the same resamples)."""
-    x1, x2, y = (np.asarray(v, dtype=float) for v in (x1, x2, y))
-    c = np.asarray(clusters)
-    ok = np.isfinite(x1) & np.isfinite(x2) & np.isfinite(y)
-    x1, x2, y, c = x1[ok], x2[ok], y[ok], c[ok]
-    if len(y) < 3:
-        raise DncsimError(f"{names[0]} vs {names[1]}: needs at least 3 complete rows; got {len(y)}")
-    rng = np.random.default_rng(seed)
-    diff = spearman(x1, y) - spearman(x2, y)
-    groups = _cluster_indices(c)
-    boots = np.array([spearman(x1[i], y[i]) - spearman(x2[i], y[i]) for i in _resamples(groups, bootstrap, rng)])
-    boots = boots[np.isfinite(boots)]
-    ci = _percentile_interval(boots, alpha)
-    return {"x1": names[0], "x2": names[1], "y": names[2], "difference": float(diff), "ci_low": ci[0],
-            "ci_high": ci[1], "n": int(len(y)), "clusters": len(groups)}
-
-
-def _supported(r: dict, alpha: float) -> bool:
-    return r["p"] < alpha and (r["ci_low"] > 0 or r["ci_high"] < 0)
-
-
-def verdict(main: dict, classical: Optional[dict], difference: Optional[dict], pairwise: Optional[dict],
-            alpha: float = 0.05) -> Sequence[str]:
-    """Plain sentences: effect size, CI and p for each test, and whether the data support the
-    hypothesis (low directional variability -> less forgetting, i.e. a positive rho between
-    dir-CDNV and forgetting). "Support" needs p < alpha AND a CI that excludes 0."""
-    def line(r, what):
-        return (f"{what}: Spearman rho = {r['rho']:.2f} [95% CI {r['ci_low']:.2f}, {r['ci_high']:.2f}], "
-                f"permutation p = {r['p']:.3g} (n = {r['n']} rows in {r['clusters']} runs)")
-    out = [line(main, "Directional CDNV when a task was learned vs its later forgetting")]
-    if _supported(main, alpha) and main["rho"] > 0:
-        out.append("Supported: tasks with lower directional variability when learned forgot less.")
-    elif _supported(main, alpha):
-        out.append("Contradicted: tasks with lower directional variability when learned forgot MORE.")
-    else:
-        out.append("Not supported by these data: the correlation is not distinguishable from zero "
-                   f"(the CI covers 0 or p >= {alpha}).")
-    if classical is not None:
-        out.append(line(classical, "Classical CDNV when learned vs forgetting"))
-    if difference is not None:
-        d = difference
-        settled = d["ci_low"] > 0 or d["ci_high"] < 0
-        better = "directional CDNV" if d["difference"] > 0 else "classical CDNV"
-        out.append(f"Difference rho(dir-CDNV) - rho(CDNV) = {d['difference']:.2f} [95% CI {d['ci_low']:.2f}, "
-                   f"{d['ci_high']:.2f}]: " + (f"{better} predicts forgetting better." if settled else
-                                               "neither predicts forgetting measurably better."))
-    if pairwise is not None:
-        out.append(line(pairwise, "Axis overlap of a task pair vs the interference between them"))
-        supported = _supported(pairwise, alpha) and pairwise["rho"] > 0
-        out.append("Overlapping axes went with more interference." if supported
-                   else "No measurable link between axis overlap and interference.")
-    return out
-
-
-def correlation_table(rows: Sequence[Dict], x: str, y: str, cluster: str, **kw) -> dict:
-    """:func:`cluster_bootstrap_spearman` on columns of a list-of-dicts table (``None`` -> NaN)."""
-    get = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
-    return cluster_bootstrap_spearman(get(x), get(y), [r[cluster] for r in rows], names=(x, y), **kw).as_dict()
-
-
-# --- the tests of a study, from its tidy tables -----------------------------------------------------
-
-def _try(fn, *args, **kw):
+def _num(v) -> float:
     try:
-        return fn(*args, **kw), None
-    except DncsimError as exc:
-        return None, str(exc)
+        f = float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+    return f if math.isfinite(f) else float("nan")
 
 
-def study_statistics(tasks: List[dict], pairs: List[dict], settings) -> dict:
-    """All tests of a study from its tables (``settings``: StatisticsConfig): overall, per objective, pairwise,
-    the difference dir-CDNV vs CDNV, and the verdict sentences."""
-    y = f"{settings.forgetting}/{settings.probe}/{settings.protocol}"
-    inter = f"interference/{settings.probe}/frozen"
-    kw = dict(bootstrap=settings.bootstrap, permutations=settings.permutations, alpha=settings.alpha,
-              seed=settings.seed)
-    out = {"outcome": y, "interference": inter, "tests": [], "notes": []}
-    include = getattr(settings, "include_unlearned", False)
-    tasks, pairs, out["excluded"] = exclude_unlearned(tasks, pairs, include)
-    if out["excluded"]["task_rows"]:
-        out["notes"].append(f"{out['excluded']['task_rows']} task rows and {out['excluded']['pair_rows']} pair rows "
-                            f"left out: {out['excluded']['reason']}")
-
-    def add(label, rows, x, yy, cluster="run"):
-        res, err = _try(correlation_table, rows, x, yy, cluster, **kw)
-        if res is not None:
-            out["tests"].append({"label": label, **res})
-        else:
-            out["notes"].append(f"{label}: {err}")
-        return res
-
-    def difference(label, rows):
-        col = lambda k: [np.nan if r.get(k) is None else r[k] for r in rows]  # noqa: E731
-        d, err = _try(compare_predictors, col("dir_cdnv_learned"), col("cdnv_learned"), col(y),
-                      [r["run"] for r in rows], names=("dir_cdnv_learned", "cdnv_learned", y),
-                      bootstrap=settings.bootstrap, alpha=settings.alpha, seed=settings.seed)
-        if err:
-            out["notes"].append(f"{label}: {err}")
-        return None if d is None else {"label": label, **d}
-
-    main = add("all runs: dir-CDNV when learned vs forgetting", tasks, "dir_cdnv_learned", y)
-    classical = add("all runs: CDNV when learned vs forgetting", tasks, "cdnv_learned", y)
-    out["difference"] = difference("all runs: rho(dir-CDNV) - rho(CDNV)", tasks) if main is not None else None
-    out["differences"] = [out["difference"]] if out["difference"] else []
-    for obj in sorted({r["objective"] for r in tasks}):
-        sub = [r for r in tasks if r["objective"] == obj]
-        if add(f"{obj}: dir-CDNV when learned vs forgetting", sub, "dir_cdnv_learned", y) is not None:
-            d = difference(f"{obj}: rho(dir-CDNV) - rho(CDNV)", sub)
-            if d:
-                out["differences"].append(d)
-        add(f"{obj}: CDNV when learned vs forgetting", sub, "cdnv_learned", y)
-    within = within_task_ranks(tasks, ["dir_cdnv_learned", "cdnv_learned", y])
-    within_main = add("within task: dir-CDNV when learned vs forgetting", within, "dir_cdnv_learned", y)
-    add("within task: CDNV when learned vs forgetting", within, "cdnv_learned", y)
-    pairwise = add("all runs: axis overlap vs interference (task pairs)", pairs, "overlap", inter)
-    if main is not None:
-        out["verdict"] = list(verdict(main, classical, out["difference"], pairwise, alpha=settings.alpha))
-    else:
-        out["verdict"] = ["Not enough data to test the hypothesis: " + "; ".join(out["notes"])]
-    if within_main is not None:
-        held = within_main["p"] < settings.alpha and (within_main["ci_low"] > 0 or within_main["ci_high"] < 0)
-        out["verdict"].append(
-            f"Within each task (task identity held fixed, ranks taken across runs): rho = {within_main['rho']:.2f} "
-            f"[95% CI {within_main['ci_low']:.2f}, {within_main['ci_high']:.2f}], p = {within_main['p']:.3g}: "
-            + ("the link holds beyond differences between tasks." if held else
-               "beyond differences between tasks, the data show no measurable link."))
-    return out
+def correlation_table(rows: Sequence[Dict], x: str, y: str, cluster: str = "run", key: str = "task_name",
+                      **kw) -> dict:
+    """:func:`cluster_bootstrap_spearman` on columns of a list-of-dicts table (missing -> NaN), strata
+    (objective, strategy, task set) per run and runs aligned by ``key``."""
+    tasks_of: Dict[object, set] = {}
+    for r in rows:
+        tasks_of.setdefault(r.get(cluster), set()).add(str(r.get(key)))
+    strata = [str((r.get("objective"), r.get("strategy"), tuple(sorted(tasks_of[r.get(cluster)])))) for r in rows]
+    return cluster_bootstrap_spearman([_num(r.get(x)) for r in rows], [_num(r.get(y)) for r in rows],
+                                      [str(r.get(cluster)) for r in rows], strata=strata,
+                                      keys=[str(r.get(key)) for r in rows], names=(x, y), **kw).as_dict()
 
 
 def exclude_unlearned(tasks: List[dict], pairs: List[dict], include: bool = False):
@@ -254,10 +185,122 @@ def within_task_ranks(rows: List[dict], columns: Sequence[str]) -> List[dict]:
     for name in {r["task_name"] for r in rows}:
         idx = [i for i, r in enumerate(rows) if r["task_name"] == name]
         for c in columns:
-            known = [i for i in idx if rows[i].get(c) is not None]
+            known = [i for i in idx if rows[i].get(c) is not None and math.isfinite(_num(rows[i].get(c)))]
             if not known:
                 continue
-            ranks = rankdata([rows[i][c] for i in known])
+            ranks = rankdata([_num(rows[i][c]) for i in known])
             for i, rk in zip(known, ranks - ranks.mean()):
                 out[i][c] = float(rk)
+    return out
+
+
+# --- the tests of a study, from its tidy tables -----------------------------------------------------
+
+def _try(fn, *args, **kw):
+    try:
+        return fn(*args, **kw), None
+    except DncsimError as exc:
+        return None, str(exc)
+
+
+def _primary_record(result: dict, predictor: str) -> dict:
+    c = result["coefficients"][predictor]
+    return {"predictor": predictor, "outcome": result["outcome"], "estimate": c["estimate"], "se": c["se"],
+            "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p": c["p"], "verdict": result["verdict"],
+            "mde_80": c["mde_80"], "method": c["method"], "permutation_p": c["permutation_p"],
+            "wild_bootstrap_p": c["wild_bootstrap_p"], "n_rows": result["n_rows"], "n_runs": result["n_runs"],
+            "excluded_rows": result["excluded_rows"], "dropped_rows": result["dropped_rows"],
+            "notes": result["notes"], "terms": result["terms"]}
+
+
+def _sentence(rec: dict, what: str, per: str) -> str:
+    ci = f"[95% CI {rec['ci_low']:+.3g}, {rec['ci_high']:+.3g}]"
+    return (f"{what}: {rec['estimate']:+.3g} {ci} per standard deviation of {per}, p = {rec['p']:.3g} "
+            f"({rec['n_rows']} rows in {rec['n_runs']} runs; {rec['method']})")
+
+
+def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predictor: str = PRIMARY_PREDICTOR) -> dict:
+    """Every statistic of a study from its tables (``settings``: a StatisticsConfig): the primary test and
+    its verdict, the same model for classical CDNV and for both predictors together, the pairs analysis,
+    the descriptive correlations, and plain sentences. ``predictor``: the primary predictor column."""
+    y = f"{settings.forgetting}/{settings.probe}/{settings.protocol}"
+    inter = f"interference/{settings.probe}/frozen"
+    kw = dict(alpha=settings.alpha, seed=settings.seed, permutations=settings.permutations)
+    out = {"outcome": y, "interference": inter, "predictor": predictor, "tests": [], "notes": []}
+    include = getattr(settings, "include_unlearned", False)
+    tasks, pairs, out["excluded"] = exclude_unlearned(tasks, pairs, include)
+    if out["excluded"]["task_rows"] or out["excluded"]["pair_rows"]:
+        out["notes"].append(f"{out['excluded']['task_rows']} task rows and {out['excluded']['pair_rows']} pair rows "
+                            f"left out: {out['excluded']['reason']}")
+    classical_predictor = predictor.replace("dir_cdnv", "cdnv") if "dir_cdnv" in predictor else "cdnv_learned"
+
+    def model(rows, outcome, predictors, label, **extra):
+        res, err = _try(primary_analysis, rows, outcome, predictors, excluded_rows=out["excluded"]["task_rows"],
+                        **kw, **extra)
+        if err:
+            out["notes"].append(f"{label}: {err}")
+        return res
+
+    primary = model(tasks, y, [predictor], "primary test")
+    out["primary"] = None if primary is None else _primary_record(primary, predictor)
+    classical = model(tasks, y, [classical_predictor], "classical CDNV") if predictor != classical_predictor else None
+    out["classical"] = None if classical is None else _primary_record(classical, classical_predictor)
+    joint = model(tasks, y, [predictor, classical_predictor], "both predictors") \
+        if predictor != classical_predictor else None
+    out["joint"] = None if joint is None else {p: _primary_record(joint, p) for p in (predictor, classical_predictor)}
+    pair_rows = [dict(r, pair=f"{r.get('name_a')} | {r.get('name_b')}") for r in pairs]
+    pair_model = model(pair_rows, inter, ["overlap"], "pairs analysis", log_predictors=False, key="pair",
+                       fixed=(("run", "run"), ("task pair", "pair"), ("objective", "objective"),
+                              ("strategy", "strategy"))) if pair_rows else None
+    if not pair_rows:
+        out["notes"].append("pairs analysis: no pair rows (a one-task stream, or no pairs table)")
+    out["pairs_primary"] = None if pair_model is None else _primary_record(pair_model, "overlap")
+
+    def describe(label, rows, x, yy, key="task_name"):
+        res, err = _try(correlation_table, rows, x, yy, key=key, bootstrap=settings.bootstrap,
+                        permutations=settings.permutations, alpha=settings.alpha, seed=settings.seed)
+        if res is not None:
+            out["tests"].append({"label": label, **res})
+        elif err:
+            out["notes"].append(f"{label}: {err}")
+    describe("all runs: dir-CDNV when learned vs forgetting", tasks, predictor, y)
+    describe("all runs: CDNV when learned vs forgetting", tasks, classical_predictor, y)
+    for obj in sorted({str(r.get("objective")) for r in tasks}):
+        sub = [r for r in tasks if str(r.get("objective")) == obj]
+        describe(f"{obj}: dir-CDNV when learned vs forgetting", sub, predictor, y)
+    within = within_task_ranks(tasks, [predictor, classical_predictor, y]) if tasks else []
+    describe("within task: dir-CDNV when learned vs forgetting", within, predictor, y)
+    describe("all runs: axis overlap vs interference (task pairs)", pair_rows, "overlap", inter, key="pair")
+    if tasks and any(t["clusters"] < MIN_CLUSTERS_FOR_INTERVAL for t in out["tests"]):
+        out["notes"].append(f"descriptive correlations over fewer than {MIN_CLUSTERS_FOR_INTERVAL} runs have no "
+                            "interval: a percentile bootstrap over so few runs is far too narrow")
+    out["verdict"] = _verdict_sentences(out)
+    return out
+
+
+def _verdict_sentences(s: dict) -> List[str]:
+    p = s["primary"]
+    if p is None:
+        return ["No verdict: the primary test could not be run (" + "; ".join(s["notes"]) + ")."]
+    meaning = {"supported": "Supported: with run, task and position held fixed, tasks whose directional CDNV was "
+                            "lower when they were learned forgot less.",
+               "contradicted": "Contradicted: with run, task and position held fixed, tasks whose directional CDNV "
+                               "was lower when they were learned forgot MORE.",
+               "inconclusive": (f"Inconclusive: the interval covers 0. The study could have detected an effect of "
+                                f"about {p['mde_80']:.3g} per standard deviation with 80% power; a smaller one would "
+                                "need more runs.")}
+    out = [_sentence(p, f"Primary test ({p['outcome']} on log directional CDNV when learned)",
+                     "log directional CDNV"), meaning[p["verdict"]]]
+    if s["joint"]:
+        d, c = s["joint"][p["predictor"]], s["joint"][next(k for k in s["joint"] if k != p["predictor"])]
+        carries = [name for name, r in (("directional CDNV", d), ("classical CDNV", c))
+                   if r["ci_low"] > 0 or r["ci_high"] < 0]
+        out.append(f"Both together: directional CDNV {d['estimate']:+.3g} [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}], "
+                   f"classical CDNV {c['estimate']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}] per standard "
+                   "deviation: " + (f"{' and '.join(carries)} carries the signal with the other held fixed."
+                                    if carries else "neither is distinguishable from zero with the other held fixed."))
+    if s["pairs_primary"]:
+        q = s["pairs_primary"]
+        out.append(_sentence(q, "Pairs (interference on axis overlap when the later task was learned)",
+                             "axis overlap") + f": {q['verdict']}.")
     return out

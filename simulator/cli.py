@@ -151,6 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--out", metavar="DIR", default=None, help="study directory (default: studies/<name>)")
     st.add_argument("--retry-failed", action="store_true", default=None, help="run the recorded failures again")
     st.set_defaults(func=_cmd_study)
+
+    sx = sub.add_parser("stats", help="recompute a study's statistics and verdict from its tables",
+                        description="Recompute every statistic of a study from its tidy tables (tasks.csv, pairs.csv) "
+                                    "without rerunning anything, and print the verdict of the primary test: "
+                                    "forgetting on the standardised log directional CDNV when learned, with run, task "
+                                    "and position held fixed and errors clustered by run.")
+    sx.add_argument("table", metavar="STUDY_DIR_OR_TASKS_CSV", help="a study directory or its tasks.csv")
+    sx.add_argument("--outcome", default=None, metavar="FORGETTING/PROBE/PROTOCOL",
+                    help="the outcome column (default: the study's statistics settings, else "
+                         "forgetting_max/linear/frozen)")
+    sx.add_argument("--predictor", default="dir_cdnv_learned", help="the primary predictor column (default: "
+                                                                    "dir_cdnv_learned)")
+    sx.add_argument("--include-unlearned", action="store_true", help="keep tasks that were not learned")
+    sx.add_argument("--permutations", type=_positive_int, default=None, help="run permutations for the permutation "
+                                                                             "p-values (default: the study's, 2000)")
+    sx.add_argument("--bootstrap", type=_positive_int, default=None,
+                    help="cluster-bootstrap resamples for the descriptive intervals (default: the study's, 2000)")
+    sx.add_argument("--json", metavar="OUT.json", default=None, help="also write every number to this JSON file")
+    sx.set_defaults(func=_cmd_stats)
     return parser
 
 
@@ -225,6 +244,21 @@ def _cmd_study(args) -> int:
     if cfg.scheduler and cfg.engine != "dask":
         raise DncsimError("--scheduler needs --engine dask (or engine: dask in the study file)")
     run_study(cfg)
+    return 0
+
+
+def _cmd_stats(args) -> int:
+    from dncsim.simulator.stats_command import format_statistics, stats_for, write_json
+
+    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
+        raise DncsimError(f"--json: directory {Path(args.json).resolve().parent} does not exist")
+    result = stats_for(args.table, outcome=args.outcome, predictor=args.predictor,
+                       include_unlearned=args.include_unlearned, permutations=args.permutations,
+                       bootstrap=args.bootstrap)
+    print(format_statistics(result))
+    if args.json is not None:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
     return 0
 
 

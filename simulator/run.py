@@ -96,7 +96,8 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
             acc = last.get((ACC, k, key.probe, key.protocol))
             forg = last.get((FORGETTING_MAX, k, key.probe, key.protocol))
             row.append("n/a" if acc is None else f"{acc:.3f}" + ("" if forg is None else f" ({forg:+.3f})"))
-        row += [f"{last[(DIR_CDNV, k, None, None)]:.4g}", f"{last[(CDNV, k, None, None)]:.4g}"]
+        row += ["n/a" if last.get((m, k, None, None)) is None else f"{last[(m, k, None, None)]:.4g}"
+                for m in (DIR_CDNV, CDNV)]
         table.append(row)
     return format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
                         table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")

@@ -165,7 +165,8 @@ def feature_files(draw):
     elif dtype == "U3":
         x = x.astype("U3")
     else:
-        x = x.astype(dtype)
+        with np.errstate(invalid="ignore", over="ignore"):
+            x = x.astype(dtype)
     if np.issubdtype(x.dtype, np.floating) and x.size and not plausible and draw(st.booleans()):
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
     arrays = {} if not plausible and draw(st.booleans()) and draw(st.booleans()) else {"features": x}

@@ -37,6 +37,11 @@ class AnalysisConfig(StrictModel):
     episodes: int = Field(100, ge=1)
     ddof: Literal[0, 1] = 0
     split: Literal["train", "test"] = Field("test", description="split the geometry and few-shot episodes use")
+    estimator: Literal["crossfit", "plugin"] = Field("crossfit", description="estimator of the per-task "
+                                                     "dir-CDNV, CDNV, ratio and mean gap (README, Estimators)")
+    crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")
+    bootstrap: int = Field(100, ge=0, le=10000, description="within-class bootstrap resamples for the 95% intervals "
+                                                            "of the per-task summaries (0: none)")
 
     @field_validator("shots")
     @classmethod

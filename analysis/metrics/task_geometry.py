@@ -1,23 +1,59 @@
-"""Directional CDNV, CDNV, their ratio and the mean gap of every task's classes."""
+"""Directional CDNV, CDNV, their ratio and the mean gap of every task's classes, with bootstrap intervals."""
 from __future__ import annotations
 
+from dncsim.analysis.estimators import bootstrap_summaries, crossfit_geometry
+from dncsim.analysis.geometry import UndefinedGeometry
 from dncsim.analysis.metrics.base import Metric, Row
-from dncsim.analysis.names import CDNV, CDNV_RATIO, DIR_CDNV, MEAN_GAP
+from dncsim.analysis.names import CDNV, CDNV_RATIO, CI_HIGH, CI_LOW, DIR_CDNV, MEAN_GAP, RESOLVED_PAIRS
 
 __all__ = ["TaskGeometry"]
 
+_FIELDS = ((DIR_CDNV, "dir_cdnv"), (CDNV, "cdnv"), (CDNV_RATIO, "ratio"), (MEAN_GAP, "mean_gap"))
+
 
 class TaskGeometry(Metric):
-    """Per task, from ``ClassGeometry.summary()`` on the geometry split (README, Conventions):
-    ``dir_cdnv`` (mean over ordered class pairs), ``cdnv`` (mean over unordered pairs, no factor 1/2),
-    ``cdnv_ratio`` and ``mean_gap`` (mean distance between class means). Stateless."""
+    """Per task, on the geometry split (README, Conventions and Estimators): ``dir_cdnv`` (mean over
+    ordered class pairs), ``cdnv`` (mean over unordered pairs, no factor 1/2), ``cdnv_ratio`` and
+    ``mean_gap``, by the ``plugin`` estimator (``ClassGeometry.summary()``, the authors' numbers) or the
+    ``crossfit`` one (axes and variances from independent halves, squared gaps corrected for the noise of
+    the means; then also ``resolved_pairs``, and the summaries are absent while no pair is resolved).
+    With ``bootstrap`` > 0: ``<metric>_ci_low`` / ``_ci_high``, the 95% percentile interval over that many
+    within-class resamples of the same estimator. Seeds derive from (seed, row, task). Stateless."""
 
     name = "task_geometry"
-    emits = (DIR_CDNV, CDNV, CDNV_RATIO, MEAN_GAP)
+    emits = tuple(m for m, _ in _FIELDS) + (RESOLVED_PAIRS,) + tuple(
+        m + suffix for m, _ in _FIELDS[:3] for suffix in (CI_LOW, CI_HIGH))
+
+    def __init__(self, estimator: str = "plugin", splits: int = 2, bootstrap: int = 0, ddof: int = 0, seed: int = 0):
+        super().__init__()
+        self.estimator, self.splits, self.bootstrap, self.ddof, self.seed = estimator, splits, bootstrap, ddof, seed
+
+    @classmethod
+    def from_config(cls, evaluation, analysis, seed):
+        return cls(analysis.estimator, analysis.crossfit_splits, analysis.bootstrap, analysis.ddof, seed)
 
     def update(self, row: Row) -> None:
         for k in range(len(row.tasks)):
-            summary = row.geometry(k).summary()
-            for metric, field in ((DIR_CDNV, "dir_cdnv"), (CDNV, "cdnv"), (CDNV_RATIO, "ratio"),
-                                  (MEAN_GAP, "mean_gap")):
+            seed = self.seed * 1_000_003 + (row.t + 1) * 1009 + k
+            if self.estimator == "plugin":
+                summary = row.geometry(k).summary()
+            else:
+                f, y = row.geometry_data(k)
+                try:
+                    summary = crossfit_geometry(f, y, splits=self.splits, seed=seed).summary()
+                except UndefinedGeometry:       # no pair resolved yet (e.g. an untrained backbone)
+                    self.measure(row, RESOLVED_PAIRS, 0, task=k)
+                    continue
+                C = row.geometry(k).C
+                self.measure(row, RESOLVED_PAIRS, C * (C - 1) // 2 - summary["undefined_pairs"], task=k)
+            for metric, field in _FIELDS:
                 self.measure(row, metric, summary[field], task=k)
+            if self.bootstrap:
+                f, y = row.geometry_data(k)
+                intervals = bootstrap_summaries(f, y, estimator=self.estimator, resamples=self.bootstrap,
+                                                ddof=self.ddof, splits=self.splits, seed=seed)
+                for metric, field in _FIELDS[:3]:
+                    low, high = intervals[field]
+                    if low == low and high == high:
+                        self.measure(row, metric + CI_LOW, low, task=k)
+                        self.measure(row, metric + CI_HIGH, high, task=k)

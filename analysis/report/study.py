@@ -116,8 +116,8 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
     atomic_write_bytes(study_dir / "tasks.csv", rows_to_csv(tasks).encode())
     atomic_write_bytes(study_dir / "pairs.csv", rows_to_csv(pairs).encode())
     stats = study_statistics(tasks, pairs, cfg.statistics) if tasks else \
-        {"tests": [], "notes": ["no finished runs"], "difference": None, "differences": [],
-         "verdict": ["No finished runs: nothing to test."],
+        {"tests": [], "notes": ["no finished runs"], "primary": None, "classical": None,
+         "joint": None, "pairs_primary": None, "verdict": ["No finished runs: nothing to test."],
          "outcome": None, "interference": None}
     atomic_write_bytes(study_dir / "statistics.json", (json.dumps(stats, indent=2, allow_nan=False) + "\n").encode())
     state = json.loads((study_dir / "study.json").read_text())

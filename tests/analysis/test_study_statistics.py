@@ -1,61 +1,70 @@
-"""study_statistics on synthetic study tables: every test present, the verdict follows the data."""
+"""study_statistics on synthetic study tables: the primary test, its companions and the verdict."""
 import numpy as np
 
-from dncsim.analysis.stats import study_statistics
+from dncsim.analysis.stats import study_statistics, within_task_ranks
 from dncsim.simulator.study import StatisticsConfig
 
+SETTINGS = StatisticsConfig(bootstrap=200, permutations=200)
 
-def tables(effect, seed=0, runs_per_objective=8, tasks=3):
+
+def tables(effect, seed=0, runs_per_objective=8, tasks=3, unlearned=0):
+    """Runs of ``tasks`` tasks; forgetting rises with log dir-CDNV by ``effect``; CDNV is unrelated noise."""
     rng = np.random.default_rng(seed)
     task_rows, pair_rows = [], []
     for obj in ("simclr", "supervised"):
         for r in range(runs_per_objective):
             run = f"{obj}-{r}"
+            shift = rng.normal() * 2
             for k in range(tasks):
-                d = float(np.exp(rng.normal()))
+                d = float(np.exp(rng.normal() + shift))
                 c = float(np.exp(rng.normal()))
-                f = effect * np.log(d) + rng.normal() * 0.5
+                f = effect * np.log(d) + rng.normal() * 0.5 + shift
                 task_rows.append({"run": run, "objective": obj, "strategy": "naive", "task_name": f"t{k}",
+                                  "learned_at": k, "learned": not (k == 0 and r < unlearned),
                                   "dir_cdnv_learned": d, "cdnv_learned": c, "forgetting_max/linear/frozen": float(f)})
             for a in range(tasks):
                 for b in range(a + 1, tasks):
                     o = float(rng.uniform())
-                    pair_rows.append({"run": run, "objective": obj, "overlap": o,
+                    pair_rows.append({"run": run, "objective": obj, "strategy": "naive", "name_a": f"t{a}",
+                                      "name_b": f"t{b}", "learned_a": True, "learned_b": True, "overlap": o,
                                       "interference/linear/frozen": effect * o + float(rng.normal()) * 0.3})
     return task_rows, pair_rows
 
 
-def test_all_tests_and_a_supported_verdict_when_the_effect_is_there():
+def test_a_real_effect_is_supported_by_the_primary_test_and_carried_by_directional_cdnv():
     t, p = tables(effect=1.0)
-    s = study_statistics(t, p, StatisticsConfig(bootstrap=300, permutations=300))
+    s = study_statistics(t, p, SETTINGS)
+    prim = s["primary"]
+    assert prim["verdict"] == "supported" and prim["ci_low"] > 0 and prim["n_rows"] == 48 and prim["n_runs"] == 16
+    assert {"estimate", "ci_low", "ci_high", "p", "verdict", "n_rows", "n_runs", "excluded_rows"} <= set(prim)
+    assert s["classical"]["verdict"] == "inconclusive"
+    assert s["joint"]["dir_cdnv_learned"]["ci_low"] > 0 and s["pairs_primary"]["verdict"] == "supported"
+    text = " ".join(s["verdict"])
+    assert text.startswith("Primary test") and "Supported: with run, task and position held fixed" in text
+    assert "directional CDNV carries the signal" in text
     labels = [x["label"] for x in s["tests"]]
-    assert labels == ["all runs: dir-CDNV when learned vs forgetting", "all runs: CDNV when learned vs forgetting",
-                      "simclr: dir-CDNV when learned vs forgetting", "simclr: CDNV when learned vs forgetting",
-                      "supervised: dir-CDNV when learned vs forgetting", "supervised: CDNV when learned vs forgetting",
-                      "within task: dir-CDNV when learned vs forgetting", "within task: CDNV when learned vs "
-                                                                          "forgetting",
-                      "all runs: axis overlap vs interference (task pairs)"]
-    assert [d["label"] for d in s["differences"]] == ["all runs: rho(dir-CDNV) - rho(CDNV)",
-                                                      "simclr: rho(dir-CDNV) - rho(CDNV)",
-                                                      "supervised: rho(dir-CDNV) - rho(CDNV)"]
-    main = s["tests"][0]
-    assert main["rho"] > 0.5 and main["ci_low"] > 0 and main["n"] == 48 and main["clusters"] == 16
-    text = " ".join(s["verdict"])
-    assert "Supported" in text and "directional CDNV predicts forgetting better" in text
-    assert "the link holds beyond differences between tasks" in text
+    assert labels[0] == "all runs: dir-CDNV when learned vs forgetting" and "within task: dir-CDNV when learned " \
+                                                                            "vs forgetting" in labels
 
 
-def test_verdict_is_plain_when_there_is_no_effect():
+def test_no_effect_is_inconclusive_with_the_detectable_size_said():
     t, p = tables(effect=0.0, seed=3)
-    s = study_statistics(t, p, StatisticsConfig(bootstrap=300, permutations=300))
-    text = " ".join(s["verdict"])
-    assert "Not supported by these data" in text and "No measurable link between axis overlap" in text
-    assert "the data show no measurable link" in text
+    s = study_statistics(t, p, SETTINGS)
+    assert s["primary"]["verdict"] == "inconclusive"
+    assert "could have detected an effect of about" in " ".join(s["verdict"])
+
+
+def test_unlearned_tasks_are_left_out_and_counted():
+    t, p = tables(effect=1.0, unlearned=3)
+    s = study_statistics(t, p, SETTINGS)
+    assert s["excluded"]["task_rows"] == 6 and s["primary"]["excluded_rows"] == 6 and s["primary"]["n_rows"] == 42
+    assert any("left out" in n for n in s["notes"])
+    kept = study_statistics(t, p, StatisticsConfig(bootstrap=200, permutations=200, include_unlearned=True))
+    assert kept["primary"]["n_rows"] == 48 and kept["excluded"]["task_rows"] == 0
 
 
 def test_within_task_ranks_remove_differences_between_tasks():
-    from dncsim.analysis.stats import within_task_ranks as _within_task
     rows = [{"task_name": t, "x": x, "y": y} for t, x, y in
             [("a", 1.0, 10.0), ("a", 2.0, 20.0), ("b", 100.0, 0.5), ("b", 200.0, 0.1)]]
-    w = _within_task(rows, ["x", "y"])
+    w = within_task_ranks(rows, ["x", "y"])
     assert [r["x"] for r in w] == [-0.5, 0.5, -0.5, 0.5] and [r["y"] for r in w] == [-0.5, 0.5, 0.5, -0.5]

@@ -1,0 +1,414 @@
+"""Estimators of the geometry summaries with less bias than the plug-in, and bootstrap intervals.
+
+**Why.** The plug-in directional CDNV uses the class means twice: to point the axis u_ij and to measure
+the variance along it, and its squared mean gap |mu^_i - mu^_j|^2 is inflated by the sampling noise
+of the means, E|mu^_i - mu^_j|^2 = d_ij^2 + tr S_i / n_i + tr S_j / n_j. Both biases grow as the
+classes get closer or the samples fewer -- the barely-learned tasks -- and differ from task to task.
+
+**Crossfit** (:func:`crossfit_geometry`). Each class is split at random into two halves (sizes
+floor/ceil of n_i/2), ``splits`` times. For each split and each way round, the axes come from the
+class means of one half, u^A_ij = (mu^A_j - mu^A_i)/|.|, and the variance along them from the other
+half, with the unbiased (n - 1) divisor: s^B_ij = sum_{x in i, B} ((x - mu^B_i) . u^A_ij)^2 / (n^B_i - 1).
+Given u^A, s^B_ij is exactly unbiased for u^A' Sigma_i u^A (the halves are independent); for isotropic
+classes that is the axis variance itself. The 2 x ``splits`` estimates are averaged. The squared gap
+is the full-sample one with its sampling bias removed,
+
+    D2_ij = |mu^_i - mu^_j|^2 - v_i / n_i - v_j / n_j,     v_i = sum_{x in i} |x - mu^_i|^2 / (n_i - 1),
+
+unbiased for d_ij^2 (mu^_i - mu^_j has mean mu_i - mu_j and covariance Sigma_i/n_i + Sigma_j/n_j).
+Then dir_cdnv_ij = s_ij / D2_ij (ordered) and cdnv_ij = (v_i + v_j) / D2_ij. A pair whose D2 is not
+positive (classes closer than their sampling noise can resolve) is undefined (NaN) and left out of
+the summary means, which say how many pairs they lost (``undefined_pairs``).
+
+**Bootstrap** (:func:`bootstrap_summaries`, :func:`bootstrap_median_abs_cos`): samples are resampled
+with replacement within each class (multinomial weights; B resamples done together as a batch of
+weightings, no Python loop over resamples); the estimator (plug-in or crossfit, where a crossfit
+resample splits the original samples so a duplicated sample never sits in both halves) is recomputed
+on each; the (1 - alpha) percentile interval is reported.
+
+Every computation is batched over weightings: ``W`` (B, N) non-negative sample weights, class sums by
+``index_add``, the projections of residuals onto the axes by one product per chunk of samples, float64.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from dncsim.analysis.geometry import UndefinedGeometry
+from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.common import DncsimError
+
+__all__ = ["GeometryEstimate", "crossfit_geometry", "plugin_estimate", "estimate_geometry", "bootstrap_summaries",
+           "bootstrap_median_abs_cos", "ESTIMATORS"]
+
+ESTIMATORS = ("plugin", "crossfit")
+_CHUNK = 1 << 21          # elements per temporary (rows x columns), as in analysis.geometry
+F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class GeometryEstimate:
+    """Summary geometry from an estimator: ``dir_cdnv`` (C, C) ordered, ``cdnv`` and ``d2`` (C, C)
+    symmetric (NaN diagonal and where undefined), ``var`` (C,), ``classes``, ``counts``; ``estimator``
+    names it. :meth:`summary` gives the scalar means, as ``ClassGeometry.summary`` does."""
+
+    classes: torch.Tensor
+    counts: torch.Tensor
+    var: torch.Tensor
+    d2: torch.Tensor
+    cdnv: torch.Tensor
+    dir_cdnv: torch.Tensor
+    estimator: str
+
+    @property
+    def C(self) -> int:
+        return int(self.classes.numel())
+
+    def summary(self) -> dict:
+        """``dir_cdnv`` (mean over ordered pairs), ``cdnv`` (mean over unordered pairs, no 1/2), ``ratio``,
+        ``mean_gap`` (mean sqrt(d2) over unordered pairs), ``undefined_pairs`` (unordered pairs left out),
+        ``estimator``. UndefinedGeometry when no pair is defined."""
+        return _summary(self.dir_cdnv.unsqueeze(0), self.cdnv.unsqueeze(0), self.d2.unsqueeze(0), self.estimator)[0]
+
+
+def _summary(dir_cdnv, cdnv, d2, estimator):
+    """Per batch row: the scalar summary (plain numbers) of (B, C, C) matrices."""
+    C = dir_cdnv.shape[-1]
+    iu = torch.triu_indices(C, C, 1)
+    off = ~torch.eye(C, dtype=torch.bool)
+    out = []
+    for b in range(dir_cdnv.shape[0]):
+        pair_ok = torch.isfinite(cdnv[b][iu[0], iu[1]])
+        if not bool(pair_ok.any()):
+            raise UndefinedGeometry("no pair of classes is resolved: every squared mean gap, corrected for the "
+                                    "sampling noise of the means, is not positive (too few samples or classes "
+                                    "too close for this estimator)")
+        c = float(cdnv[b][iu[0], iu[1]][pair_ok].mean())
+        dd = dir_cdnv[b][off]
+        dd = float(dd[torch.isfinite(dd)].mean())
+        gap = float(d2[b][iu[0], iu[1]][pair_ok].sqrt().mean())
+        out.append({"dir_cdnv": dd, "cdnv": c, "ratio": dd / c if c > 0 else float("nan"), "mean_gap": gap,
+                    "undefined_pairs": int((~pair_ok).sum()), "estimator": estimator})
+    return out
+
+
+# --- the batched core -----------------------------------------------------------------------------------
+
+def _prepare(features, labels, device=None):
+    x = as_features(features, device=device)
+    y = as_labels(labels, x.shape[0], device=x.device)
+    classes, idx = torch.unique(y, return_inverse=True)
+    if classes.numel() < 2:
+        raise DncsimError(f"need at least 2 classes; got {classes.numel()}")
+    x = x.to(F64)
+    return x - x.mean(dim=0, keepdim=True), idx, classes      # a common shift changes nothing but rounding
+
+
+def _class_sums(x, idx, C, W) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weighted counts (B, C) and feature sums (B, C, d) for weightings W (B, N): one (B, C, N) x (N, d)
+    product for few classes, index_add over (weighting, class) keys for many."""
+    B, N = W.shape
+    d = x.shape[1]
+    if C <= 64:
+        onehot = torch.nn.functional.one_hot(idx, C).to(F64)                 # (N, C)
+        wc = (W[:, :, None] * onehot[None]).transpose(1, 2)                 # (B, C, N)
+        return wc.sum(-1), torch.matmul(wc, x)
+    counts = torch.zeros(B * C, dtype=F64, device=x.device)
+    sums = torch.zeros(B * C, d, dtype=F64, device=x.device)
+    base = (torch.arange(B, device=x.device) * C)[:, None]
+    rows = max(1, _CHUNK // max(1, B * d))
+    for s in range(0, N, rows):
+        w = W[:, s:s + rows]
+        key = (base + idx[None, s:s + rows]).flatten()
+        counts.index_add_(0, key, w.flatten())
+        sums.index_add_(0, key, (w[:, :, None] * x[None, s:s + rows]).reshape(-1, d))
+    return counts.view(B, C), sums.view(B, C, d)
+
+
+def _means(x, idx, C, W):
+    counts, sums = _class_sums(x, idx, C, W)
+    return counts, sums / counts.clamp_min(1e-300)[..., None]
+
+
+def _residual_moments(x, idx, C, W, means, axes_means):
+    """For weightings W (B, N): per class i, sum_w |x - m_i|^2 (B, C) and, for every j,
+    sum_w ((x - m_i) . (a_j - a_i))^2 (B, C, C), with m = ``means`` (B, C, d) the centres and
+    a = ``axes_means`` (B, C, d) the means that point the axes (None: only the traces; q is None).
+    No (B, N, d) temporary: residuals enter through products with the C means only (float64 keeps the
+    expansion |x|^2 - 2 x.m + |m|^2 exact enough for centred features)."""
+    B, N = W.shape
+    sq = torch.zeros(B * C, dtype=F64, device=x.device)
+    q = None if axes_means is None else torch.zeros(B * C, C, dtype=F64, device=x.device)
+    base = (torch.arange(B, device=x.device) * C)[:, None]
+    bidx = torch.arange(B, device=x.device)[:, None]
+    mm = means.square().sum(-1)                                         # (B, C) |m_c|^2
+    ma = None if axes_means is None else torch.bmm(means, axes_means.transpose(1, 2))   # (B, C, C) m_i . a_j
+    rows = max(1, _CHUNK // max(1, B * C))
+    for s in range(0, N, rows):
+        w = W[:, s:s + rows]                                          # (B, n)
+        i = idx[s:s + rows]
+        xc = x[s:s + rows]
+        gi = i[None, :, None].expand(B, -1, 1)
+        xm = torch.einsum("nd,bcd->bnc", xc, means).gather(2, gi)[..., 0]          # x . m_y
+        r2 = xc.square().sum(-1)[None] - 2 * xm + mm[bidx, i[None, :]]
+        key = (base + i[None, :]).flatten()
+        sq.index_add_(0, key, (w * r2.clamp_min(0)).flatten())
+        if q is not None:
+            p = torch.einsum("nd,bcd->bnc", xc, axes_means) - ma[bidx, i[None, :]]   # r . a_j
+            p = p - p.gather(2, gi)                                               # r . (a_j - a_i)
+            q.index_add_(0, key, (w[:, :, None] * p.square()).reshape(-1, C))
+    return sq.view(B, C), None if q is None else q.view(B, C, C)
+
+
+def _gaps(means):
+    """(B, C, C) squared distances between class means (B, C, d)."""
+    g = torch.bmm(means, means.transpose(1, 2))
+    dg = g.diagonal(dim1=1, dim2=2)
+    return (dg[:, :, None] + dg[:, None, :] - 2 * g).clamp_min(0)
+
+
+def _nan_diagonal(m):
+    eye = torch.eye(m.shape[-1], dtype=torch.bool, device=m.device)
+    return m.masked_fill(eye, float("nan"))
+
+
+def _check_counts(counts, classes, need: int):
+    small = (counts.min(dim=0).values < need).nonzero().flatten()
+    if small.numel():
+        k = int(small[0])
+        raise UndefinedGeometry(f"class {int(classes[k])} has {int(counts[:, k].min())} sample(s); this estimator "
+                                f"needs at least {need} per class")
+
+
+def _plugin_batch(x, idx, classes, W, ddof: int):
+    """The plug-in estimate (as ``class_geometry``) for every weighting: (dir_cdnv, cdnv, d2, var)."""
+    C = classes.numel()
+    counts, means = _means(x, idx, C, W)
+    _check_counts(counts, classes, ddof + 1)
+    sq, q = _residual_moments(x, idx, C, W, means, means)
+    dof = counts - ddof
+    d2 = _nan_diagonal(_gaps(means))
+    var = sq / dof
+    dir_cdnv = q / (dof[:, :, None] * d2.square())
+    cdnv = (var[:, :, None] + var[:, None, :]) / d2
+    return dir_cdnv, cdnv, d2, var
+
+
+def _halves(idx, C, splits: int, gen: torch.Generator, device) -> torch.Tensor:
+    """(splits, N) bool: for each split, a random half of every class (floor(n_c/2) samples) is True."""
+    N = idx.numel()
+    out = torch.zeros(splits, N, dtype=torch.bool, device=device)
+    for s in range(splits):
+        key = torch.rand(N, generator=gen).to(device)                  # random order inside each class
+        order = torch.argsort(idx * 2.0 + key)                        # classes in turn, shuffled within
+        sorted_idx = idx[order]
+        counts = torch.bincount(idx, minlength=C)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(N, device=device) - starts[sorted_idx]
+        out[s, order] = rank < (counts[sorted_idx] // 2)
+    return out
+
+
+def _crossfit_batch(x, idx, classes, W, halves):
+    """Crossfit estimates for every weighting W (B, N) with the given half masks (S, N)."""
+    C = classes.numel()
+    B, S = W.shape[0], halves.shape[0]
+    counts, means = _means(x, idx, C, W)
+    _check_counts(counts, classes, 4)
+    sq, _ = _residual_moments(x, idx, C, W, means, None)
+    var = sq / (counts - 1)                                             # unbiased traces
+    d2_plugin = _gaps(means)
+    d2 = d2_plugin - var[:, :, None] / counts[:, :, None] - var[:, None, :] / counts[:, None, :]
+    d2 = _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
+    # every (weighting, split, direction) as one batch of weightings: A points the axes, B measures
+    mask = halves.to(F64)                                               # (S, N)
+    WA = torch.cat([W[:, None] * mask[None], W[:, None] * (1 - mask[None])], 1).reshape(B * 2 * S, -1)
+    WB = torch.cat([W[:, None] * (1 - mask[None]), W[:, None] * mask[None]], 1).reshape(B * 2 * S, -1)
+    nA, axes_means = _means(x, idx, C, WA)
+    nB, var_means = _means(x, idx, C, WB)
+    _, q = _residual_moments(x, idx, C, WB, var_means, axes_means)
+    axis_var = q / ((nB - 1)[:, :, None] * _nan_diagonal(_gaps(axes_means)))   # along the unit axis u^A
+    # a bootstrap resample may leave a half with too few draws of a class: that estimate is dropped
+    usable = (nB >= 2)[:, :, None] & (nA > 0)[:, :, None] & (nA > 0)[:, None, :]
+    axis_var = torch.where(usable, axis_var, torch.full_like(axis_var, float("nan")))
+    axis_var = torch.nanmean(axis_var.view(B, 2 * S, C, C), dim=1)
+    return axis_var / d2, (var[:, :, None] + var[:, None, :]) / d2, d2, var
+
+
+def _crossfit_single(x, idx, classes, halves):
+    """The crossfit estimate of the sample itself (unit weights): the same numbers as ``_crossfit_batch``
+    with W = 1, but each direction touches only its own half (one (N/2 x d)(d x C) product per half, so
+    ``splits`` splits cost about ``splits`` plug-in products)."""
+    C, d = classes.numel(), x.shape[1]
+    counts = torch.bincount(idx, minlength=C).to(F64)
+    _check_counts(counts[None], classes, 4)
+    means = torch.zeros(C, d, dtype=F64, device=x.device).index_add_(0, idx, x) / counts[:, None]
+    sq = torch.zeros(C, dtype=F64, device=x.device)
+    rows = max(256, _CHUNK // d)
+    for s in range(0, x.shape[0], rows):
+        sq.index_add_(0, idx[s:s + rows], (x[s:s + rows] - means[idx[s:s + rows]]).square().sum(1))
+    var = sq / (counts - 1)
+    d2 = _gaps(means[None])[0] - var[:, None] / counts[:, None] - var[None, :] / counts[None, :]
+    d2 = _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
+    total = torch.zeros(C, C, dtype=F64, device=x.device)
+    for half in halves:
+        for axes_rows, var_rows in ((half, ~half), (~half, half)):
+            ia, ib = idx[axes_rows], idx[var_rows]
+            na = torch.bincount(ia, minlength=C).to(F64)
+            nb = torch.bincount(ib, minlength=C).to(F64)
+            ma = torch.zeros(C, d, dtype=F64, device=x.device).index_add_(0, ia, x[axes_rows]) / na[:, None]
+            mb = torch.zeros(C, d, dtype=F64, device=x.device).index_add_(0, ib, x[var_rows]) / nb[:, None]
+            ma_c = ma - ma.mean(dim=0, keepdim=True)
+            xb = x[var_rows]
+            q = torch.zeros(C, C, dtype=F64, device=x.device)
+            rows = max(256, _CHUNK // max(C, d))
+            for s in range(0, xb.shape[0], rows):
+                i = ib[s:s + rows]
+                p = (xb[s:s + rows] - mb[i]) @ ma_c.T                       # r . a_j
+                p.sub_(p.gather(1, i[:, None]))                             # r . (a_j - a_i)
+                q.index_add_(0, i, p.square_())
+            total += q / ((nb - 1)[:, None] * _nan_diagonal(_gaps(ma[None])[0]))
+    axis_var = total / (2 * halves.shape[0])
+    return (axis_var / d2)[None], ((var[:, None] + var[None, :]) / d2)[None], d2[None], var[None]
+
+
+def _estimate(x, idx, classes, W, estimator, *, ddof=0, splits=2, seed=0):
+    if estimator == "plugin":
+        return _plugin_batch(x, idx, classes, W, ddof)
+    if estimator == "crossfit":
+        gen = torch.Generator().manual_seed(int(seed))
+        halves = _halves(idx, classes.numel(), splits, gen, x.device)
+        if W.shape[0] == 1 and bool((W == 1).all()):
+            return _crossfit_single(x, idx, classes, halves)
+        return _crossfit_batch(x, idx, classes, W, halves)
+    raise DncsimError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
+
+
+# --- public API -------------------------------------------------------------------------------------------
+
+def crossfit_geometry(features, labels, *, splits: int = 2, seed: int = 0, device=None) -> GeometryEstimate:
+    """The crossfit estimate (module docstring) of ``features`` (N, d) with ``labels`` (N,): axes from
+    one half of each class, variances along them from the other, both ways round over ``splits``
+    random splits (seeded); squared gaps corrected for the sampling noise of the means. Needs at least
+    4 samples per class."""
+    if splits < 1:
+        raise DncsimError(f"splits must be >= 1; got {splits}")
+    x, idx, classes = _prepare(features, labels, device)
+    W = torch.ones(1, x.shape[0], dtype=F64, device=x.device)
+    dir_cdnv, cdnv, d2, var = _estimate(x, idx, classes, W, "crossfit", splits=splits, seed=seed)
+    counts = torch.bincount(idx, minlength=classes.numel())
+    return GeometryEstimate(classes=classes, counts=counts, var=var[0], d2=d2[0], cdnv=cdnv[0],
+                            dir_cdnv=dir_cdnv[0], estimator="crossfit")
+
+
+def plugin_estimate(features, labels, *, ddof: int = 0, device=None) -> GeometryEstimate:
+    """The plug-in estimate (the same numbers as ``class_geometry(...).summary()``) as a GeometryEstimate."""
+    x, idx, classes = _prepare(features, labels, device)
+    W = torch.ones(1, x.shape[0], dtype=F64, device=x.device)
+    dir_cdnv, cdnv, d2, var = _plugin_batch(x, idx, classes, W, ddof)
+    return GeometryEstimate(classes=classes, counts=torch.bincount(idx, minlength=classes.numel()), var=var[0],
+                            d2=d2[0], cdnv=cdnv[0], dir_cdnv=dir_cdnv[0], estimator="plugin")
+
+
+def estimate_geometry(features, labels, estimator: str = "crossfit", *, ddof: int = 0, splits: int = 2,
+                      seed: int = 0) -> GeometryEstimate:
+    """``crossfit_geometry`` or ``plugin_estimate`` by name (``ddof`` applies to the plug-in)."""
+    if estimator == "plugin":
+        return plugin_estimate(features, labels, ddof=ddof)
+    if estimator == "crossfit":
+        return crossfit_geometry(features, labels, splits=splits, seed=seed)
+    raise DncsimError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
+
+
+def _within_class_resamples(idx, C, B, gen, device) -> torch.Tensor:
+    """(B, N) multinomial counts: each resample draws n_c samples with replacement within every class c."""
+    N = idx.numel()
+    W = torch.zeros(B, N, dtype=F64)
+    idx_cpu = idx.cpu()
+    for c in range(C):                                   # a loop over classes (C), not over resamples
+        members = (idx_cpu == c).nonzero().flatten()
+        draws = members[torch.randint(len(members), (B, len(members)), generator=gen)]
+        W.scatter_add_(1, draws, torch.ones(B, len(members), dtype=F64))
+    return W.to(device)
+
+
+def _interval(values: torch.Tensor, alpha: float, centre: Optional[float] = None) -> Tuple[float, float]:
+    """The (1 - alpha) percentile interval of the finite bootstrap ``values``; with ``centre`` (a positive
+    estimate), the spread of log(values) around their median, applied to log(centre): the interval of a
+    debiased estimator whose bootstrap world is centred elsewhere (module docstring)."""
+    v = values[torch.isfinite(values)]
+    if centre is not None:
+        v = v[v > 0]
+    if v.numel() == 0 or (centre is not None and not centre > 0):
+        return float("nan"), float("nan")
+    probs = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=v.dtype)
+    if centre is None:
+        q = torch.quantile(v, probs)
+        return float(q[0]), float(q[1])
+    logs = v.log()
+    q = torch.quantile(logs - logs.median(), probs)
+    return float(centre * q[0].exp()), float(centre * q[1].exp())
+
+
+def bootstrap_summaries(features, labels, *, estimator: str = "crossfit", resamples: int = 200, alpha: float = 0.05,
+                        ddof: int = 0, splits: int = 2, seed: int = 0, chunk: int = 50) -> Dict[str, Tuple]:
+    """(1 - alpha) intervals of ``dir_cdnv``, ``cdnv`` and ``ratio`` (the summary means) over ``resamples``
+    within-class bootstrap resamples of the estimator: name -> (low, high). Plug-in: the percentile
+    interval. Crossfit: the bootstrap world's truth is the plug-in geometry of the sample, so its
+    resamples sit below the debiased estimate; the interval takes their spread on the log scale around
+    their median and centres it on the estimate. Resamples are batched ``chunk`` at a time (memory),
+    seeded by ``seed``."""
+    x, idx, classes = _prepare(features, labels)
+    C = classes.numel()
+    gen = torch.Generator().manual_seed(int(seed))
+    W = _within_class_resamples(idx, C, resamples, gen, x.device)
+    halves = _halves(idx, C, splits, gen, x.device) if estimator == "crossfit" else None
+    values = {"dir_cdnv": [], "cdnv": [], "ratio": []}
+    for s in range(0, resamples, chunk):
+        Wc = W[s:s + chunk]
+        if estimator == "crossfit":
+            dc, cd, d2, _ = _crossfit_batch(x, idx, classes, Wc, halves)
+        else:
+            dc, cd, d2, _ = _plugin_batch(x, idx, classes, Wc, ddof)
+        iu = torch.triu_indices(C, C, 1)
+        off = ~torch.eye(C, dtype=torch.bool)
+        pair_c = cd[:, iu[0], iu[1]]
+        mean_c = torch.nanmean(pair_c, dim=1)
+        mean_d = torch.nanmean(dc[:, off], dim=1)
+        values["dir_cdnv"].append(mean_d)
+        values["cdnv"].append(mean_c)
+        values["ratio"].append(mean_d / mean_c)
+    centres = {k: None for k in values}
+    if estimator == "crossfit":
+        s = crossfit_geometry(features, labels, splits=splits, seed=seed).summary()
+        centres = {k: s[k] for k in values}
+    return {k: _interval(torch.cat(v), alpha, centres[k]) for k, v in values.items()}
+
+
+def bootstrap_median_abs_cos(features, labels_a, labels_b, *, resamples: int = 200, alpha: float = 0.05,
+                             seed: int = 0) -> Tuple[float, float]:
+    """Percentile interval of the median |cos| between labeling a's and labeling b's decision axes (plug-in
+    class means), resampling within the joint classes (a, b) of samples that both label."""
+    x = as_features(features).to(F64)
+    ya = as_labels(labels_a, x.shape[0], device=x.device)
+    yb = as_labels(labels_b, x.shape[0], device=x.device)
+    ca, ia = torch.unique(ya, return_inverse=True)
+    cb, ib = torch.unique(yb, return_inverse=True)
+    joint = ia * cb.numel() + ib
+    _, ij = torch.unique(joint, return_inverse=True)
+    gen = torch.Generator().manual_seed(int(seed))
+    W = _within_class_resamples(ij, int(ij.max()) + 1, resamples, gen, x.device)
+    x = x - x.mean(dim=0, keepdim=True)
+    _, ma = _means(x, ia, ca.numel(), W)
+    _, mb = _means(x, ib, cb.numel(), W)
+    pa = torch.triu_indices(ca.numel(), ca.numel(), 1)
+    pb = torch.triu_indices(cb.numel(), cb.numel(), 1)
+    ua = ma[:, pa[1]] - ma[:, pa[0]]
+    ub = mb[:, pb[1]] - mb[:, pb[0]]
+    ua = ua / ua.norm(dim=-1, keepdim=True)
+    ub = ub / ub.norm(dim=-1, keepdim=True)
+    cos = torch.bmm(ua, ub.transpose(1, 2)).abs().flatten(1)
+    return _interval(cos.median(dim=1).values, alpha)
+

@@ -1,0 +1,343 @@
+"""Inference a reviewer accepts on study tables whose rows are clustered by run.
+
+**The primary analysis** (:func:`primary_analysis`): ordinary least squares of the outcome (a
+forgetting, per probe and protocol) on the predictor -- the standardised log of a task's directional
+CDNV when it was learned -- with fixed effects for the run, task identity and position in the stream
+(the experience the task was learned in), and the run as the unit of clustering. The run fixed
+effects hold fixed everything that is constant within a run -- objective, strategy, seed, and any
+run-level shock that could move directional CDNV and forgetting together (a backbone that trained
+badly) -- so the slope comes from within-run, within-task contrasts alone; objective and strategy are
+then part of the run effects (a design whose runs hold one task each falls back to objective and
+strategy fixed effects, with a note). Why OLS with cluster-robust errors rather than a mixed model:
+fixed effects hold the nuisances fixed without assuming how they are distributed, and the
+cluster-robust covariance is consistent whatever the correlation of rows within a run, where a
+random-intercept model is right only if that one random effect is the whole story (statsmodels
+``OLS(...).fit(cov_type="cluster")``; Cameron & Miller 2015, "A practitioner's guide to
+cluster-robust inference").
+
+* Small-sample corrected errors: CR1 (the G/(G-1) x (n-1)/(n-k) correction) with t on G - 1 degrees of
+  freedom for G runs, which keeps its coverage down to 6 runs in the suite's simulations; with fewer
+  than ``few_clusters`` (10) runs a wild cluster bootstrap p (Webb's six-point weights, the null
+  imposed; Webb 2014, MacKinnon & Webb 2018) is reported beside it as a check. Below 3 runs there is
+  no inference: the result says so.
+* A factor that adds nothing to the design's rank is aliased with the ones before it -- objective
+  and strategy are constant within a run; with a fixed stream order position in the stream *is* task
+  identity -- and is left out, with a note.
+* The verdict reads from the primary test alone: ``supported`` when the interval lies above 0 (tasks
+  with lower directional CDNV forget less), ``contradicted`` when it lies below 0, else
+  ``inconclusive``, with the minimal detectable effect at 80% power, (t_{1-alpha/2} + t_{0.8}) x SE with
+  G - 1 degrees of freedom (Bloom 1995, "Minimum detectable effects").
+* A permutation p-value as a check that assumes nothing about the errors: whole runs' predictor
+  vectors are permuted among runs of the same stratum (same objective, strategy and tasks), task by
+  task, never single rows; the coefficient's t statistic is recomputed by Frisch-Waugh-Lovell.
+
+The same machinery serves the pairs analysis (interference of a later task on an earlier one against
+their axis overlap, with pair identity, objective and strategy fixed).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from dncsim.common import DncsimError
+
+__all__ = ["Design", "build_design", "fit_cluster_ols", "wild_cluster_bootstrap", "permutation_p",
+           "primary_analysis", "WEBB_WEIGHTS", "VERDICTS"]
+
+WEBB_WEIGHTS = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
+VERDICTS = ("supported", "contradicted", "inconclusive")
+
+
+#: larger magnitudes are not measurements (their squares overflow): such a cell counts as missing
+MAX_MAGNITUDE = 1e100
+
+
+def _number(v) -> Optional[float]:
+    """A cell as a float; None for missing, non-numeric, non-finite or absurdly large values."""
+    if v is None or v == "" or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and abs(f) < MAX_MAGNITUDE else None
+
+
+@dataclass
+class Design:
+    """A regression design from a tidy table: ``y`` (n,), ``X`` (n, p) with an intercept, ``names`` (p,),
+    ``clusters`` (n,) int codes, ``strata`` (n,) int codes of each row's run stratum, ``row_keys`` (n,)
+    the within-run key that aligns runs for permutation, ``predictors`` the indices of the predictor
+    columns, ``notes`` what was left out and why, ``n_dropped`` rows without the needed values."""
+
+    y: np.ndarray
+    X: np.ndarray
+    names: List[str]
+    clusters: np.ndarray
+    strata: np.ndarray
+    row_keys: List[str]
+    predictors: Dict[str, int]
+    notes: List[str] = field(default_factory=list)
+    n_dropped: int = 0
+    factors: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def terms(self) -> List[str]:
+        """The model's terms, fixed effects summarised: ``intercept``, the predictors, ``run (35 levels)``..."""
+        fixed = [f"{label} ({n + 1} levels)" for label, n in self.factors.items()]
+        return self.names[:1 + len(self.predictors)] + fixed
+
+    @property
+    def n_clusters(self) -> int:
+        return int(len(np.unique(self.clusters)))
+
+
+def _rank(X) -> int:
+    return int(np.linalg.matrix_rank(X)) if X.size else 0
+
+
+PRIMARY_FIXED = (("run", "run"), ("task identity", "task_name"), ("position in the stream", "learned_at"),
+                 ("objective", "objective"), ("strategy", "strategy"))
+POOLED_FIXED = (("task identity", "task_name"), ("position in the stream", "learned_at"), ("objective", "objective"),
+                ("strategy", "strategy"))
+
+
+def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], *,
+                 fixed: Sequence[tuple] = PRIMARY_FIXED,
+                 log_predictors: bool = True, cluster: str = "run", key: str = "task_name") -> Design:
+    """The design of ``outcome`` on the standardised (log) ``predictors`` with dummy-coded ``fixed``
+    factors ((label, column) pairs; a factor with one level is skipped, an aliased one left out with a
+    note). Rows missing the outcome, a predictor (or a positive one, for the log) or the cluster are
+    dropped (``n_dropped``). DncsimError when nothing is left or a predictor does not vary."""
+    kept, dropped = [], 0
+    for r in rows:
+        y = _number(r.get(outcome))
+        xs = [_number(r.get(p)) for p in predictors]
+        if y is None or any(x is None or (log_predictors and x <= 0) for x in xs) or r.get(cluster) in (None, ""):
+            dropped += 1
+            continue
+        kept.append((r, y, xs))
+    if not kept:
+        raise DncsimError(f"no row has {outcome} and {', '.join(predictors)}"
+                          + (" (positive, for the log)" if log_predictors else ""))
+    y = np.array([k[1] for k in kept], dtype=float)
+    cols, names, pred_index, notes, factors = [np.ones(len(kept))], ["intercept"], {}, [], {}
+    for j, p in enumerate(predictors):
+        x = np.array([k[2][j] for k in kept], dtype=float)
+        x = np.log(x) if log_predictors else x
+        sd = x.std()
+        if not sd > 0:
+            raise DncsimError(f"{p} does not vary over the {len(kept)} rows: no slope can be estimated")
+        cols.append((x - x.mean()) / sd)
+        pred_index[p] = len(names)
+        names.append(f"z({'log ' if log_predictors else ''}{p})")
+    X = np.column_stack(cols)
+    if _rank(X) < X.shape[1]:
+        raise DncsimError(f"the predictors {', '.join(predictors)} are collinear: they cannot be told apart")
+    for label, column in fixed:
+        values = [str(k[0].get(column)) for k in kept]
+        levels = sorted(set(values))
+        if len(levels) < 2:
+            continue
+        dummies = np.column_stack([[v == lev for v in values] for lev in levels[1:]]).astype(float)
+        trial = np.column_stack([X, dummies])
+        if _rank(trial) == X.shape[1]:
+            run_level = column != cluster and all(
+                len({str(k[0].get(column)) for k in kept if str(k[0].get(cluster)) == run}) == 1
+                for run in {str(k[0].get(cluster)) for k in kept})
+            if run_level and any(f[1] == cluster for f in fixed):
+                notes.append(f"{label} ({column}) is constant within every run: held fixed by the run fixed effects")
+            else:
+                notes.append(f"{label} ({column}) is fully determined by the factors before it in this design "
+                             "(a fixed stream order makes position in the stream and task identity the same): "
+                             "left out")
+            continue
+        if _rank(trial) < trial.shape[1]:
+            notes.append(f"{label} ({column}) is partly aliased with the factors before it: its redundant levels "
+                         "are left out")
+            keep = []
+            for c in range(dummies.shape[1]):
+                candidate = np.column_stack([X] + [dummies[:, i] for i in keep + [c]])
+                if _rank(candidate) == candidate.shape[1]:
+                    keep.append(c)
+            dummies = dummies[:, keep]
+        X = np.column_stack([X, dummies])
+        names += [f"{column}={lev}" for lev in levels[1:]][:dummies.shape[1]]
+        factors[label] = dummies.shape[1]
+    runs = [str(k[0].get(cluster)) for k in kept]
+    _, clusters = np.unique(runs, return_inverse=True)
+    # runs are exchangeable when they share objective, strategy and the set of tasks
+    by_run: Dict[str, tuple] = {}
+    for k, run in zip(kept, runs):
+        by_run.setdefault(run, [str(k[0].get("objective")), str(k[0].get("strategy")), set()])[2].add(
+            str(k[0].get(key)))
+    stratum_of = {run: (v[0], v[1], tuple(sorted(v[2]))) for run, v in by_run.items()}
+    _, strata = np.unique([str(stratum_of[run]) for run in runs], return_inverse=True)
+    return Design(y=y, X=X, names=names, clusters=clusters, strata=strata,
+                  row_keys=[str(k[0].get(key)) for k in kept], predictors=pred_index, notes=notes, n_dropped=dropped,
+                  factors=factors)
+
+
+def fit_cluster_ols(design: Design):
+    """statsmodels OLS with CR1 cluster-robust covariance (clusters: runs) and t with G - 1 df."""
+    import statsmodels.api as sm
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sm.OLS(design.y, design.X).fit(cov_type="cluster", cov_kwds={"groups": design.clusters},
+                                             use_t=True)
+
+
+def _cr1_t(X_other_resid_x, y_resid, clusters, G, n, k):
+    """Vectorised FWL: coefficient and CR1 t for one column, for every column of y_resid (n, B) and the
+    partialled predictor x~ (n,) or (n, B)."""
+    xt = X_other_resid_x if X_other_resid_x.ndim == 2 else X_other_resid_x[:, None]
+    sxx = (xt * xt).sum(0)
+    beta = (xt * y_resid).sum(0) / sxx
+    e = y_resid - xt * beta
+    scores = np.zeros((G, e.shape[1]))
+    np.add.at(scores, clusters, xt * e)
+    c = (G / (G - 1)) * ((n - 1) / (n - k))
+    se = np.sqrt(c * (scores ** 2).sum(0)) / sxx
+    return beta, se
+
+
+def _residualise(design: Design, j: int):
+    """The projection that removes every column but j: returns (M x_j, M y, M) as in Frisch-Waugh-Lovell."""
+    others = np.delete(design.X, j, axis=1)
+    Q, _ = np.linalg.qr(others)
+    M = np.eye(len(design.y)) - Q @ Q.T
+    return M @ design.X[:, j], M @ design.y, M
+
+
+def wild_cluster_bootstrap(design: Design, j: int, *, draws: int = 999, seed: int = 0, alpha: float = 0.05):
+    """Wild cluster bootstrap of coefficient j with Webb weights: ``(p, ci_low, ci_high)`` -- p from the
+    restricted bootstrap (WCR, the null imposed), the interval from the unrestricted bootstrap-t (WCU)."""
+    rng = np.random.default_rng(seed)
+    G, n, k = design.n_clusters, len(design.y), design.X.shape[1]
+    xt, yt, M = _residualise(design, j)
+    beta, se = _cr1_t(xt, yt[:, None], design.clusters, G, n, k)
+    v = WEBB_WEIGHTS[rng.integers(0, 6, size=(G, draws))][design.clusters]          # (n, draws)
+    # restricted: the null beta_j = 0 imposed; y* = fitted_r + v * resid_r; in FWL form y~* = M y*
+    resid_r = yt                                          # residuals of y on the other columns
+    fitted_r = design.y - resid_r
+    y_star = fitted_r[:, None] + v * resid_r[:, None]
+    b_r, se_r = _cr1_t(xt, M @ y_star, design.clusters, G, n, k)
+    t_obs = beta[0] / se[0]
+    p = float((1 + np.sum(np.abs(b_r / se_r) >= abs(t_obs))) / (1 + draws))
+    # unrestricted: y* = fitted + v * resid; t* = (b* - b) / se*
+    resid_u = yt - xt * beta[0]
+    y_star = (design.y - resid_u)[:, None] + v * resid_u[:, None]
+    b_u, se_u = _cr1_t(xt, M @ y_star, design.clusters, G, n, k)
+    t_star = (b_u - beta[0]) / se_u
+    lo_q, hi_q = np.quantile(t_star, [alpha / 2, 1 - alpha / 2])
+    return p, float(beta[0] - hi_q * se[0]), float(beta[0] - lo_q * se[0])
+
+
+def permutation_p(design: Design, j: int, *, permutations: int = 999, seed: int = 0) -> Optional[float]:
+    """Two-sided permutation p of coefficient j's CR1 t statistic, permuting whole runs' predictor vectors
+    among runs of the same stratum (aligned by the row key); None when no stratum holds two runs."""
+    rng = np.random.default_rng(seed)
+    G, n, k = design.n_clusters, len(design.y), design.X.shape[1]
+    x = design.X[:, j]
+    xt, yt, M = _residualise(design, j)
+    beta, se = _cr1_t(xt, yt[:, None], design.clusters, G, n, k)
+    t_obs = abs(beta[0] / se[0])
+    rows_of = {}
+    for i, (c, key) in enumerate(zip(design.clusters, design.row_keys)):
+        rows_of.setdefault(int(c), {})[key] = i
+    stratum_of = {int(c): int(s) for c, s in zip(design.clusters, design.strata)}
+    groups: Dict[int, List[int]] = {}
+    for c, s in stratum_of.items():
+        groups.setdefault(s, []).append(c)
+    if all(len(g) < 2 for g in groups.values()):
+        return None
+    X_perm = np.empty((n, permutations))
+    for b in range(permutations):
+        xb = x.copy()
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            target = rng.permutation(members)
+            for src, dst in zip(members, target):           # run src's predictors go to run dst's rows
+                for key, i in rows_of[dst].items():
+                    if key in rows_of[src]:
+                        xb[i] = x[rows_of[src][key]]
+        X_perm[:, b] = xb
+    b_p, se_p = _cr1_t(M @ X_perm, np.repeat(yt[:, None], permutations, 1), design.clusters, G, n, k)
+    return float((1 + np.sum(np.abs(b_p / se_p) >= t_obs - 1e-12)) / (1 + permutations))
+
+
+def _varies_within_runs(rows, predictors, cluster: str = "run") -> bool:
+    """Some run has two rows whose first predictor differs (run fixed effects leave it something)."""
+    by_run: Dict[str, set] = {}
+    for r in rows:
+        v = _number(r.get(predictors[0]))
+        if v is not None and r.get(cluster) not in (None, ""):
+            by_run.setdefault(str(r.get(cluster)), set()).add(v)
+    return any(len(v) > 1 for v in by_run.values())
+
+
+def _verdict(ci_low, ci_high) -> str:
+    if ci_low is None or ci_high is None:
+        return "inconclusive"
+    if ci_low > 0:
+        return "supported"
+    if ci_high < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def primary_analysis(rows: Sequence[dict], outcome: str, predictors: Sequence[str], *, alpha: float = 0.05,
+                     few_clusters: int = 10, draws: int = 999, permutations: int = 999, seed: int = 0,
+                     fixed=None, log_predictors: bool = True, key: str = "task_name", excluded_rows: int = 0) -> dict:
+    """Fit the design (see the module docstring) and report, per predictor, ``estimate`` (change of the
+    outcome per standard deviation of the (log) predictor), ``ci_low``, ``ci_high``, ``p``, ``method``,
+    ``permutation_p``, ``mde`` (80% power), and for the first predictor the ``verdict``; plus ``n_rows``,
+    ``n_runs``, ``excluded_rows``, ``dropped_rows``, ``notes``, ``terms``. DncsimError for fewer than
+    3 runs or a design that cannot be fitted."""
+    pooled_note = None
+    if fixed is None:
+        fixed = PRIMARY_FIXED
+        if not _varies_within_runs(rows, predictors):
+            fixed, pooled_note = POOLED_FIXED, ("the predictor does not vary within runs (one task per run): run "
+                                                "fixed effects would absorb it, so objective and strategy fixed "
+                                                "effects stand in for them")
+    design = build_design(rows, outcome, predictors, log_predictors=log_predictors, key=key, fixed=fixed)
+    if pooled_note:
+        design.notes.insert(0, pooled_note)
+    G = design.n_clusters
+    if G < 3:
+        raise DncsimError(f"{G} run(s) with {outcome} and {', '.join(predictors)}: at least 3 are needed for "
+                          "any inference over runs")
+    if len(design.y) <= design.X.shape[1]:
+        raise DncsimError(f"{len(design.y)} rows for {design.X.shape[1]} terms: the model cannot be fitted")
+    fit = fit_cluster_ols(design)
+    df = G - 1
+    result = {"outcome": outcome, "predictors": list(predictors), "n_rows": len(design.y), "n_runs": G,
+              "excluded_rows": int(excluded_rows), "dropped_rows": design.n_dropped, "notes": list(design.notes),
+              "terms": design.terms, "coefficients": {}}
+    few = G < few_clusters
+    if few:
+        result["notes"].append(f"{G} runs (fewer than {few_clusters}): beside the small-sample corrected errors, a "
+                               f"wild cluster bootstrap p (Webb weights, {draws} draws) as a check")
+    held = ", ".join(design.factors) or "nothing"
+    for p_name, j in design.predictors.items():
+        est = float(fit.params[j])
+        se = float(fit.bse[j])
+        lo, hi = (float(v) for v in fit.conf_int(alpha)[j])
+        mde = (sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(0.8, df)) * se
+        result["coefficients"][p_name] = {
+            "estimate": est, "se": se, "ci_low": lo, "ci_high": hi, "p": float(fit.pvalues[j]),
+            "method": f"OLS with fixed effects for {held}; run-clustered CR1 errors, t({df})",
+            "wild_bootstrap_p": (wild_cluster_bootstrap(design, j, draws=draws, seed=seed, alpha=alpha)[0]
+                                 if few else None),
+            "permutation_p": permutation_p(design, j, permutations=permutations, seed=seed) if permutations else None,
+            "mde_80": float(mde)}
+    first = result["coefficients"][predictors[0]]
+    result["verdict"] = _verdict(first["ci_low"], first["ci_high"])
+    return result
