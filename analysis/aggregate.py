@@ -21,7 +21,8 @@ import numpy as np
 
 from dncsim.common import csv_text
 from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, BWT, FORGETTING_LAST, FORGETTING_MAX,
-                                   FORGETTING_NORM, FROZEN, INTERFERENCE, PROP42_FRAC)
+                                   FORGETTING_NORM, FROZEN, INTERFERENCE, LABELS_CRAMERS_V, PROP42_FRAC,
+                                   PROP42_TIGHTNESS)
 
 __all__ = ["task_rows", "pair_rows", "rows_to_csv"]
 
@@ -72,7 +73,9 @@ def pair_rows(run, factors: Dict[str, object]) -> List[dict]:
                  overlap=None if Lb is None else run.value(AXIS_COS_MEDIAN, Lb, a, b),
                  overlap_max=None if Lb is None else run.value(AXIS_COS_MAX, Lb, a, b),
                  overlap_final=run.value(AXIS_COS_MEDIAN, last, a, b),
-                 prop42_frac_final=run.value(PROP42_FRAC, last, a, b))
+                 labels_cramers_v=run.value(LABELS_CRAMERS_V, last, a, b),
+                 prop42_frac_final=run.value(PROP42_FRAC, last, a, b),
+                 prop42_tightness_final=run.value(PROP42_TIGHTNESS, last, a, b))
         for key in run.probe_keys:
             if key.protocol == FROZEN:
                 r[f"interference/{key}"] = None if Lb is None else run.value(INTERFERENCE, Lb, a, b, key=key)

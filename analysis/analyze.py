@@ -9,38 +9,17 @@ import itertools
 import math
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 import torch
-from scipy.stats.contingency import association
 
 from dncsim.analysis.inputs import as_features, as_labels
 from dncsim.analysis.bounds import THEOREM_MIN_SHOTS, ncc_error_bound
 from dncsim.common import DncsimError
 from dncsim.analysis.fewshot import ncc_fewshot_error
 from dncsim.analysis.geometry import class_geometry
-from dncsim.analysis.orthogonality import orthogonality_summary
+from dncsim.analysis.orthogonality import labeling_independence, orthogonality_summary, random_abs_cos
 from dncsim.analysis.text_table import format_table
 
 __all__ = ["analyze_labelings", "format_analysis", "labeling_independence"]
-
-
-def labeling_independence(a, b) -> dict:
-    """How far two labelings of the same samples are from Prop. 4.2's assumption.
-
-    ``balanced_a``/``balanced_b``: every class has the same count; ``independent``: the contingency
-    table equals the product of its margins exactly (n_ab N = n_a n_b for every cell);
-    ``cramers_v``: Cramer's V of the table (0 = independent, 1 = one labeling determines the other).
-    """
-    a, b = np.asarray(a), np.asarray(b)
-    _, ia = np.unique(a, return_inverse=True)
-    _, ib = np.unique(b, return_inverse=True)
-    table = np.zeros((ia.max() + 1, ib.max() + 1), dtype=np.int64)
-    np.add.at(table, (ia, ib), 1)
-    ra, rb, n = table.sum(1), table.sum(0), table.sum()
-    independent = bool((table * n == np.outer(ra, rb)).all())
-    v = 0.0 if independent else float(association(table, method="cramer"))
-    return {"balanced_a": bool((ra == ra[0]).all()), "balanced_b": bool((rb == rb[0]).all()),
-            "independent": independent, "cramers_v": v}
 
 
 def _fewshot_rows(x, y, geom, shots, ways, episodes, seed, dtype):
@@ -115,6 +94,9 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
     pairs = []
     for a, b in itertools.combinations(ys, 2):
         orth = orthogonality_summary(geoms[a], geoms[b], seed=seed)
+        med = orth["median_abs_cos"]
+        orth["tightness"] = orth["median_bound"] / med if med > 0 else None
+        orth["bound_vs_random"] = orth["median_bound"] / random_abs_cos(geoms[a].d)["median"]
         pairs.append({"a": a, "b": b, **labeling_independence(ys[a].cpu().numpy(), ys[b].cpu().numpy()),
                       **orth})
     return {"N": int(x.shape[0]), "d": int(x.shape[1]),
@@ -158,15 +140,19 @@ def format_analysis(result: dict, title: str = "") -> str:
         for p in result["pairs"]:
             indep = "exact" if p["independent"] else f"no (V={p['cramers_v']:.2f})"
             bal = "yes" if p["balanced_a"] and p["balanced_b"] else "no"
+            tight = "n/a" if p["tightness"] is None else f"{p['tightness']:.3g}"
             rows.append([f"{p['a']} / {p['b']}", p["axis_pairs"], f"{p['median_abs_cos']:.3f}",
                          f"{p['max_abs_cos']:.3f}", f"{p['cos2_vs_random']:.2f}", f"{p['median_bound']:.3f}",
-                         f"{100 * p['frac_under_bound']:.1f}%", indep, bal])
+                         tight, f"{p['bound_vs_random']:.3g}", f"{100 * p['frac_under_bound']:.1f}%", indep, bal])
         lines += ["", format_table(
             ["labelings", "axis pairs", "median |cos|", "max |cos|", "cos²·d", "median bound",
-             "under bound", "independent", "balanced"], rows,
+             "bound/observed", "bound/random", "under bound", "independent", "balanced"], rows,
             title="Decision-axis orthogonality between labelings and the Prop. 4.2 check")]
         lines.append("  cos²·d: mean cos² over the random-direction value 1/d (1 = random, < 1 = more "
-                     "orthogonal). Prop. 4.2 assumes balanced, independent labelings.")
+                     "orthogonal). bound/observed: median bound over median |cos| (1 = tight); bound/random: "
+                     "over random directions' median |cos|.")
+        lines.append("  Prop. 4.2 assumes balanced, independent labelings; on exactly such labelings every "
+                     "axis pair is under the bound whatever the features, so its tightness is the measurement.")
         if any(p["axes_sampled"] for p in result["pairs"]):
             lines.append("  (labelings with many classes are summarised on a seeded sample of 2048 axes)")
     return "\n".join(lines)

@@ -8,13 +8,19 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 
 from dncsim.analysis.bounds import orthogonality_bound
 from dncsim.common import DncsimError
 from dncsim.analysis.geometry import ClassGeometry
 
-__all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift", "random_abs_cos"]
+__all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift", "random_abs_cos", "labeling_independence",
+           "INDEPENDENCE_V_MAX"]
+
+#: labelings of the same samples whose Cramer's V exceeds this are treated as dependent: Prop. 4.2's
+#: assumption fails and they are left out of its checks
+INDEPENDENCE_V_MAX = 0.1
 
 
 def random_abs_cos(d: int) -> dict:
@@ -128,3 +134,24 @@ def axis_drift(geom_then: ClassGeometry, geom_now: ClassGeometry) -> torch.Tenso
     dt = geom_then.pair_values(geom_then.d2).to(device=i.device, dtype=f64).sqrt()
     dn = geom_now.pair_values(geom_now.d2).to(f64).sqrt()
     return (dots / (dt * dn)).clamp(-1.0, 1.0)
+
+
+def labeling_independence(a, b) -> dict:
+    """How far two labelings of the same samples are from Prop. 4.2's assumption.
+
+    ``balanced_a``/``balanced_b``: every class has the same count; ``independent``: the contingency
+    table equals the product of its margins exactly (n_ab N = n_a n_b for every cell);
+    ``cramers_v``: Cramer's V of the table (0 = independent, 1 = one labeling determines the other).
+    """
+    from scipy.stats.contingency import association
+
+    a, b = np.asarray(torch.as_tensor(a).cpu()), np.asarray(torch.as_tensor(b).cpu())
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    table = np.zeros((ia.max() + 1, ib.max() + 1), dtype=np.int64)
+    np.add.at(table, (ia, ib), 1)
+    ra, rb, n = table.sum(1), table.sum(0), table.sum()
+    independent = bool((table * n == np.outer(ra, rb)).all())
+    v = 0.0 if independent else float(association(table, method="cramer"))
+    return {"balanced_a": bool((ra == ra[0]).all()), "balanced_b": bool((rb == rb[0]).all()),
+            "independent": independent, "cramers_v": v}

@@ -21,6 +21,8 @@ FIGURES = {
     "orthogonality_heatmap": "Median |cos| between the decision axes of every pair of tasks after the last experience.",
     "orthogonality_over_stream": "The same overlap before training and after every experience.",
     "prop42_scatter": "Observed |u_a · u_b| against the Prop. 4.2 bound, one point per pair of class-pair axes.",
+    "prop42_tightness": "How tight Prop. 4.2's bound is along the stream: median bound over median observed |cos|, "
+                        "and over random directions' median |cos|, per pair of independent tasks.",
     "collapse_curves": "Directional CDNV and CDNV per task along the stream, and their ratio.",
     "accuracy_heatmaps": "Accuracy matrices R[t, k] for every probe and protocol.",
     "forgetting_bars": "Forgetting per task after the last experience.",
@@ -40,7 +42,9 @@ def _figures(run: RunData, summary: dict, communities, others: Sequence[RunData]
         out["orthogonality_over_stream"] = figures.png_bytes(figures.orthogonality_over_stream(run))
         out["interference_graph"] = figures.png_bytes(figures.interference_graph(summary, communities))
     if summary["prop42"]["axis_pairs"]:
-        out["prop42_scatter"] = figures.png_bytes(figures.prop42_scatter(points, summary["prop42"]["fraction"], run))
+        out["prop42_scatter"] = figures.png_bytes(figures.prop42_scatter(points, run))
+    if any(p["tightness"] for p in summary["prop42"]["pairs"]):
+        out["prop42_tightness"] = figures.png_bytes(figures.prop42_tightness(summary, run))
     out["collapse_curves"] = figures.png_bytes(figures.collapse_curves(run))
     out["accuracy_heatmaps"] = figures.png_bytes(figures.accuracy_heatmaps(run))
     out["forgetting_bars"] = figures.png_bytes(figures.forgetting_bars(summary))

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -23,72 +24,111 @@ from dncsim.rundir import load_run  # noqa: E402
 __all__ = ["build_study_report", "STUDY_FIGURES"]
 
 STUDY_FIGURES = {
-    "dir_cdnv_vs_forgetting": "Each task's directional CDNV when learned against its final forgetting, per objective; "
-                              "lines: least-squares fits of forgetting on log dir-CDNV per strategy.",
+    "dir_cdnv_vs_forgetting": ("Each task's directional CDNV when learned against its final forgetting, one panel "
+                               "per objective; colour: task, marker: strategy; solid lines: least-squares fits of "
+                               "forgetting on log dir-CDNV within each task; dashed black: the pooled fit over all "
+                               "tasks, which mixes differences between tasks with the within-task relation; grey "
+                               "crosses: tasks not learned (left out of the fits and of the primary test)."),
     "cdnv_vs_forgetting": "The same with the classical CDNV.",
     "overlap_vs_interference": "Each task pair's axis overlap (median |cos| when the later task was learned) against "
-                               "the measured interference.",
-    "forgetting_by_factor": "Final forgetting per objective and strategy (every task of every run).",
+                               "the measured interference; colour: task pair, with a fit within each pair (solid) and "
+                               "the pooled fit (dashed black).",
+    "forgetting_by_factor": "Final forgetting per objective and strategy (every learned task of every run).",
 }
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
-def _scatter_by_objective(tasks: List[dict], x: str, y: str, xlabel: str, ylabel: str, title: str):
+
+def _fit_line(ax, xs, ys, *, log_x: bool, **style) -> bool:
+    """Least-squares line of ys on xs (on log10 xs when ``log_x``), drawn over the range of xs."""
+    u = np.log10(xs) if log_x else xs
+    if len(xs) < 3 or np.ptp(u) <= 0:
+        return False
+    slope, icept = np.polyfit(u, ys, 1)
+    grid = np.linspace(u.min(), u.max(), 20)
+    ax.plot(10 ** grid if log_x else grid, slope * grid + icept, **style)
+    return True
+
+
+def _scatter_by_task(tasks: List[dict], x: str, y: str, xlabel: str, ylabel: str, title: str,
+                     include_unlearned: bool):
+    """Per objective: points coloured by task, marked by strategy, a fit within each task and a pooled
+    fit labelled as such; unlearned tasks grey (and outside the fits unless ``include_unlearned``)."""
     data = [r for r in tasks if r.get(x) is not None and r.get(y) is not None and r[x] > 0]
+    kept = [r for r in data if include_unlearned or r.get("learned") is not False]
+    dropped = [r for r in data if r not in kept]
     objectives = sorted({r["objective"] for r in data}) or ["(none)"]
+    names = sorted({str(r["task_name"]) for r in kept})
     strategies = sorted({r["strategy"] for r in data})
-    palette = dict(zip(strategies, sns.color_palette("tab10", max(len(strategies), 1))))
-    fig, axes = plt.subplots(1, len(objectives), figsize=(4.2 * len(objectives), 3.8), squeeze=False, sharey=True)
+    colour = dict(zip(names, sns.color_palette("tab10", max(len(names), 1))))
+    marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(strategies)}
+    fig, axes = plt.subplots(1, len(objectives), figsize=(4.4 * len(objectives), 4.0), squeeze=False, sharey=True)
     for ax, obj in zip(axes[0], objectives):
-        for strat in strategies:
-            pts = [(r[x], r[y]) for r in data if r["objective"] == obj and r["strategy"] == strat]
-            if not pts:
-                continue
-            xs, ys = map(np.array, zip(*pts))
-            ax.scatter(xs, ys, s=18, alpha=0.75, color=palette[strat], label=strat)
-            if len(xs) >= 3 and np.ptp(np.log10(xs)) > 0:
-                slope, icept = np.polyfit(np.log10(xs), ys, 1)
-                grid = np.logspace(np.log10(xs.min()), np.log10(xs.max()), 20)
-                ax.plot(grid, slope * np.log10(grid) + icept, color=palette[strat], lw=1.2)
+        mine = [r for r in kept if r["objective"] == obj]
+        for name in names:
+            sub = [r for r in mine if str(r["task_name"]) == name]
+            for strat in strategies:
+                pts = [(r[x], r[y]) for r in sub if r["strategy"] == strat]
+                if pts:
+                    ax.scatter(*zip(*pts), s=20, alpha=0.8, color=colour[name], marker=marker[strat])
+            if sub:
+                _fit_line(ax, np.array([r[x] for r in sub]), np.array([r[y] for r in sub]), log_x=True,
+                          color=colour[name], lw=1.3)
+        if mine:
+            _fit_line(ax, np.array([r[x] for r in mine]), np.array([r[y] for r in mine]), log_x=True,
+                      color="black", lw=1.2, ls="--")
+        gone = [(r[x], r[y]) for r in dropped if r["objective"] == obj]
+        if gone:
+            ax.scatter(*zip(*gone), s=20, color="0.6", marker="x")
         ax.set_xscale("log")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title(f"objective: {obj}", fontsize=9)
         ax.set_xlabel(xlabel)
     axes[0][0].set_ylabel(ylabel)
-    if strategies:
-        axes[0][-1].legend(title="strategy", fontsize=7)
+    handles = [Line2D([], [], color=colour[n], marker="o", lw=1.3, label=f"task {n} (within-task fit)") for n in names]
+    handles += [Line2D([], [], color="0.3", marker=marker[s], ls="", label=f"strategy {s}") for s in strategies]
+    handles.append(Line2D([], [], color="black", ls="--", label="pooled fit (all tasks)"))
+    if dropped:
+        handles.append(Line2D([], [], color="0.6", marker="x", ls="", label="not learned (excluded)"))
+    axes[0][-1].legend(handles=handles, fontsize=6, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def _figures(tasks: List[dict], pairs: List[dict], stats: dict) -> Dict[str, bytes]:
-    y, inter = stats["outcome"], stats["interference"]
-    ylabel = f"{y.split('/')[0].replace('_', ' ')} ({y.split('/')[1]}, {y.split('/')[2]}; fraction)"
-    out = {"dir_cdnv_vs_forgetting": png_bytes(_scatter_by_objective(
-        tasks, "dir_cdnv_learned", y, "directional CDNV when learned (log scale)", ylabel,
-        "Does low directional variability predict less forgetting?")),
-        "cdnv_vs_forgetting": png_bytes(_scatter_by_objective(
-            tasks, "cdnv_learned", y, "CDNV when learned (log scale)", ylabel, "The same with the classical CDNV"))}
+def _overlap_figure(pairs: List[dict], inter: str):
     pts = [r for r in pairs if r.get("overlap") is not None and r.get(inter) is not None]
-    fig, ax = plt.subplots(figsize=(5.4, 4))
-    objectives = sorted({r["objective"] for r in pts})
-    for obj, colour in zip(objectives, sns.color_palette("tab10", max(len(objectives), 1))):
-        sub = [(r["overlap"], r[inter]) for r in pts if r["objective"] == obj]
-        ax.scatter(*zip(*sub), s=16, alpha=0.7, color=colour, label=obj)
-    if len(pts) >= 3:
-        xs, ys = np.array([r["overlap"] for r in pts]), np.array([r[inter] for r in pts])
-        if np.ptp(xs) > 0:
-            slope, icept = np.polyfit(xs, ys, 1)
-            ax.plot([xs.min(), xs.max()], [slope * xs.min() + icept, slope * xs.max() + icept], color="black",
-                    lw=1, label="least-squares fit")
+    fig, ax = plt.subplots(figsize=(5.8, 4.2))
+    names = sorted({f"{r['name_a']} / {r['name_b']}" for r in pts})
+    colour = dict(zip(names, sns.color_palette("tab10", max(len(names), 1))))
+    for name in names:
+        sub = [r for r in pts if f"{r['name_a']} / {r['name_b']}" == name]
+        xs, ys = np.array([r["overlap"] for r in sub]), np.array([r[inter] for r in sub])
+        ax.scatter(xs, ys, s=16, alpha=0.75, color=colour[name], label=f"{name} (within-pair fit)")
+        _fit_line(ax, xs, ys, log_x=False, color=colour[name], lw=1.2)
+    if pts:
+        _fit_line(ax, np.array([r["overlap"] for r in pts]), np.array([r[inter] for r in pts]), log_x=False,
+                  color="black", lw=1, ls="--", label="pooled fit (all pairs)")
     ax.axhline(0, color="grey", lw=0.6)
     ax.set_xlabel("axis overlap: median |cos| when the later task was learned (unitless)")
     ax.set_ylabel(f"interference ({inter.split('/')[1]} probe, frozen; accuracy drop, fraction)")
     ax.set_title("Axis overlap vs interference, per task pair")
     if pts:
-        ax.legend(title="objective", fontsize=7)
-    out["overlap_vs_interference"] = png_bytes(fig)
-    data = [r for r in tasks if r.get(y) is not None]
+        ax.legend(title="task pair", fontsize=6)
+    return fig
+
+
+def _figures(tasks: List[dict], pairs: List[dict], stats: dict, include_unlearned: bool) -> Dict[str, bytes]:
+    y, inter = stats["outcome"], stats["interference"]
+    ylabel = f"{y.split('/')[0].replace('_', ' ')} ({y.split('/')[1]}, {y.split('/')[2]}; fraction)"
+    out = {"dir_cdnv_vs_forgetting": png_bytes(_scatter_by_task(
+        tasks, "dir_cdnv_learned", y, "directional CDNV when learned (log scale)", ylabel,
+        "Does low directional variability predict less forgetting?", include_unlearned)),
+        "cdnv_vs_forgetting": png_bytes(_scatter_by_task(
+            tasks, "cdnv_learned", y, "CDNV when learned (log scale)", ylabel, "The same with the classical CDNV",
+            include_unlearned))}
+    out["overlap_vs_interference"] = png_bytes(_overlap_figure(pairs, inter))
+    data = [r for r in tasks if r.get(y) is not None and (include_unlearned or r.get("learned") is not False)]
     fig, ax = plt.subplots(figsize=(6, 3.8))
     if data:
         with warnings.catch_warnings():      # seaborn passes matplotlib 3.11's deprecated `vert`
@@ -123,7 +163,7 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
     state = json.loads((study_dir / "study.json").read_text())
     summary = {"study": cfg.name, "engine": cfg.engine, "factors": cfg.factors, "runs": state["runs"],
                "rows": {"tasks": len(tasks), "pairs": len(pairs)}, "statistics": stats}
-    figs = _figures(tasks, pairs, stats) if tasks else {}
+    figs = _figures(tasks, pairs, stats, bool(getattr(cfg.statistics, "include_unlearned", False))) if tasks else {}
     summary["figures"] = sorted(figs)
     report = study_dir / "report"
     (report / "figures").mkdir(parents=True, exist_ok=True)

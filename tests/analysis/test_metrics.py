@@ -95,9 +95,29 @@ def test_what_the_collection_measures():
     assert drift == [(1, 0)]
     pairs = {(r["task"], r["task_b"]) for r in rows if r["metric"] == "prop42_frac"}
     assert pairs == {(0, 1), (0, 2), (1, 2)}
+    v = {(r["task"], r["task_b"]): r["value"] for r in rows if r["metric"] == "labels_cramers_v" and r["exp"] == 1}
+    assert v[(0, 1)] == 0.0 and v[(0, 2)] == 0.0 and 0 < v[(1, 2)] < 0.1     # 40 test samples: not exactly balanced
     assert all(r["task_name"] == f"task {r['task']}, part" for r in rows if r["task"] is not None)
     result = c.evaluate(2, features_at(2))
     assert sorted(result.geometries) == [0, 1, 2] and result.t == 2
+
+
+def test_dependent_labelings_get_no_prop42_rows():
+    """y % 4 determines y % 2 (Cramer's V = 1): Prop. 4.2 assumes independence, so that pair has no
+    Prop. 4.2 rows, while its orthogonality is still measured."""
+    from dncsim.analysis.metrics.axis_orthogonality import AxisOrthogonality
+    y = torch.arange(N_TRAIN + N_TEST)
+    tasks = [EvaluationTask(index=k, name=n, train_labels=lab[:N_TRAIN], test_labels=lab[N_TRAIN:], group="same",
+                            learned_at=None)
+             for k, (n, lab) in enumerate([("fine", y % 4), ("coarse", y % 2), ("other", (y // 4) % 2)])]
+    rows = AxisOrthogonality()(Row(0, tasks, features_at(0)))
+    by = {(r["metric"], r["task"], r["task_b"]): r["value"] for r in rows}
+    assert by[("labels_cramers_v", 0, 1)] == pytest.approx(1.0)
+    assert by[("labels_cramers_v", 0, 2)] == 0.0 and by[("labels_cramers_v", 1, 2)] == 0.0
+    for metric in ("prop42_frac", "prop42_tightness", "prop42_bound_vs_random"):
+        assert {(a, b) for m, a, b in by if m == metric} == {(0, 2), (1, 2)}
+    assert ("axis_cos_median", 0, 1) in by
+    assert all(by[("prop42_tightness", a, b)] >= 1.0 for a, b in ((0, 2), (1, 2)))   # exactly balanced: bound holds
 
 
 def test_the_contract_is_checked():

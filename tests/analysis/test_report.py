@@ -21,7 +21,8 @@ BASE = {"seed": 1, "scenario": {"source": {"name": "shapes", "image_size": 16, "
         "evaluation": {"linear_steps": 20}, "analysis": {"shots": [1, 5, 10], "episodes": 20},
         "output": {"report": False, "tensorboard": False}}
 SINGLE = ["collapse_curves", "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "fewshot_curves"]
-PAIRWISE = ["orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "interference_graph"]
+PAIRWISE = ["orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "prop42_tightness",
+            "interference_graph"]
 
 
 def make_run(path, **changes):
@@ -94,7 +95,23 @@ def test_summary_numbers_equal_the_run_files(four_task_run, report):
     for p in prop42_points(load_run(four_task_run)):
         frac = float(np.mean(np.array(p["cos"]) <= np.array(p["bound"])))
         assert frac == ix[(names.PROP42_FRAC, last, p["a"], p["b"], None, None, None)]
-    assert s["prop42"]["fraction"] == 1.0            # balanced independent labelings
+    assert s["prop42"]["fraction"] == 1.0            # balanced independent labelings: true of any features
+    # ... so the report's number is the bound's tightness, equal to the geometry files' medians
+    import torch
+    from dncsim.analysis.orthogonality import random_abs_cos
+    chance = random_abs_cos(s["run"]["feature_dim"])["median"]
+    by_pair = {(p["a"], p["b"]): p for p in s["prop42"]["pairs"]}
+    assert len(by_pair) == 6 and s["prop42"]["dependent"] == []
+    for p in prop42_points(load_run(four_task_run)):
+        med_bound = float(torch.tensor(p["bound"], dtype=torch.float64).median())
+        med_cos = float(torch.tensor(p["cos"], dtype=torch.float64).median())
+        entry = by_pair[(p["a"], p["b"])]
+        assert entry["tightness_final"] == pytest.approx(med_bound / med_cos, rel=1e-9)
+        assert entry["bound_vs_random_final"] == pytest.approx(med_bound / chance, rel=1e-9)
+        assert entry["tightness_final"] >= 1.0 and entry["cramers_v"] == 0.0
+        assert [q["exp"] for q in entry["tightness"]] == list(range(-1, last + 1))
+    text = " ".join(s["findings"])
+    assert "times the observed median |cos|" in text and "under the Prop. 4.2 bound" not in text
     assert checked > 20 and len(s["findings"]) >= 3
     assert resolved >= 2
     geo = np.exp(np.mean(np.log([t["dir_cdnv_final"] for t in s["tasks"] if t["dir_cdnv_final"] is not None])))
@@ -110,6 +127,28 @@ def test_one_task_run_renders_the_sections_that_apply(tmp_path):
     html = (out / "index.html").read_text()
     assert "One task: no pairs of tasks to compare." in html and "One task: no graph." in html
     assert "One task: there are no task pairs" in " ".join(s["findings"])
+
+
+def test_dependent_labelings_are_left_out_of_prop42_with_the_reason(tmp_path):
+    """color:parity is a function of color (Cramer's V = 1): Prop. 4.2's assumption fails for that pair,
+    which the run records and the report lists, while the independent pairs keep their section."""
+    dep = make_run(tmp_path / "dep", objective={"name": "supervised"},
+                   scenario={**BASE["scenario"], "stream": {"type": "multilabel",
+                                                            "labelings": ["color", "color:parity", "shape"]}})
+    rows = [json.loads(line) for line in (dep / "metrics.jsonl").read_text().splitlines()]
+    v = {(r["task"], r["task_b"]): r["value"] for r in rows if r["metric"] == names.LABELS_CRAMERS_V}
+    assert v[(0, 1)] == pytest.approx(1.0) and v[(0, 2)] == 0.0 and v[(1, 2)] == 0.0
+    for metric in (names.PROP42_FRAC, names.PROP42_TIGHTNESS, names.PROP42_VS_RANDOM):
+        assert {(r["task"], r["task_b"]) for r in rows if r["metric"] == metric} == {(0, 2), (1, 2)}
+    out = build_report(dep)
+    s = json.loads((out / "summary.json").read_text())
+    assert [(p["a"], p["b"]) for p in s["prop42"]["dependent"]] == [(0, 1)]
+    assert "dependent (Cramer's V = 1.00 > 0.1)" in s["prop42"]["dependent"][0]["reason"]
+    assert [(p["a"], p["b"]) for p in s["prop42"]["pairs"]] == [(0, 2), (1, 2)]
+    html, md = (out / "index.html").read_text(), (out / "report.md").read_text()
+    for text in (html, md):
+        assert "color / color:parity: the labelings are dependent" in text
+    assert "left out of the Prop. 4.2 check: color / color:parity (V = 1.00)" in " ".join(s["findings"])
 
 
 def test_compare_sets_runs_side_by_side(four_task_run, tmp_path):

@@ -1,5 +1,6 @@
 """The report opens in a real browser: headless Chromium (Debian's chromium and chromium-driver, which
 .ci/run installs) renders it without console errors, and none of its images is blank."""
+import json
 import shutil
 
 from selenium import webdriver
@@ -39,6 +40,7 @@ def chromium_driver():
 def test_report_renders_in_headless_chromium(tmp_path):
     from tests.analysis.test_report import make_run
     out = build_report(make_run(tmp_path / "run"))
+    figures = json.loads((out / "summary.json").read_text())["figures"]
     browser = chromium_driver()
     try:
         browser.set_window_size(1280, 1000)
@@ -49,7 +51,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     finally:
         browser.quit()
     assert errors == []
-    assert len(stats) == 9
+    assert len(stats) == len(figures) == 10
     for s in stats:
         assert s["complete"] and s["w"] > 200 and s["h"] > 150 and s["shown"] > 100, s
         assert s["colours"] > 8, s                      # a plot, not a blank or single-colour image

@@ -70,7 +70,8 @@ def test_local_study_with_a_failure_then_resume(tmp_path):
     assert (out / "report" / "index.html").is_file()
     assert (out / "report" / "figures" / "dir_cdnv_vs_forgetting.png").is_file()
     html = (out / "report" / "index.html").read_text()
-    assert "Failed runs" in html and html.count("is not a labeling of source") == 2        # each with its reason
+    failed_list = html.split("Failed runs", 1)[1].split("</ul>", 1)[0]
+    assert failed_list.count("is not a labeling of source") == 2        # each failed run listed with its reason
     # resume: finished runs are skipped, failures are not retried unless asked
     finished = [Path(r["path"]) for r in state["runs"] if r["status"] == "finished"]
     stamps = [(p / "manifest.json").stat().st_mtime_ns for p in finished]
