@@ -4,7 +4,8 @@
 scenario:
   seed: 0                      # data generation, splits, class order, domain shifts
   source: {name: shapes, ...}  # shapes | digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | features
-  stream: {type: factor, hold: one}   # factor | multilabel | class_incremental | task_incremental | domain_incremental
+  stream: {type: factor, hold: one}   # factor | multilabel | joint | class_incremental | task_incremental |
+                                      # domain_incremental
 ```
 Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the key
 (``load_scenario_config``); checks that need the data (a labeling the source does not have, a
@@ -92,6 +93,34 @@ class MultilabelStream(StrictModel):
         return v
 
 
+class JointStream(StrictModel):
+    """Joint training measured along the way: every experience is one more block of ``training.epochs``
+    epochs over the source's whole training data, and every labeling in ``labelings`` is an evaluation
+    task probed after every block (watched: none is "learned" at one experience, so there is no
+    forgetting to measure). The paper's multitask setting. A supervised objective trains the first
+    labeling."""
+
+    type: Literal["joint"] = "joint"
+    labelings: Optional[List[str]] = Field(None, min_length=1, description="labelings measured (default: every "
+                                                                            "labeling of the source)")
+    blocks: int = Field(4, ge=1, le=10_000, description="experiences, each training.epochs epochs over all the data")
+    allow_same_inputs: bool = Field(False, description="accept several blocks with an objective that ignores labels "
+                                                       "(they are the same data by design)")
+
+    @field_validator("labelings")
+    @classmethod
+    def _distinct(cls, v):
+        if v is not None:
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"labelings repeat {', '.join(dup)}")
+        return v
+
+    @property
+    def same_inputs(self) -> bool:
+        return self.blocks > 1
+
+
 class FactorStream(StrictModel):
     """One attribute per experience: experience k trains on data in which attribute k varies over all
     its values while the others are held (``hold: one`` -- each fixed at one value drawn by seed;
@@ -127,7 +156,7 @@ class FactorStream(StrictModel):
 
 
 StreamConfig = Annotated[Union[FactorStream, ClassIncrementalStream, TaskIncrementalStream, DomainIncrementalStream,
-                               MultilabelStream], Field(discriminator="type")]
+                               MultilabelStream, JointStream], Field(discriminator="type")]
 
 
 class ScenarioConfig(StrictModel):

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from dncsim.common import DncsimError
-from dncsim.scenarios.config import (DomainIncrementalStream, FactorStream, MultilabelStream, ScenarioConfig,
-                                     TaskIncrementalStream)
+from dncsim.scenarios.config import (DomainIncrementalStream, FactorStream, JointStream, MultilabelStream,
+                                     ScenarioConfig, TaskIncrementalStream)
 from dncsim.scenarios.labelings import Labeling, resolve_labeling
 from dncsim.scenarios.sources import SourceData, Split, derived_seed
 
@@ -132,7 +132,7 @@ class Scenario:
 
     @property
     def same_inputs(self) -> bool:
-        """Every experience trains on the same inputs (multilabel, or factor with ``hold: none``)."""
+        """Every experience trains on the same inputs (multilabel, joint, or factor with ``hold: none``)."""
         return bool(getattr(self.config.stream, "same_inputs", False))
 
     def input_digests(self) -> List[str]:
@@ -305,6 +305,25 @@ def _multilabel(cfg: MultilabelStream, source: SourceData) -> Scenario:
                     benchmark=bm, eval_tasks=tasks)
 
 
+def _joint(cfg: JointStream, source: SourceData) -> Scenario:
+    """``blocks`` identical experiences over the whole training split (task label 0, the first labeling's
+    classes) and every labeling watched on the evaluation data."""
+    av = avalanche_benchmarks()
+    specs = cfg.labelings or source.labelings
+    labs = [resolve_labeling(source, spec, key=f"scenario.stream.labelings[{k}]") for k, spec in enumerate(specs)]
+    first = labs[0]
+    idx = {s: torch.arange(len(source.split(s))) for s in ("train", "test")}
+    train = [experience_dataset(source.train.x, first.train, idx["train"], 0) for _ in range(cfg.blocks)]
+    test = [experience_dataset(source.test.x, first.test, idx["test"], 0) for _ in range(cfg.blocks)]
+    bm = av.with_classes_timeline(av.with_task_labels(av.benchmark_from_datasets(train=train, test=test)))
+    infos = [ExperienceInfo(index=b, name=f"block {b + 1} of {cfg.blocks}", labeling=first.spec,
+                            classes=list(range(first.num_classes)), class_names=list(first.names), task_label=0,
+                            train_idx=idx["train"], test_idx=idx["test"]) for b in range(cfg.blocks)]
+    tasks = [_full_task(k, lab, source, None) for k, lab in enumerate(labs)]
+    return Scenario(config=None, source=source, stream_type=cfg.type, experiences=infos, labelings=labs,
+                    benchmark=bm, eval_tasks=tasks)
+
+
 # --- the factor stream -------------------------------------------------------------------------------
 
 def _allowed_values(cfg: FactorStream, labs: List[Labeling], k: int, rng: np.random.Generator) -> Dict[str, List[int]]:
@@ -419,8 +438,8 @@ def _select(cfg: FactorStream, source: SourceData, labs: List[Labeling], allowed
 
 def _watch(sc: Scenario, watch: Sequence[str]) -> None:
     """Append a watched (never learned) evaluation task for every labeling spec in ``watch``."""
-    known = {t.labeling for t in sc.eval_tasks if t.learned_at is not None and len(t.classes) ==
-             sc._labeling(t.labeling).num_classes and t.shift is None}
+    known = {t.labeling for t in sc.eval_tasks if len(t.classes) == sc._labeling(t.labeling).num_classes
+             and t.shift is None}
     for i, spec in enumerate(watch):
         lab = resolve_labeling(sc.source, spec, key=f"evaluation.watch[{i}]")
         if spec in known:
@@ -437,6 +456,8 @@ def build_stream(config: ScenarioConfig, source: SourceData, *, watch: Sequence[
     cfg = config.stream
     if isinstance(cfg, MultilabelStream):
         sc = _multilabel(cfg, source)
+    elif isinstance(cfg, JointStream):
+        sc = _joint(cfg, source)
     elif isinstance(cfg, FactorStream):
         sc = _factor(cfg, source, config.seed)
     elif isinstance(cfg, DomainIncrementalStream):

@@ -142,7 +142,7 @@ def build_run(cfg: RunConfig, directory: RunDirectory, *, plugins: Sequence = ()
     sc = build_scenario(cfg.scenario, watch=cfg.evaluation.watch)
     collection = build_collection(evaluation_tasks(sc), cfg.evaluation, cfg.analysis, cfg.seed,
                                   experiences=len(sc.experiences))
-    features = FeatureExtractor(sc, device, cfg.evaluation.batch_size)
+    features = FeatureExtractor(sc, device, cfg.evaluation.batch_size, normalize=cfg.analysis.normalize)
     evaluation = AvalancheEvaluation(collection, features)
     strategy = build_strategy(cfg, sc, device, evaluator=_evaluation_plugin(evaluation), extra_plugins=plugins)
     features.model = strategy.model

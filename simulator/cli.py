@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by dncsim run")
     rep.add_argument("--out", metavar="DIR", default=None, help="output directory (default: RUN_DIR/report)")
     rep.add_argument("--compare", metavar="OTHER_RUN", nargs="+", default=[], help="other run directories to compare")
+    rep.add_argument("--paper", action="store_true",
+                     help="add the section that checks the paper's three claims (S1 directional collapse, S2 "
+                          "Theorem 4.1, S3 near-orthogonality) claim by claim; the run's output.paper decides "
+                          "otherwise (auto: joint streams only)")
     rep.set_defaults(func=_cmd_report)
 
     st = sub.add_parser("study", help="many runs over a grid of factors, statistics and a verdict",
@@ -231,7 +235,8 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     from dncsim.analysis.report import build_report
 
-    out = build_report(args.run_dir, Path(args.out) if args.out else None, compare=args.compare)
+    out = build_report(args.run_dir, Path(args.out) if args.out else None, compare=args.compare,
+                       paper=True if args.paper else None)
     print(f"wrote {out / 'index.html'}, {out / 'report.md'}, {out / 'summary.json'}")
     return 0
 

@@ -43,6 +43,8 @@ class OutputConfig(StrictModel):
     tensorboard: bool = True
     checkpoints: bool = True
     report: bool = Field(True, description="write the orthogonality report (report/) when the run finishes")
+    paper: Literal["auto", "always", "never"] = Field(
+        "auto", description="the report's section on the paper's three claims (auto: for joint streams)")
 
 
 class RunConfig(StrictModel):
@@ -76,7 +78,8 @@ class RunConfig(StrictModel):
         labels the same data every experience: refused unless the user says they mean it."""
         stream = self.scenario.stream
         if stream.same_inputs and self.objective.name in LABEL_FREE_OBJECTIVES and not stream.allow_same_inputs:
-            what = ("type: multilabel" if stream.type == "multilabel" else f"type: {stream.type}, hold: none")
+            what = {"multilabel": "type: multilabel", "joint": f"type: joint, blocks: {getattr(stream, 'blocks', '')}"
+                    }.get(stream.type, f"type: {stream.type}, hold: none")
             raise ValueError(
                 f"scenario.stream: every experience of this stream ({what}) trains on the same inputs, and "
                 f"objective '{self.objective.name}' never reads labels, so its experiences are identical (more "

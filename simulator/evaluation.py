@@ -28,15 +28,18 @@ __all__ = ["FeatureExtractor", "evaluation_tasks", "AvalancheEvaluation", "metri
 
 class FeatureExtractor:
     """``features(task, split)``: backbone features (n, d) of an evaluation task's probe-train (``train``)
-    or probe-test (``test``) samples with the current weights.
+    or probe-test (``test``) samples with the current weights (scaled to unit L2 norm when
+    ``normalize`` is ``"l2"``, ``analysis.normalize``).
 
     Tasks without a domain shift share the evaluation tensors, so their features are computed once per
     evaluation row for the whole split and indexed per task; shifted tasks get their own.
     ``clear()`` drops the cache (called at the start of every row).
     """
 
-    def __init__(self, sc: Scenario, device: torch.device, batch_size: int, model: Optional[torch.nn.Module] = None):
+    def __init__(self, sc: Scenario, device: torch.device, batch_size: int, model: Optional[torch.nn.Module] = None,
+                 normalize: str = "none"):
         self.model, self.sc, self.device, self.batch_size = model, sc, device, batch_size
+        self.normalize = normalize
         self._cache: Dict[tuple, torch.Tensor] = {}
 
     def clear(self) -> None:
@@ -57,6 +60,8 @@ class FeatureExtractor:
             raise TrainingDiverged(f"training diverged: the backbone's features of {int(bad.sum())} of {len(f)} "
                                    "evaluation samples are not finite (try a lower training.lr); the last checkpoint "
                                    "is kept", {"stage": "evaluation", "rows": int(bad.sum())})
+        if self.normalize == "l2":
+            f = torch.nn.functional.normalize(f, dim=1)
         return f
 
     def __call__(self, task: int, split: str) -> torch.Tensor:

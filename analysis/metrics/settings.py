@@ -37,6 +37,9 @@ class AnalysisConfig(StrictModel):
     episodes: int = Field(100, ge=1)
     ddof: Literal[0, 1] = 0
     split: Literal["train", "test"] = Field("test", description="split the geometry and few-shot episodes use")
+    normalize: Literal["none", "l2"] = Field("none", description="features every probe and measurement sees: as "
+                                                                 "the backbone gives them, or scaled to unit L2 "
+                                                                 "norm (the paper's from-scratch figures)")
     estimator: Literal["crossfit", "plugin"] = Field("crossfit", description="estimator of the per-task "
                                                      "dir-CDNV, CDNV, ratio and mean gap (README, Estimators)")
     crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")

@@ -9,8 +9,9 @@ import numpy as np
 
 from dncsim.analysis.report import figures
 from dncsim.analysis.report.graph import interference_communities
+from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
-from dncsim.analysis.report.summary import prop42_points, run_summary
+from dncsim.analysis.report.summary import _jsonable, prop42_points, run_summary
 from dncsim.common import DncsimError, atomic_write_bytes
 from dncsim.rundir import RunData, RunLock, load_run
 
@@ -31,6 +32,9 @@ FIGURES = {
     "fewshot_curves": "Few-shot NCC error and the Theorem 4.1 bound against shots per class.",
     "compare_collapse": "Mean directional CDNV and CDNV over tasks along the stream, per run.",
     "compare_orthogonality": "Final decision-axis overlap of each run.",
+    "paper_claims": "The paper's three claims along training: dir-CDNV and CDNV (geometric means over attributes), "
+                    "their ratio (S1), few-shot NCC error against the Theorem 4.1 bound at every shot count m >= 10 "
+                    "and point of training (S2), and the median |cos| between attributes' axes (S3).",
 }
 
 
@@ -54,6 +58,8 @@ def _figures(run: RunData, summary: dict, communities, others: Sequence[RunData]
         runs = [run, *others]
         out["compare_collapse"] = figures.png_bytes(figures.compare_collapse(runs))
         out["compare_orthogonality"] = figures.png_bytes(figures.compare_orthogonality(runs))
+    if summary.get("paper"):
+        out["paper_claims"] = figures.png_bytes(figures.paper_claims_figure(summary["paper"], run))
     return out
 
 
@@ -71,12 +77,15 @@ def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:
     return {"key": key, "rows": rows}
 
 
-def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = (), *, lock: bool = True) -> Path:
+def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = (), *, lock: bool = True,
+                 paper: Optional[bool] = None) -> Path:
     """Write ``index.html`` (self-contained), ``report.md`` (+ ``figures/*.png``) and ``summary.json`` for
     the run in ``run_dir`` into ``out`` (default: ``<run_dir>/report``); ``compare`` adds other runs side by
-    side. Returns the output directory. A run directory missing files is a one-line DncsimError. Writing
-    into the run directory takes its lock (``lock``; the run writing its own report already holds it), so
-    a report is never written while a run is still changing the files."""
+    side; ``paper`` adds (True) or leaves out (False) the section on the paper's claims (None: the run's
+    ``output.paper``; auto = joint streams). Returns the output directory. A run directory missing files
+    is a one-line DncsimError. Writing into the run directory takes its lock (``lock``; the run writing
+    its own report already holds it), so a report is never written while a run is still changing the
+    files."""
     run_path = Path(run_dir)
     out = Path(out) if out is not None else run_path / "report"
     inside = out.resolve().is_relative_to(run_path.resolve())
@@ -87,15 +96,26 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = (), *,
         others = [load_run(p) for p in compare]
         if not out.parent.is_dir():
             raise DncsimError(f"--out: directory {out.parent} does not exist")
-        return _build(run, others, out)
+        return _build(run, others, out, _wants_paper(run, paper))
     finally:
         if held is not None:
             held.release()
 
 
-def _build(run: RunData, others: Sequence[RunData], out: Path) -> Path:
+def _wants_paper(run: RunData, paper: Optional[bool]) -> bool:
+    if paper is not None:
+        return bool(paper)
+    setting = (run.config.get("output") or {}).get("paper", "auto")
+    return setting == "always" or (setting == "auto" and run.stream == "joint")
+
+
+def _build(run: RunData, others: Sequence[RunData], out: Path, paper: bool = False) -> Path:
     points = prop42_points(run)
     summary = run_summary(run, points)
+    if paper:
+        summary["paper"] = _jsonable(paper_claims(run))
+        summary["paper"]["findings"] = paper_findings(summary["paper"])
+        summary["findings"] = summary["findings"] + summary["paper"]["findings"]
     communities = interference_communities(summary)
     summary["communities"] = [[summary["tasks"][k]["name"] for k in c] for c in communities]
     comp = None

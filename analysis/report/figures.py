@@ -22,7 +22,7 @@ from dncsim.rundir import RunData  # noqa: E402
 __all__ = ["png_bytes", "orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "prop42_tightness",
            "collapse_curves",
            "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "interference_graph", "fewshot_curves",
-           "compare_collapse", "compare_orthogonality"]
+           "compare_collapse", "compare_orthogonality", "paper_claims_figure"]
 
 sns.set_theme(style="whitegrid", context="paper")
 EXP_LABEL = "experience just trained (-1 = before training)"
@@ -366,5 +366,73 @@ def compare_orthogonality(runs: List[RunData]):
         ax.set_title(_short(run.label, 40), fontsize=8)
     fig.suptitle("Decision-axis overlap after the last experience, per run (random directions: median, solid blue; "
                  "RMS 1/√d, dashed)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def paper_claims_figure(claims: dict, run: RunData):
+    """The paper's three claims along training (x: epochs trained, 0 = before training):
+    (1) geometric-mean dir-CDNV and CDNV over attributes (log2), (2) their ratio with the S1 levels,
+    (3) few-shot NCC error against the Theorem 4.1 bound per shot count m >= 10 and point, with y = x,
+    (4) median |cos| between attributes' axes with the random level, 2^-3 and the S3 limit."""
+    from dncsim.analysis.report.paper import S1_FALL, S1_GAP
+
+    epochs = claims["epochs_per_point"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    (a1, a2), (a3, a4) = axes
+    traj = claims["S1"]["trajectory"]
+    x = [(t["exp"] + 1) * epochs for t in traj]
+    for key, style, label in (("dir_cdnv", "-o", "directional CDNV"), ("cdnv", "--s", "CDNV")):
+        pts = [(xi, t[key]) for xi, t in zip(x, traj) if t[key]]
+        if pts:
+            a1.plot(*zip(*pts), style, label=label)
+    a1.set_yscale("log", base=2)
+    a1.set_title("Geometric mean over attributes (paper: dir-CDNV 2^-1 to 2^-5, CDNV 2^1 to 2^3)", fontsize=8)
+    a1.set_ylabel("variability (unitless, log2)")
+    pts = [(xi, t["ratio"]) for xi, t in zip(x, traj) if t["ratio"]]
+    if pts:
+        a2.plot(*zip(*pts), "-o", color="C2", label="dir-CDNV / CDNV")
+        r0 = pts[0][1]
+        a2.axhline(r0 / S1_FALL, color="grey", ls="--", lw=1, label=f"{S1_FALL:g}x below its start")
+        a2.axhline(1 / S1_GAP, color="black", ls=":", lw=1, label=f"1/{S1_GAP:g}")
+    a2.set_yscale("log", base=2)
+    a2.set_title("S1: directional collapse", fontsize=9)
+    a2.set_ylabel("ratio (log2)")
+    for ax in (a1, a2):
+        ax.set_xlabel("epochs trained")
+        ax.legend(fontsize=7)
+    per = {}
+    for r in run.rows:
+        if r["metric"] in ("fewshot_err", "bound") and r["shots"] is not None and r["shots"] >= 10:
+            per.setdefault((r["task"], r["exp"], r["shots"]), {})[r["metric"]] = r["value"]
+    palette = sns.color_palette("tab10", max(run.T, 1))
+    lo, hi = 1.0, 1e-3
+    for k in range(run.T):
+        pts = [(v["bound"], max(v["fewshot_err"], 1e-4)) for (t, _, _), v in per.items()
+               if t == k and "bound" in v and "fewshot_err" in v]
+        if pts:
+            a3.scatter(*zip(*pts), s=14, alpha=0.7, color=palette[k % 10], label=_short(run.tasks[k]))
+            lo, hi = min(lo, *(min(p) for p in pts)), max(hi, *(max(p) for p in pts))
+    a3.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="error = bound")
+    a3.set_xscale("log", base=2)
+    a3.set_yscale("log", base=2)
+    a3.set_xlabel("Theorem 4.1 bound (m >= 10; log2)")
+    a3.set_ylabel("few-shot NCC error (log2; 0 drawn at 2^-13)")
+    a3.set_title("S2: error against bound, every shot count and point of training", fontsize=9)
+    a3.legend(fontsize=7)
+    s3 = claims["S3"]
+    for i, p in enumerate(s3["pairs"]):
+        pts = [((q["exp"] + 1) * epochs, q["value"]) for q in p["trajectory"] if q["value"] and q["value"] > 0]
+        if pts:
+            a4.plot(*zip(*pts), "-o", ms=3, color=sns.color_palette("tab10", 10)[i % 10],
+                    label=" / ".join(_short(n, 8) for n in p["names"]))
+    a4.axhline(s3["random_median"], color="C0", lw=1, ls="-", alpha=0.6, label=f"random ({s3['random_median']:.3f})")
+    limit = s3["thresholds"]["limit"]
+    a4.axhline(limit, color="black", lw=1, ls="--", label=f"S3 limit ({limit:.3f})")
+    a4.set_yscale("log", base=2)
+    a4.set_xlabel("epochs trained")
+    a4.set_ylabel("median |cos| between axes (log2)")
+    a4.set_title("S3: near-orthogonality of attributes' axes (paper: 2^-5 to 2^-3)", fontsize=9)
+    a4.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig

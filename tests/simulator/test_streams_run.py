@@ -24,6 +24,7 @@ def config(stream, objective="simclr", **extra):
     ({"type": "multilabel", "labelings": ["shape", "color"]}, "simclr"),
     ({"type": "factor", "hold": "none"}, "vicreg"),
     ({"type": "multilabel", "labelings": ["color", "size"]}, "byol"),
+    ({"type": "joint", "blocks": 3}, "simclr"),
 ])
 def test_identical_experiences_for_a_label_free_objective_are_refused(tmp_path, stream, objective, capsys):
     path = tmp_path / "c.yaml"
@@ -43,6 +44,9 @@ def test_identical_experiences_for_a_label_free_objective_are_refused(tmp_path, 
     ({"type": "multilabel", "labelings": ["color"]}, "simclr"),             # one experience repeats nothing
     ({"type": "factor", "hold": "none", "allow_same_inputs": True}, "vicreg"),
     ({"type": "factor", "hold": "one"}, "simclr"),
+    ({"type": "joint", "blocks": 3, "allow_same_inputs": True}, "simclr"),
+    ({"type": "joint", "blocks": 1}, "vicreg"),                            # one block repeats nothing
+    ({"type": "joint", "blocks": 3}, "supervised"),
 ])
 def test_streams_that_mean_it_are_accepted(stream, objective):
     assert run_from_mapping(config(stream, objective)).scenario.stream.type == stream["type"]
@@ -88,3 +92,33 @@ def test_a_class_incremental_run_with_watched_labelings(tmp_path):
     summary = json.loads((build_report(out) / "summary.json").read_text())
     assert summary["learned"]["undecided"] == ["color (watched)", "size (watched)"]
     assert [p["exp"] for p in summary["acc_seen"]["ncc"]] == [0, 1]
+
+
+def test_a_joint_run_measures_every_labeling_along_training_and_checks_the_paper(tmp_path):
+    """joint: successive blocks over the same data, every labeling watched after every block (nothing
+    is learned at one experience, so nothing is forgotten), and the paper section in the report."""
+    cfg = run_from_mapping(config({"type": "joint", "labelings": ["color", "shape", "size"], "blocks": 3,
+                                   "allow_same_inputs": True}, "simclr",
+                                  analysis={"shots": [1, 10], "episodes": 4}))
+    out = run(cfg, tmp_path / "joint", quiet=True)
+    acc = json.loads((out / "accuracy.json").read_text())
+    assert acc["learned_at"] == [None, None, None] and acc["tasks"] == ["color", "shape", "size"]
+    assert len(acc["matrices"]["linear/refit"]) == 4                      # before training + 3 blocks
+    manifest = json.loads((out / "manifest.json").read_text())
+    digests = {e["inputs_digest"] for e in manifest["training_inputs"]["experiences"]}
+    assert manifest["training_inputs"]["inputs_differ"] is False and len(digests) == 1
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r["metric"].startswith("forgetting")]
+    assert {r["exp"] for r in rows if r["metric"] == "axis_cos_median"} == {-1, 0, 1, 2}
+    report = build_report(out)
+    s = json.loads((report / "summary.json").read_text())
+    assert "paper_claims" in s["figures"] and set(s["paper"]) >= {"S1", "S2", "S3", "paper", "findings"}
+    assert [f.split(" ")[0] for f in s["paper"]["findings"]] == ["S1", "S2", "S3"]
+    assert len(s["paper"]["S3"]["pairs"]) == 3 and s["paper"]["points"] == [-1, 0, 1, 2]
+    assert "9. The paper's claims" in (report / "index.html").read_text()
+    # --paper on a run of another kind adds the section; output.paper: never (or auto) leaves it out
+    factor = run(run_from_mapping(config({"type": "factor", "attributes": ["color", "style"]}, "simclr")),
+                 tmp_path / "factor", quiet=True)
+    assert "paper" not in json.loads((build_report(factor) / "summary.json").read_text())
+    assert main(["report", str(factor), "--paper", "--out", str(tmp_path / "rep")]) == 0
+    assert "paper" in json.loads((tmp_path / "rep" / "summary.json").read_text())
