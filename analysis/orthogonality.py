@@ -30,12 +30,12 @@ def random_abs_cos(d: int) -> dict:
     (exact, from scipy; about 0.674/sqrt(d) for large d) -- the level to set beside a *median* |cos| --
     and ``rms`` = sqrt(E cos^2) = 1/sqrt(d), the level of a root-mean-square (and of ``cos2_vs_random``).
     """
-    from scipy.stats import beta
+    from scipy.special import betaincinv    # = scipy.stats.beta.median, without scipy.stats' second of imports
 
     if int(d) < 2:
         raise DncsimError(f"random directions need d >= 2 dimensions; got {d}")
     d = int(d)
-    return {"median": float(math.sqrt(beta.median(0.5, (d - 1) / 2))), "rms": 1.0 / math.sqrt(d)}
+    return {"median": float(math.sqrt(betaincinv(0.5, (d - 1) / 2, 0.5))), "rms": 1.0 / math.sqrt(d)}
 
 
 def _pair_deltas_gram(ma: torch.Tensor, mb: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor) -> torch.Tensor:
@@ -141,10 +141,10 @@ def labeling_independence(a, b) -> dict:
 
     ``balanced_a``/``balanced_b``: every class has the same count; ``independent``: the contingency
     table equals the product of its margins exactly (n_ab N = n_a n_b for every cell);
-    ``cramers_v``: Cramer's V of the table (0 = independent, 1 = one labeling determines the other).
+    ``cramers_v``: Cramer's V of the table (0 = independent, 1 = one labeling determines the other),
+    sqrt(chi^2 / (N (min(K_a, K_b) - 1))) with Pearson's chi^2 (no continuity correction), as
+    ``scipy.stats.contingency.association(table, method="cramer")`` computes it, to the bit.
     """
-    from scipy.stats.contingency import association
-
     a, b = np.asarray(torch.as_tensor(a).cpu()), np.asarray(torch.as_tensor(b).cpu())
     _, ia = np.unique(a, return_inverse=True)
     _, ib = np.unique(b, return_inverse=True)
@@ -152,6 +152,10 @@ def labeling_independence(a, b) -> dict:
     np.add.at(table, (ia, ib), 1)
     ra, rb, n = table.sum(1), table.sum(0), table.sum()
     independent = bool((table * n == np.outer(ra, rb)).all())
-    v = 0.0 if independent else float(association(table, method="cramer"))
+    v = 0.0
+    if not independent:
+        expected = np.outer(ra, rb).astype(np.float64) / n
+        chi2 = float(((table - expected) ** 2 / expected).sum())
+        v = math.sqrt(chi2 / n / (min(table.shape) - 1))
     return {"balanced_a": bool((ra == ra[0]).all()), "balanced_b": bool((rb == rb[0]).all()),
             "independent": independent, "cramers_v": v}

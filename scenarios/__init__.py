@@ -3,11 +3,36 @@
 ``build_scenario(config)`` returns a :class:`~scenarios.streams.Scenario`: the Avalanche benchmark
 (``train_stream``, ``test_stream``) plus a description of every experience (labeling, classes,
 task label, sample indices into the source tensors).
+
+Each name below is imported on first use: importing ``dncsim.scenarios.config`` (validation) loads
+neither torch nor Avalanche.
 """
-from dncsim.scenarios.build import build_scenario, load_source
-from dncsim.scenarios.config import ScenarioConfig, load_scenario_config, scenario_from_mapping
-from dncsim.scenarios.sources import SourceData, Split
-from dncsim.scenarios.streams import EvaluationTaskInfo, ExperienceInfo, Scenario
+from importlib import import_module
 
 __all__ = ["build_scenario", "load_source", "ScenarioConfig", "load_scenario_config", "scenario_from_mapping",
            "SourceData", "Split", "ExperienceInfo", "EvaluationTaskInfo", "Scenario"]
+
+_WHERE = {
+    "build_scenario": "dncsim.scenarios.build",
+    "load_source": "dncsim.scenarios.build",
+    "ScenarioConfig": "dncsim.scenarios.config",
+    "load_scenario_config": "dncsim.scenarios.config",
+    "scenario_from_mapping": "dncsim.scenarios.config",
+    "SourceData": "dncsim.scenarios.sources",
+    "Split": "dncsim.scenarios.sources",
+    "ExperienceInfo": "dncsim.scenarios.streams",
+    "EvaluationTaskInfo": "dncsim.scenarios.streams",
+    "Scenario": "dncsim.scenarios.streams",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dncsim.scenarios' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

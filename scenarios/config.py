@@ -18,11 +18,8 @@ from typing import Annotated, List, Literal, Optional, Union
 from pydantic import Field, ValidationError, field_validator
 
 from dncsim.common import DncsimError, StrictModel, one_line_error, read_yaml
-from dncsim.scenarios.digits import DigitsConfig
-from dncsim.scenarios.features import FeaturesSourceConfig
-from dncsim.scenarios.shapes import ShapesConfig
-from dncsim.scenarios.torchvision_sources import (Cifar10Config, Cifar100Config, FashionMNISTConfig, KMNISTConfig,
-                                           MNISTConfig)
+from dncsim.scenarios.source_config import (Cifar10Config, Cifar100Config, DigitsConfig, FashionMNISTConfig,
+                                            FeaturesSourceConfig, KMNISTConfig, MNISTConfig, ShapesConfig)
 
 __all__ = ["ScenarioConfig", "SourceConfig", "StreamConfig", "load_scenario_config", "scenario_from_mapping"]
 

@@ -1,26 +1,16 @@
 """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes): real images, no download."""
 from __future__ import annotations
 
-from typing import Literal, Optional
-
 import numpy as np
 import torch
-from pydantic import Field
 
 from dncsim.scenarios.preprocessing import resize_images, stratified_pick
-from dncsim.common import StrictModel
+from dncsim.scenarios.source_config import DigitsConfig
 from dncsim.scenarios.sources import SourceData, Split
 
+# The config class lives in scenarios/source_config.py (torch-free, so that validating a config stays
+# fast) and is re-exported here.
 __all__ = ["DigitsConfig", "load_digits_source"]
-
-
-class DigitsConfig(StrictModel):
-    """``sklearn.datasets.load_digits``, split into train and test with the scenario seed."""
-
-    name: Literal["digits"] = "digits"
-    image_size: Optional[int] = Field(None, ge=8, le=128,
-                                      description="upscale bilinearly to image_size x image_size (default: 8x8)")
-    test_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of every class held out for testing")
 
 
 def load_digits_source(cfg: DigitsConfig, seed: int) -> SourceData:

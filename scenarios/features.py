@@ -12,18 +12,19 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field
 
 from dncsim.analysis.inputs import as_features
 from dncsim.common import DncsimError
 from dncsim.scenarios.preprocessing import stratified_pick
-from dncsim.common import StrictModel
+from dncsim.scenarios.source_config import FeaturesSourceConfig
 from dncsim.scenarios.sources import SourceData, Split
 
+# The config class lives in scenarios/source_config.py (torch-free, so that validating a config stays
+# fast) and is re-exported here.
 __all__ = ["FeatureFile", "load_feature_file", "FeaturesSourceConfig", "load_features_source"]
 
 
@@ -81,18 +82,6 @@ def load_feature_file(path, labels: Optional[Sequence[str]] = None) -> FeatureFi
                 raise DncsimError(f"{p}: '{key}' is not a label array: expected 1-D integers of length {n}, "
                                   f"got shape {a.shape} dtype {a.dtype}")
     return FeatureFile(path=p, features=x, labelings={k: arrays[k].astype(np.int64) for k in chosen})
-
-
-class FeaturesSourceConfig(StrictModel):
-    """Precomputed embeddings as a source: ``path`` (.npz as above); ``test_path`` a second file with the
-    same arrays for the test split, or else a seeded split of ``test_fraction`` stratified by the first
-    labeling; ``labelings`` the label arrays to use (default: all)."""
-
-    name: Literal["features"] = "features"
-    path: Path
-    test_path: Optional[Path] = None
-    labelings: Optional[List[str]] = Field(None, min_length=1)
-    test_fraction: float = Field(0.25, gt=0, lt=1)
 
 
 def _ids_and_names(train: np.ndarray, test: np.ndarray):

@@ -36,21 +36,18 @@ covered. Sizes are fractions of the image side, so every ``image_size`` shows th
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Literal, Tuple, get_args
+from typing import Callable, Dict, Tuple, get_args
 
 import torch
-from pydantic import Field, field_validator
 
-from dncsim.common import DncsimError, StrictModel
+from dncsim.common import DncsimError
+from dncsim.scenarios.source_config import ColorName, ShapeName, ShapesConfig, ShapesNuisance, SizeName, StyleName
 from dncsim.scenarios.sources import SourceData, Split, derived_seed
 
+# The config classes and the catalogue's names live in scenarios/source_config.py (torch-free, so that
+# validating a config stays fast) and are re-exported here.
 __all__ = ["ShapesConfig", "ShapesNuisance", "generate_shapes", "render_shapes", "load_shapes",
-           "LABELINGS", "SHAPES", "COLORS", "SIZES", "STYLES"]
-
-ShapeName = Literal["circle", "square", "triangle", "cross", "star", "crescent", "heart"]
-ColorName = Literal["red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple"]
-SizeName = Literal["small", "medium", "large", "xlarge"]
-StyleName = Literal["filled", "outline", "striped"]
+           "LABELINGS", "SHAPES", "COLORS", "SIZES", "STYLES", "ShapeName", "ColorName", "SizeName", "StyleName"]
 
 LABELINGS = ("shape", "color", "size", "style")
 
@@ -167,49 +164,6 @@ SHAPES: Dict[str, Tuple[Sdf, float]] = {
 }
 """Each shape's signed distance function and extent (largest distance of a point from the centre),
 both in units of the nominal radius; the areas are within 0.96..1.02 of the unit circle's."""
-
-
-# --- configuration ---------------------------------------------------------------------------------
-
-class ShapesNuisance(StrictModel):
-    """Variation that belongs to no labeling, drawn independently of the labels for every image."""
-
-    position: bool = Field(True, description="random offset of the centre, the shape staying inside the image")
-    rotation: bool = Field(True, description="uniform random rotation in [0, 360) degrees")
-    noise_std: float = Field(0.05, ge=0, le=0.5, description="std of Gaussian noise added to every pixel and channel")
-    background_jitter: float = Field(0.05, ge=0, le=0.25,
-                                     description="background grey level drawn uniformly within +-this of 0.45")
-
-
-class ShapesConfig(StrictModel):
-    """The ``shapes`` source: which values each labeling takes, the image size and samples per cell."""
-
-    name: Literal["shapes"] = "shapes"
-    image_size: int = Field(32, ge=16, le=128, description="side of the square images in pixels")
-    shapes: List[ShapeName] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross"])
-    colors: List[ColorName] = Field(default_factory=lambda: ["red", "green", "blue", "yellow"])
-    sizes: List[SizeName] = Field(default_factory=lambda: ["small", "medium", "large"])
-    styles: List[StyleName] = Field(default_factory=lambda: ["filled", "outline"])
-    train_repeats: int = Field(30, ge=1, description="training samples per (shape, color, size, style) cell")
-    probe_repeats: int = Field(10, ge=1, description="probe-train samples per cell (evaluation data, rendered "
-                                                     "independently of the training data)")
-    test_repeats: int = Field(10, ge=1, description="test (probe-test) samples per (shape, color, size, style) cell")
-    nuisance: ShapesNuisance = Field(default_factory=ShapesNuisance)
-
-    @field_validator("shapes", "colors", "sizes", "styles")
-    @classmethod
-    def _distinct_values(cls, v: List[str]) -> List[str]:
-        dup = sorted({x for x in v if v.count(x) > 1})
-        if dup:
-            raise ValueError(f"values must be distinct; {', '.join(dup)} repeated")
-        if len(v) < 2:
-            raise ValueError(f"needs at least 2 values to be a labeling; got {len(v)}")
-        return v
-
-    def label_names(self) -> Dict[str, List[str]]:
-        """Labeling name -> its value names in label-id order (shape, color, size, style)."""
-        return {"shape": list(self.shapes), "color": list(self.colors), "size": list(self.sizes),
-                "style": list(self.styles)}
 
 
 # --- generation ------------------------------------------------------------------------------------

@@ -10,60 +10,22 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from pydantic import Field
 from torchvision import datasets
 
-from dncsim.common import DncsimError, StrictModel
+from dncsim.common import DncsimError
 from dncsim.scenarios.preprocessing import resize_images, stratified_pick
+from dncsim.scenarios.source_config import (Cifar10Config, Cifar100Config, FashionMNISTConfig, KMNISTConfig,
+                                            MNISTConfig, TorchvisionConfig)
 from dncsim.scenarios.sources import SourceData, Split
 
+# The config classes live in scenarios/source_config.py (torch-free, so that validating a config stays
+# fast) and are re-exported here.
 __all__ = ["TorchvisionConfig", "MNISTConfig", "FashionMNISTConfig", "KMNISTConfig", "Cifar10Config",
            "Cifar100Config", "load_torchvision_source"]
-
-
-class TorchvisionConfig(StrictModel):
-    """Fields shared by the torchvision sources (each subclass adds its ``name``)."""
-
-    data_root: Path = Field(description="folder holding the dataset's files in torchvision's layout")
-    download: bool = Field(False, description="let torchvision download missing files (needs internet)")
-    image_size: Optional[int] = Field(None, ge=8, le=256,
-                                      description="resize bilinearly to image_size x image_size (default: native)")
-    max_train: Optional[int] = Field(None, ge=1, description="a seeded stratified subset of this many train samples")
-    max_test: Optional[int] = Field(None, ge=1, description="a seeded stratified subset of this many test samples")
-
-
-class MNISTConfig(TorchvisionConfig):
-    """Handwritten digits, 28x28 grayscale, 10 classes."""
-
-    name: Literal["mnist"] = "mnist"
-
-
-class FashionMNISTConfig(TorchvisionConfig):
-    """Zalando clothing images, 28x28 grayscale, 10 classes."""
-
-    name: Literal["fashion_mnist"] = "fashion_mnist"
-
-
-class KMNISTConfig(TorchvisionConfig):
-    """Kuzushiji (cursive Japanese) characters, 28x28 grayscale, 10 classes."""
-
-    name: Literal["kmnist"] = "kmnist"
-
-
-class Cifar10Config(TorchvisionConfig):
-    """Natural images, 32x32 RGB, 10 classes."""
-
-    name: Literal["cifar10"] = "cifar10"
-
-
-class Cifar100Config(TorchvisionConfig):
-    """Natural images, 32x32 RGB, 100 fine classes grouped into 20 coarse superclasses."""
-
-    name: Literal["cifar100"] = "cifar100"
 
 
 def _unpickled(path: Path, key: str):

@@ -39,51 +39,17 @@ from typing import List, Tuple
 
 import kornia.augmentation as K
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 
-from dncsim.common import DncsimError, StrictModel
+from dncsim.common import DncsimError
+from dncsim.simulator.parts_config import AugmentConfig
 
+# The config class lives in simulator/parts_config.py (torch-free, so that validating a config stays
+# fast) and is re-exported here.
 __all__ = ["AugmentConfig", "build_augment", "two_views"]
 
 BLUR_SIGMA = (0.1, 2.0)          # pixels, as in SimCLR
 BLUR_KERNEL_FRACTION = 0.1       # kernel side about this fraction of the image side, at least 3
-
-
-class AugmentConfig(StrictModel):
-    """Random augmentations that make the views of self-supervised objectives (see the module doc)."""
-
-    enabled: bool = Field(True, description="false: every view is the input itself")
-    translate: int = Field(4, ge=0, description="images: random shift by up to this many pixels "
-                                                "(replicate-pad, then crop back to size); 0 = off")
-    resized_crop: bool = Field(False, description="images: random resized crop; rescaling destroys the size "
-                                                  "attribute of the shapes data")
-    crop_scale: List[float] = Field(default_factory=lambda: [0.5, 1.0], min_length=2, max_length=2,
-                                    description="images: [low, high] fraction of the area a resized crop keeps")
-    flip: bool = Field(True, description="images: horizontal flip with probability 0.5")
-    rotation: float = Field(0.0, ge=0, le=180, description="images: random rotation by up to +-this many degrees")
-    brightness: float = Field(0.3, ge=0, le=1, description="images: brightness factor drawn from [1-b, 1+b]")
-    contrast: float = Field(0.3, ge=0, le=1, description="images: contrast factor drawn from [1-c, 1+c]")
-    saturation: float = Field(0.3, ge=0, le=1, description="RGB images: saturation factor drawn from [1-s, 1+s]")
-    hue: float = Field(0.0, ge=0, le=0.5, description="RGB images: hue shift by up to +-this many turns; "
-                                                      "destroys a color task")
-    jitter_p: float = Field(0.8, ge=0, le=1, description="images: probability of the color jitter "
-                                                         "(brightness, contrast, saturation, hue)")
-    grayscale_p: float = Field(0.0, ge=0, le=1, description="RGB images: probability of grayscale; destroys color")
-    blur_p: float = Field(0.0, ge=0, le=1, description="images: probability of a Gaussian blur (sigma 0.1 to 2 px)")
-    noise_std: float = Field(0.0, ge=0, le=1, description="images: std of Gaussian pixel noise")
-    vector_noise_std: float = Field(0.1, ge=0, description="vectors: Gaussian noise, as a fraction of each "
-                                                           "feature's std over the batch")
-    vector_dropout: float = Field(0.1, ge=0, lt=1, description="vectors: probability that a feature is masked "
-                                                               "(set to its batch mean)")
-
-    @field_validator("crop_scale")
-    @classmethod
-    def _ordered_scale(cls, v: List[float]) -> List[float]:
-        low, high = v
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"needs 0 < low <= high <= 1; got [{low}, {high}]")
-        return v
 
 
 class _ImageAugment(nn.Module):

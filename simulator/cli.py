@@ -177,15 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_analyze(args) -> int:
-    import torch
+# Every command checks what the user gave it (flags, config files) before it imports torch, Avalanche
+# or a plotting library, so that a mistake is reported at once (tests/simulator/test_cli_imports.py).
 
-    from dncsim.analysis.analyze import analyze_labelings, format_analysis
-    from dncsim.scenarios.features import load_feature_file
+def _cmd_analyze(args) -> int:
     from dncsim.common import atomic_write_json
 
     if args.json is not None and not Path(args.json).resolve().parent.is_dir():
         raise DncsimError(f"--json: directory {Path(args.json).resolve().parent} does not exist")
+    import torch
+
+    from dncsim.analysis.analyze import analyze_labelings, format_analysis
+    from dncsim.scenarios.features import load_feature_file
+
     ff = load_feature_file(args.features, args.labels)
     result = analyze_labelings(ff.features, ff.labelings, shots=args.shots, ways=args.ways,
                                episodes=args.episodes, seed=args.seed, ddof=args.ddof,
@@ -199,10 +203,8 @@ def _cmd_analyze(args) -> int:
 
 
 def _cmd_scenario(args) -> int:
-    from dncsim.scenarios import build_scenario, load_scenario_config
-    from dncsim.scenarios.preview import describe, save_example_grid
-
     from dncsim.common import read_yaml
+    from dncsim.scenarios.config import load_scenario_config
 
     cfg = load_scenario_config(args.config)
     watch = (read_yaml(args.config).get("evaluation") or {}).get("watch") or []
@@ -211,6 +213,9 @@ def _cmd_scenario(args) -> int:
     png = Path(args.png) if args.png else Path(f"{Path(args.config).stem}_examples.png")
     if not png.resolve().parent.is_dir():
         raise DncsimError(f"--png: directory {png.resolve().parent} does not exist")
+    from dncsim.scenarios.build import build_scenario
+    from dncsim.scenarios.preview import describe, save_example_grid
+
     sc = build_scenario(cfg, watch=watch)
     print(describe(sc))
     if save_example_grid(sc, png):
@@ -222,11 +227,12 @@ def _cmd_scenario(args) -> int:
 
 def _cmd_run(args) -> int:
     from dncsim.simulator.config import load_run_config
-    from dncsim.simulator.run import run
 
     cfg = load_run_config(args.config, args.overrides)
     out = Path(args.out) if args.out else (cfg.output.dir or Path("runs") / cfg.name)
     cfg.output.dir = Path(out).resolve()
+    from dncsim.simulator.run import run
+
     path = run(cfg, out, resume=args.resume, force=args.force, argv=sys.argv)
     print(f"\nrun directory: {path}")
     return 0

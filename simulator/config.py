@@ -16,10 +16,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from dncsim.analysis.metrics.settings import AnalysisConfig, EvaluationConfig
 from dncsim.common import DncsimError, StrictModel, did_you_mean, one_line_error, read_yaml
 from dncsim.scenarios.config import ScenarioConfig
-from dncsim.simulator.augment import AugmentConfig
-from dncsim.simulator.models import BackboneConfig, ConvNetConfig
-from dncsim.simulator.objectives import LABEL_FREE_OBJECTIVES, ObjectiveConfig, SimCLRConfig
-from dncsim.simulator.strategies import NaiveConfig, StrategyConfig
+from dncsim.simulator.parts_config import (LABEL_FREE_OBJECTIVES, AugmentConfig, BackboneConfig, ConvNetConfig,
+                                           NaiveConfig, ObjectiveConfig, SimCLRConfig, StrategyConfig)
 
 __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig", "RunConfig", "load_run_config",
            "apply_overrides", "set_values", "run_from_mapping"]

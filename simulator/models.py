@@ -19,48 +19,20 @@ Weights are initialised from torch's global RNG, so ``torch.manual_seed`` makes 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Callable, Dict, List, Literal, Union
+from typing import Callable, Dict, List
 
 import torch
-from pydantic import Field, PositiveInt
 from torch import nn
 from torchvision.models import resnet18
 
-from dncsim.common import DncsimError, StrictModel
+from dncsim.common import DncsimError
+from dncsim.simulator.parts_config import RESNET18_FEATURES, BackboneConfig, ConvNetConfig, MLPConfig, ResNet18Config
 
+# The config classes live in simulator/parts_config.py (torch-free, so that validating a config stays
+# fast) and are re-exported here.
 __all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "BackboneConfig", "Backbone", "build_backbone"]
 
 CONVNET_BLOCKS = 4
-RESNET18_FEATURES = 512
-
-
-class MLPConfig(StrictModel):
-    """A multi-layer perceptron for vector inputs; image inputs are flattened."""
-
-    name: Literal["mlp"] = "mlp"
-    hidden: List[PositiveInt] = Field(default_factory=lambda: [256, 256],
-                                      description="widths of the hidden layers, input side first")
-    feature_dim: PositiveInt = Field(128, description="size of the representation")
-    batchnorm: bool = Field(True, description="BatchNorm1d after every hidden Linear layer")
-
-
-class ConvNetConfig(StrictModel):
-    """A small 4-block convolutional network for small images (32x32 down to 8x8)."""
-
-    name: Literal["convnet"] = "convnet"
-    width: PositiveInt = Field(32, description="channels of the first block; each later block doubles them")
-    feature_dim: PositiveInt = Field(128, description="size of the representation")
-
-
-class ResNet18Config(StrictModel):
-    """torchvision's ResNet-18 with a CIFAR-style stem, randomly initialised."""
-
-    name: Literal["resnet18"] = "resnet18"
-    feature_dim: PositiveInt = Field(RESNET18_FEATURES,
-                                     description="size of the representation; other than 512 adds a Linear layer")
-
-
-BackboneConfig = Annotated[Union[MLPConfig, ConvNetConfig, ResNet18Config], Field(discriminator="name")]
 
 
 class Backbone(nn.Module):

@@ -45,9 +45,8 @@ Conventions:
 from __future__ import annotations
 
 import copy
-import typing
 from abc import ABC, abstractmethod
-from typing import Annotated, Dict, Iterator, Literal, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -56,85 +55,21 @@ from lightly.models.modules import (BarlowTwinsProjectionHead, BYOLPredictionHea
                                     SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead)
 from lightly.models.modules.heads import VICRegProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
-from pydantic import Field
 from torch import Tensor, nn
 
-from dncsim.common import DncsimError, StrictModel
+from dncsim.common import DncsimError
+from dncsim.simulator.parts_config import (LABEL_FREE_OBJECTIVES, OBJECTIVES, BarlowTwinsConfig, BYOLConfig,
+                                           NoneConfig, ObjectiveConfig, SimCLRConfig, SimSiamConfig,
+                                           SupervisedConfig, VICRegConfig)
 
+# The config classes live in simulator/parts_config.py (torch-free, so that validating a config stays
+# fast) and are re-exported here.
 __all__ = ["SimCLRConfig", "VICRegConfig", "BarlowTwinsConfig", "BYOLConfig", "SimSiamConfig",
            "SupervisedConfig", "NoneConfig", "ObjectiveConfig", "OBJECTIVES", "LABEL_FREE_OBJECTIVES", "Objective",
            "ProjectionObjective", "SimSiamObjective", "BYOLObjective", "SupervisedObjective",
            "FrozenObjective", "build_objective"]
 
 Views = Optional[Tuple[Tensor, Tensor]]
-
-
-# ----------------------------------------------------------------------------------------- configs
-
-class _SSLConfig(StrictModel):
-    """Head sizes shared by the self-supervised objectives (the heads' input is the backbone's features)."""
-
-    projection_dim: int = Field(64, ge=1, description="output size of the projection (and prediction) head")
-    hidden_dim: int = Field(256, ge=1, description="hidden width of the projection (and prediction) head")
-
-
-class SimCLRConfig(_SSLConfig):
-    """SimCLR: NT-Xent contrast between the projections of the two views."""
-
-    name: Literal["simclr"] = "simclr"
-    temperature: float = Field(0.2, gt=0, description="softmax temperature of NT-Xent")
-
-
-class VICRegConfig(_SSLConfig):
-    """VICReg: invariance, variance and covariance terms (weights default to lightly's)."""
-
-    name: Literal["vicreg"] = "vicreg"
-    lambda_param: float = Field(25.0, ge=0, description="weight of the invariance term")
-    mu_param: float = Field(25.0, ge=0, description="weight of the variance term")
-    nu_param: float = Field(1.0, ge=0, description="weight of the covariance term")
-
-
-class BarlowTwinsConfig(_SSLConfig):
-    """Barlow Twins: cross-correlation of the two views' projections towards the identity."""
-
-    name: Literal["barlow_twins"] = "barlow_twins"
-    lambda_param: float = Field(5e-3, ge=0, description="weight of the off-diagonal (redundancy) term")
-
-
-class BYOLConfig(_SSLConfig):
-    """BYOL: predict an EMA target network's projection of the other view."""
-
-    name: Literal["byol"] = "byol"
-    momentum: float = Field(0.99, ge=0, lt=1, description="EMA factor of the target network per update")
-
-
-class SimSiamConfig(_SSLConfig):
-    """SimSiam: predict the stop-gradient projection of the other view."""
-
-    name: Literal["simsiam"] = "simsiam"
-
-
-class SupervisedConfig(StrictModel):
-    """Cross-entropy on the current labels through one linear head per task label."""
-
-    name: Literal["supervised"] = "supervised"
-
-
-class NoneConfig(StrictModel):
-    """No training: the backbone stays at its random initialisation (the floor)."""
-
-    name: Literal["none"] = "none"
-
-
-ObjectiveConfig = Annotated[Union[SimCLRConfig, VICRegConfig, BarlowTwinsConfig, BYOLConfig, SimSiamConfig,
-                                  SupervisedConfig, NoneConfig],
-                            Field(discriminator="name")]
-
-OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default
-                                    for cls in typing.get_args(typing.get_args(ObjectiveConfig)[0]))
-#: the objectives that train the backbone without ever reading a label (their experiences differ only
-#: where the inputs do)
-LABEL_FREE_OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default for cls in _SSLConfig.__subclasses__())
 
 
 # -------------------------------------------------------------------------------------- objectives

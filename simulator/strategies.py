@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import (Annotated, Callable, Dict, List, Literal, Optional, Protocol, Sequence, Tuple, Union,
-                    runtime_checkable)
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import torch
-from pydantic import Field
 from torch import nn
 
-from dncsim.common import RunFailed, StrictModel
+from dncsim.common import RunFailed
+from dncsim.simulator.parts_config import (STRATEGIES, CumulativeConfig, DistillConfig, JointConfig, NaiveConfig,
+                                           RegularizerConfig, ReplayConfig, StrategyConfig)
 
 with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnings
     warnings.simplefilter("ignore")
@@ -37,71 +37,14 @@ with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnin
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.templates import SupervisedTemplate
 
+# The config classes live in simulator/parts_config.py (torch-free, so that validating a config stays
+# fast) and are re-exported here.
 __all__ = ["NaiveConfig", "ReplayConfig", "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig",
            "StrategyConfig", "STRATEGIES", "SimModel", "TensorBatches", "DncsimStrategy", "TensorReplay",
            "ParameterImportance", "FeatureDistillation", "build_plugins", "StatefulPlugin", "stateful_plugins",
            "TrainingDiverged", "NonFiniteGuard"]
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-# --- configuration ---------------------------------------------------------------------------------
-
-class NaiveConfig(StrictModel):
-    """Sequential fine-tuning: each experience trains on its own data only."""
-
-    name: Literal["naive"] = "naive"
-
-
-class ReplayConfig(StrictModel):
-    """A buffer of past inputs, balanced over experiences, mixed into every training batch."""
-
-    name: Literal["replay"] = "replay"
-    mem_size: int = Field(500, ge=1, description="samples kept in the buffer")
-    replay_batch_size: Optional[int] = Field(None, ge=1, description="buffer samples per batch (default: batch size)")
-
-
-class RegularizerConfig(StrictModel):
-    """A quadratic anchor on the backbone, strength/2 * sum_i importance_i (theta_i - theta*_i)^2.
-
-    ewc: importance = mean squared gradient of the objective's loss (empirical Fisher, one gradient
-    per mini-batch); mas: mean absolute gradient; si: the path integral of -gradient x update over
-    the experience, normalised by the squared total change plus ``si_damping``. Each experience's
-    importances are rescaled to mean 1 over the backbone's parameters (so ``strength`` means the same
-    for the three modes and does not depend on the loss's scale), then added to the earlier ones with
-    ``decay`` applied to those; the anchor is the latest weights.
-    """
-
-    name: Literal["ewc", "mas", "si"]
-    strength: float = Field(100.0, ge=0, description="lambda: weight of the penalty (importances have mean 1)")
-    importance_batches: int = Field(20, ge=1, description="ewc/mas: mini-batches used to estimate importance")
-    decay: float = Field(1.0, ge=0, le=1, description="factor on earlier importances when a new one is added")
-    si_damping: float = Field(0.1, gt=0, description="si: xi in omega / (delta^2 + xi)")
-
-
-class DistillConfig(StrictModel):
-    """CaSSLe-style distillation: a predictor maps current features to the frozen previous backbone's."""
-
-    name: Literal["distill"] = "distill"
-    weight: float = Field(1.0, ge=0, description="weight of the distillation loss")
-    predictor_hidden: int = Field(256, ge=1, description="hidden width of the 2-layer predictor")
-
-
-class CumulativeConfig(StrictModel):
-    """Each experience trains on the data of every experience so far."""
-
-    name: Literal["cumulative"] = "cumulative"
-
-
-class JointConfig(StrictModel):
-    """One training phase on all experiences at once (the non-continual upper bound)."""
-
-    name: Literal["joint"] = "joint"
-
-
-StrategyConfig = Annotated[Union[NaiveConfig, ReplayConfig, RegularizerConfig, DistillConfig, CumulativeConfig,
-                                 JointConfig], Field(discriminator="name")]
-STRATEGIES = ("naive", "replay", "ewc", "mas", "si", "distill", "cumulative", "joint")
 
 
 # --- the state protocol of strategy plugins -------------------------------------------------------

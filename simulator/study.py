@@ -258,9 +258,7 @@ def _eta(seconds: float) -> str:
 def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
     """Run every run of the grid that is not finished yet (failed ones only with ``retry_failed``),
     then aggregate, test and report. Returns the study directory."""
-    from dncsim.analysis.report.study import build_study_report
-
-    specs = expand_grid(cfg)
+    specs = expand_grid(cfg)            # every run config validated before anything heavy is imported
     out = Path(cfg.out) if cfg.out else Path("studies") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -313,6 +311,8 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
         print(f"{len(failed)} run(spec) failed: " + "; ".join(f"{r['name']}: {r['error']}" for r in failed[:3])
               + ("" if len(failed) <= 3 else " ...") + " (see study.json; rerun with --retry-failed)", file=stream)
     finished = [spec for spec in specs if records[spec["name"]]["status"] == "finished"]
+    from dncsim.analysis.report.study import build_study_report
+
     report = build_study_report(out, [(Path(records[spec["name"]]["path"]), spec["factors"]) for spec in finished], cfg)
     print(f"study directory: {out}\nreport: {report / 'index.html'}", file=stream)
     return out

@@ -22,7 +22,7 @@ def test_defaults_are_the_shapes_factor_stream():
      "features (did you mean 'shapes'?)"),
     ({"stream": {"type": "multi_label", "labelings": ["color"]}},
      "scenario.stream.type: 'multi_label' is not one of factor, class_incremental, task_incremental, "
-     "domain_incremental, multilabel (did you mean 'multilabel'?)"),
+     "domain_incremental, multilabel, joint (did you mean 'multilabel'?)"),
     ({"stream": {"type": "class_incremental", "experiences": "five"}},
      "scenario.stream.experiences: input should be a valid integer, unable to parse string as an integer (got 'five')"),
     ({"stream": {"type": "class_incremental", "experiences": 0}},

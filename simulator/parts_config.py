@@ -1,0 +1,218 @@
+"""The config sections of the run's parts: ``backbone:``, ``objective:``, ``augment:`` and ``strategy:``.
+
+Defined here, apart from the code they configure (``models.py``, ``objectives.py``, ``augment.py``,
+``strategies.py``, each of which re-exports its own classes), and composed into the run config by
+``simulator.config``, so that validating a config imports neither torch nor Avalanche, kornia or
+lightly: validation only, nothing here imports them.
+"""
+from __future__ import annotations
+
+import typing
+from typing import Annotated, List, Literal, Optional, Tuple, Union
+
+from pydantic import Field, PositiveInt, field_validator
+
+from dncsim.common import StrictModel
+
+__all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "BackboneConfig", "RESNET18_FEATURES", "SimCLRConfig",
+           "VICRegConfig", "BarlowTwinsConfig", "BYOLConfig", "SimSiamConfig", "SupervisedConfig", "NoneConfig",
+           "ObjectiveConfig", "OBJECTIVES", "LABEL_FREE_OBJECTIVES", "AugmentConfig", "NaiveConfig", "ReplayConfig",
+           "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig", "StrategyConfig", "STRATEGIES"]
+
+RESNET18_FEATURES = 512
+
+
+# --- backbone (the code: simulator/models.py) -----------------------------------------------------
+
+class MLPConfig(StrictModel):
+    """A multi-layer perceptron for vector inputs; image inputs are flattened."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: List[PositiveInt] = Field(default_factory=lambda: [256, 256],
+                                      description="widths of the hidden layers, input side first")
+    feature_dim: PositiveInt = Field(128, description="size of the representation")
+    batchnorm: bool = Field(True, description="BatchNorm1d after every hidden Linear layer")
+
+
+class ConvNetConfig(StrictModel):
+    """A small 4-block convolutional network for small images (32x32 down to 8x8)."""
+
+    name: Literal["convnet"] = "convnet"
+    width: PositiveInt = Field(32, description="channels of the first block; each later block doubles them")
+    feature_dim: PositiveInt = Field(128, description="size of the representation")
+
+
+class ResNet18Config(StrictModel):
+    """torchvision's ResNet-18 with a CIFAR-style stem, randomly initialised."""
+
+    name: Literal["resnet18"] = "resnet18"
+    feature_dim: PositiveInt = Field(RESNET18_FEATURES,
+                                     description="size of the representation; other than 512 adds a Linear layer")
+
+
+BackboneConfig = Annotated[Union[MLPConfig, ConvNetConfig, ResNet18Config], Field(discriminator="name")]
+
+
+# --- objective (the code: simulator/objectives.py) ------------------------------------------------
+
+class _SSLConfig(StrictModel):
+    """Head sizes shared by the self-supervised objectives (the heads' input is the backbone's features)."""
+
+    projection_dim: int = Field(64, ge=1, description="output size of the projection (and prediction) head")
+    hidden_dim: int = Field(256, ge=1, description="hidden width of the projection (and prediction) head")
+
+
+class SimCLRConfig(_SSLConfig):
+    """SimCLR: NT-Xent contrast between the projections of the two views."""
+
+    name: Literal["simclr"] = "simclr"
+    temperature: float = Field(0.2, gt=0, description="softmax temperature of NT-Xent")
+
+
+class VICRegConfig(_SSLConfig):
+    """VICReg: invariance, variance and covariance terms (weights default to lightly's)."""
+
+    name: Literal["vicreg"] = "vicreg"
+    lambda_param: float = Field(25.0, ge=0, description="weight of the invariance term")
+    mu_param: float = Field(25.0, ge=0, description="weight of the variance term")
+    nu_param: float = Field(1.0, ge=0, description="weight of the covariance term")
+
+
+class BarlowTwinsConfig(_SSLConfig):
+    """Barlow Twins: cross-correlation of the two views' projections towards the identity."""
+
+    name: Literal["barlow_twins"] = "barlow_twins"
+    lambda_param: float = Field(5e-3, ge=0, description="weight of the off-diagonal (redundancy) term")
+
+
+class BYOLConfig(_SSLConfig):
+    """BYOL: predict an EMA target network's projection of the other view."""
+
+    name: Literal["byol"] = "byol"
+    momentum: float = Field(0.99, ge=0, lt=1, description="EMA factor of the target network per update")
+
+
+class SimSiamConfig(_SSLConfig):
+    """SimSiam: predict the stop-gradient projection of the other view."""
+
+    name: Literal["simsiam"] = "simsiam"
+
+
+class SupervisedConfig(StrictModel):
+    """Cross-entropy on the current labels through one linear head per task label."""
+
+    name: Literal["supervised"] = "supervised"
+
+
+class NoneConfig(StrictModel):
+    """No training: the backbone stays at its random initialisation (the floor)."""
+
+    name: Literal["none"] = "none"
+
+
+ObjectiveConfig = Annotated[Union[SimCLRConfig, VICRegConfig, BarlowTwinsConfig, BYOLConfig, SimSiamConfig,
+                                  SupervisedConfig, NoneConfig],
+                            Field(discriminator="name")]
+
+OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default
+                                    for cls in typing.get_args(typing.get_args(ObjectiveConfig)[0]))
+#: the objectives that train the backbone without ever reading a label (their experiences differ only
+#: where the inputs do)
+LABEL_FREE_OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default for cls in _SSLConfig.__subclasses__())
+
+
+# --- augment (the code, and what each augmentation does to the data: simulator/augment.py) --------
+
+class AugmentConfig(StrictModel):
+    """Random augmentations that make the views of self-supervised objectives (see simulator/augment.py)."""
+
+    enabled: bool = Field(True, description="false: every view is the input itself")
+    translate: int = Field(4, ge=0, description="images: random shift by up to this many pixels "
+                                                "(replicate-pad, then crop back to size); 0 = off")
+    resized_crop: bool = Field(False, description="images: random resized crop; rescaling destroys the size "
+                                                  "attribute of the shapes data")
+    crop_scale: List[float] = Field(default_factory=lambda: [0.5, 1.0], min_length=2, max_length=2,
+                                    description="images: [low, high] fraction of the area a resized crop keeps")
+    flip: bool = Field(True, description="images: horizontal flip with probability 0.5")
+    rotation: float = Field(0.0, ge=0, le=180, description="images: random rotation by up to +-this many degrees")
+    brightness: float = Field(0.3, ge=0, le=1, description="images: brightness factor drawn from [1-b, 1+b]")
+    contrast: float = Field(0.3, ge=0, le=1, description="images: contrast factor drawn from [1-c, 1+c]")
+    saturation: float = Field(0.3, ge=0, le=1, description="RGB images: saturation factor drawn from [1-s, 1+s]")
+    hue: float = Field(0.0, ge=0, le=0.5, description="RGB images: hue shift by up to +-this many turns; "
+                                                      "destroys a color task")
+    jitter_p: float = Field(0.8, ge=0, le=1, description="images: probability of the color jitter "
+                                                         "(brightness, contrast, saturation, hue)")
+    grayscale_p: float = Field(0.0, ge=0, le=1, description="RGB images: probability of grayscale; destroys color")
+    blur_p: float = Field(0.0, ge=0, le=1, description="images: probability of a Gaussian blur (sigma 0.1 to 2 px)")
+    noise_std: float = Field(0.0, ge=0, le=1, description="images: std of Gaussian pixel noise")
+    vector_noise_std: float = Field(0.1, ge=0, description="vectors: Gaussian noise, as a fraction of each "
+                                                           "feature's std over the batch")
+    vector_dropout: float = Field(0.1, ge=0, lt=1, description="vectors: probability that a feature is masked "
+                                                               "(set to its batch mean)")
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered_scale(cls, v: List[float]) -> List[float]:
+        low, high = v
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"needs 0 < low <= high <= 1; got [{low}, {high}]")
+        return v
+
+
+# --- strategy (the code: simulator/strategies.py) -------------------------------------------------
+
+class NaiveConfig(StrictModel):
+    """Sequential fine-tuning: each experience trains on its own data only."""
+
+    name: Literal["naive"] = "naive"
+
+
+class ReplayConfig(StrictModel):
+    """A buffer of past inputs, balanced over experiences, mixed into every training batch."""
+
+    name: Literal["replay"] = "replay"
+    mem_size: int = Field(500, ge=1, description="samples kept in the buffer")
+    replay_batch_size: Optional[int] = Field(None, ge=1, description="buffer samples per batch (default: batch size)")
+
+
+class RegularizerConfig(StrictModel):
+    """A quadratic anchor on the backbone, strength/2 * sum_i importance_i (theta_i - theta*_i)^2.
+
+    ewc: importance = mean squared gradient of the objective's loss (empirical Fisher, one gradient
+    per mini-batch); mas: mean absolute gradient; si: the path integral of -gradient x update over
+    the experience, normalised by the squared total change plus ``si_damping``. Each experience's
+    importances are rescaled to mean 1 over the backbone's parameters (so ``strength`` means the same
+    for the three modes and does not depend on the loss's scale), then added to the earlier ones with
+    ``decay`` applied to those; the anchor is the latest weights.
+    """
+
+    name: Literal["ewc", "mas", "si"]
+    strength: float = Field(100.0, ge=0, description="lambda: weight of the penalty (importances have mean 1)")
+    importance_batches: int = Field(20, ge=1, description="ewc/mas: mini-batches used to estimate importance")
+    decay: float = Field(1.0, ge=0, le=1, description="factor on earlier importances when a new one is added")
+    si_damping: float = Field(0.1, gt=0, description="si: xi in omega / (delta^2 + xi)")
+
+
+class DistillConfig(StrictModel):
+    """CaSSLe-style distillation: a predictor maps current features to the frozen previous backbone's."""
+
+    name: Literal["distill"] = "distill"
+    weight: float = Field(1.0, ge=0, description="weight of the distillation loss")
+    predictor_hidden: int = Field(256, ge=1, description="hidden width of the 2-layer predictor")
+
+
+class CumulativeConfig(StrictModel):
+    """Each experience trains on the data of every experience so far."""
+
+    name: Literal["cumulative"] = "cumulative"
+
+
+class JointConfig(StrictModel):
+    """One training phase on all experiences at once (the non-continual upper bound)."""
+
+    name: Literal["joint"] = "joint"
+
+
+StrategyConfig = Annotated[Union[NaiveConfig, ReplayConfig, RegularizerConfig, DistillConfig, CumulativeConfig,
+                                 JointConfig], Field(discriminator="name")]
+STRATEGIES = ("naive", "replay", "ewc", "mas", "si", "distill", "cumulative", "joint")
