@@ -5,6 +5,7 @@ from typing import Sequence
 
 from dncsim.scenarios.config import ScenarioConfig, scenario_from_mapping
 from dncsim.scenarios.digits import DigitsConfig, load_digits_source
+from dncsim.scenarios.disk_sources import DiskSourceConfig, load_disk_source
 from dncsim.scenarios.features import FeaturesSourceConfig, load_features_source
 from dncsim.scenarios.shapes import ShapesConfig, load_shapes
 from dncsim.scenarios.sources import SourceData
@@ -24,6 +25,8 @@ def load_source(cfg, seed: int) -> SourceData:
         return load_torchvision_source(cfg, seed)
     if isinstance(cfg, FeaturesSourceConfig):
         return load_features_source(cfg, seed)
+    if isinstance(cfg, DiskSourceConfig):
+        return load_disk_source(cfg, seed)
     raise TypeError(f"no loader for source config {type(cfg).__name__}")
 
 

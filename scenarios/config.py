@@ -3,7 +3,8 @@
 ```yaml
 scenario:
   seed: 0                      # data generation, splits, class order, domain shifts
-  source: {name: shapes, ...}  # shapes | digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | features
+  source: {name: shapes, ...}  # shapes | digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | features |
+                               # dsprites | shapes3d | celeba_attributes | image_table
   stream: {type: factor, hold: one}   # factor | multilabel | joint | class_incremental | task_incremental |
                                       # domain_incremental
 ```
@@ -18,13 +19,15 @@ from typing import Annotated, List, Literal, Optional, Union
 from pydantic import Field, ValidationError, field_validator
 
 from dncsim.common import DncsimError, StrictModel, one_line_error, read_yaml
-from dncsim.scenarios.source_config import (Cifar10Config, Cifar100Config, DigitsConfig, FashionMNISTConfig,
-                                            FeaturesSourceConfig, KMNISTConfig, MNISTConfig, ShapesConfig)
+from dncsim.scenarios.source_config import (CelebAAttributesConfig, Cifar10Config, Cifar100Config, DigitsConfig,
+                                            DSpritesConfig, FashionMNISTConfig, FeaturesSourceConfig, ImageTableConfig,
+                                            KMNISTConfig, MNISTConfig, Shapes3DConfig, ShapesConfig)
 
 __all__ = ["ScenarioConfig", "SourceConfig", "StreamConfig", "load_scenario_config", "scenario_from_mapping"]
 
 SourceConfig = Annotated[Union[ShapesConfig, DigitsConfig, MNISTConfig, FashionMNISTConfig, KMNISTConfig,
-                               Cifar10Config, Cifar100Config, FeaturesSourceConfig],
+                               Cifar10Config, Cifar100Config, FeaturesSourceConfig, DSpritesConfig, Shapes3DConfig,
+                               CelebAAttributesConfig, ImageTableConfig],
                          Field(discriminator="name")]
 
 

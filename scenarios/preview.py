@@ -1,14 +1,20 @@
-"""A scenario at a glance: a text summary of its experiences and a PNG grid of example images."""
+"""A scenario at a glance: a text summary of its experiences and attributes, and a PNG grid of example images."""
 from __future__ import annotations
 
+from itertools import combinations
 from pathlib import Path
 
 import torch
 
+from dncsim.analysis.orthogonality import labeling_independence
 from dncsim.analysis.text_table import format_table
+from dncsim.scenarios.sources import SourceData
 from dncsim.scenarios.streams import Scenario
 
-__all__ = ["describe", "save_example_grid"]
+__all__ = ["describe", "describe_attributes", "save_example_grid"]
+
+MAX_PAIRED = 12          # Cramér's V is computed among the first this many labelings
+MAX_PAIR_ROWS = 20       # pair rows shown (the most dependent first)
 
 
 def _short(text: str, width: int = 60) -> str:
@@ -48,7 +54,41 @@ def describe(sc: Scenario) -> str:
                   len(t.train_idx), len(t.test_idx)] for t in sc.eval_tasks]
     tasks = format_table(["task", "name", "learned in exp", "C", "probe-train", "probe-test"], task_rows,
                          title="Evaluation tasks (probed after every experience)")
-    return head + "\n\n" + table + "\n\n" + tasks
+    selection = f"\n{src.info['selection']}" if src.info.get("selection") else ""
+    return head + selection + "\n\n" + table + "\n\n" + tasks + "\n\n" + describe_attributes(src)
+
+
+def describe_attributes(src: SourceData) -> str:
+    """The source's labelings as attributes: per labeling its values with their train / test counts and
+    whether its classes are exactly balanced; then, per pair of labelings, Cramér's V on the train and
+    test splits (``analysis.orthogonality.labeling_independence``; 0 = independent, as Prop. 4.2
+    assumes), the most dependent pairs first."""
+    rows = []
+    for lab in src.labelings:
+        K = src.num_classes(lab)
+        tr = torch.bincount(src.train.labels[lab], minlength=K).tolist()
+        te = torch.bincount(src.test.labels[lab], minlength=K).tolist()
+        values = ", ".join(f"{n} {a}/{b}" for n, a, b in zip(src.label_names[lab], tr, te))
+        rows.append([lab, K, _short(values, 90), "yes" if len(set(tr)) == 1 and len(set(te)) == 1 else "no"])
+    out = format_table(["attribute", "K", "values (train/test count)", "balanced"], rows,
+                       title="Attributes (labelings of the source)")
+    paired = src.labelings[:MAX_PAIRED]
+    if len(paired) < 2:
+        return out
+    pairs = []
+    for a, b in combinations(paired, 2):
+        tr = labeling_independence(src.train.labels[a], src.train.labels[b])
+        te = labeling_independence(src.test.labels[a], src.test.labels[b])
+        pairs.append((tr["cramers_v"], te["cramers_v"], f"{a} - {b}",
+                      "yes" if tr["independent"] and te["independent"] else "no"))
+    pairs.sort(key=lambda p: (-p[0], p[2]))
+    shown = [[name, f"{v:.3f}", f"{w:.3f}", ind] for v, w, name, ind in pairs[:MAX_PAIR_ROWS]]
+    more = len(pairs) - len(shown)
+    note = (f"\n... {more} more pairs, V <= {pairs[MAX_PAIR_ROWS - 1][0]:.3f} on train" if more > 0 else "")
+    if len(src.labelings) > MAX_PAIRED:
+        note += f"\n(pairs among the first {MAX_PAIRED} of {len(src.labelings)} labelings)"
+    return out + "\n\n" + format_table(["pair", "V train", "V test", "independent"], shown,
+                                        title="Pairwise Cramér's V (0: independent, as Prop. 4.2 assumes)") + note
 
 
 def save_example_grid(sc: Scenario, path, *, per_experience: int = 8, split: str = "train") -> bool:

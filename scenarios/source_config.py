@@ -1,13 +1,13 @@
 """The source sections of a scenario config (``scenario.source``), one class per data source.
 
 Defined here, apart from the loaders that read them (``shapes.py``, ``digits.py``, ``features.py``,
-``torchvision_sources.py``, each of which re-exports its own classes), so that validating a config
-imports neither torch nor torchvision: validation only, nothing here imports either.
+``torchvision_sources.py``, ``disk_sources.py``, each of which re-exports its own classes), so that
+validating a config imports neither torch nor torchvision: validation only, nothing here imports either.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
@@ -15,7 +15,9 @@ from dncsim.common import StrictModel
 
 __all__ = ["ShapeName", "ColorName", "SizeName", "StyleName", "ShapesNuisance", "ShapesConfig", "DigitsConfig",
            "FeaturesSourceConfig", "TorchvisionConfig", "MNISTConfig", "FashionMNISTConfig", "KMNISTConfig",
-           "Cifar10Config", "Cifar100Config"]
+           "Cifar10Config", "Cifar100Config", "DiskSourceConfig", "DSpritesAttribute", "DSpritesConfig",
+           "Shapes3DAttribute", "Shapes3DConfig", "CelebAAttribute", "CELEBA_ATTRIBUTES", "CelebAAttributesConfig",
+           "ImageTableConfig"]
 
 
 # --- shapes (scenarios/shapes.py: the catalogue and the renderer) -----------------------------------
@@ -134,3 +136,121 @@ class Cifar100Config(TorchvisionConfig):
     """Natural images, 32x32 RGB, 100 fine classes grouped into 20 coarse superclasses."""
 
     name: Literal["cifar100"] = "cifar100"
+
+
+# --- multi-attribute sources read from disk (scenarios/disk_sources.py) ------------------------------
+
+DSpritesAttribute = Literal["shape", "scale", "orientation", "pos_x", "pos_y"]
+DSpritesBinnable = Literal["orientation", "pos_x", "pos_y"]
+Shapes3DAttribute = Literal["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"]
+Shapes3DBinnable = Literal["floor_hue", "wall_hue", "object_hue", "scale", "orientation"]
+CelebAAttribute = Literal[
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips", "Big_Nose",
+    "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin", "Eyeglasses",
+    "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks",
+    "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick",
+    "Wearing_Necklace", "Wearing_Necktie", "Young"]
+CELEBA_ATTRIBUTES = tuple(CelebAAttribute.__args__)
+"""CelebA's 40 binary attributes in the column order of ``list_attr_celeba.txt``."""
+
+
+class DiskSourceConfig(StrictModel):
+    """Keys shared by the multi-attribute sources read from disk (each subclass adds its ``name``, paths
+    and ``attributes``). ``balance``: ``false`` (default), ``true`` = ``combinations`` (the same count for
+    every combination of the chosen attributes), or ``classes`` (every class of every chosen attribute
+    equally frequent, the joint left as the data allow)."""
+
+    balance: Union[bool, Literal["combinations", "classes"]] = Field(
+        False, description="false | true (= combinations) | combinations | classes: an exactly balanced "
+                           "seeded subsample of each split")
+    max_samples: Optional[int] = Field(None, ge=2, description="at most this many samples, train and test together "
+                                                               "(shared in proportion to the splits' sizes)")
+    image_size: Optional[int] = Field(None, ge=8, le=256, description="resize (batched, bilinear, antialiased) "
+                                                                      "to image_size x image_size")
+
+    @field_validator("attributes", check_fields=False)
+    @classmethod
+    def _distinct_attributes(cls, v):
+        if v is not None:
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"attributes repeat {', '.join(dup)}")
+        return v
+
+    @field_validator("bins", check_fields=False)
+    @classmethod
+    def _at_least_two_bins(cls, v):
+        low = sorted(k for k, b in v.items() if b < 2)
+        if low:
+            raise ValueError(f"bins must be at least 2 (got {', '.join(f'{k}: {v[k]}' for k in low)})")
+        return v
+
+    @property
+    def balance_mode(self) -> str:
+        """``none``, ``combinations`` or ``classes``."""
+        if self.balance is True:
+            return "combinations"
+        return "none" if self.balance is False else str(self.balance)
+
+
+class DSpritesConfig(DiskSourceConfig):
+    """dSprites from its official ``.npz`` (``imgs``, ``latents_classes``, ``latents_values``): attributes
+    shape, scale, orientation, pos_x, pos_y; orientation and the positions can be binned into fewer
+    classes (equal-width bins over the class indices); a seeded train/test split of ``test_fraction``."""
+
+    name: Literal["dsprites"] = "dsprites"
+    data_root: Path = Field(description="the .npz file, or a folder holding "
+                                        "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz")
+    attributes: List[DSpritesAttribute] = Field(
+        default_factory=lambda: ["shape", "scale", "orientation", "pos_x", "pos_y"], min_length=1)
+    bins: Dict[DSpritesBinnable, int] = Field(default_factory=dict, description="attribute -> number of equal-width "
+                                                                                "bins over its class indices")
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="share of the samples held out for testing "
+                                                               "(seeded, stratified by attribute combination)")
+    chunk_mb: int = Field(64, ge=1, le=4096, description="most megabytes of raw images read from the file at once")
+
+
+class Shapes3DConfig(DiskSourceConfig):
+    """3dshapes from its official ``.h5`` (``images``, ``labels``): attributes floor_hue, wall_hue,
+    object_hue, scale, shape, orientation (float values -> class ids in sorted order); a seeded
+    train/test split of ``test_fraction``."""
+
+    name: Literal["shapes3d"] = "shapes3d"
+    data_root: Path = Field(description="the .h5 file, or a folder holding 3dshapes.h5")
+    attributes: List[Shapes3DAttribute] = Field(
+        default_factory=lambda: ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"],
+        min_length=1)
+    bins: Dict[Shapes3DBinnable, int] = Field(default_factory=dict, description="attribute -> number of equal-width "
+                                                                                "bins over its class indices")
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="share of the samples held out for testing "
+                                                               "(seeded, stratified by attribute combination)")
+    chunk_mb: int = Field(64, ge=1, le=4096, description="most megabytes of raw images read from the file at once")
+
+
+class CelebAAttributesConfig(DiskSourceConfig):
+    """CelebA in torchvision's layout (``<data_root>/celeba/list_attr_celeba.txt``,
+    ``list_eval_partition.txt``, ``img_align_celeba/*.jpg``), read directly; chosen binary attributes as
+    labelings; the official partition as train/test."""
+
+    name: Literal["celeba_attributes"] = "celeba_attributes"
+    data_root: Path = Field(description="folder holding celeba/ (torchvision's layout), or the celeba folder itself")
+    attributes: List[CelebAAttribute] = Field(min_length=1, description="the binary attributes used as labelings")
+    validation: Literal["drop", "train", "test"] = Field("drop", description="the official validation partition: "
+                                                                            "left out, or added to train or test")
+    image_size: Optional[int] = Field(64, ge=8, le=256, description="center-crop to a square, then resize to "
+                                                                    "image_size x image_size (none: 178x178)")
+
+
+class ImageTableConfig(DiskSourceConfig):
+    """Any folder of images with a CSV ``path,attr1,attr2,...`` (an optional ``split`` column of
+    ``train``/``test``; otherwise a seeded split of ``test_fraction``)."""
+
+    name: Literal["image_table"] = "image_table"
+    root: Path = Field(description="folder the CSV's paths are relative to")
+    table: Path = Field(description="the CSV: header path,attr1,attr2,... (optionally a split column)")
+    attributes: Optional[List[str]] = Field(None, min_length=1, description="columns used as labelings "
+                                                                             "(default: all but path and split)")
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="without a split column: share held out for "
+                                                               "testing (seeded, stratified by combination)")
+    grayscale: bool = Field(False, description="read the images as one grey channel (default: RGB)")

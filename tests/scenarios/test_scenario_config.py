@@ -19,7 +19,7 @@ def test_defaults_are_the_shapes_factor_stream():
      "scenario.source: unknown key 'colour' (did you mean 'colors'?)"),
     ({"source": {"name": "shape"}},
      "scenario.source.name: 'shape' is not one of shapes, digits, mnist, fashion_mnist, kmnist, cifar10, cifar100, "
-     "features (did you mean 'shapes'?)"),
+     "features, dsprites, shapes3d, celeba_attributes, image_table (did you mean 'shapes'?)"),
     ({"stream": {"type": "multi_label", "labelings": ["color"]}},
      "scenario.stream.type: 'multi_label' is not one of factor, class_incremental, task_incremental, "
      "domain_incremental, multilabel, joint (did you mean 'multilabel'?)"),
