@@ -33,8 +33,8 @@ FIGURES = {
     "compare_collapse": "Mean directional CDNV and CDNV over tasks along the stream, per run.",
     "compare_orthogonality": "Final decision-axis overlap of each run.",
     "paper_claims": "The paper's three claims along training: dir-CDNV and CDNV (geometric means over attributes), "
-                    "their ratio (S1), few-shot NCC error against the Theorem 4.1 bound at every shot count m >= 10 "
-                    "and point of training (S2), and the median |cos| between attributes' axes (S3).",
+                    "their ratio (S1), few-shot NCC error against the Theorem 4.1 bound at every shot count where "
+                    "it is defined and point of training (S2), and the median |cos| between attributes' axes (S3).",
 }
 
 

@@ -10,10 +10,19 @@ here, never tuned to the data.
   ``S1_FALL`` -fold from before training to the end *and* ends at most 1 / ``S1_GAP`` (dir-CDNV at
   least 8x below CDNV). Attributes without a ratio at both ends (crossfit leaves a labeling out while
   no class pair is resolved) are left out of both means, and named.
-* **S2 -- Theorem 4.1.** Every (attribute, point, shot count m >= 10) with both a few-shot NCC error and
-  a bound: the bound is at least the error everywhere, and per attribute the Pearson correlation of
-  bound and error over (m, point) is at least ``S2_RHO``. Reproduced when both hold for every
-  attribute. Pearson on the raw values (the errors can be exactly 0, so not on a log scale).
+* **S2 -- Theorem 4.1.** Every (attribute, point, shot count m) with both a few-shot NCC error and a
+  bound (the bound is undefined where a class pair's margin is not positive): the bound is at least the
+  error everywhere, and per attribute the Pearson correlation of bound and error over (m, point) is at
+  least ``S2_RHO``. Reproduced when both hold for every attribute. As the paper computes it: over every
+  shot count it plots, m < 10 included (the theorem is stated for m >= 10; below that the bound is
+  the same formula extrapolated), Pearson on the raw values. On the paper's own MAE numbers (THEORY.md
+  section 9, C' = 2, m = 1..50) raw Pearson over all m gives 0.996 (train) and 0.971 (test), matching
+  the reported 0.99, whereas log values give 0.90 / 0.71 and m >= 10 alone 0.92 / -0.94. The
+  correlation over m >= 10 only is reported beside it (``rho_in_range``), and so is the correlation
+  across shot counts at each point of training on its own (``rho_by_point``, ``rho_per_point_min``:
+  the paper's procedure, which has one representation). Pooled over points, raw Pearson is dominated
+  by the bound at initialisation (often 10^3 to 10^5, against errors below 0.5); the verdict keeps
+  the pooled definition all the same.
 * **S3 -- near-orthogonality.** At the end, for every pair of attributes on the same samples, median
   |cos| between their decision axes at most ``S3_MAX`` (2^-3) and below ``S3_RANDOM_FACTOR`` x the
   median |cos| of random directions in d dimensions (exact, about 0.674/sqrt(d)). The Prop. 4.2 bound's
@@ -77,12 +86,19 @@ def _s1(run: RunData, points: List[int]) -> dict:
             "thresholds": {"fall": S1_FALL, "gap": S1_GAP}}
 
 
+def _pearson(pts) -> Optional[float]:
+    errs, bounds = np.array([p[2] for p in pts]), np.array([p[3] for p in pts])
+    if len(pts) < 3 or np.ptp(errs) == 0 or np.ptp(bounds) == 0:
+        return None
+    return float(np.corrcoef(errs, bounds)[0, 1])
+
+
 def _s2(run: RunData, points: List[int]) -> dict:
     per, violations = [], []
     for k in range(run.T):
         pts = []
         for e in points:
-            for m in [m for m in run.shots() if m >= THEOREM_MIN_SHOTS]:
+            for m in run.shots():
                 err, bound = run.value(FEWSHOT_ERR, e, k, shots=m), run.value(BOUND, e, k, shots=m)
                 if err is not None and bound is not None:
                     pts.append((e, m, err, bound))
@@ -90,11 +106,14 @@ def _s2(run: RunData, points: List[int]) -> dict:
                         violations.append({"task": run.tasks[k], "exp": e, "shots": m, "error": err,
                                            "bound": bound})
         errs, bounds = np.array([p[2] for p in pts]), np.array([p[3] for p in pts])
-        rho = (float(np.corrcoef(errs, bounds)[0, 1])
-               if len(pts) >= 3 and np.ptp(errs) > 0 and np.ptp(bounds) > 0 else None)
-        per.append({"task": run.tasks[k], "points": len(pts), "rho": rho,
+        per.append({"task": run.tasks[k], "points": len(pts), "rho": _pearson(pts),
+                    "rho_in_range": _pearson([p for p in pts if p[1] >= THEOREM_MIN_SHOTS]),
+                    "rho_by_point": [{"exp": e, "rho": _pearson([p for p in pts if p[0] == e])} for e in points],
                     "min_bound_over_error": (float(np.min(bounds / np.maximum(errs, 1e-12))) if pts else None),
                     "shots": sorted({p[1] for p in pts})})
+    for p in per:
+        by_point = [q["rho"] for q in p["rho_by_point"] if q["rho"] is not None]
+        p["rho_per_point_min"] = min(by_point) if by_point else None
     rhos = [p["rho"] for p in per]
     defined = all(r is not None for r in rhos) and bool(per)
     ok = None if not defined else bool(not violations and min(rhos) >= S2_RHO)
@@ -158,11 +177,16 @@ def paper_findings(claims: dict) -> List[str]:
                          for p in s2["per_attribute"])
         viol = (f"the bound was below the measured error at {len(s2['violations'])} of {s2['points']} points"
                 if s2["violations"] else f"the bound was above the measured error at all {s2['points']} points")
+        inr = ", ".join(f"{p['task']} {p['rho_in_range']:.3f}" if p["rho_in_range"] is not None
+                        else f"{p['task']} n/a" for p in s2["per_attribute"])
+        per_point = [p["rho_per_point_min"] for p in s2["per_attribute"] if p["rho_per_point_min"] is not None]
+        across = (f" Across shot counts at each point separately (the paper's own procedure, one representation "
+                  f"at a time) the smallest rho was {min(per_point):.3f}." if per_point else "")
         out.append(f"S2 (Theorem 4.1) {_word(s2['reproduced'])}: {viol}; Pearson rho(bound, error) over shot counts "
-                   f"and points of training: {rhos} (needs >= {S2_RHO:g} for every attribute).")
+                   f"and points of training: {rhos} (needs >= {S2_RHO:g} for every attribute; over m >= "
+                   f"{THEOREM_MIN_SHOTS} only: {inr}).{across}")
     else:
-        out.append("S2 (Theorem 4.1) not measured: no shot count m >= 10 has both a few-shot error and a bound "
-                   "(add shot counts of 10 or more to analysis.shots).")
+        out.append("S2 (Theorem 4.1) not measured: no shot count has both a few-shot error and a defined bound.")
     if s3["pairs"]:
         worst = max(s3["pairs"], key=lambda p: p["median_abs_cos"])
         lim = s3["thresholds"]["limit"]

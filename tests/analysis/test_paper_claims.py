@@ -50,7 +50,7 @@ def test_all_three_reproduce_on_a_table_that_shows_them():
     c = paper_claims(make_run())
     assert c["S1"]["fall"] == pytest.approx(10.0) and c["S1"]["gap_final"] == pytest.approx(50.0)
     assert c["S1"]["reproduced"] and c["S2"]["reproduced"] and c["S3"]["reproduced"]
-    assert c["S2"]["points"] == 3 * 5 * 3                                 # m = 1 is outside the theorem's range
+    assert c["S2"]["points"] == 3 * 5 * 4                   # m = 1 counts too (extrapolated, as the paper plots it)
     assert c["S2"]["min_rho"] == pytest.approx(1.0)
     assert c["epochs_per_point"] == 3 and c["points"] == [-1, 0, 1, 2, 3]
     text = paper_findings(c)
@@ -80,3 +80,23 @@ def test_s3_limit_is_the_smaller_of_two_to_the_minus_three_and_twice_random(cos,
     c = paper_claims(make_run(cos=cos))
     assert c["S3"]["thresholds"]["limit"] == pytest.approx(limit)
     assert c["S3"]["reproduced"] is ok and len(c["S3"]["pairs"]) == 3
+
+
+def test_s2_computes_the_correlation_as_the_paper_did_on_its_own_numbers():
+    """THEORY.md section 9, MAE on mini-ImageNet, C' = 2, train split: the paper reports rho = 0.99."""
+    shots = [1, 5, 10, 20, 50]
+    err = [1 - a for a in (0.8585, 0.9598, 0.9626, 0.9640, 0.9672)]
+    bound = [57.437, 9.466, 4.417, 2.164, 0.9432]
+    rows = []
+    for m, e, b in zip(shots, err, bound):
+        rows += [table_row(0, names.FEWSHOT_ERR, e, task=0, task_name="mae", shots=m),
+                 table_row(0, names.BOUND, b, task=0, task_name="mae", shots=m),
+                 table_row(1, names.FEWSHOT_ERR, e, task=0, task_name="mae", shots=m),
+                 table_row(1, names.BOUND, b * (1 + 1e-9), task=0, task_name="mae", shots=m)]
+    run = Run(path=None, config={"scenario": {"stream": {"type": "joint"}}}, manifest={}, rows=rows, tasks=["mae"],
+              matrices={})
+    s2 = paper_claims(run)["S2"]
+    assert s2["per_attribute"][0]["rho"] == pytest.approx(0.9964, abs=5e-4)
+    assert s2["per_attribute"][0]["rho_in_range"] == pytest.approx(0.9241, abs=5e-4)     # m >= 10 only
+    assert s2["per_attribute"][0]["rho_per_point_min"] == pytest.approx(0.9964, abs=5e-4)  # one point at a time
+    assert s2["reproduced"] is True and s2["points"] == 10 and not s2["violations"]
