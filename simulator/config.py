@@ -8,7 +8,7 @@ overrides any key by dotted path; values are parsed as YAML (``--set training.lr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import List, Literal, Optional, Sequence
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -38,11 +38,31 @@ class OutputConfig(StrictModel):
     """What a run writes besides its metrics."""
 
     dir: Optional[Path] = Field(None, description="run directory (default: runs/<config name>)")
-    tensorboard: bool = True
+    loggers: List[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="where the metrics stream as the run goes: tensorboard (tb/), wandb (wandb/, offline unless "
+                    "WANDB_MODE says otherwise)")
+    tensorboard: bool = Field(True, description="false leaves tensorboard out of loggers (configs from before "
+                                                "loggers)")
+    wandb_project: Optional[str] = Field(None, description="wandb project (default: the study's name for a study "
+                                                           "run, else dncsim)")
     checkpoints: bool = True
     report: bool = Field(True, description="write the orthogonality report (report/) when the run finishes")
     paper: Literal["auto", "always", "never"] = Field(
         "auto", description="the report's section on the paper's three claims (auto: for joint streams)")
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once(cls, v):
+        twice = sorted({name for name in v if v.count(name) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is listed twice")
+        return v
+
+    @property
+    def active_loggers(self) -> List[str]:
+        """``loggers``, less tensorboard when ``tensorboard`` is false."""
+        return [name for name in self.loggers if name != "tensorboard" or self.tensorboard]
 
 
 class RunConfig(StrictModel):
@@ -73,9 +93,12 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _experiences_must_differ_for_label_free_objectives(self):
         """A stream whose experiences share their training inputs gives an objective that never reads
-        labels the same data every experience: refused unless the user says they mean it."""
+        labels the same data every experience: refused unless the user says they mean it (a regulariser
+        with a non-zero weight reads the labels, so the experiences differ to it)."""
         stream = self.scenario.stream
-        if stream.same_inputs and self.objective.name in LABEL_FREE_OBJECTIVES and not stream.allow_same_inputs:
+        reads_labels = any(r.weight > 0 for r in getattr(self.objective, "regularizers", []))
+        if (stream.same_inputs and self.objective.name in LABEL_FREE_OBJECTIVES and not reads_labels
+                and not stream.allow_same_inputs):
             what = {"multilabel": "type: multilabel", "joint": f"type: joint, blocks: {getattr(stream, 'blocks', '')}"
                     }.get(stream.type, f"type: {stream.type}, hold: none")
             raise ValueError(
@@ -87,16 +110,31 @@ class RunConfig(StrictModel):
 
 
 def _set_path(data: dict, dotted: str, value) -> None:
+    """Set ``value`` at a dotted path; sections are created as needed, and an integer key indexes an
+    existing list (``objective.regularizers.0.weight``)."""
     keys = dotted.split(".")
     node = data
     for depth, k in enumerate(keys[:-1]):
-        nxt = node.get(k)
-        if nxt is None:
-            nxt = node[k] = {}
-        if not isinstance(nxt, dict):
+        if isinstance(node, list):
+            if not (k.isdigit() and int(k) < len(node)):
+                raise DncsimError(f"--set {dotted}: '{'.'.join(keys[:depth])}' is a list of {len(node)}; "
+                                  f"'{k}' is not an index into it")
+            nxt = node[int(k)]
+        else:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+        if not isinstance(nxt, (dict, list)):
             raise DncsimError(f"--set {dotted}: '{'.'.join(keys[:depth + 1])}' is not a section")
         node = nxt
-    node[keys[-1]] = value
+    last = keys[-1]
+    if isinstance(node, list):
+        if not (last.isdigit() and int(last) < len(node)):
+            raise DncsimError(f"--set {dotted}: '{'.'.join(keys[:-1])}' is a list of {len(node)}; "
+                              f"'{last}' is not an index into it")
+        node[int(last)] = value
+    else:
+        node[last] = value
 
 
 def set_values(data: dict, values: dict) -> dict:

@@ -8,16 +8,21 @@ lightly: validation only, nothing here imports them.
 from __future__ import annotations
 
 import typing
-from typing import Annotated, List, Literal, Optional, Tuple, Union
+from pathlib import Path
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, ValidationError, field_validator
 
-from dncsim.common import StrictModel
+from dncsim.common import StrictModel, did_you_mean, one_line_error
 
-__all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "BackboneConfig", "RESNET18_FEATURES", "SimCLRConfig",
-           "VICRegConfig", "BarlowTwinsConfig", "BYOLConfig", "SimSiamConfig", "SupervisedConfig", "NoneConfig",
+__all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "TimmConfig", "LastNBlocks", "BackboneConfig",
+           "RESNET18_FEATURES", "SimCLRConfig",
+           "VICRegConfig", "BarlowTwinsConfig",
+           "DirVarianceConfig", "RegularizerSpec", "BYOLConfig", "SimSiamConfig", "SupervisedConfig", "NoneConfig",
            "ObjectiveConfig", "OBJECTIVES", "LABEL_FREE_OBJECTIVES", "AugmentConfig", "NaiveConfig", "ReplayConfig",
-           "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig", "StrategyConfig", "STRATEGIES"]
+           "RegularizerConfig", "DistillConfig", "AxisDistillConfig", "CumulativeConfig", "JointConfig",
+           "StrategyConfig",
+           "STRATEGIES"]
 
 RESNET18_FEATURES = 512
 
@@ -50,12 +55,115 @@ class ResNet18Config(StrictModel):
                                      description="size of the representation; other than 512 adds a Linear layer")
 
 
-BackboneConfig = Annotated[Union[MLPConfig, ConvNetConfig, ResNet18Config], Field(discriminator="name")]
+class LastNBlocks(StrictModel):
+    """``trainable: {last_n_blocks: K}``: only the last K stages of a timm model train (see simulator/models.py)."""
+
+    last_n_blocks: PositiveInt = Field(description="how many of the model's last stages train (timm's feature_info "
+                                                   "stages: a ResNet's stem and layer1-4, a ViT's blocks)")
+
+
+class TimmConfig(StrictModel):
+    """A timm architecture (``pip install 'dncsim[timm]'``), its weights read from a local file.
+
+    Built as ``timm.create_model(model, pretrained=False, num_classes=0)``: nothing is downloaded, and
+    the features are timm's pooled features (``num_features`` wide). The model name is checked
+    against ``timm.list_models()`` and the file against the architecture when the run is built, not
+    here (validating a config imports neither timm nor torch).
+    """
+
+    name: Literal["timm"] = "timm"
+    model: str = Field(min_length=1, description="a timm model name (resnet18, vit_small_patch16_224, ...); "
+                                                 "a tag (vit_base_patch16_clip_224.openai) picks its mean/std")
+    weights: Optional[Path] = Field(None, description="a local weights file: .safetensors, or a torch state dict "
+                                                      "(read with torch.load(weights_only=True)); none: timm's "
+                                                      "random initialisation")
+    weights_key: Optional[str] = Field(None, description="the key of the file's checkpoint dict that holds the "
+                                                         "state dict (teacher, state_dict, model, ...)")
+    weights_prefix: Optional[str] = Field(None, description="strip this prefix from every key (module.backbone.); "
+                                                            "keys without it are left out")
+    trainable: Union[Literal["all", "head_only"], LastNBlocks] = Field(
+        "all", description="all; head_only (the backbone stays frozen, only the objective's heads train); "
+                           "{last_n_blocks: K}")
+    input_size: Optional[PositiveInt] = Field(None, description="resize the images to input_size x input_size "
+                                                                "(on the device, per batch); none: as the source "
+                                                                "gives them")
+    normalize: bool = Field(True, description="standardise the inputs with the mean/std timm records for the model")
+    options: Dict[str, Any] = Field(default_factory=dict, description="more keyword arguments to timm.create_model "
+                                                                      "({dynamic_img_size: true}, ...)")
+
+    @field_validator("trainable", mode="before")
+    @classmethod
+    def _trainable(cls, v):
+        if isinstance(v, str) and v not in ("all", "head_only"):
+            raise ValueError(f"{v!r} is not one of all, head_only, {{last_n_blocks: K}}")
+        if isinstance(v, dict):
+            unknown = [k for k in v if k != "last_n_blocks"]
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], ['last_n_blocks'])}; "
+                                 "expected all, head_only or {last_n_blocks: K}")
+            try:
+                return LastNBlocks.model_validate(v)
+            except ValidationError as exc:
+                raise ValueError(one_line_error(exc, LastNBlocks)) from None
+        if not isinstance(v, (str, LastNBlocks)):
+            raise ValueError(f"expected all, head_only or {{last_n_blocks: K}}; got {v!r}")
+        return v
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v):
+        fixed = sorted({"pretrained", "num_classes", "model_name", "pretrained_cfg_overlay"} & set(v))
+        if fixed:
+            raise ValueError(f"{fixed[0]!r} is set by dncsim (pretrained=False, num_classes=0); leave it out")
+        return v
+
+
+BackboneConfig = Annotated[Union[MLPConfig, ConvNetConfig, ResNet18Config, TimmConfig], Field(discriminator="name")]
 
 
 # --- objective (the code: simulator/objectives.py) ------------------------------------------------
 
-class _SSLConfig(StrictModel):
+class DirVarianceConfig(StrictModel):
+    """The directional-variance regulariser (simulator/regularizers.py): adds ``weight`` x the batch's
+    directional CDNV of the current task's labelled samples to the objective's loss."""
+
+    name: Literal["dir_variance"] = "dir_variance"
+    weight: float = Field(..., description="strength LAMBDA >= 0 (below zero it would reward spreading the classes "
+                                           "along their axes: not a stable objective); 0 is the control")
+    labelled_fraction: float = Field(1.0, gt=0, le=1, description="fraction F of each experience's training samples "
+                                                                  "whose labels the penalty may read (a fixed, "
+                                                                  "seeded, class-stratified subset)")
+
+
+    @field_validator("weight")
+    @classmethod
+    def _stable(cls, v):
+        if not v >= 0 or v == float("inf"):
+            raise ValueError(f"must be a finite number >= 0 (a negative weight rewards spreading each class along "
+                             f"its decision axes, which has no minimum: not a stable objective); got {v:g}")
+        return v
+
+
+RegularizerSpec = Annotated[Union[DirVarianceConfig], Field(discriminator="name")]
+
+
+class _Regularized(StrictModel):
+    """``regularizers``: penalties added to the objective's loss on every training batch."""
+
+    regularizers: List[RegularizerSpec] = Field(default_factory=list,
+                                                description="penalties added to the loss, e.g. [{name: dir_variance, "
+                                                            "weight: 3, labelled_fraction: 0.1}]")
+
+    @field_validator("regularizers")
+    @classmethod
+    def _once_each(cls, v):
+        names = [r.name for r in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each regularizer may appear once; got {names}")
+        return v
+
+
+class _SSLConfig(_Regularized):
     """Head sizes shared by the self-supervised objectives (the heads' input is the backbone's features)."""
 
     projection_dim: int = Field(64, ge=1, description="output size of the projection (and prediction) head")
@@ -98,10 +206,19 @@ class SimSiamConfig(_SSLConfig):
     name: Literal["simsiam"] = "simsiam"
 
 
-class SupervisedConfig(StrictModel):
+class SupervisedConfig(_Regularized):
     """Cross-entropy on the current labels through one linear head per task label."""
 
     name: Literal["supervised"] = "supervised"
+
+    @field_validator("regularizers")
+    @classmethod
+    def _every_label_known(cls, v):
+        for r in v:
+            if r.labelled_fraction != 1:
+                raise ValueError(f"{r.name}: a supervised objective reads every label, so labelled_fraction must be 1; "
+                                 f"got {r.labelled_fraction:g}")
+        return v
 
 
 class NoneConfig(StrictModel):
@@ -201,6 +318,14 @@ class DistillConfig(StrictModel):
     predictor_hidden: int = Field(256, ge=1, description="hidden width of the 2-layer predictor")
 
 
+class AxisDistillConfig(StrictModel):
+    """Distillation along the learned tasks' decision axes only (simulator/regularizers.py)."""
+
+    name: Literal["axis_distill"] = "axis_distill"
+    weight: float = Field(1.0, ge=0, description="weight of the axis-distillation loss (same scale as distill's: "
+                                                 "README, Strategies)")
+
+
 class CumulativeConfig(StrictModel):
     """Each experience trains on the data of every experience so far."""
 
@@ -213,6 +338,6 @@ class JointConfig(StrictModel):
     name: Literal["joint"] = "joint"
 
 
-StrategyConfig = Annotated[Union[NaiveConfig, ReplayConfig, RegularizerConfig, DistillConfig, CumulativeConfig,
-                                 JointConfig], Field(discriminator="name")]
-STRATEGIES = ("naive", "replay", "ewc", "mas", "si", "distill", "cumulative", "joint")
+StrategyConfig = Annotated[Union[NaiveConfig, ReplayConfig, RegularizerConfig, DistillConfig, AxisDistillConfig,
+                                 CumulativeConfig, JointConfig], Field(discriminator="name")]
+STRATEGIES = ("naive", "replay", "ewc", "mas", "si", "distill", "axis_distill", "cumulative", "joint")

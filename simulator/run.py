@@ -10,7 +10,6 @@ import random
 import socket
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -23,6 +22,7 @@ from dncsim.common import DncsimError, RunFailed
 from dncsim.rundir import RunDirectory, now, provenance
 from dncsim.simulator.build import RunParts, build_run
 from dncsim.simulator.config import RunConfig
+from dncsim.simulator.loggers import attach_loggers, check_loggers, close_loggers, new_wandb_id
 from dncsim.simulator.progress import StreamProgress
 from dncsim.simulator.strategies import stateful_plugins
 
@@ -103,14 +103,6 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
                         table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
 
 
-def _attach_tensorboard(parts: RunParts) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from avalanche.logging import TensorboardLogger
-    evaluator = parts.strategy.evaluator
-    evaluator.loggers = list(evaluator.loggers) + [TensorboardLogger(tb_log_dir=str(parts.directory.file("tb")))]
-
-
 def _write_results(parts: RunParts) -> None:
     rd, collection = parts.directory, parts.evaluation.collection
     for result in parts.evaluation.drain():
@@ -154,6 +146,7 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
     directory = RunDirectory(out)
     config = cfg.model_dump(mode="json")
     directory.plan(config, resume=resume, force=force)           # fail fast, touching nothing
+    check_loggers(cfg)
     parts = build_run(cfg, directory, plugins=plugins)
     lock = directory.lock("dncsim run")                           # nothing can fail on the user's input past here
     try:
@@ -171,8 +164,23 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
     directory.prepare(plan)
     if note:
         print(note, file=stream, flush=True)
-    if cfg.output.tensorboard:
-        _attach_tensorboard(parts)
+    wandb_id = None
+    if "wandb" in cfg.output.active_loggers:
+        wandb_id = (previous.get("wandb_run_id") if plan == RunDirectory.RESUME else None) or new_wandb_id()
+    loggers: list = []                # attached once the manifest exists (a logger that fails to start fails the run)
+    failed = True
+    try:
+        out = _run_logged(parts, config, plan, previous, state, wandb_id, loggers, argv=argv, stream=stream,
+                          quiet=quiet)
+        failed = False
+        return out
+    finally:
+        close_loggers(loggers, failed=failed, stream=stream)
+
+
+def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state, wandb_id: Optional[str],
+                loggers: list, *, argv, stream, quiet: bool) -> Path:
+    cfg, directory = parts.config, parts.directory
     done, duration, started = 0, 0.0, now()
     if state is not None:
         done = restore(parts, state)
@@ -190,11 +198,14 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
                 "started": started, "finished": None, "experiences_done": done, "experiences_total": total,
                 "duration_s": duration, **provenance(), "command": argv, "training_inputs": stream_record(parts),
                 "checkpoints": generations}
+    if wandb_id is not None:
+        manifest["wandb_run_id"] = wandb_id
     directory.write_manifest(manifest)
     t0 = time.perf_counter()
     progress = StreamProgress(parts.scenario, cfg.training.epochs, done, stream=stream)
     parts.strategy.plugins.append(progress)
     try:
+        loggers += attach_loggers(parts, config, wandb_id)
         for t, exp in enumerate(list(parts.scenario.benchmark.train_stream)):
             if t < done:
                 continue

@@ -345,6 +345,8 @@ class ParameterImportance(SupervisedPlugin):
         if not strategy.objective.trains_backbone:
             return
         params = self._params(strategy)
+        if not params:                          # a frozen backbone (trainable: head_only): nothing to anchor
+            return
         if self.mode == "si":
             new = {n: (self._omega[n] / ((params[n].detach() - self._start[n]).square() + self.damping)).clamp_min(0)
                    for n in params}

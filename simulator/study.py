@@ -7,7 +7,9 @@ directories), and once runs finished: ``tasks.csv``, ``pairs.csv``, ``statistics
 with its error and retried only on request; one failure never stops the others.
 
 Both engines run the same function, :func:`run_one`, on one spec per run: ``local`` in a process
-pool, ``dask`` on a dask.distributed cluster (a scheduler address, or a LocalCluster).
+pool, ``dask`` on a dask.distributed cluster (``cluster:``): a LocalCluster, SLURM jobs through
+dask-jobqueue, or a running scheduler's workers. A run whose device is a GPU takes the worker resource
+``GPU=1`` and holds one GPU of its worker's machine (:func:`claim_gpu`).
 """
 from __future__ import annotations
 
@@ -23,17 +25,18 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, Dict, Iterator, List, Literal, Optional, Sequence, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from dncsim.common import DncsimError, StrictModel, atomic_write_json, atomic_write_text, one_line_error, read_yaml
 from dncsim.simulator.config import run_from_mapping, set_values
 
-__all__ = ["StatisticsConfig", "StudyConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
-           "DaskExecutor", "run_study"]
+__all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmClusterConfig", "AddressClusterConfig",
+           "AdaptConfig", "ClusterConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
+           "DaskExecutor", "slurm_cluster", "wants_gpu", "claim_gpu", "run_study"]
 
 
 class StatisticsConfig(StrictModel):
@@ -50,6 +53,110 @@ class StatisticsConfig(StrictModel):
                                                        "margin of chance right after their experience) in the tests")
 
 
+# --- where a dask study runs (cluster:) ------------------------------------------------------------------
+
+class LocalClusterConfig(StrictModel):
+    """A dask LocalCluster on this machine: ``workers`` single-threaded worker processes (the default)."""
+
+    kind: Literal["local"] = "local"
+
+
+class AddressClusterConfig(StrictModel):
+    """A running dask scheduler to connect to; its workers must see the data and the study directory."""
+
+    kind: Literal["address"] = "address"
+    address: str = Field(min_length=1, description="the scheduler's address, tcp://host:8786")
+
+
+class AdaptConfig(StrictModel):
+    """dask's adaptive scaling, in SLURM jobs."""
+
+    minimum: int = Field(0, ge=0, description="fewest jobs kept")
+    maximum: int = Field(ge=1, description="most jobs at once")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.minimum > self.maximum:
+            raise ValueError(f"minimum ({self.minimum}) is more than maximum ({self.maximum})")
+        return self
+
+
+#: SLURMCluster keywords set from the keys above; ``options`` may not set them again
+_SLURM_MANAGED = ("queue", "account", "cores", "job_cpu", "memory", "walltime", "processes", "job_extra_directives",
+                  "job_script_prologue", "log_directory", "worker_extra_args")
+
+
+class SlurmClusterConfig(StrictModel):
+    """SLURM jobs started by ``dask_jobqueue.SLURMCluster`` (``pip install 'dncsim[dask]'``), each running
+    ``runs_per_job`` single-threaded dask worker processes: one run at a time per process, with one GPU
+    each when the job has GPUs (the workers offer the resource ``GPU=1``; a run asking for a GPU takes one)."""
+
+    kind: Literal["slurm"] = "slurm"
+    queue: Optional[str] = Field(None, description="partition (#SBATCH -p)")
+    account: Optional[str] = Field(None, description="account to charge (#SBATCH -A)")
+    cores: int = Field(4, ge=1, description="CPUs per job (--cpus-per-task), shared by its runs")
+    memory: str = Field("16GiB", description="memory per job (--mem; 16GiB is --mem=16G), shared by its runs")
+    walltime: str = Field("04:00:00", description="time limit per job (#SBATCH -t)")
+    gpus: int = Field(0, ge=0, description="GPUs per job (--gres=gpu:N)")
+    runs_per_job: Optional[int] = Field(None, ge=1, description="worker processes per job, one run each at a time "
+                                                                "(default: gpus, or 1)")
+    job_extra_directives: List[str] = Field(default_factory=list,
+                                            description="more #SBATCH lines, e.g. --constraint=a100, --qos=long")
+    prologue: List[str] = Field(default_factory=list,
+                                description="shell lines the job runs before its workers start (module load ..., "
+                                            "source .venv/bin/activate)")
+    worker_args: List[str] = Field(default_factory=list,
+                                   description="more arguments to every dask worker, e.g. [--lifetime, 3h50m, "
+                                               "--lifetime-stagger, 5m] to leave before the walltime ends")
+    log_directory: Optional[Path] = Field(None, description="the jobs' SLURM output (default: <study dir>/dask-logs)")
+    scale: Optional[int] = Field(None, ge=1, description="jobs to start (default: enough for `workers` runs at once)")
+    adapt: Optional[AdaptConfig] = Field(None, description="{minimum, maximum} jobs: scale with the queue of runs "
+                                                           "instead of a fixed number")
+    options: Dict[str, Any] = Field(default_factory=dict,
+                                    description="more SLURMCluster keyword arguments (interface, local_directory, "
+                                                "scheduler_options, python, ...)")
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v):
+        if not re.fullmatch(r"\s*\d+(\.\d+)?\s*([kKmMgGtT]i?[bB]?)\s*", v):
+            raise ValueError(f"expected an amount such as 16GB or 64GiB; got {v!r}")
+        return v.strip()
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, v):
+        if not re.fullmatch(r"(\d+-)?\d+(:\d{2}){0,2}", v.strip()):
+            raise ValueError(f"expected SLURM's [D-]HH:MM:SS (or minutes); got {v!r}")
+        return v.strip()
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v):
+        taken = [k for k in v if k in _SLURM_MANAGED]
+        if taken:
+            raise ValueError(f"{taken[0]!r} is set from the cluster's own keys; leave it out of options")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.scale is not None and self.adapt is not None:
+            raise ValueError("give scale (a fixed number of jobs) or adapt, not both")
+        if self.gpus and self.runs_per_job is not None and self.runs_per_job > self.gpus:
+            raise ValueError(f"runs_per_job {self.runs_per_job} would share the job's {self.gpus} GPUs; at most one "
+                             "run per GPU (runs_per_job <= gpus)")
+        return self
+
+    @property
+    def processes(self) -> int:
+        """Worker processes per job (= runs at once per job)."""
+        return self.runs_per_job or self.gpus or 1
+
+
+ClusterConfig = Annotated[Union[LocalClusterConfig, SlurmClusterConfig, AddressClusterConfig],
+                          Field(discriminator="kind")]
+
+
 class StudyConfig(StrictModel):
     """A base run config, overrides for every run, a grid of factors, the engine and the statistics."""
 
@@ -61,7 +168,11 @@ class StudyConfig(StrictModel):
     workers: int = Field(2, ge=1, description="runs at once")
     threads_per_worker: Optional[int] = Field(None, ge=1, description="torch threads per run (default: cores / "
                                                                       "workers)")
-    scheduler: Optional[str] = Field(None, description="dask: address of a running scheduler (default: a LocalCluster)")
+    scheduler: Optional[str] = Field(None, description="dask: address of a running scheduler (default: a "
+                                                       "LocalCluster); the same as cluster: {kind: address, ...}")
+    cluster: ClusterConfig = Field(default_factory=LocalClusterConfig,
+                                   description="dask: where the workers run: local (a LocalCluster), slurm (SLURM "
+                                               "jobs through dask-jobqueue) or address (a running scheduler)")
     out: Optional[Path] = Field(None, description="study directory (default: studies/<name>)")
     retry_failed: bool = Field(False, description="run again the runs recorded as failed")
     statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
@@ -75,6 +186,22 @@ class StudyConfig(StrictModel):
         if empty:
             raise ValueError(f"factor {empty[0]} has no values")
         return v
+
+    @model_validator(mode="after")
+    def _one_scheduler(self):
+        if self.scheduler and self.cluster.kind == "slurm":
+            raise ValueError("scheduler: a scheduler address and cluster.kind 'slurm' exclude each other (the SLURM "
+                             "cluster starts its own scheduler)")
+        if self.scheduler and self.cluster.kind == "address" and self.cluster.address != self.scheduler:
+            raise ValueError(f"scheduler: {self.scheduler} differs from cluster.address {self.cluster.address}")
+        return self
+
+    @property
+    def dask_cluster(self):
+        """The cluster of engine dask, ``scheduler`` counting as ``{kind: address}``."""
+        if self.scheduler and self.cluster.kind == "local":
+            return AddressClusterConfig(address=self.scheduler)
+        return self.cluster
 
 
 def load_study_config(path, overrides: Dict[str, Any] = None) -> StudyConfig:
@@ -111,6 +238,8 @@ def expand_grid(cfg: StudyConfig) -> List[dict]:
             run_cfg = run_from_mapping(data)
         except DncsimError as exc:
             raise DncsimError(f"study run {name}: {exc}") from None
+        if "wandb" in run_cfg.output.active_loggers and run_cfg.output.wandb_project is None:
+            run_cfg.output.wandb_project = cfg.name          # the study's runs side by side in one project
         specs.append({"name": name, "factors": factors, "config": run_cfg.model_dump(mode="json")})
     return specs
 
@@ -125,6 +254,8 @@ def run_one(spec: dict) -> dict:
 
     from dncsim.simulator.run import run
     torch.set_num_threads(int(spec["threads"]))
+    if spec.get("gpu"):
+        claim_gpu()
     start = time.perf_counter()
     try:
         run(run_from_mapping(spec["config"]), Path(spec["out"]), stream=io.StringIO(), quiet=True)
@@ -202,31 +333,140 @@ class LocalExecutor:
                 proc.kill()
 
 
-class DaskExecutor:
-    """dask.distributed: connect to ``scheduler`` (an address) or start a LocalCluster of ``workers``
-    single-threaded worker processes."""
+DASK_EXTRA = "pip install 'dncsim[dask]'"
 
-    def __init__(self, workers: int, scheduler: Optional[str] = None):
-        self.workers, self.scheduler = workers, scheduler
+
+def slurm_cluster(cfg: SlurmClusterConfig, log_directory: Path):
+    """The ``dask_jobqueue.SLURMCluster`` of ``cfg``, not scaled yet (no job submitted: the caller scales
+    it). Each job books ``cores`` CPUs, ``memory`` and ``gpus`` GPUs (``--gres=gpu:N``) for ``walltime``,
+    and runs ``processes`` dask worker processes of one thread each (one run at a time each), started
+    with ``--resources GPU=1`` when the job has GPUs. Starts the scheduler in this process."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise DncsimError(f"cluster.kind: 'slurm' needs dask-jobqueue: {DASK_EXTRA}") from None
+    directives = list(cfg.job_extra_directives) + ([f"--gres=gpu:{cfg.gpus}"] if cfg.gpus else [])
+    worker_args = list(cfg.worker_args) + (["--resources", "GPU=1"] if cfg.gpus else [])
+    Path(log_directory).mkdir(parents=True, exist_ok=True)
+    kwargs = {"silence_logs": "error", **cfg.options}
+    return SLURMCluster(queue=cfg.queue, account=cfg.account, cores=cfg.processes, processes=cfg.processes,
+                        job_cpu=cfg.cores, memory=cfg.memory, walltime=cfg.walltime, job_extra_directives=directives,
+                        job_script_prologue=list(cfg.prologue), worker_extra_args=worker_args,
+                        log_directory=str(log_directory), **kwargs)
+
+
+def wants_gpu(run_config: dict, cluster) -> bool:
+    """Whether a study run takes one GPU (a dask worker resource): device cuda or cuda:N, or auto on a SLURM
+    cluster whose jobs have GPUs."""
+    device = str(run_config.get("device", "auto"))
+    if device.startswith("cuda"):
+        return cluster.kind != "local"
+    return device == "auto" and cluster.kind == "slurm" and cluster.gpus > 0
+
+
+_GPU_CLAIM = None       # (lock file, device index): the GPU this worker process holds for its life
+
+
+def claim_gpu() -> Optional[int]:
+    """Make the first visible GPU that no other process of this job on this host holds torch's current device
+    (so ``device: cuda`` and ``auto`` land on it), and hold it for this process's life; returns its index.
+
+    The hold is an ``flock`` on a file per GPU in the temporary directory (named by user, SLURM job and the
+    CUDA_VISIBLE_DEVICES entry), released by the kernel when the process dies. None without CUDA, or when
+    every visible GPU is held (the run then shares the default device)."""
+    global _GPU_CLAIM
+    import torch
+    if _GPU_CLAIM is not None:
+        torch.cuda.set_device(_GPU_CLAIM[1])
+        return _GPU_CLAIM[1]
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import fcntl
+    except ImportError:           # not POSIX
+        return None
+    import tempfile
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",")][:count] if visible else [str(i) for i in range(count)]
+    job = os.environ.get("SLURM_JOB_ID", "nojob")
+    for index, ident in enumerate(ids):
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"dncsim-gpu-{os.getuid()}-{job}-{ident}.lock")
+        handle = open(Path(tempfile.gettempdir()) / name, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _GPU_CLAIM = (handle, index)
+        torch.cuda.set_device(index)
+        return index
+    return None
+
+
+class DaskExecutor:
+    """dask.distributed on ``cluster`` (a :data:`ClusterConfig`): a LocalCluster of ``workers``
+    single-threaded worker processes, SLURM jobs (:func:`slurm_cluster`, scaled to ``scale`` jobs, enough
+    jobs for ``workers`` runs at once, or adaptively), or a running scheduler's workers. A spec with
+    ``gpu`` true is submitted with ``resources={'GPU': 1}``. ``scheduler``: an address (the same as
+    ``{kind: address}``)."""
+
+    def __init__(self, workers: int, scheduler: Optional[str] = None, cluster=None,
+                 log_directory: Optional[Path] = None):
+        if cluster is None:
+            cluster = AddressClusterConfig(address=scheduler) if scheduler else LocalClusterConfig()
+        self.workers, self.cluster = workers, cluster
+        self.log_directory = Path(log_directory) if log_directory is not None else Path("dask-logs")
+
+    def check(self) -> None:
+        """The one-line errors that need nothing started: dask (and dask-jobqueue, SLURM's sbatch) missing."""
+        import importlib.util
+        import shutil
+        if importlib.util.find_spec("distributed") is None:
+            raise DncsimError(f"engine: 'dask' needs dask.distributed: {DASK_EXTRA}")
+        if self.cluster.kind == "slurm":
+            if importlib.util.find_spec("dask_jobqueue") is None:
+                raise DncsimError(f"cluster.kind: 'slurm' needs dask-jobqueue: {DASK_EXTRA}")
+            if shutil.which("sbatch") is None:
+                raise DncsimError("cluster.kind: 'slurm' needs SLURM's sbatch on PATH (start the study on a "
+                                  "machine that submits jobs, such as the cluster's login node)")
+
+    def _start(self):
+        from dask.distributed import Client, LocalCluster
+        kind = self.cluster.kind
+        if kind == "address":
+            try:
+                return Client(self.cluster.address, timeout="20s"), None
+            except (OSError, TimeoutError) as exc:
+                raise DncsimError(f"scheduler: cannot connect to {self.cluster.address} ({exc})") from None
+        if kind == "slurm":
+            cluster = slurm_cluster(self.cluster, self.log_directory)
+            if self.cluster.adapt is not None:
+                cluster.adapt(minimum_jobs=self.cluster.adapt.minimum, maximum_jobs=self.cluster.adapt.maximum)
+            else:
+                cluster.scale(jobs=self.cluster.scale or -(-self.workers // self.cluster.processes))
+            return Client(cluster), cluster
+        cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+        return Client(cluster), cluster
+
+    def _check_gpu_workers(self, client, specs) -> None:
+        if self.cluster.kind != "address" or not any(s.get("gpu") for s in specs):
+            return
+        workers = client.scheduler_info().get("workers", {})
+        if workers and not any((w.get("resources") or {}).get("GPU") for w in workers.values()):
+            raise DncsimError(f"cluster: runs ask for a GPU but no worker of {self.cluster.address} offers one; "
+                              "start the workers with: dask worker ADDRESS --nthreads 1 --resources GPU=1 "
+                              "(one worker process per GPU)")
 
     def map_unordered(self, fn, specs: Sequence[dict]) -> Iterator[dict]:
+        self.check()
+        from dask.distributed import as_completed as dask_completed
+        client, cluster = self._start()
         try:
-            from dask.distributed import Client, LocalCluster
-            from dask.distributed import as_completed as dask_completed
-        except ImportError:
-            raise DncsimError("engine: 'dask' needs dask.distributed: pip install 'dncsim[dask]'") from None
-        if self.scheduler:
-            try:
-                client = Client(self.scheduler, timeout="20s")
-            except (OSError, TimeoutError) as exc:
-                raise DncsimError(f"scheduler: cannot connect to {self.scheduler} ({exc})") from None
-            cluster = None
-        else:
-            cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=40)
-            client = Client(cluster)
-        try:
-            futures = {client.submit(fn, s, pure=False, key=f"dncsim-{s['name']}"): s for s in specs}
+            self._check_gpu_workers(client, specs)
+            futures = {client.submit(fn, s, pure=False, key=f"dncsim-{s['name']}",
+                                     resources={"GPU": 1} if s.get("gpu") else None): s for s in specs}
             for f in dask_completed(list(futures)):
                 try:
                     yield f.result()
@@ -239,8 +479,12 @@ class DaskExecutor:
                 cluster.close()
 
 
-def _executor(cfg: StudyConfig):
-    return DaskExecutor(cfg.workers, cfg.scheduler) if cfg.engine == "dask" else LocalExecutor(cfg.workers)
+def _executor(cfg: StudyConfig, out: Path):
+    if cfg.engine != "dask":
+        return LocalExecutor(cfg.workers)
+    cluster = cfg.dask_cluster
+    logs = getattr(cluster, "log_directory", None) or out / "dask-logs"
+    return DaskExecutor(cfg.workers, cluster=cluster, log_directory=logs)
 
 
 def _run_status(run_dir: Path) -> Optional[str]:
@@ -260,6 +504,9 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
     then aggregate, test and report. Returns the study directory."""
     specs = expand_grid(cfg)            # every run config validated before anything heavy is imported
     out = Path(cfg.out) if cfg.out else Path("studies") / cfg.name
+    executor = _executor(cfg, out)
+    if isinstance(executor, DaskExecutor):
+        executor.check()                # dask, dask-jobqueue, sbatch: before anything is written
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     state_path = out / "study.json"
@@ -269,7 +516,13 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
             previous = {r["name"]: r for r in json.loads(state_path.read_text())["runs"]}
         except (ValueError, KeyError):
             previous = {}
-    threads = cfg.threads_per_worker or max(1, (os.cpu_count() or 1) // cfg.workers)
+    cluster = cfg.dask_cluster if cfg.engine == "dask" else None
+    if cfg.threads_per_worker:
+        threads = cfg.threads_per_worker
+    elif cluster is not None and cluster.kind == "slurm":        # a job's CPUs, shared by its runs
+        threads = max(1, cluster.cores // cluster.processes)
+    else:
+        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
     records, todo = {}, []
     for spec in specs:
         run_dir = out / "runs" / spec["name"]
@@ -281,7 +534,8 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
         records[spec["name"]] = rec
         if rec["status"] == "finished" or (rec["status"] == "failed" and not cfg.retry_failed):
             continue
-        todo.append({**spec, "out": str(run_dir), "threads": threads})
+        todo.append({**spec, "out": str(run_dir), "threads": threads,
+                     "gpu": cluster is not None and wants_gpu(spec["config"], cluster)})
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def save():
@@ -291,12 +545,20 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
 
     save()
     skipped = len(specs) - len(todo)
-    print(f"study {cfg.name}: {len(specs)} runs ({skipped} already done or failed), engine {cfg.engine}, "
+    where = ""
+    if cluster is not None and cluster.kind == "slurm":
+        jobs = (f"adaptive {cluster.adapt.minimum}-{cluster.adapt.maximum}" if cluster.adapt
+                else str(cluster.scale or -(-cfg.workers // cluster.processes)))
+        where = (f" on SLURM ({jobs} jobs x {cluster.processes} runs" + (f", {cluster.gpus} GPUs" if cluster.gpus
+                                                                          else "") + " each)")
+    elif cluster is not None and cluster.kind == "address":
+        where = f" at {cluster.address}"
+    print(f"study {cfg.name}: {len(specs)} runs ({skipped} already done or failed), engine {cfg.engine}{where}, "
           f"{cfg.workers} workers x {threads} threads", file=stream)
     tty = bool(getattr(stream, "isatty", lambda: False)())
     bar = tqdm(total=len(todo), desc="runs", unit="run", file=stream, disable=not tty, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for n, result in enumerate(_executor(cfg).map_unordered(run_one, todo) if todo else [], start=1):
+    for n, result in enumerate(executor.map_unordered(run_one, todo) if todo else [], start=1):
         records[result["name"]].update(status=result["status"], error=result["error"], seconds=result["seconds"])
         save()
         bar.update(1)
