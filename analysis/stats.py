@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from dncsim.analysis.causal import DOSE_COLUMN, causal_sentences, instrumental_analysis, strategy_table
 from dncsim.analysis.inference import primary_analysis
 from dncsim.common import DncsimError
 
@@ -275,7 +276,25 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predicto
         out["notes"].append(f"descriptive correlations over fewer than {MIN_CLUSTERS_FOR_INTERVAL} runs have no "
                             "interval: a percentile bootstrap over so few runs is far too narrow")
     out["verdict"] = _verdict_sentences(out)
+    if tasks and any(r.get(DOSE_COLUMN) not in (None, "") for r in tasks):
+        out["causal"] = _causal(tasks, y, predictor, classical_predictor, settings, out["notes"])
+        for res in (out["causal"]["directional"], out["causal"]["classical"]):
+            if res is not None:
+                out["verdict"] += causal_sentences(res)
     return out
+
+
+def _causal(tasks, y, predictor, classical_predictor, settings, notes) -> dict:
+    """The dose-response analysis of a study that randomises the regulariser's weight (analysis/causal.py)."""
+    block = {}
+    for label, mediator in (("directional", predictor), ("classical", classical_predictor)):
+        res, err = _try(instrumental_analysis, tasks, y, mediator, alpha=settings.alpha)
+        if err:
+            notes.append(f"causal analysis ({label}): {err}")
+        block[label] = res
+    block["strategies"] = strategy_table(tasks, y, f"acc_learned/{settings.probe}/{settings.protocol}",
+                                         alpha=settings.alpha)
+    return block
 
 
 def _verdict_sentences(s: dict) -> List[str]:

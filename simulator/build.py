@@ -20,11 +20,14 @@ from dncsim.analysis.names import ProbeKey, probe_keys
 from dncsim.common import DncsimError
 from dncsim.rundir import RunDirectory
 from dncsim.scenarios import Scenario, build_scenario
+from dncsim.scenarios.sources import derived_seed
 from dncsim.simulator.augment import build_augment
 from dncsim.simulator.config import RunConfig
 from dncsim.simulator.evaluation import AvalancheEvaluation, FeatureExtractor, evaluation_tasks
 from dncsim.simulator.models import build_backbone
 from dncsim.simulator.objectives import build_objective
+from dncsim.simulator.regularizers import (AxisDistillation, build_regularizers, labelled_fraction,
+                                            labelled_mask)
 from dncsim.simulator.strategies import DncsimStrategy, NonFiniteGuard, SimModel, build_plugins
 
 __all__ = ["RunParts", "build_run", "resolve_device", "seed_everything", "classes_per_task", "ExperienceTensors",
@@ -56,10 +59,15 @@ def classes_per_task(sc: Scenario) -> Dict[int, int]:
 
 
 class ExperienceTensors:
-    """``(x, y, t)`` training tensors of an Avalanche experience of ``sc``, by direct indexing (cached)."""
+    """``(x, y, t)`` training tensors of an Avalanche experience of ``sc``, by direct indexing (cached).
 
-    def __init__(self, sc: Scenario, split: str = "train"):
+    ``labelled_fraction`` < 1 hides the labels of all but a fixed, seeded, class-stratified fraction of
+    each experience's samples (y = -1; ``simulator.regularizers.labelled_mask`` with a seed derived
+    from ``seed`` and the experience index)."""
+
+    def __init__(self, sc: Scenario, split: str = "train", labelled_fraction: float = 1.0, seed: int = 0):
         self.sc, self.split = sc, split
+        self.labelled_fraction, self.seed = float(labelled_fraction), int(seed)
         self._cache: Dict[int, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, experience) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,6 +75,9 @@ class ExperienceTensors:
         if k not in self._cache:
             x, y = self.sc.experience_data(k, self.split)
             t = torch.full_like(y, self.sc.experiences[k].task_label)
+            if self.labelled_fraction < 1:
+                keep = labelled_mask(y, self.labelled_fraction, derived_seed(self.seed, "labelled", k))
+                y = torch.where(keep, y, torch.full_like(y, -1))
             self._cache[k] = (x, y, t)
         return self._cache[k]
 
@@ -92,10 +103,16 @@ def build_strategy(cfg: RunConfig, sc: Scenario, device: torch.device, *, evalua
     objective = build_objective(cfg.objective, backbone)
     objective.prepare_tasks(classes_per_task(sc))
     plugins, extra, data_mode = build_plugins(cfg.strategy, backbone.feature_dim)
+    plugins = list(plugins) + build_regularizers(cfg.objective)
+    if cfg.strategy.name == "axis_distill":
+        def learned_tasks(k: int):
+            return [sc.evaluation_data(i, "train") for i, t in enumerate(sc.eval_tasks) if t.learned_at == k]
+        plugins.append(AxisDistillation(cfg.strategy.weight, learned_tasks))
     model = SimModel(backbone, objective, extra).to(device)
+    tensors = ExperienceTensors(sc, labelled_fraction=labelled_fraction(cfg.objective), seed=cfg.seed)
     return DncsimStrategy(
         model=model, optimizer=build_optimizer(cfg.training, model),
-        augment=build_augment(cfg.augment, shape).to(device), experience_tensors=ExperienceTensors(sc),
+        augment=build_augment(cfg.augment, shape).to(device), experience_tensors=tensors,
         train_mb_size=cfg.training.batch_size, train_epochs=cfg.training.epochs, device=device,
         plugins=list(plugins) + list(extra_plugins) + [NonFiniteGuard()], evaluator=evaluator, data_mode=data_mode,
         all_experiences=list(sc.benchmark.train_stream))

@@ -128,6 +128,17 @@ def format_statistics(result: dict) -> str:
     lines.append(f"({result['primary']['n_rows']} task rows in {result['primary']['n_runs']} runs; {ex['task_rows']} "
                  f"excluded: {ex['reason']})" if ex["task_rows"] else
                  f"({result['primary']['n_rows']} task rows in {result['primary']['n_runs']} runs)")
+    causal = result.get("causal")
+    if causal and causal.get("strategies"):
+        def ci(v):
+            if v["mean"] is None:
+                return "n/a"
+            return (f"{v['mean']:.3f}" if v["ci_low"] is None else
+                    f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]")
+        lines.append("Per strategy (mean over runs, 95% t interval over runs):")
+        lines.append(f"  {'strategy':<14} {'runs':>4}  {'forgetting of earlier tasks':<30} accuracy when learned")
+        for row in causal["strategies"]:
+            lines.append(f"  {row['strategy']:<14} {row['runs']:>4}  {ci(row['forgetting']):<30} {ci(row['accuracy'])}")
     lines += [f"note: {n}" for n in result["notes"] if not n.endswith(ex["reason"])]
     return "\n".join(lines)
 

@@ -1,0 +1,200 @@
+"""Regularisers added to any objective's loss (``objective.regularizers``), as Avalanche plugins.
+
+``dir_variance`` (:class:`DirectionalVariancePenalty`): on every training batch of experience k it adds
+``weight`` x the batch's directional CDNV of the backbone features of the current task's *labelled*
+samples (``dncsim.analysis.penalties.directional_cdnv_penalty``: the within-class variance along each
+decision axis u_ij over the squared mean gap, mean over ordered class pairs, ddof 0 -- exactly what
+``class_geometry`` measures on the same batch). The variance orthogonal to the axes does not enter.
+
+Conventions:
+
+* Features: those the objective itself computed on this batch, caught by a forward hook (no extra
+  pass, no batch-norm side effects): the first augmented view for self-supervised objectives, the
+  clean batch for the supervised one -- the same choice as the ``distill`` strategy.
+* Class means from the batch, not a running average across batches: the penalty's gradient must
+  reach the means (pulling them apart lowers directional CDNV as much as narrowing the classes does),
+  and a running average would describe a backbone that has since moved. Classes with fewer than 2
+  labelled samples in a batch are left out of that batch's penalty.
+* Labelled samples: a fixed, seeded, class-stratified fraction F of each experience's training
+  samples (:func:`labelled_mask`; round(F n_c) of each class's n_c, at least 2); the others' labels
+  are hidden (set to -1) in the training tensors, so with a self-supervised objective this is a
+  semi-supervised continual setting. Supervised objectives require F = 1.
+* Current task: samples whose task label is the experience's (replayed samples of other task labels
+  are not penalised; in a class-incremental stream, task label 0, replayed classes count too).
+* ``weight: 0`` is the control: the plugin is not installed and no label is hidden, so the run is
+  bit-identical to one without the regulariser.
+
+``axis_distill`` (:class:`AxisDistillation`, a strategy): at the end of experience k it stores the
+unit decision axes u_ij = (mu_j - mu_i)/|mu_j - mu_i| (i < j) of every evaluation task learned at k,
+from the class means of the backbone's features on that task's probe-train data, and freezes a copy
+f_old of the backbone. During every later experience it adds
+
+    weight x (d / 2) x mean over the batch and the stored axes of ((f(x) - f_old(x)) . u)^2 / mean ||f_old(x)||^2
+
+on the same input as ``distill`` (the first view, or the clean batch). The scale matches ``distill``'s
+``weight x mean(1 - cos)``: with d orthonormal axes the sum over them is |f - f_old|^2, and for a
+small move at fixed norm 1 - cos = |f - f_old|^2 / (2 |f_old|^2), so at the same weight constraining
+every direction would cost what ``distill`` costs (``distill`` also learns a predictor in between).
+Movement orthogonal to the stored axes is free.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import copy
+from typing import Callable
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+from dncsim.analysis.penalties import directional_cdnv_penalty
+
+__all__ = ["DirectionalVariancePenalty", "AxisDistillation", "labelled_mask", "build_regularizers",
+           "labelled_fraction", "unit_axes"]
+
+
+def labelled_mask(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """(N,) bool: which samples keep their label -- per class c, round(fraction x n_c) samples (at least
+    min(2, n_c)), drawn with a private generator seeded by ``seed`` (the global RNG is untouched)."""
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    if fraction >= 1:
+        return mask | True
+    g = torch.Generator().manual_seed(int(seed))
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        k = min(len(idx), max(2, int(round(fraction * len(idx)))))
+        mask[idx[torch.randperm(len(idx), generator=g)[:k]]] = True
+    return mask
+
+
+def labelled_fraction(objective_cfg) -> float:
+    """The labelled fraction F that the configured regularisers with a non-zero weight ask for (1: all)."""
+    fractions = [r.labelled_fraction for r in getattr(objective_cfg, "regularizers", []) if r.weight > 0]
+    return min(fractions) if fractions else 1.0
+
+
+class DirectionalVariancePenalty(SupervisedPlugin):
+    """``weight`` x batch directional CDNV of the current task's labelled samples (module docstring)."""
+
+    def __init__(self, weight: float):
+        super().__init__()
+        self.weight = float(weight)
+        self._hook = None
+        self._seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        self.last: Optional[float] = None          # the penalty of the last batch (before the weight)
+
+    def before_forward(self, strategy, **kwargs):
+        self._seen = []
+        self._hook = strategy.backbone.register_forward_hook(lambda m, inp, out: self._seen.append((inp[0], out)))
+
+    def after_forward(self, strategy, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def before_backward(self, strategy, **kwargs):
+        source = strategy.mb_views[0] if strategy.mb_views is not None else strategy.mb_x
+        feats = next((out for inp, out in self._seen if inp is source), None)
+        self._seen = []
+        if feats is None:                   # the objective did not run the backbone on this input
+            feats = strategy.backbone(source)
+        task = strategy.experience.task_labels[0]
+        y = torch.where(strategy.mb_task_id == task, strategy.mb_y, torch.full_like(strategy.mb_y, -1))
+        penalty = directional_cdnv_penalty(feats, y)
+        self.last = float(penalty.detach())
+        strategy.loss = strategy.loss + self.weight * penalty
+
+
+def build_regularizers(objective_cfg) -> list:
+    """The plugins of ``objective.regularizers`` (those with weight 0 are the control: none)."""
+    return [DirectionalVariancePenalty(r.weight) for r in getattr(objective_cfg, "regularizers", [])
+            if r.name == "dir_variance" and r.weight > 0]
+
+
+@torch.no_grad()
+def unit_axes(backbone: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """(C(C-1)/2, d) unit decision axes u_ij, i < j in class order, from the class means of
+    ``backbone``'s features of ``x`` (eval mode, float64 means; the backbone's mode is restored)."""
+    was = backbone.training
+    backbone.eval()
+    try:
+        device = next(backbone.parameters()).device
+        feats = torch.cat([backbone(x[i:i + batch_size].to(device)).double() for i in range(0, len(x), batch_size)])
+    finally:
+        backbone.train(was)
+    classes, idx = torch.unique(y.to(feats.device), return_inverse=True)
+    means = torch.zeros(len(classes), feats.shape[1], dtype=feats.dtype, device=feats.device).index_add(0, idx, feats)
+    means /= torch.bincount(idx, minlength=len(classes)).to(feats.dtype)[:, None]
+    i, j = torch.triu_indices(len(classes), len(classes), 1, device=feats.device)
+    delta = means[j] - means[i]
+    return (delta / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+
+
+class AxisDistillation(SupervisedPlugin):
+    """Distillation along the stored decision axes of the tasks learned so far (module docstring).
+
+    ``learned_tasks(k)`` gives the (x, y) probe-train data of every evaluation task learned at
+    experience k (a list, possibly empty)."""
+
+    def __init__(self, weight: float, learned_tasks: Callable[[int], Sequence[Tuple[torch.Tensor, torch.Tensor]]]):
+        super().__init__()
+        self.weight = float(weight)
+        self.learned_tasks = learned_tasks
+        self.axes: Optional[torch.Tensor] = None
+        self.frozen: Optional[torch.nn.Module] = None
+        self._hook = None
+        self._seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _active(self) -> bool:
+        return self.frozen is not None and self.axes is not None and len(self.axes) > 0 and self.weight > 0
+
+    def before_forward(self, strategy, **kwargs):
+        if self._active():
+            self._seen = []
+            self._hook = strategy.backbone.register_forward_hook(
+                lambda m, inp, out: self._seen.append((inp[0], out)))
+
+    def after_forward(self, strategy, **kwargs):
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def penalty(self, feats: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        """(d / 2) x mean((f - f_old) . u)^2 over batch and axes / mean |f_old|^2 (unweighted)."""
+        proj = (feats - old) @ self.axes.to(feats.device, feats.dtype).T
+        return 0.5 * feats.shape[1] * proj.square().mean() / old.square().sum(1).mean().clamp_min(1e-12)
+
+    def before_backward(self, strategy, **kwargs):
+        if not self._active():
+            return
+        source = strategy.mb_views[0] if strategy.mb_views is not None else strategy.mb_x
+        feats = next((out for inp, out in self._seen if inp is source), None)
+        self._seen = []
+        if feats is None:
+            feats = strategy.backbone(source)
+        with torch.no_grad():
+            old = self.frozen(source)
+        strategy.loss = strategy.loss + self.weight * self.penalty(feats, old)
+
+    def after_training_exp(self, strategy, **kwargs):
+        k = strategy.experience.current_experience
+        new = [unit_axes(strategy.backbone, x, y) for x, y in self.learned_tasks(k)]
+        if new:
+            stored = [] if self.axes is None else [self.axes]
+            self.axes = torch.cat(stored + [a.cpu() for a in new])
+        self.frozen = copy.deepcopy(strategy.backbone).eval()
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+
+    def state_dict(self) -> dict:
+        return {"axes": self.axes, "frozen": None if self.frozen is None else self.frozen.state_dict()}
+
+    def load_state_dict(self, state: dict, strategy) -> None:
+        self.axes = state["axes"]
+        if state["frozen"] is None:
+            self.frozen = None
+            return
+        self.frozen = copy.deepcopy(strategy.backbone).eval()
+        self.frozen.load_state_dict(state["frozen"])
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
