@@ -12,8 +12,8 @@ from dncsim.simulator.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("study_"))
-NEEDS_DATA = {"cifar100_multilabel.yaml", "mnist_class_incremental.yaml", "dsprites_factor.yaml", "shapes3d_factor.yaml",
-              "celeba_attributes.yaml"}
+NEEDS_DATA = {"cifar100_multilabel.yaml", "mnist_class_incremental.yaml", "dsprites_factor.yaml",
+              "shapes3d_factor.yaml", "celeba_attributes.yaml"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
