@@ -16,7 +16,9 @@ import dncsim.simulator.study as study_module
 from dncsim.simulator.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomized, so that the counts of valid and refused inputs asserted below are the same on every run
+# (random generation moves them from run to run; a fresh-clone run fell below such a floor elsewhere)
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 BASES = [yaml.safe_load((ROOT / "configs" / name).read_text()) for name in
          ("quickstart.yaml", "shapes_multilabel.yaml", "shapes_class_incremental.yaml", "digits_task_incremental.yaml",
           "features_factor.yaml")]
