@@ -102,6 +102,11 @@ def close_loggers(loggers: List, *, failed: bool, stream=None) -> None:
         offline = getattr(run.settings, "mode", None) == "offline" or bool(getattr(run.settings, "_offline", False))
         try:
             run.finish(exit_code=1 if failed else 0)
+            # the offline transaction log is written by wandb's service process, which may still be
+            # writing when finish returns: tear the service down, so the files are complete (and a
+            # `wandb sync` right after uploads everything) when the run reports it has ended
+            import wandb
+            wandb.teardown()
         except Exception:       # noqa: BLE001 - a logger must not hide how the run ended
             pass
         if offline and where is not None and stream is not None:

@@ -69,8 +69,9 @@ def test_a_run_logs_to_an_offline_wandb_run_inside_its_directory(tmp_path, no_wa
     offline = sorted((out / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(offline) == 1                                  # offline: nothing was sent anywhere
     assert not (out / "tb").exists()                          # tensorboard not asked for
-    records = wandb_records(offline[0] / f"run-{run_id}.wandb")
-    header = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    records = wandb_records(offline[0] / f"run-{run_id}.wandb")          # complete when the run returns
+    header = next((r.run for r in records if r.WhichOneof("record_type") == "run"), None)
+    assert header is not None, [r.WhichOneof("record_type") for r in records]
     assert (header.project, header.display_name, header.run_id) == ("dncsim", "tiny-wandb", run_id)
     config = {item.key: json.loads(item.value_json) for item in header.config.update}
     assert config["backbone"]["name"] == "convnet" and config["seed"] == 2
