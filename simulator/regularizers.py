@@ -39,15 +39,15 @@ Movement orthogonal to the stored axes is free.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
-import copy
 from typing import Callable
 
 import torch
 from avalanche.core import SupervisedPlugin
 
 from dncsim.analysis.penalties import directional_cdnv_penalty
+from dncsim.simulator.strategies import BatchFeatures, frozen_copy
 
 __all__ = ["DirectionalVariancePenalty", "AxisDistillation", "labelled_mask", "build_regularizers",
            "labelled_fraction", "unit_axes"]
@@ -79,25 +79,17 @@ class DirectionalVariancePenalty(SupervisedPlugin):
     def __init__(self, weight: float):
         super().__init__()
         self.weight = float(weight)
-        self._hook = None
-        self._seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        self._features = BatchFeatures()
         self.last: Optional[float] = None          # the penalty of the last batch (before the weight)
 
     def before_forward(self, strategy, **kwargs):
-        self._seen = []
-        self._hook = strategy.backbone.register_forward_hook(lambda m, inp, out: self._seen.append((inp[0], out)))
+        self._features.catch(strategy.backbone)
 
     def after_forward(self, strategy, **kwargs):
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self._features.release()
 
     def before_backward(self, strategy, **kwargs):
-        source = strategy.mb_views[0] if strategy.mb_views is not None else strategy.mb_x
-        feats = next((out for inp, out in self._seen if inp is source), None)
-        self._seen = []
-        if feats is None:                   # the objective did not run the backbone on this input
-            feats = strategy.backbone(source)
+        _, feats = self._features.of(strategy)
         task = strategy.experience.task_labels[0]
         y = torch.where(strategy.mb_task_id == task, strategy.mb_y, torch.full_like(strategy.mb_y, -1))
         penalty = directional_cdnv_penalty(feats, y)
@@ -142,22 +134,17 @@ class AxisDistillation(SupervisedPlugin):
         self.learned_tasks = learned_tasks
         self.axes: Optional[torch.Tensor] = None
         self.frozen: Optional[torch.nn.Module] = None
-        self._hook = None
-        self._seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        self._features = BatchFeatures()
 
     def _active(self) -> bool:
         return self.frozen is not None and self.axes is not None and len(self.axes) > 0 and self.weight > 0
 
     def before_forward(self, strategy, **kwargs):
         if self._active():
-            self._seen = []
-            self._hook = strategy.backbone.register_forward_hook(
-                lambda m, inp, out: self._seen.append((inp[0], out)))
+            self._features.catch(strategy.backbone)
 
     def after_forward(self, strategy, **kwargs):
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self._features.release()
 
     def penalty(self, feats: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
         """(d / 2) x mean((f - f_old) . u)^2 over batch and axes / mean |f_old|^2 (unweighted)."""
@@ -167,11 +154,7 @@ class AxisDistillation(SupervisedPlugin):
     def before_backward(self, strategy, **kwargs):
         if not self._active():
             return
-        source = strategy.mb_views[0] if strategy.mb_views is not None else strategy.mb_x
-        feats = next((out for inp, out in self._seen if inp is source), None)
-        self._seen = []
-        if feats is None:
-            feats = strategy.backbone(source)
+        source, feats = self._features.of(strategy)
         with torch.no_grad():
             old = self.frozen(source)
         strategy.loss = strategy.loss + self.weight * self.penalty(feats, old)
@@ -182,19 +165,11 @@ class AxisDistillation(SupervisedPlugin):
         if new:
             stored = [] if self.axes is None else [self.axes]
             self.axes = torch.cat(stored + [a.cpu() for a in new])
-        self.frozen = copy.deepcopy(strategy.backbone).eval()
-        for p in self.frozen.parameters():
-            p.requires_grad_(False)
+        self.frozen = frozen_copy(strategy.backbone)
 
     def state_dict(self) -> dict:
         return {"axes": self.axes, "frozen": None if self.frozen is None else self.frozen.state_dict()}
 
     def load_state_dict(self, state: dict, strategy) -> None:
         self.axes = state["axes"]
-        if state["frozen"] is None:
-            self.frozen = None
-            return
-        self.frozen = copy.deepcopy(strategy.backbone).eval()
-        self.frozen.load_state_dict(state["frozen"])
-        for p in self.frozen.parameters():
-            p.requires_grad_(False)
+        self.frozen = None if state["frozen"] is None else frozen_copy(strategy.backbone, state["frozen"])

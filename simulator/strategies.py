@@ -42,7 +42,7 @@ with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnin
 __all__ = ["NaiveConfig", "ReplayConfig", "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig",
            "StrategyConfig", "STRATEGIES", "SimModel", "TensorBatches", "DncsimStrategy", "TensorReplay",
            "ParameterImportance", "FeatureDistillation", "build_plugins", "StatefulPlugin", "stateful_plugins",
-           "TrainingDiverged", "NonFiniteGuard"]
+           "TrainingDiverged", "NonFiniteGuard", "BatchFeatures", "penalty_input", "frozen_copy"]
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -373,6 +373,50 @@ def distill_predictor(feature_dim: int, hidden: int) -> nn.Module:
                          nn.Linear(hidden, feature_dim))
 
 
+class BatchFeatures:
+    """The backbone's features of a penalty's input, as the objective computed them on this batch.
+
+    ``catch(backbone)`` before the forward pass installs a hook, ``release()`` after it removes it, and
+    ``of(strategy)`` gives the features of :func:`penalty_input` (the hook's capture, or one more pass
+    when the objective did not run the backbone on that input). Shared by every plugin that adds a
+    term on the batch's features, so that none needs a second forward pass."""
+
+    def __init__(self):
+        self._hook = None
+        self._seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+
+    def catch(self, backbone: nn.Module) -> None:
+        self._seen = []
+        self._hook = backbone.register_forward_hook(lambda m, inp, out: self._seen.append((inp[0], out)))
+
+    def release(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def of(self, strategy) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(input, features): the first view (or the clean batch for view-free objectives) and its features."""
+        source = penalty_input(strategy)
+        feats = next((out for inp, out in self._seen if inp is source), None)
+        self._seen = []
+        return source, (strategy.backbone(source) if feats is None else feats)
+
+
+def penalty_input(strategy) -> torch.Tensor:
+    """The input a feature penalty reads: the first view, or the clean batch for view-free objectives."""
+    return strategy.mb_views[0] if strategy.mb_views is not None else strategy.mb_x
+
+
+def frozen_copy(backbone: nn.Module, state: Optional[dict] = None) -> nn.Module:
+    """A copy of ``backbone`` in eval mode whose parameters do not require grad (``state`` loaded into it)."""
+    frozen = copy.deepcopy(backbone).eval()
+    if state is not None:
+        frozen.load_state_dict(state)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
 class FeatureDistillation(SupervisedPlugin):
     """After the first experience, adds weight * mean(1 - cos(g(f(v)), f_prev(v))) to the loss, where f is
     the current backbone, f_prev a frozen copy taken at the end of the previous experience, v the first
@@ -382,50 +426,33 @@ class FeatureDistillation(SupervisedPlugin):
         super().__init__()
         self.weight = weight
         self.frozen: Optional[nn.Module] = None
-        self._hook = None
-        self._seen: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        self._features = BatchFeatures()
 
     def before_forward(self, strategy, **kwargs):
         if self.frozen is not None:
-            self._seen = []
-            self._hook = strategy.backbone.register_forward_hook(
-                lambda m, inp, out: self._seen.append((inp[0], out)))
+            self._features.catch(strategy.backbone)
 
     def after_forward(self, strategy, **kwargs):
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        self._features.release()
 
     def before_backward(self, strategy, **kwargs):
         if self.frozen is None or self.weight == 0:
             return
-        source = strategy.mb_views[0] if strategy.mb_views is not None else strategy.mb_x
-        feats = next((out for inp, out in self._seen if inp is source), None)
-        if feats is None:           # the objective did not run the backbone on this input
-            feats = strategy.backbone(source)
+        source, feats = self._features.of(strategy)
         with torch.no_grad():
             target = self.frozen(source)
         pred = strategy.model.extra["distill_predictor"](feats)
         loss = (1 - nn.functional.cosine_similarity(pred, target, dim=1)).mean()
         strategy.loss = strategy.loss + self.weight * loss
-        self._seen = []
 
     def after_training_exp(self, strategy, **kwargs):
-        self.frozen = copy.deepcopy(strategy.backbone).eval()
-        for p in self.frozen.parameters():
-            p.requires_grad_(False)
+        self.frozen = frozen_copy(strategy.backbone)
 
     def state_dict(self) -> dict:
         return {"frozen": None if self.frozen is None else self.frozen.state_dict()}
 
     def load_state_dict(self, state: dict, strategy) -> None:
-        if state["frozen"] is None:
-            self.frozen = None
-            return
-        self.frozen = copy.deepcopy(strategy.backbone).eval()
-        self.frozen.load_state_dict(state["frozen"])
-        for p in self.frozen.parameters():
-            p.requires_grad_(False)
+        self.frozen = None if state["frozen"] is None else frozen_copy(strategy.backbone, state["frozen"])
 
 
 def build_plugins(cfg, feature_dim: int) -> Tuple[list, Dict[str, nn.Module], str]:
