@@ -4,7 +4,7 @@ Pure functions on tensors: nothing here imports ``simulator`` or ``scenarios``. 
 imported on first use, so importing a torch-free module of the package (``metrics.settings``, the
 config sections) loads no torch.
 """
-from importlib import import_module
+from dncsim.common import lazy_import
 
 __all__ = [
     "DncsimError", "UndefinedGeometry", "ClassGeometry", "ClassMeans", "GeometryAccumulator", "class_geometry",
@@ -27,11 +27,7 @@ _WHERE = {
 
 
 def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dncsim.analysis' has no attribute {name!r}")
+    return lazy_import(globals(), _WHERE, name)
 
 
 def __dir__():

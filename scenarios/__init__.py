@@ -7,7 +7,7 @@ task label, sample indices into the source tensors).
 Each name below is imported on first use: importing ``dncsim.scenarios.config`` (validation) loads
 neither torch nor Avalanche.
 """
-from importlib import import_module
+from dncsim.common import lazy_import
 
 __all__ = ["build_scenario", "load_source", "ScenarioConfig", "load_scenario_config", "scenario_from_mapping",
            "SourceData", "Split", "ExperienceInfo", "EvaluationTaskInfo", "Scenario"]
@@ -27,11 +27,7 @@ _WHERE = {
 
 
 def __getattr__(name: str):
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dncsim.scenarios' has no attribute {name!r}")
+    return lazy_import(globals(), _WHERE, name)
 
 
 def __dir__():

@@ -17,7 +17,7 @@ YAML, atomic writes) and ``dncsim.rundir`` (the run directory) are shared by all
 """
 from __future__ import annotations
 
-from importlib import import_module
+from dncsim.common import lazy_import
 
 __all__ = [
     "DncsimError", "ClassGeometry", "class_geometry", "streaming_class_geometry", "ncc_error_bound",
@@ -61,11 +61,7 @@ def __getattr__(name: str):
             return version("dncsim")
         except PackageNotFoundError:
             return "unknown"
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dncsim' has no attribute {name!r}")
+    return lazy_import(globals(), _WHERE, name)
 
 
 def __dir__():

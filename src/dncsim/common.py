@@ -33,7 +33,8 @@ from typing import Any, List, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = ["DncsimError", "RunFailed", "WriteFailed", "StrictModel", "one_line_error", "did_you_mean", "dotted",
-           "model_classes", "read_yaml", "csv_text", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+           "model_classes", "read_yaml", "csv_text", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "lazy_import"]
 
 
 class DncsimError(ValueError):
@@ -252,3 +253,15 @@ def atomic_write_text(path, text: str) -> None:
 def atomic_write_json(path, obj) -> None:
     """Write ``obj`` as strict JSON (NaN/inf rejected) to ``path`` atomically, indented, newline-terminated."""
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def lazy_import(namespace: dict, where: dict, name: str):
+    """The body of a package's module-level ``__getattr__`` (PEP 562): import ``name`` from the module
+    ``where[name]`` on first use and cache it in the package's ``namespace`` (its ``globals()``), so
+    that importing the package imports none of its heavy modules; AttributeError for other names."""
+    if name not in where:
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+    from importlib import import_module
+    value = getattr(import_module(where[name]), name)
+    namespace[name] = value
+    return value
