@@ -412,3 +412,256 @@ def bootstrap_median_abs_cos(features, labels_a, labels_b, *, resamples: int = 2
     cos = torch.bmm(ua, ub.transpose(1, 2)).abs().flatten(1)
     return _interval(cos.median(dim=1).values, alpha)
 
+
+
+# --- many tasks on the same samples at once ---------------------------------------------------------------
+
+#: elements of the largest temporary of the task-batched crossfit (tasks are processed in chunks under it)
+_TASK_CHUNK_ELEMENTS = 1 << 24
+
+
+def _cell_layout(idx, halves, C):
+    """Samples of every (task, split) grouped by cell k = 2 class + half, padded to the largest cell.
+
+    idx (T, N) class index (-1: not in the task); halves (T, S, N) bool. Returns ``sample`` (T, S, 2C, n)
+    int64 sample indices and ``valid`` (T, S, 2C, n) bool."""
+    T, S, N = halves.shape
+    cell = torch.where(idx[:, None, :] >= 0, 2 * idx[:, None, :] + halves.long(), torch.full_like(halves, 2 * C,
+                                                                                                   dtype=torch.long))
+    order = torch.argsort(cell, dim=2, stable=True)                      # (T, S, N) by cell, sample order within
+    sizes = torch.zeros(T, S, 2 * C + 1, dtype=torch.long, device=idx.device).scatter_add_(
+        2, cell, torch.ones_like(cell))[..., :2 * C]                       # (T, S, 2C)
+    starts = torch.cumsum(sizes, 2) - sizes
+    n = max(1, int(sizes.max()))
+    slot = torch.arange(n, device=idx.device)
+    valid = slot < sizes[..., None]                                      # (T, S, 2C, n)
+    pos = (starts[..., None] + slot).clamp_max(N - 1)
+    sample = order.gather(2, pos.flatten(2)).view(T, S, 2 * C, n)
+    return sample, valid
+
+
+def _crossfit_tasks(x, idx, C, W, halves):
+    """Crossfit estimates (as ``_crossfit_batch``) for T tasks on the same centred samples ``x`` (N, d).
+
+    idx (T, N) class index (-1 outside the task); W (T, B, N) sample weights; halves (T, S, N) bool.
+    Returns dir_cdnv, cdnv, d2 (T, B, C, C) and var (T, B, C). Each (task, split, class, half) cell's
+    samples are gathered once, as rows [x, |x|^2, 1]; one batched product with the weights gives every
+    cell's weighted count, sum and sum of squares, and one with the axis directions (a_j - a_i, with
+    -m_i . (a_j - a_i) in the last column) gives every residual's projection r . (a_j - a_i) directly."""
+    T, B, N = W.shape
+    S = halves.shape[1]
+    d = x.shape[1]
+    sample, valid = _cell_layout(idx, halves, C)                          # (T, S, 2C, n)
+    n = sample.shape[-1]
+    xg = x[sample] * valid[..., None]                                     # (T, S, 2C, n, d)
+    xa = torch.cat([xg, xg.square().sum(-1, keepdim=True), valid[..., None].to(F64)], -1)   # (.., n, d + 2)
+    wg = W.gather(2, sample.view(T, 1, -1).expand(T, B, -1)).view(T, B, S, 2 * C, n)
+    wk = wg.permute(0, 2, 3, 1, 4) * valid[:, :, :, None]                 # (T, S, 2C, B, n)
+    mom = wk @ xa                                                         # (T, S, 2C, B, d + 2)
+    cnt, sums, s2 = mom[..., d + 1], mom[..., :d], mom[..., d]
+    # full sample, from split 0's two halves of each class
+    cf = cnt[:, 0].reshape(T, C, 2, B).sum(2).transpose(1, 2)             # (T, B, C)
+    sf = sums[:, 0].reshape(T, C, 2, B, d).sum(2).transpose(1, 2)         # (T, B, C, d)
+    s2f = s2[:, 0].reshape(T, C, 2, B).sum(2).transpose(1, 2)
+    mf = sf / cf.clamp_min(1e-300)[..., None]
+    var = (s2f - cf * mf.square().sum(-1)).clamp_min(0) / (cf - 1)
+    g = mf @ mf.transpose(-1, -2)
+    dg = g.diagonal(dim1=-2, dim2=-1)
+    d2 = (dg[..., :, None] + dg[..., None, :] - 2 * g).clamp_min(0)
+    d2 = d2 - var[..., :, None] / cf[..., :, None] - var[..., None, :] / cf[..., None, :]
+    d2 = _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
+    # cells (task, split, class i, half h): centre m_i from half h, axes a_j from the other half
+    mc = (sums / cnt.clamp_min(1e-300)[..., None]).view(T, S, C, 2, B, d)
+    nc = cnt.view(T, S, C, 2, B)
+    axes = mc.flip(3)                                                     # (T, S, i, h, B, d): a_j of cell's other half
+    v = axes[:, :, None] - axes[:, :, :, None]                            # (T, S, i, j, h, B, d): a_j - a_i
+    c = (mc[:, :, :, None] * v).sum(-1)                                   # m_i . (a_j - a_i)
+    va = torch.cat([v, torch.zeros_like(c)[..., None], -c[..., None]], -1)   # (T, S, i, j, h, B, d + 2)
+    va = va.permute(0, 1, 2, 4, 5, 3, 6).reshape(T, S, C, 2, B * C, d + 2)
+    r = va @ xa.view(T, S, C, 2, n, d + 2).transpose(-1, -2)             # (T, S, i, h, B C, n): r . (a_j - a_i)
+    r.square_()
+    w = wk.view(T, S, C, 2, B, n)
+    q = (r.view(T, S, C, 2, B, C, n) @ w[..., None])[..., 0]             # (T, S, i, h, B, j)
+    nb = nc                                                               # measured half: counts (T, S, i, h, B)
+    na = nc.flip(3)                                                       # axes half
+    gaps = v.square().sum(-1)                                             # (T, S, i, j, h, B) |a_j - a_i|^2
+    gaps = gaps.permute(0, 1, 2, 4, 5, 3)                                 # (T, S, i, h, B, j)
+    eye = torch.eye(C, dtype=torch.bool, device=x.device)[:, None, None, :]
+    axis_var = q / ((nb - 1)[..., None] * gaps.masked_fill(eye, float("nan")))
+    usable = (nb >= 2)[..., None] & (na > 0)[..., None] & (na.permute(0, 1, 3, 4, 2) > 0)[:, :, None]
+    axis_var = torch.where(usable, axis_var, torch.full_like(axis_var, float("nan")))
+    axis_var = torch.nanmean(axis_var.permute(0, 4, 1, 3, 2, 5).reshape(T, B, 2 * S, C, C), dim=2)
+    return axis_var / d2, (var[..., :, None] + var[..., None, :]) / d2, d2, var
+
+
+def _task_draws(lab, seeds, *, splits: int, resamples: int, device):
+    """Per task, the random draws of the per-task functions with that task's seed, embedded in the shared
+    sample axis: halves (T, S, N) bool and, when ``resamples``, within-class weights (T, B, N) drawn
+    first from the same generator (as :func:`bootstrap_summaries`). One short loop over tasks draws the
+    numbers (the arithmetic is batched); each task's draws equal those of the per-task call."""
+    T, N = lab.idx.shape
+    halves = torch.zeros(T, splits, N, dtype=torch.bool, device=device)
+    W = torch.zeros(T, resamples, N, dtype=F64, device=device) if resamples else None
+    for t in range(T):
+        members = (lab.idx[t] >= 0).nonzero().flatten()
+        it = lab.idx[t, members]
+        c = int(lab.mask[t].sum())
+        gen = torch.Generator().manual_seed(int(seeds[t]))
+        if resamples:
+            W[t][:, members] = _within_class_resamples(it, c, resamples, gen, device)
+        halves[t][:, members] = _halves(it, c, splits, gen, device)
+    return halves, W
+
+
+def _task_chunks(T: int, per_task: int):
+    step = max(1, _TASK_CHUNK_ELEMENTS // max(1, per_task))
+    return [slice(s, min(T, s + step)) for s in range(0, T, step)]
+
+
+def _centred_tasks(features, labels):
+    from dncsim.analysis.task_batch import task_labels
+
+    x = as_features(features).to(F64)
+    lab = task_labels(labels, x.shape[0])
+    return x - x.mean(dim=0, keepdim=True), lab
+
+
+def _estimates_from(lab, out, estimator: str):
+    dir_cdnv, cdnv, d2, var = out
+    res = []
+    for t, c in enumerate(lab.mask.sum(1).tolist()):
+        counts = lab.counts[t, :c]
+        if int(counts.min()) < 4 and estimator == "crossfit":
+            k = int(counts.argmin())
+            res.append(UndefinedGeometry(f"class {int(lab.classes[t, k])} has {int(counts[k])} sample(s); this "
+                                         "estimator needs at least 4 per class"))
+            continue
+        res.append(GeometryEstimate(classes=lab.classes[t, :c], counts=counts, var=var[t, 0, :c],
+                                    d2=d2[t, 0, :c, :c], cdnv=cdnv[t, 0, :c, :c], dir_cdnv=dir_cdnv[t, 0, :c, :c],
+                                    estimator=estimator))
+    return res
+
+
+def crossfit_geometry_tasks(features, labels, *, splits: int = 2, seeds=None) -> list:
+    """:func:`crossfit_geometry` for T tasks labelling the same ``features`` (N, d), computed together.
+
+    ``labels`` (T, N) int (negative: not in the task); ``seeds`` (T,) the per-task seeds (default 0 for
+    all). Task t's result equals ``crossfit_geometry(features[in t], labels[t][in t], seed=seeds[t])`` to
+    float64 rounding: a GeometryEstimate, or the UndefinedGeometry that call would raise (returned)."""
+    if splits < 1:
+        raise DncsimError(f"splits must be >= 1; got {splits}")
+    x, lab = _centred_tasks(features, labels)
+    seeds = [0] * lab.T if seeds is None else list(seeds)
+    halves, _ = _task_draws(lab, seeds, splits=splits, resamples=0, device=x.device)
+    inside = (lab.idx >= 0).to(F64)[:, None, :]
+    parts = [_crossfit_tasks(x, lab.idx[sl], lab.C, inside[sl], halves[sl])
+             for sl in _task_chunks(lab.T, 8 * splits * lab.C * lab.C * x.shape[0])]
+    return _estimates_from(lab, [torch.cat(p) for p in zip(*parts)], "crossfit")
+
+
+def _pair_means(dc, cd, mask):
+    """Per (task, resample): mean dir-CDNV over defined ordered pairs and mean CDNV over defined unordered
+    pairs of the task's real classes (NaN when none)."""
+    C = mask.shape[1]
+    real = mask[:, :, None] & mask[:, None, :]
+    off = real & ~torch.eye(C, dtype=torch.bool, device=mask.device)
+    upper = off & torch.ones(C, C, dtype=torch.bool, device=mask.device).triu(1)
+    mean_d = torch.nanmean(dc.masked_fill(~off[:, None], float("nan")).flatten(2), dim=2)
+    mean_c = torch.nanmean(cd.masked_fill(~upper[:, None], float("nan")).flatten(2), dim=2)
+    return mean_d, mean_c
+
+
+def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", resamples: int = 200,
+                              alpha: float = 0.05, ddof: int = 0, splits: int = 2, seeds=None,
+                              centres=None) -> list:
+    """:func:`bootstrap_summaries` for T tasks labelling the same ``features`` (N, d), computed together.
+
+    ``labels`` (T, N) int (negative: not in the task); ``seeds`` (T,) per-task seeds, each task drawing
+    exactly the resamples (and, for crossfit, halves) of the per-task call with that seed; ``centres``
+    (crossfit only): the tasks' point-estimate summaries when already computed (else they are). Returns T
+    dicts name -> (low, high), equal to the per-task calls to float64 rounding; a task whose estimate is
+    undefined gets NaN intervals. The plug-in estimator runs task by task (:func:`bootstrap_summaries`)."""
+    x, lab = _centred_tasks(features, labels)
+    seeds = [0] * lab.T if seeds is None else list(seeds)
+    nan = {k: (float("nan"), float("nan")) for k in ("dir_cdnv", "cdnv", "ratio")}
+    if estimator == "plugin":
+        out = []
+        for t in range(lab.T):
+            members = lab.idx[t] >= 0
+            try:
+                out.append(bootstrap_summaries(features[members], labels[t][members], estimator="plugin",
+                                               resamples=resamples, alpha=alpha, ddof=ddof, seed=seeds[t]))
+            except UndefinedGeometry:
+                out.append(dict(nan))
+        return out
+    if estimator != "crossfit":
+        raise DncsimError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
+    if centres is None:
+        centres = []
+        for est in crossfit_geometry_tasks(features, labels, splits=splits, seeds=seeds):
+            try:
+                centres.append(None if isinstance(est, Exception) else est.summary())
+            except UndefinedGeometry:
+                centres.append(None)
+    halves, W = _task_draws(lab, seeds, splits=splits, resamples=resamples, device=x.device)
+    n_max = int(lab.counts.max())
+    values = {"dir_cdnv": [], "cdnv": []}
+    chunk = 50
+    for sl in _task_chunks(lab.T, chunk * 2 * splits * lab.C * lab.C * 2 * n_max):
+        parts = {"dir_cdnv": [], "cdnv": []}
+        for b in range(0, resamples, chunk):
+            dc, cd, _, _ = _crossfit_tasks(x, lab.idx[sl], lab.C, W[sl, b:b + chunk], halves[sl])
+            mean_d, mean_c = _pair_means(dc, cd, lab.mask[sl])
+            parts["dir_cdnv"].append(mean_d)
+            parts["cdnv"].append(mean_c)
+        for k in parts:
+            values[k].append(torch.cat(parts[k], 1))
+    mean_d, mean_c = torch.cat(values["dir_cdnv"]), torch.cat(values["cdnv"])
+    series = {"dir_cdnv": mean_d, "cdnv": mean_c, "ratio": mean_d / mean_c}
+    out = []
+    for t in range(lab.T):
+        c = centres[t]
+        out.append(dict(nan) if c is None else {k: _interval(v[t], alpha, c[k]) for k, v in series.items()})
+    return out
+
+
+def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha: float = 0.05,
+                                   seed: int = 0) -> torch.Tensor:
+    """(T, T, 2) percentile intervals (low, high) of the median |cos| between task a's and task b's decision
+    axes (plug-in class means), for every pair of T tasks labelling the same ``features`` (N, d).
+
+    One set of ``resamples`` ordinary bootstrap resamples of the N samples (multinomial counts, seeded by
+    ``seed``) serves every pair: per resample, every task's class means come from one product over its
+    class cells and every pair's |cos| from one product of the stacked axes, so the cost grows linearly
+    with T apart from that (T P)^2 product. (The per-pair :func:`bootstrap_median_abs_cos` resamples
+    within the pair's joint classes instead, which cannot be shared between pairs.) Only the upper
+    triangle a < b is meaningful; NaN where a resample leaves a class empty in every resample."""
+    from dncsim.analysis.task_batch import task_labels
+
+    x = as_features(features).to(F64)
+    lab = task_labels(labels, x.shape[0])
+    x = x - x.mean(dim=0, keepdim=True)
+    T, N = lab.idx.shape
+    C = lab.C
+    gen = torch.Generator().manual_seed(int(seed))
+    draws = torch.randint(N, (resamples, N), generator=gen)
+    W = torch.zeros(resamples, N, dtype=F64).scatter_add_(1, draws, torch.ones(resamples, N, dtype=F64)).to(x.device)
+    sample, valid = _cell_layout(lab.idx, torch.zeros(T, 1, N, dtype=torch.bool, device=x.device), C)
+    sample, valid = sample[:, 0, 0::2], valid[:, 0, 0::2]                 # (T, C, n): class cells
+    xa = torch.cat([x[sample], torch.ones(*sample.shape, 1, dtype=F64, device=x.device)], -1) * valid[..., None]
+    pa = torch.triu_indices(C, C, 1, device=x.device)
+    P = pa.shape[1]
+    real = (lab.mask[:, pa[0]] & lab.mask[:, pa[1]])                      # (T, P)
+    meds = []
+    for b in range(0, resamples, 50):
+        wb = W[b:b + 50][:, sample] * valid                               # (B, T, C, n)
+        mom = wb.permute(1, 2, 0, 3) @ xa                                 # (T, C, B, d + 1)
+        means = mom[..., :-1] / mom[..., -1:].clamp_min(1e-300)
+        u = means[:, pa[1]] - means[:, pa[0]]                             # (T, P, B, d)
+        u = u / u.norm(dim=-1, keepdim=True)
+        u = u.masked_fill(~real[:, :, None, None], float("nan")).permute(2, 0, 1, 3).reshape(-1, T * P, x.shape[1])
+        cos = (u @ u.transpose(1, 2)).abs().view(-1, T, P, T, P).permute(0, 1, 3, 2, 4).reshape(-1, T, T, P * P)
+        meds.append(cos.nanmedian(dim=-1).values)                         # (B, T, T)
+    med = torch.cat(meds)
+    probs = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=F64, device=x.device)
+    return torch.nanquantile(med, probs, dim=0).permute(1, 2, 0)

@@ -169,3 +169,90 @@ def ncc_reference_protocol(train_features, train_labels, eval_features, eval_lab
         pred = torch.cdist(queries.unsqueeze(0), cen.to(queries.dtype).unsqueeze(0)).squeeze(0).argmin(dim=1)
         accs.append(float((pred == target).float().mean()))
     return accs
+
+
+def _episode_draws(yi: torch.Tensor, C: int, W: int, all_ways: bool, m_max: int, episodes: int, seed: int):
+    """The classes (E, W) and ordered supports (E, W, m_max) -- positions into the task's samples -- that
+    :func:`ncc_fewshot_error` draws with ``seed``: the same generator calls, and the first ``m_max``
+    samples of each class in the same random order (a top-k of the same keys instead of a full sort)."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    chosen = torch.rand(episodes, C, generator=gen).argsort(dim=1)[:, :W]
+    if all_ways:
+        chosen = chosen.sort(dim=1).values
+    key = yi.cpu().to(torch.float64) + torch.rand(episodes, len(yi), generator=gen, dtype=torch.float64)
+    counts = torch.bincount(yi.cpu(), minlength=C)
+    order = torch.argsort(yi.cpu(), stable=True)                          # members of each class in turn
+    starts = torch.cumsum(counts, 0) - counts
+    n_max = int(counts.max())
+    slot = torch.arange(n_max)
+    pos = (starts[:, None] + slot).clamp_max(len(yi) - 1)                 # (C, n_max)
+    members = order[pos]
+    k = key[:, members].masked_fill(~(slot < counts[:, None])[None], float("inf"))   # (E, C, n_max)
+    first = k.topk(m_max, dim=2, largest=False, sorted=True).indices      # (E, C, m_max)
+    support = members[torch.arange(C)[None, :, None], first]              # (E, C, m_max) sample positions
+    return chosen, support.gather(1, chosen[:, :, None].expand(-1, -1, m_max))
+
+
+def ncc_fewshot_error_tasks(features, labels, *, shots, ways: Optional[int] = 2, episodes: int = 200, seeds=None,
+                            dtype: torch.dtype = torch.float64) -> list:
+    """:func:`ncc_fewshot_error` for T tasks labelling the same ``features`` (N, d), computed together.
+
+    ``labels`` (T, N) int (negative: not in the task); ``seeds`` (T,) per-task seeds (default 0): task t
+    draws exactly the episodes of ``ncc_fewshot_error(features[in t], labels[t][in t], seed=seeds[t])``
+    and gets the same errors (up to float rounding of the distances). Per task, one product scores every
+    sample against every episode's centres for every shot count; errors are counted per class by one
+    product with the class memberships. Returns T FewShotResults, or the DncsimError the per-task call
+    would raise for that task (returned, not raised)."""
+    from dncsim.analysis.task_batch import task_labels
+
+    x = as_features(features)
+    lab = task_labels(labels, x.shape[0])
+    shot_list = sorted(set(_int_list(shots, "shots")))
+    if episodes < 1:
+        raise DncsimError(f"episodes must be >= 1; got {episodes}")
+    seeds = [0] * lab.T if seeds is None else list(seeds)
+    m_max = shot_list[-1]
+    m = torch.tensor(shot_list, device=x.device)
+    xs = x.to(dtype)
+    sq = xs.square().sum(1)
+    out = []
+    for t in range(lab.T):             # per task: its own draws, then one product for all its episodes
+        C = int(lab.mask[t].sum())
+        Wn = C if ways is None else int(ways)
+        cnt = lab.counts[t, :C]
+        if not 2 <= Wn <= C:
+            out.append(DncsimError(f"ways must be between 2 and the number of classes ({C}); got {ways}"))
+            continue
+        if int(cnt.min()) <= m_max:
+            k = int(cnt.argmin())
+            out.append(DncsimError(f"class {int(lab.classes[t, k])} has {int(cnt[k])} samples; {m_max}-shot "
+                                   f"episodes need at least {m_max + 1} per class (support plus one query)"))
+            continue
+        members = (lab.idx[t] >= 0).nonzero().flatten()
+        yi = lab.idx[t, members]
+        chosen, support = _episode_draws(yi, C, Wn, ways is None, m_max, episodes, seeds[t])
+        support = members.cpu()[support].to(x.device)                    # (E, W, m_max) sample indices
+        chosen = chosen.to(x.device)
+        csum = xs[support].cumsum(dim=2)                                  # (E, W, m_max, d)
+        centres = (csum[:, :, m - 1] / m[None, None, :, None].to(dtype)).transpose(1, 2)   # (E, S, W, d)
+        cn = centres.square().sum(-1)                                     # (E, S, W)
+        xm = xs[members]                                                  # (n, d)
+        dist = (sq[members][:, None, None, None] - 2 * (xm @ centres.reshape(-1, x.shape[1]).T).view(
+            len(members), *centres.shape[:3]) + cn[None])                 # (n, E, S, W)
+        pred = dist.argmin(dim=3)                                         # (n, E, S) winning slot
+        inv = torch.full((episodes, C), -1, dtype=torch.long, device=x.device)
+        inv.scatter_(1, chosen, torch.arange(Wn, device=x.device).expand(episodes, -1))
+        slot = inv[:, yi].T                                               # (n, E): slot of each sample's class
+        wrong = (pred != slot[..., None]) & (slot >= 0)[..., None]        # (n, E, S)
+        onehot = torch.nn.functional.one_hot(slot.clamp_min(0), Wn).to(torch.float64) * (slot >= 0)[..., None]
+        total = torch.einsum("nes,new->ews", wrong.to(torch.float64), onehot)          # (E, W, S)
+        pos_in = torch.searchsorted(members, support)                    # support positions among members
+        sup_wrong = wrong[pos_in, torch.arange(episodes, device=x.device)[:, None, None]]   # (E, W, m_max, S)
+        first_m = torch.arange(m_max, device=x.device)[:, None] < m[None, :]                 # (m_max, S)
+        total = total - (sup_wrong & first_m).sum(2).to(torch.float64)
+        n_class = cnt[chosen].to(torch.float64)[..., None] - m.to(torch.float64)             # queries per class
+        errs = (total / n_class).mean(dim=1).T.cpu()                     # (S, E)
+        std = errs.std(dim=1) if episodes > 1 else torch.zeros(len(shot_list), dtype=torch.float64)
+        out.append(FewShotResult(shots=torch.tensor(shot_list), error=errs.mean(dim=1), error_std=std,
+                                 episode_errors=errs, classes=lab.classes[t, :C][chosen]))
+    return out

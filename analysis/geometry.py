@@ -40,6 +40,7 @@ __all__ = [
     "GeometryAccumulator",
     "class_geometry",
     "streaming_class_geometry",
+    "class_geometry_tasks",
     "MEAN_AXIS_VAR_AUTO_MAX_CLASSES",
 ]
 
@@ -423,3 +424,61 @@ def streaming_class_geometry(batches: Batches, *, ddof: int = 0, dtype: torch.dt
     for x, y in fresh():
         acc.update(x, y)
     return acc.compute(ddof)
+
+
+def class_geometry_tasks(features, labels, *, ddof: int = 0, mean_axis_var: Optional[bool] = None) -> list:
+    """:func:`class_geometry` for T tasks labelling the same ``features`` (N, d), computed together.
+
+    ``labels`` (T, N) int (negative: the sample is not in that task; see ``analysis.task_batch``). Every
+    accumulated sum comes from two products shared by all tasks -- class sums (T C x N)(N x d) and the
+    projections X M^T (N x d)(d x T C) -- with residual moments expanded through them
+    (|r|^2 = |x|^2 - 2 x.mu + |mu|^2, r.mu_j = x.mu_j - mu_i.mu_j) on features centred by their mean, in
+    float64; so the cost grows with T only through those products. Returns a list of T results, each a
+    :class:`ClassGeometry` equal to ``class_geometry(features[in task], labels[in task])`` to float64
+    rounding, or the error (:class:`UndefinedGeometry` or DncsimError) that call would raise -- returned,
+    not raised, so one undefined task does not stop the others.
+    """
+    from dncsim.analysis.task_batch import task_labels
+
+    x = as_features(features).to(torch.float64)
+    lab = task_labels(labels, x.shape[0], min_classes=1)
+    T, C = lab.T, lab.C
+    shift = x.mean(dim=0, keepdim=True)
+    xc = x - shift
+    onehot = lab.onehot()                                                 # (T, N, C)
+    counts = lab.counts.to(torch.float64)
+    sums = onehot.transpose(1, 2) @ xc                                    # (T, C, d)
+    means = sums / counts.clamp_min(1).unsqueeze(-1)
+    sqx = xc.square().sum(1)                                              # (N,)
+    proj = (xc @ means.reshape(T * C, -1).T).view(-1, T, C)               # (N, T, C): x . mu_c
+    gram = means @ means.transpose(1, 2)                                  # (T, C, C): mu_i . mu_j
+    iy = lab.idx.clamp_min(0).T                                           # (N, T)
+    tt = torch.arange(T)[None, :]
+    inside = (lab.idx >= 0).T.to(torch.float64)                           # (N, T)
+    own = proj.gather(2, iy[..., None])[..., 0]                           # x . mu_y
+    r2 = (sqx[:, None] - 2 * own + gram.diagonal(dim1=1, dim2=2)[tt, iy]).clamp_min(0) * inside
+    p = proj - gram[tt, iy]                                               # (N, T, C): r . mu_j
+    oh_t = onehot.transpose(0, 1)                                         # (N, T, C)
+    sq = (oh_t * r2[..., None]).sum(0)                                    # (T, C)
+    quart = (oh_t * r2.square()[..., None]).sum(0)
+    pc = (p - p.mean(dim=2, keepdim=True)) * inside[..., None]            # r . (mu_j - mean of means)
+    w = torch.einsum("ntc,nte->tce", pc, pc) if (C <= MEAN_AXIS_VAR_AUTO_MAX_CLASSES
+                                                  if mean_axis_var is None else mean_axis_var) else None
+    dq = (p - p.gather(2, iy[..., None])).square() * inside[..., None]   # (r . (mu_j - mu_y))^2
+    q = torch.einsum("ntc,ntj->tcj", oh_t, dq)                            # (T, C, C)
+    out = []
+    sizes = lab.mask.sum(1).tolist()                                      # classes are a prefix of each row
+    means_abs = means + shift
+    for t, c in enumerate(sizes):       # finishing only: O(C^2) per task, with class_geometry's checks
+        acc = GeometryAccumulator.__new__(GeometryAccumulator)
+        acc.classes, acc.counts = lab.classes[t, :c], lab.counts[t, :c]
+        acc.dtype, acc.device = torch.float64, x.device
+        acc._means = means_abs[t, :c]
+        acc.sq, acc.quart, acc.q = sq[t, :c], quart[t, :c], q[t, :c, :c]
+        acc.w = None if w is None else w[t, :c, :c]
+        acc.seen = acc.counts
+        try:
+            out.append(acc.compute(ddof))
+        except DncsimError as err:          # UndefinedGeometry, or fewer than 2 classes: this task alone
+            out.append(err)
+    return out

@@ -11,12 +11,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dncsim.analysis.bounds import orthogonality_bound
+from dncsim.analysis.bounds import _axis_variance, orthogonality_bound
 from dncsim.common import DncsimError
 from dncsim.analysis.geometry import ClassGeometry
 
 __all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift", "random_abs_cos", "labeling_independence",
-           "INDEPENDENCE_V_MAX"]
+           "INDEPENDENCE_V_MAX", "orthogonality_tasks", "labeling_independence_tasks", "MAX_STACKED_AXES"]
 
 #: labelings of the same samples whose Cramer's V exceeds this are treated as dependent: Prop. 4.2's
 #: assumption fails and they are left out of its checks
@@ -159,3 +159,98 @@ def labeling_independence(a, b) -> dict:
         v = math.sqrt(chi2 / n / (min(table.shape) - 1))
     return {"balanced_a": bool((ra == ra[0]).all()), "balanced_b": bool((rb == rb[0]).all()),
             "independent": independent, "cramers_v": v}
+
+
+#: ``orthogonality_tasks`` stacks every task's axes into one (T P) x (T P) product up to this many axes in all
+MAX_STACKED_AXES = 4096
+
+
+def _stacked_axes(geoms, variance: str, form: str):
+    """Unit axes (T, P, d) zero-padded, validity (T, P), pair distances and normalised axis variances
+    (T, P), and class counts K (T,) of T geometries."""
+    T = len(geoms)
+    P = max(g.C * (g.C - 1) // 2 for g in geoms)
+    d = geoms[0].d
+    f64 = torch.float64
+    dev = geoms[0].means.device
+    U = torch.zeros(T, P, d, dtype=f64, device=dev)
+    dist = torch.ones(T, P, dtype=f64, device=dev)
+    var = torch.zeros(T, P, dtype=f64, device=dev)
+    valid = torch.zeros(T, P, dtype=torch.bool, device=dev)
+    for t, g in enumerate(geoms):        # gathers the T small per-task tables (O(C^2) each)
+        pr = g.pairs()
+        p = len(pr)
+        m = g.means.to(f64)
+        dt = g.d2.to(f64)[pr[:, 0], pr[:, 1]].sqrt()
+        U[t, :p] = (m[pr[:, 1]] - m[pr[:, 0]]) / dt[:, None]
+        dist[t, :p] = dt
+        var[t, :p] = _axis_variance(g, variance, pr)
+        valid[t, :p] = True
+    K = torch.tensor([2.0 if form == "binary" else float(g.C) for g in geoms], dtype=f64, device=dev)
+    return U, valid, dist, var, K
+
+
+def orthogonality_tasks(geoms, *, form: str = "k_class", variance: str = "class_average") -> dict:
+    """:func:`orthogonality_summary` for every pair of T geometries at once, from one product of the
+    stacked unit axes (T P x d)(d x T P).
+
+    Returns (T, T) float64 tensors ``median_abs_cos``, ``max_abs_cos``, ``mean_cos2``, ``cos2_vs_random``,
+    ``median_bound`` and ``frac_under_bound``, symmetric in (a, b) except the bound's entries, which are
+    those of ``orthogonality_summary(geoms[a], geoms[b])`` for a < b (read the upper triangle; the
+    diagonal compares a task with itself and is not meaningful). Equal to the pairwise calls to float64
+    rounding (medians are lower medians, as ``torch.median``). Needs every task's axes in full
+    (T x P <= ``MAX_STACKED_AXES``; DncsimError otherwise -- use the pairwise call, which samples axes).
+    """
+    if form not in ("k_class", "binary"):
+        raise DncsimError(f"form must be 'k_class' or 'binary'; got {form!r}")
+    if len({g.d for g in geoms}) != 1:
+        raise DncsimError(f"the labelings have different feature dimensions {sorted({g.d for g in geoms})}")
+    if form == "binary" and any(g.C != 2 for g in geoms):
+        raise DncsimError("the binary form needs 2-class labelings")
+    T = len(geoms)
+    P = max(g.C * (g.C - 1) // 2 for g in geoms)
+    if T * P > MAX_STACKED_AXES:
+        raise DncsimError(f"{T} tasks x {P} axes exceed {MAX_STACKED_AXES} stacked axes")
+    U, valid, dist, var, K = _stacked_axes(geoms, variance, form)
+    d = geoms[0].d
+    cos = (U.reshape(T * P, d) @ U.reshape(T * P, d).T).abs().clamp_max(1.0).view(T, P, T, P)
+    left = (dist[:, :, None, None] / dist[None, None]) * (2 * K[None, None, :, None] * var[:, :, None, None]).sqrt()
+    right = (dist[None, None] / dist[:, :, None, None]) * (2 * K[:, None, None, None] * var[None, None]).sqrt()
+    rhs = torch.minimum(left, right)
+    ok = (valid[:, :, None, None] & valid[None, None]).permute(0, 2, 1, 3).reshape(T, T, P * P)
+    cos = cos.permute(0, 2, 1, 3).reshape(T, T, P * P)
+    rhs = rhs.permute(0, 2, 1, 3).reshape(T, T, P * P)
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=cos.device)
+    n = ok.sum(-1).to(torch.float64)
+    cos2 = torch.where(ok, cos.square(), 0.0).sum(-1) / n
+    return {
+        "median_abs_cos": torch.where(ok, cos, nan).nanmedian(dim=-1).values,
+        "max_abs_cos": torch.where(ok, cos, -1.0).amax(-1),
+        "mean_cos2": cos2,
+        "cos2_vs_random": cos2 * d,
+        "median_bound": torch.where(ok, rhs, nan).nanmedian(dim=-1).values,
+        "frac_under_bound": ((cos <= rhs) & ok).sum(-1).to(torch.float64) / n,
+    }
+
+
+def labeling_independence_tasks(labels) -> torch.Tensor:
+    """(T, T) Cramer's V between every pair of T labelings of the same samples (``labels`` (T, N) int, all
+    non-negative), as :func:`labeling_independence` computes it (0 exactly when the contingency table is
+    the product of its margins), from one product of the one-hot label matrices."""
+    from dncsim.analysis.task_batch import task_labels
+
+    y = torch.as_tensor(labels)
+    lab = task_labels(y, y.shape[1], min_classes=1)
+    oh = lab.onehot().to(torch.float64)                                   # (T, N, C)
+    T, N, C = oh.shape
+    table = (oh.permute(0, 2, 1).reshape(T * C, N) @ oh.permute(1, 0, 2).reshape(N, T * C))
+    table = table.view(T, C, T, C).permute(0, 2, 1, 3)                    # (T, T, Ca, Cb) counts
+    ra, rb = table.sum(3), table.sum(2)                                   # (T, T, Ca), (T, T, Cb)
+    outer = ra[..., :, None] * rb[..., None, :]
+    independent = (table * N == outer).all(-1).all(-1)
+    expected = outer / N
+    real = (lab.mask[:, None, :, None] & lab.mask[None, :, None, :])
+    chi2 = torch.where(real & (expected > 0), (table - expected).square() / expected.clamp_min(1e-300), 0.0).sum((-1, -2))
+    kmin = torch.minimum(lab.mask.sum(1)[:, None], lab.mask.sum(1)[None, :]).to(torch.float64)
+    v = (chi2 / N / (kmin - 1)).sqrt()
+    return torch.where(independent, torch.zeros_like(v), v)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.analysis.task_batch import task_labels
 from dncsim.common import DncsimError
 
 __all__ = ["NCCProbe", "LinearProbe", "fit_ncc", "fit_linear", "probe_from_arrays"]
@@ -90,22 +91,140 @@ def probe_from_arrays(arrays: dict):
 def fit_linear(features, labels, *, steps: int = 100, weight_decay: float = 1e-4) -> LinearProbe:
     """Fit multinomial logistic regression by full-batch L-BFGS (float64, zero initialisation, so the
     result is deterministic). Features are standardised with the training mean and std (std floored at
-    1e-8); the loss is mean cross-entropy + ``weight_decay``/2 * |W|^2; at most ``steps`` iterations."""
-    f = as_features(features).to(torch.float64)
+    1e-8); the loss is mean cross-entropy + ``weight_decay``/2 * |W|^2; at most ``steps`` iterations.
+    The solver is :func:`fit_linear_tasks` with one task, so fitting a task alone and fitting it in a
+    batch of tasks give the same probe (to float rounding)."""
+    f = as_features(features)
     y = as_labels(labels, f.shape[0], device=f.device)
-    classes, idx = _classes(y)
-    mean, std = f.mean(0), f.std(0, unbiased=False).clamp_min(1e-8)
-    z = (f - mean) / std
-    w = torch.zeros(classes.numel(), f.shape[1], dtype=torch.float64, device=f.device, requires_grad=True)
-    b = torch.zeros(classes.numel(), dtype=torch.float64, device=f.device, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+    _classes(y)
+    probes, _ = fit_linear_tasks(f, y[None], steps=steps, weight_decay=weight_decay)
+    return probes[0]
 
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ w.T + b, idx) + 0.5 * weight_decay * w.square().sum()
-        loss.backward()
-        return loss
 
-    with torch.enable_grad():
-        opt.step(closure)
-    return LinearProbe(classes=classes, weight=w.detach(), bias=b.detach(), mean=mean, std=std)
+# --- many tasks on the same samples at once ---------------------------------------------------------------
+
+def fit_ncc_tasks(features, labels) -> list:
+    """:func:`fit_ncc` for T tasks labelling the same ``features`` (N, d): ``labels`` (T, N) int, -1 where a
+    sample is not in a task. One product for all tasks' class sums; returns T NCCProbes, equal to fitting
+    each task alone up to float64 rounding."""
+    f = as_features(features).to(torch.float64)
+    lab = task_labels(labels, f.shape[0])
+    sums = (lab.onehot().transpose(1, 2) @ f)                         # (T, C, d)
+    means = sums / lab.counts.clamp_min(1).unsqueeze(-1).to(torch.float64)
+    return [NCCProbe(classes=lab.task_classes(t), means=means[t][lab.mask[t]]) for t in range(lab.T)]
+
+
+def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float = 1e-4, history: int = 20,
+                     tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9):
+    """:func:`fit_linear` for T tasks labelling the same ``features`` (N, d), solved together.
+
+    ``labels`` (T, N) int, -1 where a sample is not in a task. Each task keeps its own standardisation
+    (mean and std of its samples), loss (mean cross-entropy + ``weight_decay``/2 |W|^2) and its own
+    L-BFGS state (``history`` curvature pairs, its own step lengths by Armijo backtracking): the T
+    problems are independent and only their arithmetic is shared (one (N, d) x (d, T C) product per
+    evaluation). A task stops when its largest gradient entry is at most ``tolerance_grad``, its loss or
+    step changes by less than ``tolerance_change``, or after ``steps`` iterations. Deterministic (zero
+    initialisation). Returns (probes, info): T LinearProbes and per task ``iterations`` (T,) and
+    ``converged`` (T,) bool (False: stopped by the iteration limit or a failed line search) and
+    ``loss`` (T,) the final objective.
+    """
+    f = as_features(features).to(torch.float64)
+    N, d = f.shape
+    lab = task_labels(labels, N)
+    idx, classes, cmask = lab.idx, lab.classes, lab.mask
+    T, C = classes.shape
+    dev = f.device
+    inside = (idx >= 0).to(torch.float64)                              # (T, N)
+    n_t = inside.sum(1)                                               # (T,)
+    mean = (inside @ f) / n_t[:, None]                                # (T, d)
+    var = (inside @ f.square()) / n_t[:, None] - mean.square()
+    std = var.clamp_min(0).sqrt().clamp_min(1e-8)
+    target = idx.clamp_min(0).T.contiguous()                         # (N, T)
+    sample_w = (inside / n_t[:, None]).T.contiguous()                 # (N, T) loss weights
+    neg = torch.where(cmask, 0.0, float("-inf")).to(torch.float64)    # padded classes never win
+    P = C * d + C
+    ones = torch.ones(N, T, 1, dtype=torch.float64, device=dev)
+
+    def objective(theta):
+        """(T,) losses and (T, P) gradients at theta (T, P); samples-first layout (N, T, C) throughout."""
+        w = theta[:, :C * d].view(T, C, d)
+        b = theta[:, C * d:]
+        ws = w / std[:, None, :]
+        logits = (f @ ws.reshape(T * C, d).T).view(N, T, C)
+        logits += (b - torch.einsum("tcd,td->tc", ws, mean) + neg)
+        logp = torch.log_softmax(logits, dim=-1)
+        nll = logp.gather(2, target[..., None])[..., 0].neg_()                       # (N, T)
+        loss = (sample_w * nll).sum(0) + 0.5 * weight_decay * w.square().sum((1, 2))
+        g = logp.exp_()
+        g.scatter_add_(2, target[..., None], -ones)
+        g *= sample_w[..., None]                                                     # dL/dlogits (N, T, C)
+        gb = g.sum(0)                                                                # (T, C)
+        gws = (g.reshape(N, T * C).T @ f).view(T, C, d) - gb[..., None] * mean[:, None, :]
+        gw = gws / std[:, None, :] + weight_decay * w
+        gb = gb * cmask
+        return loss, torch.cat([gw.reshape(T, C * d), gb], 1)
+
+    theta = torch.zeros(T, P, dtype=torch.float64, device=dev)
+    loss, grad = objective(theta)
+    S = torch.zeros(T, history, P, dtype=torch.float64, device=dev)
+    Y = torch.zeros_like(S)
+    rho = torch.zeros(T, history, dtype=torch.float64, device=dev)    # 0 marks an empty slot
+    active = grad.abs().amax(1) > tolerance_grad
+    converged = ~active.clone()
+    iterations = torch.zeros(T, dtype=torch.int64, device=dev)
+    gamma = torch.ones(T, dtype=torch.float64, device=dev)
+    first = True
+    for _ in range(steps):
+        if not bool(active.any()):
+            break
+        # two-loop recursion, every task with its own history (newest pair last)
+        q = -grad.clone()
+        alphas = []
+        for k in range(history - 1, -1, -1):
+            a = rho[:, k] * (S[:, k] * q).sum(1)
+            q -= a[:, None] * Y[:, k]
+            alphas.append(a)
+        q *= gamma[:, None]
+        for k in range(history):
+            bcoef = rho[:, k] * (Y[:, k] * q).sum(1)
+            q += (alphas[history - 1 - k] - bcoef)[:, None] * S[:, k]
+        direction = q
+        slope = (grad * direction).sum(1)
+        step = torch.ones(T, dtype=torch.float64, device=dev)
+        if first:
+            step = torch.clamp(1.0 / grad.abs().sum(1).clamp_min(1e-300), max=1.0)
+            first = False
+        # Armijo backtracking, all active tasks together
+        pending = active & (slope < 0)
+        new_theta, new_loss, new_grad = theta.clone(), loss.clone(), grad.clone()
+        for _ in range(40):
+            if not bool(pending.any()):
+                break
+            trial = theta + (step * pending)[:, None] * direction
+            tl, tg = objective(trial)
+            ok = pending & (tl <= loss + 1e-4 * step * slope)
+            new_theta[ok], new_loss[ok], new_grad[ok] = trial[ok], tl[ok], tg[ok]
+            pending &= ~ok
+            step = torch.where(pending, step * 0.5, step)
+        moved = active & ~pending & (slope < 0)
+        stalled = active & ~moved                                     # no descent step found
+        s = new_theta - theta
+        yv = new_grad - grad
+        sy = (s * yv).sum(1)
+        keep = moved & (sy > 1e-10)
+        S = torch.where(keep[:, None, None], torch.cat([S[:, 1:], s[:, None]], 1), S)
+        Y = torch.where(keep[:, None, None], torch.cat([Y[:, 1:], yv[:, None]], 1), Y)
+        rho = torch.where(keep[:, None], torch.cat([rho[:, 1:], (1.0 / sy.clamp_min(1e-300))[:, None]], 1), rho)
+        gamma = torch.where(keep, sy / (yv * yv).sum(1).clamp_min(1e-300), gamma)
+        iterations += moved.to(torch.int64)
+        done_now = moved & ((new_grad.abs().amax(1) <= tolerance_grad)
+                            | ((new_loss - loss).abs() < tolerance_change)
+                            | ((s.abs().amax(1)) <= tolerance_change))
+        theta, loss, grad = new_theta, new_loss, new_grad
+        converged |= done_now
+        active &= ~(done_now | stalled)
+    w = theta[:, :C * d].view(T, C, d)
+    b = theta[:, C * d:]
+    probes = [LinearProbe(classes=classes[t][cmask[t]], weight=w[t][cmask[t]].clone(), bias=b[t][cmask[t]].clone(),
+                          mean=mean[t].clone(), std=std[t].clone()) for t in range(T)]
+    return probes, {"iterations": iterations, "converged": converged, "loss": loss}

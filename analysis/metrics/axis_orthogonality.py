@@ -4,11 +4,12 @@ from __future__ import annotations
 import itertools
 import math
 
-from dncsim.analysis.estimators import bootstrap_median_abs_cos
+from dncsim.analysis.estimators import bootstrap_median_abs_cos_tasks
 from dncsim.analysis.metrics.base import Metric, Row
 from dncsim.analysis.names import (AXIS_COS2_VS_RANDOM, AXIS_COS_MAX, AXIS_COS_MEDIAN, CI_HIGH, CI_LOW,
                                    LABELS_CRAMERS_V, PROP42_FRAC, PROP42_TIGHTNESS, PROP42_VS_RANDOM)
-from dncsim.analysis.orthogonality import (INDEPENDENCE_V_MAX, labeling_independence, orthogonality_summary,
+from dncsim.analysis.orthogonality import (INDEPENDENCE_V_MAX, MAX_STACKED_AXES, labeling_independence,
+                                           labeling_independence_tasks, orthogonality_summary, orthogonality_tasks,
                                            random_abs_cos)
 
 __all__ = ["AxisOrthogonality"]
@@ -18,8 +19,9 @@ class AxisOrthogonality(Metric):
     """Per task pair a < b: ``axis_cos_median`` and ``axis_cos_max`` (|cos| between every axis of a and
     every one of b), ``axis_cos2_vs_random`` (mean cos^2 x d). For tasks labelling the same samples:
     ``labels_cramers_v`` (Cramer's V of their contingency table on the geometry split) and -- with
-    ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% interval over within-(joint-)class
-    resamples of those samples. For those that are also independent (V <= ``INDEPENDENCE_V_MAX``, the
+    ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% percentile interval over ordinary
+    bootstrap resamples of those samples, one set of resamples shared by every pair of the row
+    (``bootstrap_median_abs_cos_tasks``; README, Estimators). For those that are also independent (V <= ``INDEPENDENCE_V_MAX``, the
     assumption of Prop. 4.2; dependent pairs such as fine and coarse classes get no Prop. 4.2 rows):
     ``prop42_frac`` (share of axis pairs under the bound -- on exactly balanced independent labelings it
     is 1 for any features, a property of the data), ``prop42_tightness`` (median bound / median observed
@@ -39,27 +41,64 @@ class AxisOrthogonality(Metric):
     def from_config(cls, evaluation, analysis, seed):
         return cls(seed, analysis.bootstrap)
 
+    def _pairwise(self, row: Row) -> dict:
+        """(a, b) -> orthogonality_summary-like dict for every pair a < b: from one product of all tasks'
+        stacked axes when they fit (``orthogonality_tasks``), else pair by pair (axes sampled)."""
+        T = len(row.tasks)
+        geoms = [row.geometry(k) for k in range(T)]
+        pairs = list(itertools.combinations(range(T), 2))
+        P = max(g.C * (g.C - 1) // 2 for g in geoms)
+        if T * P > MAX_STACKED_AXES or len({g.d for g in geoms}) != 1:
+            return {(a, b): orthogonality_summary(geoms[a], geoms[b], seed=self.seed) for a, b in pairs}
+        o = orthogonality_tasks(geoms)
+        keys = ("median_abs_cos", "max_abs_cos", "cos2_vs_random", "median_bound", "frac_under_bound")
+        table = {k: o[k].tolist() for k in keys}
+        return {(a, b): {k: table[k][a][b] for k in keys} for a, b in pairs}
+
+    def _same_samples(self, row: Row) -> dict:
+        """(a, b) -> (Cramer's V, CI or None) for the pairs a < b of each batch of tasks on the same samples."""
+        out = {}
+        for ks, f in row.batches(row.geometry_split):
+            if len(ks) < 2:
+                continue
+            labels = row.batch_labels(ks, row.geometry_split)
+            v = labeling_independence_tasks(labels).tolist()
+            ci = None
+            if self.bootstrap:
+                ci = bootstrap_median_abs_cos_tasks(f, labels, resamples=self.bootstrap,
+                                                    seed=self.seed * 1_000_003 + (row.t + 1) * 1009).tolist()
+            for i, j in itertools.combinations(range(len(ks)), 2):
+                out[(ks[i], ks[j])] = (v[i][j], None if ci is None else ci[i][j])
+        return out
+
     def update(self, row: Row) -> None:
+        summaries = self._pairwise(row)
+        same = self._same_samples(row)
+        chance = {}
         for a, b in itertools.combinations(range(len(row.tasks)), 2):
-            o = orthogonality_summary(row.geometry(a), row.geometry(b), seed=self.seed)
+            o = summaries[(a, b)]
             self.measure(row, AXIS_COS_MEDIAN, o["median_abs_cos"], task=a, task_b=b)
             self.measure(row, AXIS_COS_MAX, o["max_abs_cos"], task=a, task_b=b)
             self.measure(row, AXIS_COS2_VS_RANDOM, o["cos2_vs_random"], task=a, task_b=b)
-            if row.tasks[a].group == row.tasks[b].group:
-                f, ya = row.geometry_data(a)
-                _, yb = row.geometry_data(b)
-                v = labeling_independence(ya, yb)["cramers_v"]
-                self.measure(row, LABELS_CRAMERS_V, v, task=a, task_b=b)
-                if v <= INDEPENDENCE_V_MAX:
-                    self.measure(row, PROP42_FRAC, o["frac_under_bound"], task=a, task_b=b)
-                    if o["median_abs_cos"] > 0 and math.isfinite(o["median_bound"]):
-                        self.measure(row, PROP42_TIGHTNESS, o["median_bound"] / o["median_abs_cos"], task=a, task_b=b)
-                    if math.isfinite(o["median_bound"]):
-                        chance = random_abs_cos(row.geometry(a).d)["median"]
-                        self.measure(row, PROP42_VS_RANDOM, o["median_bound"] / chance, task=a, task_b=b)
-                if self.bootstrap:
-                    low, high = bootstrap_median_abs_cos(f, ya, yb, resamples=self.bootstrap,
-                                                         seed=self.seed * 1_000_003 + (row.t + 1) * 1009 + a * 31 + b)
-                    if low == low and high == high:
-                        self.measure(row, AXIS_COS_MEDIAN + CI_LOW, low, task=a, task_b=b)
-                        self.measure(row, AXIS_COS_MEDIAN + CI_HIGH, high, task=a, task_b=b)
+            if row.tasks[a].group != row.tasks[b].group:
+                continue
+            if (a, b) in same:
+                v, ci = same[(a, b)]
+            else:                               # same group, different geometry-split samples: pairwise
+                v = labeling_independence(row.geometry_data(a)[1], row.geometry_data(b)[1])["cramers_v"]
+                ci = None
+            self.measure(row, LABELS_CRAMERS_V, v, task=a, task_b=b)
+            if v <= INDEPENDENCE_V_MAX:
+                self.measure(row, PROP42_FRAC, o["frac_under_bound"], task=a, task_b=b)
+                if o["median_abs_cos"] > 0 and math.isfinite(o["median_bound"]):
+                    self.measure(row, PROP42_TIGHTNESS, o["median_bound"] / o["median_abs_cos"], task=a, task_b=b)
+                if math.isfinite(o["median_bound"]):
+                    d = row.geometry(a).d
+                    if d not in chance:
+                        chance[d] = random_abs_cos(d)["median"]
+                    self.measure(row, PROP42_VS_RANDOM, o["median_bound"] / chance[d], task=a, task_b=b)
+            if ci is not None:
+                low, high = ci
+                if low == low and high == high:
+                    self.measure(row, AXIS_COS_MEDIAN + CI_LOW, low, task=a, task_b=b)
+                    self.measure(row, AXIS_COS_MEDIAN + CI_HIGH, high, task=a, task_b=b)

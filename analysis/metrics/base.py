@@ -23,7 +23,7 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from dncsim.analysis.geometry import ClassGeometry, class_geometry
+from dncsim.analysis.geometry import ClassGeometry, class_geometry_tasks
 from dncsim.analysis.names import ProbeKey, table_row
 from dncsim.analysis.probes import LinearProbe, NCCProbe, probe_from_arrays
 
@@ -78,11 +78,38 @@ class Row:
         self.experiences = len(self.tasks) if experiences is None else int(experiences)
         self._features = features
         self.ddof, self.geometry_split = ddof, geometry_split
-        self._geometry: Dict[int, ClassGeometry] = {}
+        self._geometry: Dict[int, object] = {}
+        self._batches: Dict[tuple, list] = {}
         self.products: Dict[str, object] = {}
 
     def features(self, k: int, split: str) -> torch.Tensor:
         return self._features(k, split)
+
+    def batches(self, split: str) -> List[Tuple[List[int], torch.Tensor]]:
+        """The tasks grouped by identical ``split`` features: [(task indices, features (n, d))], each group
+        measured together by the batched functions (``analysis.task_batch``); groups in order of their first
+        task. Tasks of one evaluation group share their samples, so there is usually one batch per group."""
+        key = ("batches", split)
+        if key not in self._batches:
+            groups: List[Tuple[List[int], torch.Tensor]] = []
+            buckets: Dict[tuple, List[int]] = {}
+            for k in range(len(self.tasks)):
+                f = self.features(k, split)
+                tag = (tuple(f.shape), f.dtype, float(f.double().sum()) if f.numel() else 0.0)
+                for g in buckets.get(tag, []):
+                    if torch.equal(groups[g][1], f):
+                        groups[g][0].append(k)
+                        break
+                else:
+                    buckets.setdefault(tag, []).append(len(groups))
+                    groups.append(([k], f))
+            self._batches[key] = groups
+        return self._batches[key]
+
+    def batch_labels(self, ks: Sequence[int], split: str) -> torch.Tensor:
+        """(len(ks), n) labels of tasks ``ks`` on ``split`` (the label matrix of a batch)."""
+        return torch.stack([self.tasks[k].test_labels if split == "test" else self.tasks[k].train_labels
+                            for k in ks])
 
     def geometry_data(self, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(features (n, d), labels (n,)) of task k on the geometry split."""
@@ -95,15 +122,23 @@ class Row:
         return next((k for k, task in enumerate(self.tasks) if task.learned_at == self.t), None)
 
     def geometry(self, k: int) -> ClassGeometry:
+        """Task k's plug-in geometry on the geometry split (its whole batch is computed at the first call)."""
         if k not in self._geometry:
-            f, y = self.geometry_data(k)
-            self._geometry[k] = class_geometry(f, y, ddof=self.ddof, mean_axis_var=True)
-        return self._geometry[k]
+            for ks, f in self.batches(self.geometry_split):
+                if k in ks:
+                    results = class_geometry_tasks(f, self.batch_labels(ks, self.geometry_split), ddof=self.ddof,
+                                                   mean_axis_var=True)
+                    self._geometry.update(zip(ks, results))
+                    break
+        result = self._geometry[k]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     @property
     def geometries(self) -> Dict[int, ClassGeometry]:
         """The geometries computed for this row so far, by task index."""
-        return dict(sorted(self._geometry.items()))
+        return {k: g for k, g in sorted(self._geometry.items()) if not isinstance(g, Exception)}
 
 
 # --- state as plain data (loads with torch.load(weights_only=True)) ----------------------------------

@@ -7,7 +7,7 @@ import torch
 
 from dncsim.analysis.metrics.base import Metric, Row
 from dncsim.analysis.names import ACC, FROZEN, LINEAR, NCC, REFIT, ProbeKey, probe_keys
-from dncsim.analysis.probes import fit_linear, fit_ncc
+from dncsim.analysis.probes import fit_linear, fit_linear_tasks, fit_ncc, fit_ncc_tasks
 
 __all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT", "probe_train_subset", "fit_probe"]
 
@@ -40,7 +40,8 @@ class ProbeAccuracy(Metric):
     ``t == task.learned_at``, and kept). State: ``accuracy`` -- the matrices R[t + 1, k], (experiences + 1)
     x tasks (row 0 before training; NaN where undefined), published for later metrics as
     ``row.products["accuracy"]`` -- and ``frozen``, the kept probes. With ``max_train_samples`` each
-    task's probes fit on one seeded subset.
+    task's probes fit on one seeded subset. Tasks sharing probe-train features fit their probes together
+    (``fit_ncc_tasks``, ``fit_linear_tasks``: the same probes as fitting each alone).
     """
 
     name = "probe_accuracy"
@@ -62,28 +63,43 @@ class ProbeAccuracy(Metric):
                    linear_weight_decay=evaluation.linear_weight_decay,
                    max_train_samples=evaluation.max_train_samples, seed=seed)
 
-    def _fit(self, probe: str, f: torch.Tensor, y: torch.Tensor):
-        return fit_probe(probe, f, y, linear_steps=self.linear_steps, linear_weight_decay=self.linear_weight_decay)
-
     def _train_subset(self, k: int, n: int) -> Optional[torch.Tensor]:
         return probe_train_subset(k, n, self.max_train_samples, self.seed)
+
+    def _fit_batch(self, row: Row, ks, f: torch.Tensor) -> Dict[str, list]:
+        """Probe name -> fitted probes of tasks ``ks`` (sharing probe-train features ``f``), fit together."""
+        labels = row.batch_labels(ks, "train").clone()
+        for i, k in enumerate(ks):
+            sub = self._train_subset(k, labels.shape[1])
+            if sub is not None:
+                keep = torch.zeros(labels.shape[1], dtype=torch.bool)
+                keep[sub] = True
+                labels[i, ~keep] = -1
+        out = {}
+        for probe in self.probes:
+            if probe == NCC:
+                out[probe] = fit_ncc_tasks(f, labels)
+            else:
+                out[probe] = fit_linear_tasks(f, labels, steps=self.linear_steps,
+                                              weight_decay=self.linear_weight_decay)[0]
+        return out
 
     def update(self, row: Row) -> None:
         shape = (row.experiences + 1, len(row.tasks))
         for key in self.keys:
             self.accuracy.setdefault(str(key), torch.full(shape, float("nan"), dtype=torch.float64))
+        fitted: Dict[int, Dict[str, object]] = {}
+        for ks, f in row.batches("train"):
+            for probe, probes in self._fit_batch(row, ks, f).items():
+                for k, p in zip(ks, probes):
+                    fitted.setdefault(k, {})[probe] = p
         for k, task in enumerate(row.tasks):
-            ftr, fte = row.features(k, "train"), row.features(k, "test")
-            ytr = task.train_labels
-            sub = self._train_subset(k, len(ytr))
-            if sub is not None:
-                ftr, ytr = ftr[sub], ytr[sub]
+            fte = row.features(k, "test")
             for probe in self.probes:
-                fitted = self._fit(probe, ftr, ytr)
                 if row.t == task.learned_at:
-                    self.frozen[f"{probe}/{k}"] = fitted
+                    self.frozen[f"{probe}/{k}"] = fitted[k][probe]
                 for key in (k_ for k_ in self.keys if k_.probe == probe):
-                    p = fitted if key.protocol == REFIT else self.frozen.get(f"{probe}/{k}")
+                    p = fitted[k][probe] if key.protocol == REFIT else self.frozen.get(f"{probe}/{k}")
                     if p is None:
                         continue
                     acc = p.score(fte, task.test_labels)

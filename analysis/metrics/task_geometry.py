@@ -1,7 +1,7 @@
 """Directional CDNV, CDNV, their ratio and the mean gap of every task's classes, with bootstrap intervals."""
 from __future__ import annotations
 
-from dncsim.analysis.estimators import bootstrap_summaries, crossfit_geometry
+from dncsim.analysis.estimators import bootstrap_summaries_tasks, crossfit_geometry_tasks
 from dncsim.analysis.geometry import UndefinedGeometry
 from dncsim.analysis.metrics.base import Metric, Row
 from dncsim.analysis.names import CDNV, CDNV_RATIO, CI_HIGH, CI_LOW, DIR_CDNV, MEAN_GAP, RESOLVED_PAIRS
@@ -18,7 +18,8 @@ class TaskGeometry(Metric):
     ``crossfit`` one (axes and variances from independent halves, squared gaps corrected for the noise of
     the means; then also ``resolved_pairs``, and the summaries are absent while no pair is resolved).
     With ``bootstrap`` > 0: ``<metric>_ci_low`` / ``_ci_high``, the 95% percentile interval over that many
-    within-class resamples of the same estimator. Seeds derive from (seed, row, task). Stateless."""
+    within-class resamples of the same estimator. Seeds derive from (seed, row, task). Tasks sharing their
+    geometry-split samples are estimated together (``*_tasks`` functions: the per-task numbers). Stateless."""
 
     name = "task_geometry"
     emits = tuple(m for m, _ in _FIELDS) + (RESOLVED_PAIRS,) + tuple(
@@ -32,26 +33,44 @@ class TaskGeometry(Metric):
     def from_config(cls, evaluation, analysis, seed):
         return cls(analysis.estimator, analysis.crossfit_splits, analysis.bootstrap, analysis.ddof, seed)
 
-    def update(self, row: Row) -> None:
-        for k in range(len(row.tasks)):
-            seed = self.seed * 1_000_003 + (row.t + 1) * 1009 + k
-            if self.estimator == "plugin":
-                summary = row.geometry(k).summary()
-            else:
-                f, y = row.geometry_data(k)
+    def _seed(self, row: Row, k: int) -> int:
+        return self.seed * 1_000_003 + (row.t + 1) * 1009 + k
+
+    def _batch(self, row: Row, ks, f):
+        """(summaries or None, intervals or None) of tasks ``ks`` sharing geometry-split features ``f``."""
+        labels = row.batch_labels(ks, row.geometry_split)
+        seeds = [self._seed(row, k) for k in ks]
+        if self.estimator == "plugin":
+            summaries = [row.geometry(k).summary() for k in ks]
+        else:
+            summaries = []
+            for est in crossfit_geometry_tasks(f, labels, splits=self.splits, seeds=seeds):
                 try:
-                    summary = crossfit_geometry(f, y, splits=self.splits, seed=seed).summary()
+                    summaries.append(None if isinstance(est, Exception) else est.summary())
                 except UndefinedGeometry:       # no pair resolved yet (e.g. an untrained backbone)
+                    summaries.append(None)
+        intervals = [None] * len(ks)
+        if self.bootstrap:
+            intervals = bootstrap_summaries_tasks(f, labels, estimator=self.estimator, resamples=self.bootstrap,
+                                                  ddof=self.ddof, splits=self.splits, seeds=seeds,
+                                                  centres=summaries if self.estimator == "crossfit" else None)
+        return summaries, intervals
+
+    def update(self, row: Row) -> None:
+        results = {}
+        for ks, f in row.batches(row.geometry_split):
+            results.update(zip(ks, zip(*self._batch(row, ks, f))))
+        for k in range(len(row.tasks)):
+            summary, intervals = results[k]
+            if self.estimator != "plugin":
+                if summary is None:
                     self.measure(row, RESOLVED_PAIRS, 0, task=k)
                     continue
                 C = row.geometry(k).C
                 self.measure(row, RESOLVED_PAIRS, C * (C - 1) // 2 - summary["undefined_pairs"], task=k)
             for metric, field in _FIELDS:
                 self.measure(row, metric, summary[field], task=k)
-            if self.bootstrap:
-                f, y = row.geometry_data(k)
-                intervals = bootstrap_summaries(f, y, estimator=self.estimator, resamples=self.bootstrap,
-                                                ddof=self.ddof, splits=self.splits, seed=seed)
+            if intervals is not None:
                 for metric, field in _FIELDS[:3]:
                     low, high = intervals[field]
                     if low == low and high == high:

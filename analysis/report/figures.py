@@ -1,39 +1,130 @@
-"""The report's figures (matplotlib + seaborn). Each function returns a Figure with a title, labelled
-axes (units in brackets; accuracies and cosines are fractions) and a legend where needed."""
+"""The report's figures (matplotlib, seaborn's theme and palettes). Each function returns a Figure with
+a title, labelled axes (units in brackets; accuracies and cosines are fractions) and a legend where
+needed.
+
+matplotlib (Agg), seaborn and networkx are imported on first use, not when this module is imported, and
+the heatmaps are drawn with plain matplotlib the way ``seaborn.heatmap`` draws them, without the
+full-figure draw it makes to decide whether to rotate tick labels (one draw of the whole figure per
+heatmap: most of a report's time when a figure holds eleven of them)."""
 from __future__ import annotations
 
 import io
 import math
+import sys
 from typing import Dict, List
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from dncsim.analysis.names import AXIS_COS_MEDIAN, CDNV, CDNV_RATIO, DIR_CDNV  # noqa: E402
-from dncsim.analysis.orthogonality import random_abs_cos  # noqa: E402
-from dncsim.rundir import RunData  # noqa: E402
+from dncsim.analysis.names import AXIS_COS_MEDIAN, CDNV, CDNV_RATIO, DIR_CDNV
+from dncsim.analysis.orthogonality import random_abs_cos
+from dncsim.rundir import RunData
 
 __all__ = ["png_bytes", "orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "prop42_tightness",
            "collapse_curves",
            "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "interference_graph", "fewshot_curves",
-           "compare_collapse", "compare_orthogonality", "paper_claims_figure"]
+           "compare_collapse", "compare_orthogonality", "paper_claims_figure", "plotting", "heatmap"]
 
-sns.set_theme(style="whitegrid", context="paper")
 EXP_LABEL = "experience just trained (-1 = before training)"
+_THEMED = False
+
+
+def plotting():
+    """``(pyplot, seaborn)``, imported on first use with the Agg backend (unless the process already
+    chose a backend through pyplot) and the report's seaborn theme (whitegrid, paper), set once per
+    process as importing this module used to."""
+    global _THEMED
+    if not _THEMED:
+        import matplotlib
+        if "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    if not _THEMED:
+        sns.set_theme(style="whitegrid", context="paper")
+        _THEMED = True
+    return plt, sns
 
 
 def png_bytes(fig, dpi: int = 100) -> bytes:
     """Render a figure to PNG bytes and close it."""
+    plt, _ = plotting()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _subplots(*args, **kwargs):
+    """``pyplot.subplots`` without pyplot: a Figure on an Agg canvas (whatever backend pyplot uses), not
+    registered with pyplot, so nothing has to close it and nothing else sees it."""
+    plotting()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig_kw = {k: kwargs.pop(k) for k in ("figsize", "dpi") if k in kwargs}
+    fig = Figure(**fig_kw)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _labels_overlap(labels) -> bool:
+    """Whether any two of the tick labels' boxes overlap (``seaborn.utils.axis_ticklabels_overlap``)."""
+    if not labels:
+        return False
+    boxes = [t.get_window_extent() for t in labels]
+    return max(b.count_overlaps(boxes) for b in boxes) > 1
+
+
+def heatmap(m, ax, *, vmin, vmax, cmap, annot=False, fmt=".2g", xticklabels, yticklabels, cbar=True,
+            cbar_kws=None, square=False):
+    """``seaborn.heatmap(m, ax=ax, mask=np.isnan(m), ...)`` with list tick labels, drawn the same way
+    (spines off, cells as a pcolormesh with row 0 at the top, a borderless colorbar taken from ``ax``,
+    x labels turned vertical and y labels horizontal where they would overlap, annotations dark or
+    white by the cell's luminance), but laying out only ``ax`` to test the overlap, not the whole
+    figure. Returns the mesh."""
+    import matplotlib as mpl
+    plt, _ = plotting()
+    m = np.asarray(m, dtype=float)
+    data = np.ma.masked_where(np.isnan(m), m)
+    if square:
+        ax.set_aspect("equal")
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    cmap = mpl.colormaps[cmap] if isinstance(cmap, str) else cmap
+    mesh = ax.pcolormesh(data, cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0, edgecolor="white")
+    ax.set(xlim=(0, m.shape[1]), ylim=(0, m.shape[0]))
+    ax.invert_yaxis()
+    if cbar:
+        cb = ax.figure.colorbar(mesh, None, ax, **(cbar_kws or {}))
+        cb.outline.set_linewidth(0)
+    ax.set(xticks=np.arange(len(xticklabels)) + .5 if len(xticklabels) else [],
+           yticks=np.arange(len(yticklabels)) + .5 if len(yticklabels) else [])
+    xtl = ax.set_xticklabels(xticklabels)
+    ytl = ax.set_yticklabels(yticklabels, rotation="vertical")
+    plt.setp(ytl, va="center")
+    ax.get_tightbbox(ax.figure.canvas.get_renderer())        # places this axes' tick labels (aspect applied)
+    if _labels_overlap(xtl):
+        plt.setp(xtl, rotation="vertical")
+    if _labels_overlap(ytl):
+        plt.setp(ytl, rotation="horizontal")
+    ax.set(xlabel="", ylabel="")
+    if annot:
+        mesh.update_scalarmappable()
+        rows, cols = m.shape
+        xs, ys = np.meshgrid(np.arange(cols) + .5, np.arange(rows) + .5)
+        rgb = mpl.colors.to_rgba_array(mesh.get_facecolors())[:, :3]
+        lum = np.where(rgb <= .03928, rgb / 12.92, ((rgb + .055) / 1.055) ** 2.4).dot([.2126, .7152, .0722])
+        for x, y, masked, lu, val in zip(xs.flat, ys.flat, np.ma.getmaskarray(mesh.get_array()).flat, lum,
+                                        m.flat):
+            if not masked:
+                ax.text(x, y, ("{:" + fmt + "}").format(val), color=".15" if lu > .408 else "w", ha="center",
+                        va="center")
+    return mesh
+
+
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+    return MaxNLocator(integer=True)
 
 
 def _short(name: str, width: int = 14) -> str:
@@ -65,12 +156,12 @@ def _mark_references(cb_ax, ref: dict, label: bool = True) -> None:
 
 
 def _heatmap(ax, m, labels, vmax, ref, cbar=True, annotate=True):
-    cmap = sns.color_palette("rocket_r", as_cmap=True)
-    hm = sns.heatmap(m, ax=ax, vmin=0, vmax=vmax, cmap=cmap, square=True, annot=annotate and len(labels) <= 8,
-                     fmt=".2f", xticklabels=labels, yticklabels=labels, cbar=cbar,
-                     cbar_kws={"label": "median |cos| between decision axes"} if cbar else None, mask=np.isnan(m))
+    _, sns = plotting()
+    mesh = heatmap(m, ax, vmin=0, vmax=vmax, cmap=sns.color_palette("rocket_r", as_cmap=True), square=True,
+                   annot=annotate and len(labels) <= 8, fmt=".2f", xticklabels=labels, yticklabels=labels, cbar=cbar,
+                   cbar_kws={"label": "median |cos| between decision axes"} if cbar else None)
     if cbar:
-        _mark_references(hm.collections[0].colorbar.ax, ref)
+        _mark_references(mesh.colorbar.ax, ref)
     ax.set_xlabel("task b")
     ax.set_ylabel("task a")
 
@@ -79,7 +170,7 @@ def orthogonality_heatmap(run: RunData):
     """Median |cos| between every pair of tasks' decision axes after the last experience."""
     m = cos_matrix(run, run.last)
     ref = _references(run.feature_dim)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * run.T, 0.9 + 0.6 * run.T))
+    fig, ax = _subplots(figsize=(1.2 + 0.7 * run.T, 0.9 + 0.6 * run.T))
     labels = [_short(t) for t in run.tasks]
     _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref["rms"]) * 1.05, ref)
     ax.set_title(f"Decision-axis overlap after the last experience\n(random directions: median |cos| = "
@@ -89,6 +180,7 @@ def orthogonality_heatmap(run: RunData):
 
 def orthogonality_over_stream(run: RunData):
     """Small multiples of the median-|cos| heatmap, one per row of the stream, on one colour scale."""
+    plt, sns = plotting()
     rows = sorted({r["exp"] for r in run.rows})
     mats = [cos_matrix(run, e) for e in rows]
     ref = _references(run.feature_dim)
@@ -96,8 +188,8 @@ def orthogonality_over_stream(run: RunData):
     n = len(rows)
     cols = min(n, 5)
     nrows = math.ceil(n / cols)
-    fig, axes = plt.subplots(nrows, cols + 1, figsize=(2.2 * cols + 0.6, 2.2 * nrows + 0.5), squeeze=False,
-                             gridspec_kw={"width_ratios": [1] * cols + [0.06]})
+    fig, axes = _subplots(nrows, cols + 1, figsize=(2.2 * cols + 0.6, 2.2 * nrows + 0.5), squeeze=False,
+                          gridspec_kw={"width_ratios": [1] * cols + [0.06]})
     labels = [str(k) for k in range(run.T)]
     for i, (e, m) in enumerate(zip(rows, mats)):
         ax = axes[i // cols][i % cols]
@@ -122,7 +214,8 @@ def prop42_scatter(points: List[dict], run: RunData):
 
     On exactly balanced independent labelings every point is below y = x whatever the features; the
     figure shows how far below (the bound's slack), not whether."""
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    _, sns = plotting()
+    fig, ax = _subplots(figsize=(5.2, 4.4))
     palette = sns.color_palette("tab10", max(len(points), 1))
     lo, hi = 1.0, 1e-6
     for i, p in enumerate(points):
@@ -146,8 +239,9 @@ def prop42_tightness(summary: dict, run: RunData):
     """Per pair of independent labelings along the stream: the median Prop. 4.2 bound over the median
     observed |cos| (left; 1 = tight), and over the median |cos| of random directions (right; below 1 the
     bound forces more orthogonality than chance). Log scale, with the level 1 marked."""
+    _, sns = plotting()
     pairs = summary["prop42"]["pairs"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a1, a2) = _subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", max(len(pairs), 1))
     for i, p in enumerate(pairs):
         label = f"{_short(p['names'][0], 10)} / {_short(p['names'][1], 10)}"
@@ -159,7 +253,7 @@ def prop42_tightness(summary: dict, run: RunData):
         ax.axhline(1.0, color="black", lw=1, ls="--")
         ax.set_yscale("log")
         ax.set_xlabel(EXP_LABEL)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_integer_ticks())
     a1.set_ylabel("median bound / median observed |cos|")
     a1.set_title("Slack of the bound (1 = tight)", fontsize=9)
     a2.set_ylabel("median bound / random median |cos|")
@@ -176,7 +270,8 @@ def _series(run: RunData, metric: str, k: int):
 
 def collapse_curves(run: RunData):
     """Directional CDNV and CDNV per task along the stream (log scale), and their ratio."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    _, sns = plotting()
+    fig, (a1, a2) = _subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", run.T)
     for k in range(run.T):
         x, y = _series(run, DIR_CDNV, k)
@@ -188,7 +283,7 @@ def collapse_curves(run: RunData):
     for ax in (a1, a2):
         ax.set_yscale("log")
         ax.set_xlabel(EXP_LABEL)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(_integer_ticks())
     a1.set_ylabel("variability (unitless, log scale)")
     a1.set_title("Directional CDNV (solid) and CDNV (dashed) per task")
     a2.set_ylabel("dir-CDNV / CDNV (log scale)")
@@ -204,14 +299,14 @@ def accuracy_heatmaps(run: RunData):
     keys = run.probe_keys
     ncols = min(2, len(keys))
     nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(ncols * (0.55 * run.T + 2.8), nrows * (0.38 * (run.experiences + 1) + 1.6)))
+    fig, axes = _subplots(nrows, ncols, squeeze=False,
+                          figsize=(ncols * (0.55 * run.T + 2.8), nrows * (0.38 * (run.experiences + 1) + 1.6)))
     ylabels = ["before"] + [f"after {t}" for t in range(run.experiences)]
     for ax, key in zip(axes.flat, keys):
         m = run.matrices[key]
-        sns.heatmap(m, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=run.T <= 8, fmt=".2f", mask=np.isnan(m),
-                    xticklabels=[_short(t, 12) for t in run.tasks], yticklabels=ylabels,
-                    cbar_kws={"label": "test accuracy (fraction)"})
+        heatmap(m, ax, vmin=0, vmax=1, cmap="viridis", annot=run.T <= 8, fmt=".2f",
+                xticklabels=[_short(t, 12) for t in run.tasks], yticklabels=ylabels,
+                cbar_kws={"label": "test accuracy (fraction)"})
         ax.set_title(f"{key.probe} probe, {key.protocol} protocol")
         ax.set_xlabel("task evaluated")
         ax.set_ylabel("row (experience just trained)")
@@ -225,7 +320,7 @@ def accuracy_heatmaps(run: RunData):
 def forgetting_bars(summary: dict):
     """Final forgetting (best earlier minus final accuracy) per task, per probe and protocol."""
     rows = [(t["name"], key, v) for t in summary["tasks"] for key, v in t["forgetting_max"].items() if v is not None]
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(summary["tasks"]) + 2), 3.6))
+    fig, ax = _subplots(figsize=(max(5, 1.1 * len(summary["tasks"]) + 2), 3.6))
     if rows:
         names = list(dict.fromkeys(r[0] for r in rows))
         keys = sorted({r[1] for r in rows})
@@ -258,7 +353,7 @@ def dircdnv_vs_forgetting(summary: dict):
     pts = [(t.get("dir_cdnv_learned"), t["forgetting_max"].get(key), t["name"], t.get("learned") is not False)
            for t in summary["tasks"]]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+    fig, ax = _subplots(figsize=(5, 3.8))
     for x, y, name, learned in pts:
         ax.scatter([x], [y], s=30, color=None if learned else "lightgrey", edgecolors="grey" if not learned else None)
         ax.annotate(_short(name) + ("" if learned else " (not learned)"), (x, y), fontsize=7, xytext=(3, 3),
@@ -276,13 +371,16 @@ def dircdnv_vs_forgetting(summary: dict):
 
 def interference_graph(summary: dict, communities: List[List[int]]):
     """Tasks as nodes; edge width = measured interference, edge colour = axis overlap; communities coloured."""
+    plt, sns = plotting()
+    import networkx as nx
+
     g = nx.Graph()
     names = [t["name"] for t in summary["tasks"]]
     g.add_nodes_from(range(len(names)))
     for p in summary["pairs"]:
         g.add_edge(p["a"], p["b"], overlap=p["axis_cos_median_final"] or 0.0,
                    interference=max(p["interference"] or 0.0, 0.0))
-    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    fig, ax = _subplots(figsize=(5.6, 4.6))
     pos = nx.circular_layout(g)
     palette = sns.color_palette("Set2", max(len(communities), 1))
     colour = {n: palette[i % len(palette)] for i, c in enumerate(communities) for n in c}
@@ -308,7 +406,8 @@ def interference_graph(summary: dict, communities: List[List[int]]):
 
 def fewshot_curves(summary: dict):
     """Few-shot NCC error and the Theorem 4.1 bound against shots per class, per task (final row)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    _, sns = plotting()
+    fig, ax = _subplots(figsize=(6, 4))
     palette = sns.color_palette("tab10", len(summary["tasks"]))
     drew = False
     for k, t in enumerate(summary["tasks"]):
@@ -335,7 +434,8 @@ def fewshot_curves(summary: dict):
 
 def compare_collapse(runs: List[RunData]):
     """Mean directional CDNV and CDNV over tasks along the stream, one line per run."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    _, sns = plotting()
+    fig, ax = _subplots(figsize=(6.5, 4))
     palette = sns.color_palette("tab10", len(runs))
     for i, run in enumerate(runs):
         for metric, ls in ((DIR_CDNV, "-"), (CDNV, "--")):
@@ -348,7 +448,7 @@ def compare_collapse(runs: List[RunData]):
                     label=f"{run.label} {'dir-CDNV' if metric == DIR_CDNV else 'CDNV'}")
     ax.set_yscale("log")
     ax.set_xlabel(EXP_LABEL)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("geometric mean over tasks (unitless, log scale)")
     ax.set_title("Directional CDNV (solid) and CDNV (dashed) per run")
     ax.legend(fontsize=6)
@@ -360,7 +460,7 @@ def compare_orthogonality(runs: List[RunData]):
     mats = [cos_matrix(r, r.last) for r in runs]
     refs = [_references(r.feature_dim) for r in runs]
     vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + [r["rms"] for r in refs]) * 1.05
-    fig, axes = plt.subplots(1, len(runs), figsize=(3.6 * len(runs), 3.4), squeeze=False)
+    fig, axes = _subplots(1, len(runs), figsize=(3.6 * len(runs), 3.4), squeeze=False)
     for ax, run, m, ref in zip(axes[0], runs, mats, refs):
         _heatmap(ax, m, [str(k) for k in range(run.T)], vmax, ref, cbar=True, annotate=run.T <= 6)
         ax.set_title(_short(run.label, 40), fontsize=8)
@@ -376,10 +476,11 @@ def paper_claims_figure(claims: dict, run: RunData):
     (3) few-shot NCC error against the Theorem 4.1 bound per shot count (every m where the bound is
     defined, as S2 uses them) and point, with y = x,
     (4) median |cos| between attributes' axes with the random level, 2^-3 and the S3 limit."""
+    _, sns = plotting()
     from dncsim.analysis.report.paper import S1_FALL, S1_GAP
 
     epochs = claims["epochs_per_point"]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = _subplots(2, 2, figsize=(11, 8))
     (a1, a2), (a3, a4) = axes
     traj = claims["S1"]["trajectory"]
     x = [(t["exp"] + 1) * epochs for t in traj]
