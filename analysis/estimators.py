@@ -31,6 +31,7 @@ Every computation is batched over weightings: ``W`` (B, N) non-negative sample w
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -440,21 +441,25 @@ def _cell_layout(idx, halves, C):
     return sample, valid
 
 
-def _crossfit_tasks(x, idx, C, W, halves):
-    """Crossfit estimates (as ``_crossfit_batch``) for T tasks on the same centred samples ``x`` (N, d).
+def _cell_rows(x, idx, halves, C):
+    """The gathered cells of :func:`_cell_layout` as rows [x, |x|^2, 1] (zero rows on padding):
+    (sample (T, S, 2C, n), valid, rows (T, S, 2C, n, d + 2)). Built once and reused for every weighting."""
+    sample, valid = _cell_layout(idx, halves, C)
+    xg = x[sample] * valid[..., None]
+    return sample, valid, torch.cat([xg, xg.square().sum(-1, keepdim=True), valid[..., None].to(F64)], -1)
 
-    idx (T, N) class index (-1 outside the task); W (T, B, N) sample weights; halves (T, S, N) bool.
-    Returns dir_cdnv, cdnv, d2 (T, B, C, C) and var (T, B, C). Each (task, split, class, half) cell's
-    samples are gathered once, as rows [x, |x|^2, 1]; one batched product with the weights gives every
-    cell's weighted count, sum and sum of squares, and one with the axis directions (a_j - a_i, with
-    -m_i . (a_j - a_i) in the last column) gives every residual's projection r . (a_j - a_i) directly."""
+
+def _crossfit_tasks(cells, C, W):
+    """Crossfit estimates (as ``_crossfit_batch``) for T tasks on the same centred samples, from their
+    gathered ``cells`` (:func:`_cell_rows`) and weights W (T, B, N).
+
+    Returns dir_cdnv, cdnv, d2 (T, B, C, C) and var (T, B, C). One batched product of the weights with
+    the cells' rows [x, |x|^2, 1] gives every cell's weighted count, sum and sum of squares; one of the
+    axis directions a_j - a_i (j != i, with -m_i . (a_j - a_i) in the last column) with the rows gives
+    every residual's projection r . (a_j - a_i) directly."""
+    sample, valid, xa = cells
     T, B, N = W.shape
-    S = halves.shape[1]
-    d = x.shape[1]
-    sample, valid = _cell_layout(idx, halves, C)                          # (T, S, 2C, n)
-    n = sample.shape[-1]
-    xg = x[sample] * valid[..., None]                                     # (T, S, 2C, n, d)
-    xa = torch.cat([xg, xg.square().sum(-1, keepdim=True), valid[..., None].to(F64)], -1)   # (.., n, d + 2)
+    S, n, d = sample.shape[1], sample.shape[-1], xa.shape[-1] - 2
     wg = W.gather(2, sample.view(T, 1, -1).expand(T, B, -1)).view(T, B, S, 2 * C, n)
     wk = wg.permute(0, 2, 3, 1, 4) * valid[:, :, :, None]                 # (T, S, 2C, B, n)
     mom = wk @ xa                                                         # (T, S, 2C, B, d + 2)
@@ -470,28 +475,29 @@ def _crossfit_tasks(x, idx, C, W, halves):
     d2 = (dg[..., :, None] + dg[..., None, :] - 2 * g).clamp_min(0)
     d2 = d2 - var[..., :, None] / cf[..., :, None] - var[..., None, :] / cf[..., None, :]
     d2 = _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
-    # cells (task, split, class i, half h): centre m_i from half h, axes a_j from the other half
+    # cells (task, split, class i, half h): centre m_i from half h, axes a_j (j != i) from the other half
     mc = (sums / cnt.clamp_min(1e-300)[..., None]).view(T, S, C, 2, B, d)
     nc = cnt.view(T, S, C, 2, B)
-    axes = mc.flip(3)                                                     # (T, S, i, h, B, d): a_j of cell's other half
-    v = axes[:, :, None] - axes[:, :, :, None]                            # (T, S, i, j, h, B, d): a_j - a_i
+    others = torch.tensor([[j for j in range(C) if j != i] for i in range(C)], device=W.device)   # (C, C-1)
+    axes = mc.flip(3)                                                     # a_* of each cell's other half
+    v = axes[:, :, others] - axes[:, :, :, None]                          # (T, S, i, C-1, h, B, d): a_j - a_i
     c = (mc[:, :, :, None] * v).sum(-1)                                   # m_i . (a_j - a_i)
-    va = torch.cat([v, torch.zeros_like(c)[..., None], -c[..., None]], -1)   # (T, S, i, j, h, B, d + 2)
-    va = va.permute(0, 1, 2, 4, 5, 3, 6).reshape(T, S, C, 2, B * C, d + 2)
-    r = va @ xa.view(T, S, C, 2, n, d + 2).transpose(-1, -2)             # (T, S, i, h, B C, n): r . (a_j - a_i)
+    va = torch.cat([v, torch.zeros_like(c)[..., None], -c[..., None]], -1)   # (T, S, i, C-1, h, B, d + 2)
+    va = va.permute(0, 1, 2, 4, 5, 3, 6).reshape(T, S, C, 2, B * (C - 1), d + 2)
+    r = va @ xa.view(T, S, C, 2, n, d + 2).transpose(-1, -2)             # (T, S, i, h, B (C-1), n)
     r.square_()
     w = wk.view(T, S, C, 2, B, n)
-    q = (r.view(T, S, C, 2, B, C, n) @ w[..., None])[..., 0]             # (T, S, i, h, B, j)
-    nb = nc                                                               # measured half: counts (T, S, i, h, B)
-    na = nc.flip(3)                                                       # axes half
-    gaps = v.square().sum(-1)                                             # (T, S, i, j, h, B) |a_j - a_i|^2
-    gaps = gaps.permute(0, 1, 2, 4, 5, 3)                                 # (T, S, i, h, B, j)
-    eye = torch.eye(C, dtype=torch.bool, device=x.device)[:, None, None, :]
-    axis_var = q / ((nb - 1)[..., None] * gaps.masked_fill(eye, float("nan")))
-    usable = (nb >= 2)[..., None] & (na > 0)[..., None] & (na.permute(0, 1, 3, 4, 2) > 0)[:, :, None]
+    q = (r.view(T, S, C, 2, B, C - 1, n) @ w[..., None])[..., 0]         # (T, S, i, h, B, C-1)
+    gaps = v.square().sum(-1).permute(0, 1, 2, 4, 5, 3)                   # (T, S, i, h, B, C-1) |a_j - a_i|^2
+    na = nc.flip(3)                                                       # axes half counts (T, S, j, h, B)
+    na_j = na.permute(0, 1, 3, 4, 2)[..., others].permute(0, 1, 4, 2, 3, 5)   # (T, S, i, h, B, C-1)
+    axis_var = q / ((nc - 1)[..., None] * gaps)
+    usable = (nc >= 2)[..., None] & (na > 0)[..., None] & (na_j > 0)
     axis_var = torch.where(usable, axis_var, torch.full_like(axis_var, float("nan")))
-    axis_var = torch.nanmean(axis_var.permute(0, 4, 1, 3, 2, 5).reshape(T, B, 2 * S, C, C), dim=2)
-    return axis_var / d2, (var[..., :, None] + var[..., None, :]) / d2, d2, var
+    axis_var = torch.nanmean(axis_var.permute(0, 4, 1, 3, 2, 5).reshape(T, B, 2 * S, C, C - 1), dim=2)
+    full = torch.full((T, B, C, C), float("nan"), dtype=F64, device=W.device)
+    full.scatter_(3, others.expand(T, B, C, C - 1), axis_var)
+    return full / d2, (var[..., :, None] + var[..., None, :]) / d2, d2, var
 
 
 def _task_draws(lab, seeds, *, splits: int, resamples: int, device):
@@ -554,8 +560,8 @@ def crossfit_geometry_tasks(features, labels, *, splits: int = 2, seeds=None) ->
     seeds = [0] * lab.T if seeds is None else list(seeds)
     halves, _ = _task_draws(lab, seeds, splits=splits, resamples=0, device=x.device)
     inside = (lab.idx >= 0).to(F64)[:, None, :]
-    parts = [_crossfit_tasks(x, lab.idx[sl], lab.C, inside[sl], halves[sl])
-             for sl in _task_chunks(lab.T, 8 * splits * lab.C * lab.C * x.shape[0])]
+    parts = [_crossfit_tasks(_cell_rows(x, lab.idx[sl], halves[sl], lab.C), lab.C, inside[sl])
+             for sl in _task_chunks(lab.T, 4 * splits * (x.shape[0] + lab.C) * (x.shape[1] + 2))]
     return _estimates_from(lab, [torch.cat(p) for p in zip(*parts)], "crossfit")
 
 
@@ -606,11 +612,13 @@ def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", 
     halves, W = _task_draws(lab, seeds, splits=splits, resamples=resamples, device=x.device)
     n_max = int(lab.counts.max())
     values = {"dir_cdnv": [], "cdnv": []}
-    chunk = 50
-    for sl in _task_chunks(lab.T, chunk * 2 * splits * lab.C * lab.C * 2 * n_max):
+    chunk = max(1, min(resamples, _TASK_CHUNK_ELEMENTS // (2 * splits * lab.C * lab.C * 2 * n_max)))
+    per_task = 2 * splits * lab.C * lab.C * 2 * n_max * chunk + 4 * splits * (n_max * lab.C + 1) * (x.shape[1] + 2)
+    for sl in _task_chunks(lab.T, per_task):
         parts = {"dir_cdnv": [], "cdnv": []}
+        cells = _cell_rows(x, lab.idx[sl], halves[sl], lab.C)
         for b in range(0, resamples, chunk):
-            dc, cd, _, _ = _crossfit_tasks(x, lab.idx[sl], lab.C, W[sl, b:b + chunk], halves[sl])
+            dc, cd, _, _ = _crossfit_tasks(cells, lab.C, W[sl, b:b + chunk])
             mean_d, mean_c = _pair_means(dc, cd, lab.mask[sl])
             parts["dir_cdnv"].append(mean_d)
             parts["cdnv"].append(mean_c)
@@ -628,14 +636,16 @@ def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", 
 def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha: float = 0.05,
                                    seed: int = 0) -> torch.Tensor:
     """(T, T, 2) percentile intervals (low, high) of the median |cos| between task a's and task b's decision
-    axes (plug-in class means), for every pair of T tasks labelling the same ``features`` (N, d).
+    axes (plug-in class means), for every pair a < b of T tasks labelling the same ``features`` (N, d).
 
-    One set of ``resamples`` ordinary bootstrap resamples of the N samples (multinomial counts, seeded by
-    ``seed``) serves every pair: per resample, every task's class means come from one product over its
-    class cells and every pair's |cos| from one product of the stacked axes, so the cost grows linearly
-    with T apart from that (T P)^2 product. (The per-pair :func:`bootstrap_median_abs_cos` resamples
-    within the pair's joint classes instead, which cannot be shared between pairs.) Only the upper
-    triangle a < b is meaningful; NaN where a resample leaves a class empty in every resample."""
+    One wild bootstrap serves every pair. The samples are fitted by an additive model of every task's
+    class effects (least squares on the one-hot labels of all T tasks); resample r perturbs every class
+    mean by the mean of its samples' residuals times Rademacher signs s_rn (one sign per sample, shared by
+    all tasks, residuals scaled by sqrt(N / (N - rank))), mu*_tc = mu_tc + sum_{n in c} s_rn e_n / n_c.
+    So a class mean varies only with the noise around the joint effects of all tasks, as under resampling
+    within the joint classes of a pair (:func:`bootstrap_median_abs_cos`), while the cost grows linearly
+    with T (one product over each task's class cells per batch of resamples, then one (T P)^2 product of
+    the stacked axes). Seeded by ``seed``. Entries other than the upper triangle a < b are NaN."""
     from dncsim.analysis.task_batch import task_labels
 
     x = as_features(features).to(F64)
@@ -643,25 +653,36 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     x = x - x.mean(dim=0, keepdim=True)
     T, N = lab.idx.shape
     C = lab.C
+    onehot = lab.onehot()                                                 # (T, N, C)
+    design = onehot.permute(1, 0, 2).reshape(N, T * C)
+    coef = torch.linalg.pinv(design.T @ design, hermitian=True) @ (design.T @ x)
+    rank = int(torch.linalg.matrix_rank(design.T @ design, hermitian=True))
+    resid = (x - design @ coef) * math.sqrt(N / max(1, N - rank))
+    counts = lab.counts.to(F64)
+    means = (onehot.transpose(1, 2) @ x) / counts.clamp_min(1)[..., None]  # (T, C, d)
     gen = torch.Generator().manual_seed(int(seed))
-    draws = torch.randint(N, (resamples, N), generator=gen)
-    W = torch.zeros(resamples, N, dtype=F64).scatter_add_(1, draws, torch.ones(resamples, N, dtype=F64)).to(x.device)
+    signs = (torch.randint(0, 2, (resamples, N), generator=gen) * 2 - 1).to(device=x.device, dtype=F64)
     sample, valid = _cell_layout(lab.idx, torch.zeros(T, 1, N, dtype=torch.bool, device=x.device), C)
     sample, valid = sample[:, 0, 0::2], valid[:, 0, 0::2]                 # (T, C, n): class cells
-    xa = torch.cat([x[sample], torch.ones(*sample.shape, 1, dtype=F64, device=x.device)], -1) * valid[..., None]
+    eg = resid[sample] * valid[..., None]                                 # (T, C, n, d)
     pa = torch.triu_indices(C, C, 1, device=x.device)
     P = pa.shape[1]
     real = (lab.mask[:, pa[0]] & lab.mask[:, pa[1]])                      # (T, P)
+    full = bool(real.all())                                               # no padded axes: plain medians
+    ta, tb = torch.triu_indices(T, T, 1, device=x.device)
     meds = []
     for b in range(0, resamples, 50):
-        wb = W[b:b + 50][:, sample] * valid                               # (B, T, C, n)
-        mom = wb.permute(1, 2, 0, 3) @ xa                                 # (T, C, B, d + 1)
-        means = mom[..., :-1] / mom[..., -1:].clamp_min(1e-300)
-        u = means[:, pa[1]] - means[:, pa[0]]                             # (T, P, B, d)
+        sb = signs[b:b + 50][:, sample] * valid                           # (B, T, C, n)
+        dev = sb.permute(1, 2, 0, 3) @ eg                                 # (T, C, B, d)
+        mu = means[:, :, None] + dev / counts.clamp_min(1)[..., None, None]
+        u = mu[:, pa[1]] - mu[:, pa[0]]                                   # (T, P, B, d)
         u = u / u.norm(dim=-1, keepdim=True)
         u = u.masked_fill(~real[:, :, None, None], float("nan")).permute(2, 0, 1, 3).reshape(-1, T * P, x.shape[1])
-        cos = (u @ u.transpose(1, 2)).abs().view(-1, T, P, T, P).permute(0, 1, 3, 2, 4).reshape(-1, T, T, P * P)
-        meds.append(cos.nanmedian(dim=-1).values)                         # (B, T, T)
+        cos = (u @ u.transpose(1, 2)).abs().view(-1, T, P, T, P).permute(0, 1, 3, 2, 4)[:, ta, tb]   # (B, pairs, P, P)
+        cos = cos.reshape(cos.shape[0], -1, P * P)
+        meds.append((cos.median(dim=-1) if full else cos.nanmedian(dim=-1)).values)   # (B, pairs)
     med = torch.cat(meds)
     probs = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=F64, device=x.device)
-    return torch.nanquantile(med, probs, dim=0).permute(1, 2, 0)
+    out = torch.full((T, T, 2), float("nan"), dtype=F64, device=x.device)
+    out[ta, tb] = torch.nanquantile(med, probs, dim=0).T
+    return out

@@ -63,60 +63,13 @@ def ncc_fewshot_error(features, labels, *, shots: Union[int, Sequence[int]], way
     """
     x = as_features(features, device=device)
     y = as_labels(labels, x.shape[0], device=x.device)
-    shot_list = sorted(set(_int_list(shots, "shots")))
-    if episodes < 1:
-        raise DncsimError(f"episodes must be >= 1; got {episodes}")
-    classes, yi, counts = torch.unique(y, return_inverse=True, return_counts=True)
-    C = classes.numel()
-    W = C if ways is None else int(ways)
-    if not 2 <= W <= C:
-        raise DncsimError(f"ways must be between 2 and the number of classes ({C}); got {ways}")
-    m_max = shot_list[-1]
-    short = (counts <= m_max).nonzero().flatten()
-    if short.numel():
-        k = int(short[0])
-        raise DncsimError(f"class {int(classes[k])} has {int(counts[k])} samples; {m_max}-shot episodes "
-                          f"need at least {m_max + 1} per class (support plus one query)")
-
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    # Classes of each episode, then a random order of every class's samples (by sorting random keys).
-    chosen = torch.rand(episodes, C, generator=gen).argsort(dim=1)[:, :W]
-    if ways is None:
-        chosen = chosen.sort(dim=1).values
-    order_in_class = torch.argsort(yi.cpu().to(torch.float64) + torch.rand(episodes, len(yi), generator=gen,
-                                                                           dtype=torch.float64), dim=1)
-    starts = torch.cumsum(counts, 0) - counts                                 # (C,)
-    n_max = int(counts.max())
-    slot = torch.arange(n_max)
-    xs = x.to(dtype)
-    sq = xs.square().sum(dim=1)
-
-    errs = torch.empty(len(shot_list), episodes, dtype=torch.float64)
-    per_ep = max(1, _CHUNK_ELEMENTS // (W * n_max * max(x.shape[1], W)))
-    chosen_dev = chosen.to(x.device)
-    for e0 in range(0, episodes, per_ep):
-        e1 = min(episodes, e0 + per_ep)
-        ch = chosen[e0:e1]                                                    # (e, W)
-        cnt = counts.cpu()[ch]                                                # (e, W)
-        pos = (starts.cpu()[ch].unsqueeze(-1) + slot).clamp_max(len(yi) - 1)  # (e, W, n_max)
-        valid = slot < cnt.unsqueeze(-1)                                      # (e, W, n_max)
-        rows = torch.arange(e0, e1)[:, None, None]
-        sample = order_in_class[rows, pos].to(x.device)                       # (e, W, n_max)
-        feats = xs[sample]                                                    # (e, W, n, d)
-        csum = feats[:, :, :m_max].cumsum(dim=2)
-        target = torch.arange(W, device=x.device)[None, :, None]
-        valid = valid.to(x.device)
-        for si, m in enumerate(shot_list):
-            centres = csum[:, :, m - 1] / m                                   # (e, W, d)
-            dist = (sq[sample].unsqueeze(-1) - 2 * torch.einsum("ewnd,evd->ewnv", feats, centres)
-                    + centres.square().sum(-1)[:, None, None, :])
-            wrong = (dist.argmin(dim=-1) != target)
-            query = valid & (slot.to(x.device) >= m)
-            per_class = (wrong & query).sum(-1).to(torch.float64) / query.sum(-1).to(torch.float64)
-            errs[si, e0:e1] = per_class.mean(dim=1).cpu()
-    std = errs.std(dim=1) if episodes > 1 else torch.zeros(len(shot_list), dtype=torch.float64)
-    return FewShotResult(shots=torch.tensor(shot_list), error=errs.mean(dim=1), error_std=std,
-                         episode_errors=errs, classes=classes[chosen_dev])
+    if torch.unique(y).numel() < 2:
+        raise DncsimError(f"ways must be between 2 and the number of classes (1); got {ways}")
+    result = ncc_fewshot_error_tasks(x, y[None], shots=shots, ways=ways, episodes=episodes, seeds=[seed],
+                                     dtype=dtype)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def reference_class_pairs(n_classes: int, seeds: Sequence[int], ways: int = 2) -> List[List[int]]:
@@ -214,7 +167,6 @@ def ncc_fewshot_error_tasks(features, labels, *, shots, ways: Optional[int] = 2,
     m_max = shot_list[-1]
     m = torch.tensor(shot_list, device=x.device)
     xs = x.to(dtype)
-    sq = xs.square().sum(1)
     out = []
     for t in range(lab.T):             # per task: its own draws, then one product for all its episodes
         C = int(lab.mask[t].sum())
@@ -231,25 +183,38 @@ def ncc_fewshot_error_tasks(features, labels, *, shots, ways: Optional[int] = 2,
         members = (lab.idx[t] >= 0).nonzero().flatten()
         yi = lab.idx[t, members]
         chosen, support = _episode_draws(yi, C, Wn, ways is None, m_max, episodes, seeds[t])
-        support = members.cpu()[support].to(x.device)                    # (E, W, m_max) sample indices
         chosen = chosen.to(x.device)
-        csum = xs[support].cumsum(dim=2)                                  # (E, W, m_max, d)
-        centres = (csum[:, :, m - 1] / m[None, None, :, None].to(dtype)).transpose(1, 2)   # (E, S, W, d)
-        cn = centres.square().sum(-1)                                     # (E, S, W)
-        xm = xs[members]                                                  # (n, d)
-        dist = (sq[members][:, None, None, None] - 2 * (xm @ centres.reshape(-1, x.shape[1]).T).view(
-            len(members), *centres.shape[:3]) + cn[None])                 # (n, E, S, W)
-        pred = dist.argmin(dim=3)                                         # (n, E, S) winning slot
-        inv = torch.full((episodes, C), -1, dtype=torch.long, device=x.device)
-        inv.scatter_(1, chosen, torch.arange(Wn, device=x.device).expand(episodes, -1))
-        slot = inv[:, yi].T                                               # (n, E): slot of each sample's class
-        wrong = (pred != slot[..., None]) & (slot >= 0)[..., None]        # (n, E, S)
-        onehot = torch.nn.functional.one_hot(slot.clamp_min(0), Wn).to(torch.float64) * (slot >= 0)[..., None]
-        total = torch.einsum("nes,new->ews", wrong.to(torch.float64), onehot)          # (E, W, S)
-        pos_in = torch.searchsorted(members, support)                    # support positions among members
-        sup_wrong = wrong[pos_in, torch.arange(episodes, device=x.device)[:, None, None]]   # (E, W, m_max, S)
+        xm = xs[members]                                                  # (n, d) the task's samples
+        order = torch.argsort(yi, stable=True)
+        starts = torch.cumsum(cnt, 0) - cnt
+        n_c = int(cnt.max())
+        slot_n = torch.arange(n_c, device=x.device)
         first_m = torch.arange(m_max, device=x.device)[:, None] < m[None, :]                 # (m_max, S)
-        total = total - (sup_wrong & first_m).sum(2).to(torch.float64)
+        per_ep = max(1, _CHUNK_ELEMENTS // (len(members) * len(shot_list) * Wn))
+        totals = []
+        for e0 in range(0, episodes, per_ep):
+            ch, sup = chosen[e0:e0 + per_ep], support[e0:e0 + per_ep].to(x.device)
+            E = len(ch)
+            csum = xm[sup].cumsum(dim=2)                                  # (E, W, m_max, d)
+            centres = (csum[:, :, m - 1] / m[None, None, :, None].to(dtype)).transpose(1, 2)   # (E, S, W, d)
+            cn = centres.square().sum(-1)                                 # |c|^2, (E, S, W)
+            if Wn == 2:     # the sign of |x - c_1|^2 - |x - c_0|^2 = -2 x.(c_1 - c_0) + |c_1|^2 - |c_0|^2
+                diff = torch.addmm((cn[..., 1] - cn[..., 0]).reshape(1, -1), xm,
+                                   (centres[:, :, 1] - centres[:, :, 0]).reshape(-1, x.shape[1]).T, alpha=-2)
+                pred = (diff < 0).view(len(members), E, len(shot_list))     # (n, E, S): class 1 wins
+            else:           # squared distances minus the sample's own |x|^2 (the same for every centre)
+                dist = torch.addmm(cn.reshape(1, -1), xm, centres.reshape(-1, x.shape[1]).T, alpha=-2)
+                pred = dist.view(len(members), E, len(shot_list), Wn).argmin(dim=3)         # (n, E, S)
+            # the samples of each episode's classes, class by class: (E, W, n_c) positions among the members
+            valid = slot_n < cnt[ch][..., None]
+            pos = order[(starts[ch][..., None] + slot_n).clamp_max(len(yi) - 1)]
+            ep = torch.arange(E, device=x.device)[:, None, None]
+            target = torch.arange(Wn, device=x.device)[None, :, None, None]
+            target = target.to(torch.bool) if Wn == 2 else target
+            total = ((pred[pos, ep] != target) & valid[..., None]).sum(2).to(torch.float64)     # (E, W, S)
+            sup_wrong = pred[sup, ep] != target                           # (E, W, m_max, S)
+            totals.append(total - (sup_wrong & first_m).sum(2).to(torch.float64))
+        total = torch.cat(totals)
         n_class = cnt[chosen].to(torch.float64)[..., None] - m.to(torch.float64)             # queries per class
         errs = (total / n_class).mean(dim=1).T.cpu()                     # (S, E)
         std = errs.std(dim=1) if episodes > 1 else torch.zeros(len(shot_list), dtype=torch.float64)

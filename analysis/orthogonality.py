@@ -250,7 +250,8 @@ def labeling_independence_tasks(labels) -> torch.Tensor:
     independent = (table * N == outer).all(-1).all(-1)
     expected = outer / N
     real = (lab.mask[:, None, :, None] & lab.mask[None, :, None, :])
-    chi2 = torch.where(real & (expected > 0), (table - expected).square() / expected.clamp_min(1e-300), 0.0).sum((-1, -2))
+    cells = (table - expected).square() / expected.clamp_min(1e-300)
+    chi2 = torch.where(real & (expected > 0), cells, 0.0).sum((-1, -2))
     kmin = torch.minimum(lab.mask.sum(1)[:, None], lab.mask.sum(1)[None, :]).to(torch.float64)
     v = (chi2 / N / (kmin - 1)).sqrt()
     return torch.where(independent, torch.zeros_like(v), v)

@@ -139,27 +139,29 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     mean = (inside @ f) / n_t[:, None]                                # (T, d)
     var = (inside @ f.square()) / n_t[:, None] - mean.square()
     std = var.clamp_min(0).sqrt().clamp_min(1e-8)
-    target = idx.clamp_min(0).T.contiguous()                         # (N, T)
-    sample_w = (inside / n_t[:, None]).T.contiguous()                 # (N, T) loss weights
+    target = idx.clamp_min(0)                                         # (T, N)
+    sample_w = inside / n_t[:, None]                                  # (T, N) loss weights
     neg = torch.where(cmask, 0.0, float("-inf")).to(torch.float64)    # padded classes never win
     P = C * d + C
-    ones = torch.ones(N, T, 1, dtype=torch.float64, device=dev)
+    ones = torch.ones(T, 1, N, dtype=torch.float64, device=dev)
+    ft = f.T.contiguous()
 
     def objective(theta):
-        """(T,) losses and (T, P) gradients at theta (T, P); samples-first layout (N, T, C) throughout."""
+        """(T,) losses and (T, P) gradients at theta (T, P); classes-before-samples layout (T, C, N), so
+        every reduction over classes runs along contiguous rows of samples."""
         w = theta[:, :C * d].view(T, C, d)
         b = theta[:, C * d:]
         ws = w / std[:, None, :]
-        logits = (f @ ws.reshape(T * C, d).T).view(N, T, C)
-        logits += (b - torch.einsum("tcd,td->tc", ws, mean) + neg)
-        logp = torch.log_softmax(logits, dim=-1)
-        nll = logp.gather(2, target[..., None])[..., 0].neg_()                       # (N, T)
-        loss = (sample_w * nll).sum(0) + 0.5 * weight_decay * w.square().sum((1, 2))
+        logits = (ws.reshape(T * C, d) @ ft).view(T, C, N)
+        logits += (b - torch.einsum("tcd,td->tc", ws, mean) + neg)[..., None]
+        logp = torch.log_softmax(logits, dim=1)
+        nll = logp.gather(1, target[:, None, :])[:, 0].neg_()                      # (T, N)
+        loss = (sample_w * nll).sum(1) + 0.5 * weight_decay * w.square().sum((1, 2))
         g = logp.exp_()
-        g.scatter_add_(2, target[..., None], -ones)
-        g *= sample_w[..., None]                                                     # dL/dlogits (N, T, C)
-        gb = g.sum(0)                                                                # (T, C)
-        gws = (g.reshape(N, T * C).T @ f).view(T, C, d) - gb[..., None] * mean[:, None, :]
+        g.scatter_add_(1, target[:, None, :], -ones)
+        g *= sample_w[:, None, :]                                                  # dL/dlogits (T, C, N)
+        gb = g.sum(2)                                                              # (T, C)
+        gws = (g.reshape(T * C, N) @ f).view(T, C, d) - gb[..., None] * mean[:, None, :]
         gw = gws / std[:, None, :] + weight_decay * w
         gb = gb * cmask
         return loss, torch.cat([gw.reshape(T, C * d), gb], 1)
@@ -173,21 +175,21 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     converged = ~active.clone()
     iterations = torch.zeros(T, dtype=torch.int64, device=dev)
     gamma = torch.ones(T, dtype=torch.float64, device=dev)
-    first = True
+    first, filled = True, 0
     for _ in range(steps):
         if not bool(active.any()):
             break
         # two-loop recursion, every task with its own history (newest pair last)
         q = -grad.clone()
         alphas = []
-        for k in range(history - 1, -1, -1):
+        for k in range(history - 1, history - 1 - filled, -1):      # slots never filled hold zeros: skipped
             a = rho[:, k] * (S[:, k] * q).sum(1)
             q -= a[:, None] * Y[:, k]
             alphas.append(a)
         q *= gamma[:, None]
-        for k in range(history):
+        for i, k in enumerate(range(history - filled, history)):
             bcoef = rho[:, k] * (Y[:, k] * q).sum(1)
-            q += (alphas[history - 1 - k] - bcoef)[:, None] * S[:, k]
+            q += (alphas[filled - 1 - i] - bcoef)[:, None] * S[:, k]
         direction = q
         slope = (grad * direction).sum(1)
         step = torch.ones(T, dtype=torch.float64, device=dev)
@@ -216,6 +218,7 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
         Y = torch.where(keep[:, None, None], torch.cat([Y[:, 1:], yv[:, None]], 1), Y)
         rho = torch.where(keep[:, None], torch.cat([rho[:, 1:], (1.0 / sy.clamp_min(1e-300))[:, None]], 1), rho)
         gamma = torch.where(keep, sy / (yv * yv).sum(1).clamp_min(1e-300), gamma)
+        filled = min(history, filled + int(bool(keep.any())))
         iterations += moved.to(torch.int64)
         done_now = moved & ((new_grad.abs().amax(1) <= tolerance_grad)
                             | ((new_loss - loss).abs() < tolerance_change)

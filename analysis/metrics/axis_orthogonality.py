@@ -19,15 +19,16 @@ class AxisOrthogonality(Metric):
     """Per task pair a < b: ``axis_cos_median`` and ``axis_cos_max`` (|cos| between every axis of a and
     every one of b), ``axis_cos2_vs_random`` (mean cos^2 x d). For tasks labelling the same samples:
     ``labels_cramers_v`` (Cramer's V of their contingency table on the geometry split) and -- with
-    ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% percentile interval over ordinary
-    bootstrap resamples of those samples, one set of resamples shared by every pair of the row
-    (``bootstrap_median_abs_cos_tasks``; README, Estimators). For those that are also independent (V <= ``INDEPENDENCE_V_MAX``, the
-    assumption of Prop. 4.2; dependent pairs such as fine and coarse classes get no Prop. 4.2 rows):
-    ``prop42_frac`` (share of axis pairs under the bound -- on exactly balanced independent labelings it
-    is 1 for any features, a property of the data), ``prop42_tightness`` (median bound / median observed
-    |cos|: how far the bound is above what the features show) and ``prop42_bound_vs_random`` (median bound
-    / random directions' median |cos| in d dimensions: below 1 the bound forces more orthogonality than
-    chance). Stateless."""
+    ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% percentile interval from a wild
+    bootstrap of those samples' residuals around every task's class effects, one set of resamples shared
+    by every pair of the row (``bootstrap_median_abs_cos_tasks``; README, Estimators). For those that are
+    also independent (V <= ``INDEPENDENCE_V_MAX``, the assumption of Prop. 4.2; dependent pairs such as
+    fine and coarse classes get no Prop. 4.2 rows): ``prop42_frac`` (share of axis pairs under the bound --
+    on exactly balanced independent labelings it is 1 for any features, a property of the data),
+    ``prop42_tightness`` (median bound / median observed |cos|: how far the bound is above what the
+    features show) and ``prop42_bound_vs_random`` (median bound / random directions' median |cos| in d
+    dimensions: below 1 the bound forces more orthogonality than chance). Every pair's numbers come from
+    one product of all tasks' stacked axes (``orthogonality_tasks``). Stateless."""
 
     name = "axis_orthogonality"
     emits = (AXIS_COS_MEDIAN, AXIS_COS_MAX, AXIS_COS2_VS_RANDOM, LABELS_CRAMERS_V, PROP42_FRAC, PROP42_TIGHTNESS,

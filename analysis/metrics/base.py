@@ -23,13 +23,24 @@ from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from dncsim.analysis.geometry import ClassGeometry, class_geometry_tasks
+from dncsim.analysis.geometry import ClassGeometry, class_geometry, class_geometry_tasks
+from dncsim.common import DncsimError
 from dncsim.analysis.names import ProbeKey, table_row
 from dncsim.analysis.probes import LinearProbe, NCCProbe, probe_from_arrays
 
 __all__ = ["EvaluationTask", "Row", "Metric", "pack_state", "unpack_state"]
 
 Features = Callable[[int, str], torch.Tensor]
+
+#: a batch's plug-in geometry is computed in one pass while N x tasks x classes stays below this
+_BATCHED_GEOMETRY_ELEMENTS = 1 << 24
+
+
+def _geometry_or_error(f: torch.Tensor, y: torch.Tensor, ddof: int):
+    try:
+        return class_geometry(f, y, ddof=ddof, mean_axis_var=True)
+    except DncsimError as err:
+        return err
 
 
 @dataclass(frozen=True)
@@ -126,8 +137,12 @@ class Row:
         if k not in self._geometry:
             for ks, f in self.batches(self.geometry_split):
                 if k in ks:
-                    results = class_geometry_tasks(f, self.batch_labels(ks, self.geometry_split), ddof=self.ddof,
-                                                   mean_axis_var=True)
+                    labels = self.batch_labels(ks, self.geometry_split)
+                    C = int(labels.max()) + 1
+                    if f.shape[0] * len(ks) * C <= _BATCHED_GEOMETRY_ELEMENTS:
+                        results = class_geometry_tasks(f, labels, ddof=self.ddof, mean_axis_var=True)
+                    else:                       # many classes: (N, T, C) temporaries would be too large
+                        results = [_geometry_or_error(f[y >= 0], y[y >= 0], self.ddof) for y in labels]
                     self._geometry.update(zip(ks, results))
                     break
         result = self._geometry[k]

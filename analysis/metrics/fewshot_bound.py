@@ -13,8 +13,8 @@ class FewShotBound(Metric):
     """Per task: ``fewshot_err`` (``ways``-way NCC error over ``episodes`` seeded episodes) and ``bound``
     (Theorem 4.1 averaged over the same class subsets) at every shot count m smaller than the task's
     smallest class on the geometry split (a subset whose bound is undefined omits the ``bound`` row),
-    and ``bound_limit`` (m -> infinity). Episodes are seeded by (seed, row, task); tasks sharing their samples draw theirs
-    together (``ncc_fewshot_error_tasks``: the per-task episodes and errors). Stateless."""
+    and ``bound_limit`` (m -> infinity). Episodes are seeded by (seed, row, task); tasks sharing their
+    samples draw theirs together (``ncc_fewshot_error_tasks``: the per-task episodes and errors). Stateless."""
 
     name = "fewshot_bound"
     emits = (FEWSHOT_ERR, BOUND, BOUND_LIMIT)

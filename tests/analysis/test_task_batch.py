@@ -1,0 +1,213 @@
+"""Evaluation batched across tasks: every ``*_tasks`` function gives, task by task, what the per-task
+function gives (to float64 rounding), including tasks on subsets (-1 labels), tasks with fewer classes
+than others and undefined tasks; the metric collection's rows do not depend on whether tasks are
+measured together or one by one; the few-shot episodes are those of the implementation before batching."""
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dncsim.analysis.estimators as E
+from dncsim.analysis.fewshot import ncc_fewshot_error, ncc_fewshot_error_tasks
+from dncsim.analysis.geometry import UndefinedGeometry, class_geometry, class_geometry_tasks
+from dncsim.analysis.metrics import AnalysisConfig, EvaluationConfig, EvaluationTask, build_collection
+from dncsim.analysis.metrics.base import Row
+from dncsim.analysis.orthogonality import (labeling_independence, labeling_independence_tasks,
+                                           orthogonality_summary, orthogonality_tasks)
+from dncsim.analysis.probes import fit_linear, fit_linear_tasks, fit_ncc, fit_ncc_tasks
+from dncsim.analysis.task_batch import task_labels
+from dncsim.common import DncsimError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def batch(n=240, d=6, seed=0):
+    """Features with the structure of four labelings: 4 classes, 4 classes, 2 classes (so the batch pads
+    classes), and 4 classes on a subset of the samples (-1 elsewhere)."""
+    g = torch.Generator().manual_seed(seed)
+    i = torch.arange(n)
+    labels = torch.stack([i % 4, (i // 4) % 4, (i // 16) % 2, (i // 2) % 4])
+    labels[3, : n // 3] = -1
+    shift = torch.randn(4, 4, d, generator=g, dtype=torch.float64)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    for t in range(4):
+        x += 0.8 * shift[t][labels[t].clamp_min(0)]
+    return x.float(), labels
+
+
+def members(labels, t):
+    return labels[t] >= 0
+
+
+def test_task_labels_layout():
+    lab = task_labels(torch.tensor([[5, 7, 5, -1], [0, 1, 2, 1]]), 4)
+    assert lab.classes.tolist() == [[5, 7, -1], [0, 1, 2]]
+    assert lab.idx.tolist() == [[0, 1, 0, -1], [0, 1, 2, 1]]
+    assert lab.counts.tolist() == [[2, 1, 0], [1, 2, 1]]
+    with pytest.raises(DncsimError, match="at least 2 classes per task; task 0 has 1"):
+        task_labels(torch.tensor([[1, 1, -1]]), 3)
+    with pytest.raises(DncsimError, match=r"\(tasks, 3\) matrix"):
+        task_labels(torch.tensor([1, 2, 3]), 3)
+
+
+def test_linear_and_ncc_probes_equal_fitting_each_task_alone():
+    x, labels = batch()
+    probes, info = fit_linear_tasks(x, labels, steps=200)
+    assert bool(info["converged"].all()) and int(info["iterations"].min()) > 5
+    for t, p in enumerate(probes):
+        m = members(labels, t)
+        alone = fit_linear(x[m], labels[t][m], steps=200)
+        assert torch.equal(p.classes, alone.classes)
+        torch.testing.assert_close(p.weight, alone.weight, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(p.bias, alone.bias, rtol=1e-9, atol=1e-9)
+        assert p.score(x[m], labels[t][m]) == alone.score(x[m], labels[t][m])
+        ncc, ncc_alone = fit_ncc_tasks(x, labels)[t], fit_ncc(x[m], labels[t][m])
+        torch.testing.assert_close(ncc.means, ncc_alone.means, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_probe_reaches_the_optimum_and_reports_an_unfinished_solve():
+    x, labels = batch(seed=1)
+    probes, info = fit_linear_tasks(x, labels, steps=300)
+    p = probes[0]
+    w, b = p.weight.clone().requires_grad_(True), p.bias.clone().requires_grad_(True)
+    z = (x.double() - p.mean) / p.std
+    loss = torch.nn.functional.cross_entropy(z @ w.T + b, labels[0]) + 0.5e-4 * w.square().sum()
+    loss.backward()
+    assert float(torch.cat([w.grad.flatten(), b.grad]).abs().max()) < 1e-5
+    assert abs(float(loss.detach()) - float(info["loss"][0])) < 1e-12
+    _, short = fit_linear_tasks(x, labels, steps=2)
+    assert not bool(short["converged"].any()) and short["iterations"].tolist() == [2, 2, 2, 2]
+
+
+def test_class_geometry_equals_the_per_task_call_and_isolates_an_undefined_task():
+    x, labels = batch()
+    labels = torch.cat([labels, torch.zeros(1, labels.shape[1], dtype=torch.long)])
+    labels[4, 0] = 1                                     # a class of one sample: undefined with ddof=1
+    out = class_geometry_tasks(x, labels, ddof=1, mean_axis_var=True)
+    for t in range(4):
+        m = members(labels, t)
+        ref = class_geometry(x[m], labels[t][m], ddof=1, mean_axis_var=True)
+        for field in ("means", "var", "m4", "d2", "cdnv", "dir_cdnv", "theta", "mean_axis_var"):
+            torch.testing.assert_close(getattr(out[t], field), getattr(ref, field), rtol=1e-9, atol=1e-12,
+                                       equal_nan=True)
+        assert torch.equal(out[t].counts, ref.counts) and out[t].ddof == 1
+    assert isinstance(out[4], UndefinedGeometry)
+    with pytest.raises(UndefinedGeometry, match="ddof=1"):
+        class_geometry(x, labels[4], ddof=1)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), n=st.integers(40, 120), d=st.integers(2, 9))
+def test_crossfit_and_bootstrap_equal_the_per_task_calls(seed, n, d):
+    x, labels = batch(n=n * 4, d=d, seed=seed)
+    seeds = [seed + 7 * t for t in range(4)]
+    est = E.crossfit_geometry_tasks(x, labels, seeds=seeds)
+    boot = E.bootstrap_summaries_tasks(x, labels, resamples=20, seeds=seeds)
+    for t in range(4):
+        m = members(labels, t)
+        try:
+            ref = E.crossfit_geometry(x[m], labels[t][m], seed=seeds[t]).summary()
+        except UndefinedGeometry:
+            assert isinstance(est[t], Exception) or math.isnan(boot[t]["cdnv"][0])
+            continue
+        got = est[t].summary()
+        for k in ("dir_cdnv", "cdnv", "ratio", "mean_gap"):
+            assert got[k] == pytest.approx(ref[k], rel=1e-9)
+        assert got["undefined_pairs"] == ref["undefined_pairs"]
+        ref_boot = E.bootstrap_summaries(x[m], labels[t][m], resamples=20, seed=seeds[t])
+        for k in ("dir_cdnv", "cdnv", "ratio"):
+            assert boot[t][k] == pytest.approx(ref_boot[k], rel=1e-9, nan_ok=True)
+
+
+def test_fewshot_episodes_equal_the_per_task_call_and_the_implementation_before_batching():
+    x, labels = batch(n=400)
+    seeds = [3, 1, 4, 1]
+    out = ncc_fewshot_error_tasks(x, labels, shots=[1, 5, 9], episodes=40, seeds=seeds)
+    for t in range(4):
+        m = members(labels, t)
+        ref = ncc_fewshot_error(x[m], labels[t][m], shots=[1, 5, 9], episodes=40, seed=seeds[t])
+        assert torch.equal(out[t].classes, ref.classes)
+        torch.testing.assert_close(out[t].episode_errors, ref.episode_errors, rtol=0, atol=1e-12)
+    # golden: the episodes and errors of the per-task implementation this one replaced
+    z = np.load(DATA / "fewshot_episodes_v1.npz")
+    xg, yg = torch.tensor(z["x"]), torch.tensor(z["y"])
+    for key, kw in (("a", dict(shots=[1, 3, 5], ways=2, episodes=30, seed=3)),
+                    ("b", dict(shots=[2, 4], ways=None, episodes=6, seed=5)),
+                    ("c", dict(shots=[1, 5], ways=3, episodes=20, seed=11))):
+        r = ncc_fewshot_error(xg, yg, **kw)
+        np.testing.assert_allclose(r.episode_errors.numpy(), z[key + "_err"], rtol=0, atol=1e-12)
+        assert (r.classes.numpy() == z[key + "_cls"]).all()
+    short = ncc_fewshot_error_tasks(x[:40], labels[:3, :40], shots=[20], episodes=3)
+    assert all(isinstance(r, DncsimError) for r in short)
+
+
+def test_orthogonality_and_independence_of_every_pair_from_one_product():
+    x, labels = batch()
+    full = labels.clamp_min(0)
+    geoms = class_geometry_tasks(x, full, mean_axis_var=True)
+    o = orthogonality_tasks(geoms)
+    v = labeling_independence_tasks(full)
+    for a, b in itertools.combinations(range(4), 2):
+        ref = orthogonality_summary(geoms[a], geoms[b])
+        for k in o:
+            assert float(o[k][a, b]) == pytest.approx(ref[k], rel=1e-9, abs=1e-15)
+        assert float(v[a, b]) == pytest.approx(labeling_independence(full[a], full[b])["cramers_v"], abs=1e-12)
+    assert float(v[0, 1]) == 0.0                  # i % 4 and (i // 4) % 4 are exactly independent
+
+
+def test_pair_bootstrap_matches_the_joint_class_one_and_narrows_with_more_data():
+    g = torch.Generator().manual_seed(3)
+    ya, yb = torch.arange(400) % 2, (torch.arange(400) // 2) % 2
+    angle = 0.3
+    x = torch.randn(400, 12, generator=g, dtype=torch.float64)
+    x[:, 0] += 20 * ya + 20 * math.cos(angle) * yb
+    x[:, 1] += 20 * math.sin(angle) * yb
+    labels = torch.stack([ya, yb, (torch.arange(400) // 4) % 2])
+    ci = E.bootstrap_median_abs_cos_tasks(x, labels, resamples=300, seed=1)
+    low, high = ci[0, 1].tolist()
+    assert low <= math.cos(angle) <= high and high - low < 0.02
+    assert bool(torch.isnan(ci[1, 0]).all()) and bool(torch.isfinite(ci[1, 2]).all())
+    torch.testing.assert_close(ci, E.bootstrap_median_abs_cos_tasks(x, labels, resamples=300, seed=1), rtol=0, atol=0,
+                               equal_nan=True)                  # seeded
+    pairwise = E.bootstrap_median_abs_cos(x, ya, yb, resamples=300, seed=1)   # within the pair's joint classes
+    assert 0.7 < (high - low) / (pairwise[1] - pairwise[0]) < 1.4
+    wide = E.bootstrap_median_abs_cos_tasks(x[:100], labels[:, :100], resamples=300, seed=1)[0, 1]
+    assert float(wide[1] - wide[0]) > 1.4 * (high - low)
+
+
+def _tasks_and_features(T=5, n_train=160, n_test=120, d=7):
+    g = torch.Generator().manual_seed(5)
+    n = n_train + n_test
+    i = torch.arange(n)
+    labels = torch.stack([(i // (2 ** k)) % (2 + k % 3) for k in range(T)])
+    x = torch.randn(n, d, generator=g) + 2.0 * torch.nn.functional.one_hot(labels[0] % d, d)
+    tasks = [EvaluationTask(index=k, name=f"t{k}", train_labels=labels[k, :n_train], test_labels=labels[k, n_train:],
+                            group="g", learned_at=k if k < 4 else None) for k in range(T)]
+    return tasks, lambda k, s: x[:n_train] if s == "train" else x[n_train:]
+
+
+@pytest.mark.parametrize("estimator", ["crossfit", "plugin"])
+def test_collection_rows_do_not_depend_on_batching(monkeypatch, estimator):
+    tasks, features = _tasks_and_features()
+    an = AnalysisConfig(estimator=estimator, bootstrap=10, episodes=20, shots=[1, 5])
+    ev = EvaluationConfig(max_train_samples=120)
+
+    def run():
+        col = build_collection(tasks, ev, an, seed=2)
+        for t in (-1, 0, 1):
+            col.evaluate(t, features)
+        return [r for r in col.rows if not r["metric"].startswith("axis_cos_median_ci")]
+
+    batched = run()
+    monkeypatch.setattr(Row, "batches", lambda self, split: [([k], self.features(k, split))
+                                                               for k in range(len(self.tasks))])
+    alone = run()
+    assert [tuple((k, r[k]) for k in sorted(r) if k != "value") for r in batched] == \
+        [tuple((k, r[k]) for k in sorted(r) if k != "value") for r in alone]
+    for r, s in zip(batched, alone):
+        assert r["value"] == pytest.approx(s["value"], rel=1e-9, abs=1e-12, nan_ok=True), r
