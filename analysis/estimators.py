@@ -500,6 +500,54 @@ def _crossfit_tasks(cells, C, W):
     return full / d2, (var[..., :, None] + var[..., None, :]) / d2, d2, var
 
 
+def _crossfit_point(x, idx, C, halves):
+    """The crossfit estimate of every task itself (unit weights; the numbers of ``_crossfit_tasks`` with
+    W = 1) without gathering cells: cell sums from one product of the cell memberships with [x, |x|^2, 1],
+    every sample's projections onto every cell mean from one (N x d)(d x T S 2C) product, and the residual
+    projections r . (a_j - a_i) expanded through them. x (N, d) centred; idx (T, N); halves (T, S, N)."""
+    T, S, N = halves.shape
+    d = x.shape[1]
+    inside = idx >= 0
+    cell = torch.where(inside[:, None], 2 * idx[:, None] + halves.long(), torch.full_like(halves, 2 * C,
+                                                                                           dtype=torch.long))
+    oh = torch.nn.functional.one_hot(cell, 2 * C + 1)[..., :2 * C].to(F64)   # (T, S, N, 2C)
+    xa = torch.cat([x, x.square().sum(1, keepdim=True), torch.ones(N, 1, dtype=F64, device=x.device)], 1)
+    mom = oh.transpose(-1, -2) @ xa                                       # (T, S, 2C, d + 2)
+    cnt, sums, s2 = mom[..., d + 1], mom[..., :d], mom[..., d]
+    cf, sf, s2f = cnt[:, 0].view(T, C, 2).sum(2), sums[:, 0].view(T, C, 2, d).sum(2), s2[:, 0].view(T, C, 2).sum(2)
+    mf = sf / cf.clamp_min(1e-300)[..., None]
+    var = (s2f - cf * mf.square().sum(-1)).clamp_min(0) / (cf - 1)
+    g = mf @ mf.transpose(-1, -2)
+    dg = g.diagonal(dim1=-2, dim2=-1)
+    d2 = (dg[..., :, None] + dg[..., None, :] - 2 * g).clamp_min(0)
+    d2 = d2 - var[..., :, None] / cf[..., :, None] - var[..., None, :] / cf[..., None, :]
+    d2 = _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
+    mc = (sums / cnt.clamp_min(1e-300)[..., None]).view(T, S, C, 2, d)    # cell means m[t, s, class, half]
+    nc = cnt.view(T, S, C, 2)
+    proj = (x @ mc.reshape(-1, d).T).view(N, T, S, C, 2)                 # x . m of every cell
+    cls, half = idx.clamp_min(0).T, halves.long().permute(2, 0, 1)        # (N, T), (N, T, S)
+    other = proj.gather(4, (1 - half)[..., None, None].expand(N, T, S, C, 1))[..., 0]   # x . a_j, (N, T, S, C)
+    own_a = other.gather(3, cls[:, :, None, None].expand(N, T, S, 1))     # x . a_i
+    axes = mc.flip(3)                                                     # a_j of each half's other half
+    ci = mc.permute(0, 1, 3, 2, 4)                                        # (T, S, h, i, d) centres
+    ah = axes.permute(0, 1, 3, 2, 4)                                      # (T, S, h, j, d) axes for half h
+    c = ci @ ah.transpose(-1, -2)                                         # (T, S, h, i, j): m_i . a_j
+    c = c - c.diagonal(dim1=-2, dim2=-1)[..., :, None]                    # m_i . (a_j - a_i)
+    tt, ss = torch.arange(T, device=x.device)[None, :, None], torch.arange(S, device=x.device)[None, None, :]
+    cn = c[tt, ss, half, cls[:, :, None]]                                 # (N, T, S, j) for each sample's cell
+    r2 = (other - own_a - cn).square() * inside.T[:, :, None, None]
+    q = torch.einsum("tsnk,ntsj->tskj", oh, r2).view(T, S, C, 2, C)      # (T, S, i, h, j)
+    gaps = (ah[:, :, :, None] - ah[:, :, :, :, None]).square().sum(-1)   # (T, S, h, i, j) |a_j - a_i|^2
+    gaps = _nan_diagonal(gaps).permute(0, 1, 3, 2, 4)                     # (T, S, i, h, j)
+    na = nc.flip(3)
+    usable = (nc >= 2)[..., None] & (na > 0)[..., None] & (na.permute(0, 1, 3, 2) > 0)[:, :, None]
+    axis_var = q / ((nc - 1)[..., None] * gaps)
+    axis_var = torch.where(usable, axis_var, torch.full_like(axis_var, float("nan")))
+    axis_var = torch.nanmean(axis_var.permute(0, 1, 3, 2, 4).reshape(T, 2 * S, C, C), dim=1)
+    out = axis_var / d2, (var[..., :, None] + var[..., None, :]) / d2, d2, var
+    return tuple(v[:, None] for v in out)
+
+
 def _task_draws(lab, seeds, *, splits: int, resamples: int, device):
     """Per task, the random draws of the per-task functions with that task's seed, embedded in the shared
     sample axis: halves (T, S, N) bool and, when ``resamples``, within-class weights (T, B, N) drawn
@@ -559,9 +607,8 @@ def crossfit_geometry_tasks(features, labels, *, splits: int = 2, seeds=None) ->
     x, lab = _centred_tasks(features, labels)
     seeds = [0] * lab.T if seeds is None else list(seeds)
     halves, _ = _task_draws(lab, seeds, splits=splits, resamples=0, device=x.device)
-    inside = (lab.idx >= 0).to(F64)[:, None, :]
-    parts = [_crossfit_tasks(_cell_rows(x, lab.idx[sl], halves[sl], lab.C), lab.C, inside[sl])
-             for sl in _task_chunks(lab.T, 4 * splits * (x.shape[0] + lab.C) * (x.shape[1] + 2))]
+    parts = [_crossfit_point(x, lab.idx[sl], lab.C, halves[sl])
+             for sl in _task_chunks(lab.T, 4 * splits * x.shape[0] * (lab.C + 2))]
     return _estimates_from(lab, [torch.cat(p) for p in zip(*parts)], "crossfit")
 
 
