@@ -14,7 +14,7 @@ With ``--runs``: whole ``dncsim run``s of T = 4, 8, 16 supervised tasks on those
 2 epochs per experience, default evaluation; T + 1 evaluation rows each) and the ratio T=16 / T=4
 (target <= 2.5).
 
-    python benchmarks/bench_evaluation.py [--tasks 4,16,64] [--dims 64,512] [--repeats 2] [--runs]
+    python benchmarks/bench_evaluation.py [--tasks 4,16,64] [--dims 64,512] [--repeats 2] [--runs | --runs-only]
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from dncsim.analysis.fewshot import ncc_fewshot_error  # noqa: E402
 from dncsim.analysis.geometry import class_geometry  # noqa: E402
 from dncsim.analysis.metrics import AnalysisConfig, EvaluationConfig, EvaluationTask, build_collection  # noqa: E402
 from dncsim.analysis.orthogonality import labeling_independence, orthogonality_summary  # noqa: E402
-from dncsim.analysis.probes import fit_linear, fit_linear_tasks, fit_ncc  # noqa: E402
+from dncsim.analysis.probes import fit_linear, fit_ncc  # noqa: E402
 
 N, N_TRAIN, D_IN, CLASSES = 6000, 4500, 64, 4
 
@@ -101,6 +101,8 @@ def per_task_row(model, x, tasks, t, an=AnalysisConfig(), ev=EvaluationConfig())
 
 def probe_floor(model, x, tasks):
     """The embedding pass plus one batched linear-probe fit for every task: the row's irreducible part."""
+    from dncsim.analysis.probes import fit_linear_tasks
+
     f = embed(model, x)
     labels = torch.stack([task.train_labels for task in tasks])
     fit_linear_tasks(f[:N_TRAIN], labels)
@@ -147,7 +149,7 @@ def runs(args):
             path = Path(tmp) / f"vectors{T}.npz"
             np.savez(path, features=x.numpy(), **{f"l{k}": labels[k].numpy() for k in range(T)})
             cfg = run_from_mapping({
-                "name": f"bench-T{T}", "seed": 0,
+                "name": f"bench-T{T}", "seed": 0, "threads": args.threads,
                 "scenario": {"source": {"name": "features", "path": str(path)},
                              "stream": {"type": "multilabel", "labelings": [f"l{k}" for k in range(T)]}},
                 "objective": {"name": "supervised"}, "backbone": {"name": "mlp"}, "augment": {"enabled": False},
@@ -168,13 +170,15 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-per-task", action="store_true", help="do not time the per-task path at T=16")
     ap.add_argument("--runs", action="store_true", help="also time whole runs of T = 4, 8, 16 tasks")
+    ap.add_argument("--runs-only", action="store_true", help="only the whole runs (also works on older dncsim)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     args.tasks = [int(v) for v in args.tasks.split(",")]
     args.dims = [int(v) for v in args.dims.split(",")]
     torch.set_num_threads(args.threads)
-    rows(args)
-    if args.runs:
+    if not args.runs_only:
+        rows(args)
+    if args.runs or args.runs_only:
         runs(args)
     return 0
 
