@@ -146,25 +146,29 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     ones = torch.ones(T, 1, N, dtype=torch.float64, device=dev)
     ft = f.T.contiguous()
 
-    def objective(theta):
-        """(T,) losses and (T, P) gradients at theta (T, P); classes-before-samples layout (T, C, N), so
-        every reduction over classes runs along contiguous rows of samples."""
-        w = theta[:, :C * d].view(T, C, d)
+    def objective(theta, sel=None):
+        """Losses (k,) and gradients (k, P) at theta (k, P) of the tasks ``sel`` (index tensor; None: all
+        T); classes-before-samples layout (k, C, N), so every reduction over classes runs along contiguous
+        rows of samples. Tasks are independent, so evaluating a subset changes nothing for the others."""
+        sd, mu, tg, sw, ng, cm = ((std, mean, target, sample_w, neg, cmask) if sel is None else
+                                  (std[sel], mean[sel], target[sel], sample_w[sel], neg[sel], cmask[sel]))
+        k = theta.shape[0]
+        w = theta[:, :C * d].view(k, C, d)
         b = theta[:, C * d:]
-        ws = w / std[:, None, :]
-        logits = (ws.reshape(T * C, d) @ ft).view(T, C, N)
-        logits += (b - torch.einsum("tcd,td->tc", ws, mean) + neg)[..., None]
+        ws = w / sd[:, None, :]
+        logits = (ws.reshape(k * C, d) @ ft).view(k, C, N)
+        logits += (b - torch.einsum("tcd,td->tc", ws, mu) + ng)[..., None]
         logp = torch.log_softmax(logits, dim=1)
-        nll = logp.gather(1, target[:, None, :])[:, 0].neg_()                      # (T, N)
-        loss = (sample_w * nll).sum(1) + 0.5 * weight_decay * w.square().sum((1, 2))
+        nll = logp.gather(1, tg[:, None, :])[:, 0].neg_()                          # (k, N)
+        loss = (sw * nll).sum(1) + 0.5 * weight_decay * w.square().sum((1, 2))
         g = logp.exp_()
-        g.scatter_add_(1, target[:, None, :], -ones)
-        g *= sample_w[:, None, :]                                                  # dL/dlogits (T, C, N)
-        gb = g.sum(2)                                                              # (T, C)
-        gws = (g.reshape(T * C, N) @ f).view(T, C, d) - gb[..., None] * mean[:, None, :]
-        gw = gws / std[:, None, :] + weight_decay * w
-        gb = gb * cmask
-        return loss, torch.cat([gw.reshape(T, C * d), gb], 1)
+        g.scatter_add_(1, tg[:, None, :], -ones[:k])
+        g *= sw[:, None, :]                                                        # dL/dlogits (k, C, N)
+        gb = g.sum(2)                                                              # (k, C)
+        gws = (g.reshape(k * C, N) @ f).view(k, C, d) - gb[..., None] * mu[:, None, :]
+        gw = gws / sd[:, None, :] + weight_decay * w
+        gb = gb * cm
+        return loss, torch.cat([gw.reshape(k, C * d), gb], 1)
 
     theta = torch.zeros(T, P, dtype=torch.float64, device=dev)
     loss, grad = objective(theta)
@@ -202,11 +206,13 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
         for _ in range(40):
             if not bool(pending.any()):
                 break
-            trial = theta + (step * pending)[:, None] * direction
-            tl, tg = objective(trial)
-            ok = pending & (tl <= loss + 1e-4 * step * slope)
-            new_theta[ok], new_loss[ok], new_grad[ok] = trial[ok], tl[ok], tg[ok]
-            pending &= ~ok
+            sel = pending.nonzero().flatten()                        # only the tasks still searching
+            trial = theta[sel] + step[sel, None] * direction[sel]
+            tl, tg = objective(trial, sel)
+            ok = tl <= loss[sel] + 1e-4 * step[sel] * slope[sel]
+            acc = sel[ok]
+            new_theta[acc], new_loss[acc], new_grad[acc] = trial[ok], tl[ok], tg[ok]
+            pending[acc] = False
             step = torch.where(pending, step * 0.5, step)
         moved = active & ~pending & (slope < 0)
         stalled = active & ~moved                                     # no descent step found
