@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ from dncsim.scenarios import Scenario, build_scenario
 from dncsim.scenarios.sources import derived_seed
 from dncsim.simulator.augment import build_augment
 from dncsim.simulator.config import RunConfig
+from dncsim.simulator.devices import (check_precision, compile_backbone, configure_device, deterministic_environment,
+                                      on_device)
 from dncsim.simulator.evaluation import AvalancheEvaluation, FeatureExtractor, evaluation_tasks
 from dncsim.simulator.models import build_backbone
 from dncsim.simulator.objectives import build_objective
@@ -63,11 +65,14 @@ class ExperienceTensors:
 
     ``labelled_fraction`` < 1 hides the labels of all but a fixed, seeded, class-stratified fraction of
     each experience's samples (y = -1; ``simulator.regularizers.labelled_mask`` with a seed derived
-    from ``seed`` and the experience index)."""
+    from ``seed`` and the experience index). The tensors are put on ``device`` once, when first asked for
+    (:func:`on_device`), so that training slices its mini-batches there without a copy per batch."""
 
-    def __init__(self, sc: Scenario, split: str = "train", labelled_fraction: float = 1.0, seed: int = 0):
+    def __init__(self, sc: Scenario, split: str = "train", labelled_fraction: float = 1.0, seed: int = 0,
+                 device: Optional[torch.device] = None):
         self.sc, self.split = sc, split
         self.labelled_fraction, self.seed = float(labelled_fraction), int(seed)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         self._cache: Dict[int, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, experience) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,7 +83,8 @@ class ExperienceTensors:
             if self.labelled_fraction < 1:
                 keep = labelled_mask(y, self.labelled_fraction, derived_seed(self.seed, "labelled", k))
                 y = torch.where(keep, y, torch.full_like(y, -1))
-            self._cache[k] = (x, y, t)
+            x, y = on_device(x, self.device), on_device(y, self.device)
+            self._cache[k] = (x, y, t.to(y.device))
         return self._cache[k]
 
 
@@ -109,13 +115,15 @@ def build_strategy(cfg: RunConfig, sc: Scenario, device: torch.device, *, evalua
             return [sc.evaluation_data(i, "train") for i, t in enumerate(sc.eval_tasks) if t.learned_at == k]
         plugins.append(AxisDistillation(cfg.strategy.weight, learned_tasks))
     model = SimModel(backbone, objective, extra).to(device)
-    tensors = ExperienceTensors(sc, labelled_fraction=labelled_fraction(cfg.objective), seed=cfg.seed)
+    if cfg.training.compile:
+        compile_backbone(model.backbone, device)
+    tensors = ExperienceTensors(sc, labelled_fraction=labelled_fraction(cfg.objective), seed=cfg.seed, device=device)
     return DncsimStrategy(
         model=model, optimizer=build_optimizer(cfg.training, model),
         augment=build_augment(cfg.augment, shape).to(device), experience_tensors=tensors,
         train_mb_size=cfg.training.batch_size, train_epochs=cfg.training.epochs, device=device,
         plugins=list(plugins) + list(extra_plugins) + [NonFiniteGuard()], evaluator=evaluator, data_mode=data_mode,
-        all_experiences=list(sc.benchmark.train_stream))
+        all_experiences=list(sc.benchmark.train_stream), precision=cfg.training.precision)
 
 
 @dataclass
@@ -154,7 +162,10 @@ def build_run(cfg: RunConfig, directory: RunDirectory, *, plugins: Sequence = ()
     are checkpointed like any other). Seeds the global random state from ``cfg.seed``."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    deterministic_environment(cfg.training.deterministic, cfg.device)      # before anything touches CUDA
     device = resolve_device(cfg.device)
+    check_precision(cfg.training.precision, device)
+    configure_device(device, cfg.training.deterministic)
     seed_everything(cfg.seed)
     sc = build_scenario(cfg.scenario, watch=cfg.evaluation.watch)
     collection = build_collection(evaluation_tasks(sc), cfg.evaluation, cfg.analysis, cfg.seed,

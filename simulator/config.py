@@ -23,6 +23,10 @@ __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig
            "apply_overrides", "set_values", "run_from_mapping"]
 
 
+FP16_ON_CPU = ("training.precision: 'fp16' needs a CUDA device (on the CPU fp16 autocast has no fast kernels and "
+               "runs about 90x slower); use bf16 or fp32 on the CPU")
+
+
 class TrainingConfig(StrictModel):
     """How each experience is trained."""
 
@@ -32,6 +36,16 @@ class TrainingConfig(StrictModel):
     lr: float = Field(1e-3, gt=0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="number format of the training steps' forward pass and loss: fp32; bf16 or fp16 run "
+                            "them under torch.autocast (fp16 with a gradient scaler, CUDA only); weights, optimizer, "
+                            "augmentation and every evaluation and analysis stay in fp32/fp64")
+    compile: bool = Field(False, description="torch.compile the backbone (needs a C++ compiler on CPU, triton on "
+                                             "CUDA; the first batches pay the compilation)")
+    deterministic: bool = Field(True, description="CUDA: deterministic algorithms (torch.use_deterministic_algorithms, "
+                                                  "CUBLAS_WORKSPACE_CONFIG=:4096:8, cudnn.benchmark off); false lets "
+                                                  "cuDNN pick the fastest kernels, not bit-identical from run to run. "
+                                                  "No effect on CPU, which is deterministic")
 
 
 class OutputConfig(StrictModel):
@@ -89,6 +103,15 @@ class RunConfig(StrictModel):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
             raise ValueError(f"'{v}' is not one of auto, cpu, cuda, cuda:N")
         return v
+
+    @model_validator(mode="after")
+    def _fp16_needs_cuda(self):
+        """fp16 autocast on the CPU (no fast fp16 kernels) ran about 90x slower than fp32 on the convnet here:
+        refused. With ``device: auto`` the device is only known when the run is built
+        (``simulator.devices.check_precision``)."""
+        if self.training.precision == "fp16" and self.device == "cpu":
+            raise ValueError(FP16_ON_CPU)
+        return self
 
     @model_validator(mode="after")
     def _experiences_must_differ_for_label_free_objectives(self):

@@ -17,6 +17,7 @@ import torch
 
 from dncsim.analysis.metrics import EvaluationTask, MetricCollection, RowResult
 from dncsim.scenarios import Scenario
+from dncsim.simulator.devices import on_device
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -33,17 +34,29 @@ class FeatureExtractor:
 
     Tasks without a domain shift share the evaluation tensors, so their features are computed once per
     evaluation row for the whole split and indexed per task; shifted tasks get their own.
-    ``clear()`` drops the cache (called at the start of every row).
+    ``clear()`` drops the cache (called at the start of every row). On a CUDA device the evaluation inputs
+    are copied there once, for the whole run (``simulator.devices.on_device``), not batch by batch at every
+    row; the features stay there, in float32 (no autocast: ``training.precision`` is for training steps).
     """
 
     def __init__(self, sc: Scenario, device: torch.device, batch_size: int, model: Optional[torch.nn.Module] = None,
                  normalize: str = "none"):
-        self.model, self.sc, self.device, self.batch_size = model, sc, device, batch_size
+        self.model, self.sc, self.device, self.batch_size = model, sc, torch.device(device), batch_size
         self.normalize = normalize
         self._cache: Dict[tuple, torch.Tensor] = {}
+        self._inputs: Dict[tuple, torch.Tensor] = {}       # the device's copies of the evaluation inputs
 
     def clear(self) -> None:
         self._cache = {}
+
+    def _on_device(self, key: tuple, make) -> torch.Tensor:
+        """The inputs ``make()`` gives, on the device: kept for the run there (they never change), left as they
+        are on the CPU (no copy to save there)."""
+        if self.device.type == "cpu":
+            return make()
+        if key not in self._inputs:
+            self._inputs[key] = on_device(make(), self.device)
+        return self._inputs[key]
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         was_training = self.model.training
@@ -70,11 +83,11 @@ class FeatureExtractor:
         if t.shift is None:
             key = ("evaluation", split)
             if key not in self._cache:
-                self._cache[key] = self._embed(self.sc.source.evaluation_split(split).x)
+                self._cache[key] = self._embed(self._on_device(key, lambda: self.sc.source.evaluation_split(split).x))
             return self._cache[key][idx.to(self._cache[key].device)]
         key = (task, split)
         if key not in self._cache:
-            self._cache[key] = self._embed(self.sc.evaluation_data(task, split)[0])
+            self._cache[key] = self._embed(self._on_device(key, lambda: self.sc.evaluation_data(task, split)[0]))
         return self._cache[key]
 
 

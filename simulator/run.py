@@ -33,32 +33,61 @@ CHECKPOINT_FORMAT = 2
 
 # --- random state, as plain tensors and lists (torch.load(weights_only=True) refuses ndarrays) ------
 
-def rng_state() -> dict:
+def rng_state(device: Optional[torch.device] = None) -> dict:
+    """torch's CPU generator, numpy's and Python's; on a CUDA ``device`` also that device's generator
+    (augmentation parameters are drawn there)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss = random.getstate()
-    return {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos),
-                                                       int(has_gauss), float(cached)],
-            "python": [int(version), list(internal), gauss]}
+    state = {"torch": torch.get_rng_state(), "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                        int(has_gauss), float(cached)],
+             "python": [int(version), list(internal), gauss]}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: Optional[torch.device] = None) -> None:
     torch.set_rng_state(state["torch"])
     keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if device is not None and device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+#: the tagged entries of a packed metric state (``dncsim.analysis.metrics.base.pack_state``) that hold
+#: tensors computed from the backbone's features, which live on the run's device
+_FEATURE_STATE_TYPES = ("probe", "ClassGeometry")
+
+
+def features_state_to_device(value, device: torch.device):
+    """The evaluation's packed state (a checkpoint loads it on the CPU) with the fitted probes and geometries
+    back on ``device``, where the uninterrupted run keeps them (they were computed from features there);
+    everything else stays where the metrics created it (the CPU)."""
+    if device.type == "cpu":
+        return value
+    if isinstance(value, dict):
+        if value.get("__type__") in _FEATURE_STATE_TYPES and isinstance(value.get("arrays"), dict):
+            return {**value, "arrays": {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                        for k, v in value["arrays"].items()}}
+        return {k: features_state_to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [features_state_to_device(v, device) for v in value]
+    return value
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
 
 def checkpoint_state(parts: RunParts, done: int, duration: float) -> dict:
-    """Everything a resume needs: model, optimizer, every stateful strategy plugin (in order), the
-    evaluation collection, the random state."""
+    """Everything a resume needs: model, optimizer, the gradient scaler (fp16), every stateful strategy
+    plugin (in order), the evaluation collection, the random state."""
     strategy = parts.strategy
     return {"format": CHECKPOINT_FORMAT, "experiences_done": done, "duration_s": duration,
             "model": strategy.model.state_dict(), "optimizer": strategy.optimizer.state_dict(),
+            "precision": strategy.precision_state(),
             "plugins": [{"class": type(p).__name__, "state": p.state_dict()} for p in stateful_plugins(strategy)],
-            "evaluation": parts.evaluation.collection.state_dict(), "rng": rng_state()}
+            "evaluation": parts.evaluation.collection.state_dict(), "rng": rng_state(parts.device)}
 
 
 def restore(parts: RunParts, state: dict) -> int:
@@ -72,14 +101,16 @@ def restore(parts: RunParts, state: dict) -> int:
     if [type(p).__name__ for p in plugins] != [s["class"] for s in saved]:
         raise DncsimError(f"checkpoint.pt holds the state of plugins {[s['class'] for s in saved]} but this run has "
                           f"{[type(p).__name__ for p in plugins]} (use --force to start over)")
+    device = parts.device
     strategy.model.load_state_dict(state["model"])
     strategy.optimizer.load_state_dict(state["optimizer"])
+    strategy.load_precision_state(state.get("precision"))
     for plugin, s in zip(plugins, saved):
-        plugin.load_state_dict(s["state"], strategy)
-    parts.evaluation.collection.load_state_dict(state["evaluation"])
+        plugin.load_state_dict(s["state"], strategy)           # each puts its tensors where it needs them
+    parts.evaluation.collection.load_state_dict(features_state_to_device(state["evaluation"], device))
     done = int(state["experiences_done"])
     strategy.restore_progress(done)
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], device)
     return done
 
 
@@ -198,6 +229,9 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
                 "started": started, "finished": None, "experiences_done": done, "experiences_total": total,
                 "duration_s": duration, **provenance(), "command": argv, "training_inputs": stream_record(parts),
                 "checkpoints": generations}
+    if parts.device.type == "cuda":          # what bit-identical results on a GPU depend on (README: GPU)
+        manifest["cuda"] = {"device_name": torch.cuda.get_device_name(parts.device), "cuda": torch.version.cuda,
+                            "cudnn": torch.backends.cudnn.version()}
     if wandb_id is not None:
         manifest["wandb_run_id"] = wandb_id
     directory.write_manifest(manifest)

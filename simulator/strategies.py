@@ -8,7 +8,17 @@ correctness:
 * the data loader: mini-batches are sliced from tensors (``TensorBatches``) instead of collated
   sample by sample from Avalanche datasets, which keeps per-iteration overhead out of the hot path;
 * the optimizer is built once over the model's trainable parameters and never re-created
-  (Avalanche's ``make_optimizer`` would re-register every parameter).
+  (Avalanche's ``make_optimizer`` would re-register every parameter);
+* the per-iteration callbacks (before/after forward, backward, update, iteration) go only to the
+  plugins that implement them (:func:`iteration_hooks`): Avalanche calls every plugin on every event,
+  and its evaluation plugin copies the experience and visits every metric and logger each time,
+  which is most of the per-iteration cost of the loop on a small model.
+
+``training.precision`` (``precision``): ``bf16`` and ``fp16`` run the backbone's forward pass and the
+objective's loss under ``torch.autocast`` (fp16 with a ``torch.amp.GradScaler``, whose state the
+checkpoint carries: :meth:`DncsimStrategy.precision_state`); the augmentation before it and the
+plugins' penalty terms after it run in fp32 (:class:`BatchFeatures` hands them fp32 features), and so
+does the optimizer on fp32 weights.
 
 Strategies (``StrategyConfig``): ``naive`` (sequential fine-tuning), ``replay`` (a buffer of past
 inputs mixed into every batch), ``ewc`` / ``mas`` / ``si`` (a quadratic anchor on the backbone whose
@@ -20,6 +30,7 @@ experience; later experiences only evaluate: the non-continual upper bound).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
@@ -33,18 +44,23 @@ from dncsim.simulator.parts_config import (STRATEGIES, CumulativeConfig, Distill
 
 with warnings.catch_warnings():          # qpsolvers / jaxopt import-time warnings
     warnings.simplefilter("ignore")
-    from avalanche.core import SupervisedPlugin
+    from avalanche.core import BasePlugin, BaseSGDPlugin, SupervisedPlugin
+    from avalanche.evaluation import PluginMetric
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.templates import SupervisedTemplate
+    from avalanche.training.utils import trigger_plugins
 
 # The config classes live in simulator/parts_config.py (torch-free, so that validating a config stays
 # fast) and are re-exported here.
 __all__ = ["NaiveConfig", "ReplayConfig", "RegularizerConfig", "DistillConfig", "CumulativeConfig", "JointConfig",
            "StrategyConfig", "STRATEGIES", "SimModel", "TensorBatches", "DncsimStrategy", "TensorReplay",
            "ParameterImportance", "FeatureDistillation", "build_plugins", "StatefulPlugin", "stateful_plugins",
-           "TrainingDiverged", "NonFiniteGuard", "BatchFeatures", "penalty_input", "frozen_copy"]
+           "TrainingDiverged", "NonFiniteGuard", "BatchFeatures", "penalty_input", "frozen_copy", "ITERATION_EVENTS",
+           "iteration_hooks", "AUTOCAST_DTYPES"]
 
 Tensors = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: ``training.precision`` -> the autocast dtype of the training steps (fp32: no autocast)
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --- the state protocol of strategy plugins -------------------------------------------------------
@@ -85,9 +101,41 @@ class NonFiniteGuard(SupervisedPlugin):
             record = {"stage": "training", "experience": int(strategy.experience.current_experience),
                       "epoch": int(clock.train_exp_epochs), "iteration": int(clock.train_exp_iterations),
                       "loss": str(float(loss))}          # 'nan', 'inf' or '-inf' (JSON has no such numbers)
+            hint = "training.lr" + (", or training.precision: bf16" if getattr(strategy, "precision", "") == "fp16"
+                                    else "")
             raise TrainingDiverged(f"training diverged: loss {record['loss']} at experience {record['experience']}, "
                                    f"epoch {record['epoch']}, iteration {record['iteration']} (try a lower "
-                                   "training.lr); the last checkpoint is kept", record)
+                                   f"{hint}); the last checkpoint is kept", record)
+
+
+# --- the per-iteration callbacks ---------------------------------------------------------------------
+
+#: the callbacks Avalanche's training loop fires on every iteration, in order
+ITERATION_EVENTS = ("before_training_iteration", "before_forward", "after_forward", "before_backward",
+                    "after_backward", "before_update", "after_update", "after_training_iteration")
+_NO_OPS = {e: {getattr(c, e) for c in (BasePlugin, BaseSGDPlugin, SupervisedPlugin) if hasattr(c, e)}
+           for e in ITERATION_EVENTS}
+
+
+def _listens(plugin, event: str) -> bool:
+    """Whether calling ``plugin``'s ``event`` callback can do anything: not the plugin base classes' no-op,
+    and for Avalanche's evaluation plugin (which forwards every callback to its metrics and loggers) a metric
+    that overrides ``PluginMetric``'s no-op or a logger that has the callback."""
+    if isinstance(plugin, EvaluationPlugin):
+        default = getattr(PluginMetric, event, None)
+        return (getattr(type(plugin), event, None) is not None           # a subclass's own callback
+                or any(getattr(type(m), event, None) not in (None, default) for m in plugin.metrics)
+                or any(hasattr(logger, event) for logger in plugin.loggers))
+    impl = getattr(type(plugin), event, None)
+    if impl is None:
+        return hasattr(plugin, event)                   # set on the instance
+    return impl not in _NO_OPS[event]
+
+
+def iteration_hooks(plugins: Sequence) -> Dict[str, list]:
+    """Per event of :data:`ITERATION_EVENTS`, the bound callbacks of the ``plugins`` that listen to it, in
+    plugin order: calling them is what Avalanche's ``trigger_plugins`` does, without the no-op calls."""
+    return {e: [getattr(p, e) for p in plugins if _listens(p, e)] for e in ITERATION_EVENTS}
 
 
 # --- model and data --------------------------------------------------------------------------------
@@ -121,14 +169,25 @@ class TensorBatches:
         return n // self.batch_size if n >= self.batch_size else 1
 
     def __iter__(self):
-        order = torch.randperm(len(self.y))
+        x, y, t = self.x, self.y, self.t
+        order = torch.randperm(len(y))                    # on the CPU's generator, whatever the device
+        on_x = order.to(x.device)                         # once per epoch, not per batch
+        on_y = on_x if y.device == x.device else order.to(y.device)     # x may stay on the host (too large)
         for k in range(len(self)):
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
-            yield [self.x[idx], self.y[idx], self.t[idx]]
+            a, b = k * self.batch_size, (k + 1) * self.batch_size
+            iy = on_y[a:b]
+            yield [x[on_x[a:b]], y[iy], t[iy]]
 
 
 def _concat(parts: Sequence[Tensors]) -> Tensors:
-    return tuple(torch.cat([p[k] for p in parts]) for k in range(3))
+    """The parts' x, y and t concatenated (on the host when some part's tensor stayed there)."""
+    out = []
+    for k in range(3):
+        vs = [p[k] for p in parts]
+        if len({v.device for v in vs}) > 1:
+            vs = [v.cpu() for v in vs]
+        out.append(torch.cat(vs))
+    return tuple(out)
 
 
 # --- the template ----------------------------------------------------------------------------------
@@ -138,13 +197,16 @@ class DncsimStrategy(SupervisedTemplate):
 
     ``experience_tensors(exp) -> (x, y, t)`` gives an experience's training tensors (inputs, labels,
     task labels) without a DataLoader; ``augment(x)`` makes one random view; ``data_mode`` is
-    ``current``, ``cumulative`` (all experiences so far) or ``joint`` (all of ``all_experiences``).
+    ``current``, ``cumulative`` (all experiences so far) or ``joint`` (all of ``all_experiences``);
+    ``precision`` is ``fp32``, ``bf16`` or ``fp16`` (module docstring).
     """
 
     def __init__(self, *, model: SimModel, optimizer, augment: nn.Module,
                  experience_tensors: Callable[[object], Tensors], train_mb_size: int, train_epochs: int,
                  device="cpu", plugins=None, evaluator=None, data_mode: str = "current",
-                 all_experiences: Sequence[object] = ()):
+                 all_experiences: Sequence[object] = (), precision: str = "fp32"):
+        if precision not in ("fp32",) + tuple(AUTOCAST_DTYPES):
+            raise ValueError(f"precision must be fp32, bf16 or fp16; got {precision!r}")
         if evaluator is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")       # "no loggers": the run writes its own metrics
@@ -159,6 +221,10 @@ class DncsimStrategy(SupervisedTemplate):
         self.seen: List[Tensors] = []
         self.mb_views = None
         self._objective_loss = None
+        self.precision = precision
+        self._autocast_dtype = AUTOCAST_DTYPES.get(precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self._hooks: Optional[Dict[str, list]] = None
 
     @property
     def backbone(self):
@@ -193,18 +259,78 @@ class DncsimStrategy(SupervisedTemplate):
         self.dataloader = [] if data is None else TensorBatches(data, self.train_mb_size)
 
     def training_epoch(self, **kwargs):
-        if self.objective.trains_backbone:            # objective 'none': a frozen random backbone
+        if not self.objective.trains_backbone:        # objective 'none': a frozen random backbone
+            return
+        self._hooks = iteration_hooks(self.plugins)   # the plugins as they are when the epoch starts
+        try:
             super().training_epoch(**kwargs)
+        finally:
+            self._hooks = None
+
+    def _trigger(self, event: str, kwargs) -> None:
+        if self._hooks is None:
+            trigger_plugins(self, event, **kwargs)
+        else:
+            for callback in self._hooks[event]:
+                callback(self, **kwargs)
+
+    def _before_training_iteration(self, **kwargs):
+        self._trigger("before_training_iteration", kwargs)
+
+    def _before_forward(self, **kwargs):
+        self._trigger("before_forward", kwargs)
+
+    def _after_forward(self, **kwargs):
+        self._trigger("after_forward", kwargs)
+
+    def _before_backward(self, **kwargs):
+        self._trigger("before_backward", kwargs)
+
+    def _after_backward(self, **kwargs):
+        self._trigger("after_backward", kwargs)
+
+    def _before_update(self, **kwargs):
+        self._trigger("before_update", kwargs)
+
+    def _after_training_iteration(self, **kwargs):
+        self._trigger("after_training_iteration", kwargs)
+
+    def autocast(self):
+        """The context of a training step's forward pass and loss: ``torch.autocast`` to bf16/fp16, or nothing."""
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     def forward(self):
         if not self.is_training:
             return self.backbone(self.mb_x)
         self.mb_views = None
-        if self.objective.uses_views:
+        if self.objective.uses_views:                 # the views in fp32, outside autocast
             self.mb_views = (self.augment(self.mb_x), self.augment(self.mb_x))
-        self._objective_loss = self.objective.loss(self.backbone, self.mb_x, self.mb_y, self.mb_task_id,
-                                                   self.mb_views)
+        with self.autocast():
+            loss = self.objective.loss(self.backbone, self.mb_x, self.mb_y, self.mb_task_id, self.mb_views)
+        self._objective_loss = loss.float()
         return self._objective_loss
+
+    def backward(self):
+        if self.scaler is None:
+            return super().backward()
+        self.scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
+        self.scaler.unscale_(self.optimizer)          # the plugins after backward see the true gradients
+
+    def optimizer_step(self):
+        if self.scaler is None:
+            return super().optimizer_step()
+        self.scaler.step(self.optimizer)              # skipped when a gradient is not finite (fp16 overflow)
+        self.scaler.update()
+
+    def precision_state(self) -> Optional[dict]:
+        """What a checkpoint keeps of the precision: the gradient scaler's state (fp16), else None."""
+        return None if self.scaler is None else self.scaler.state_dict()
+
+    def load_precision_state(self, state: Optional[dict]) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
 
     def criterion(self):
         if self.is_training:
@@ -213,7 +339,7 @@ class DncsimStrategy(SupervisedTemplate):
 
     def _after_update(self, **kwargs):
         self.objective.after_update(self.backbone)
-        super()._after_update(**kwargs)
+        self._trigger("after_update", kwargs)
 
 
 # --- replay ----------------------------------------------------------------------------------------
@@ -237,7 +363,7 @@ class TensorReplay(SupervisedPlugin):
             return
         x, y, t = self._buffer_cache
         k = min(len(y), self.replay_batch_size or len(strategy.mb_y))
-        idx = torch.randperm(len(y))[:k]
+        idx = torch.randperm(len(y))[:k].to(x.device)
         mb = strategy.mbatch
         dev = mb[0].device
         strategy.mbatch = [torch.cat([mb[0], x[idx].to(dev)]), torch.cat([mb[1], y[idx].to(dev)]),
@@ -260,7 +386,7 @@ class TensorReplay(SupervisedPlugin):
         return {"parts": [list(p) for p in self.parts]}
 
     def load_state_dict(self, state: dict, strategy) -> None:
-        self.parts = [tuple(p) for p in state["parts"]]
+        self.parts = [tuple(v.to(strategy.device) for v in p) for p in state["parts"]]
 
 
 # --- importance-weighted anchors (EWC / MAS / SI) ---------------------------------------------------
@@ -362,7 +488,12 @@ class ParameterImportance(SupervisedPlugin):
         return {"importance": self.importance, "anchor": self.anchor}
 
     def load_state_dict(self, state: dict, strategy) -> None:
-        self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
+        params = self._params(strategy)                # on the parameters' device (checkpoints load on the CPU)
+
+        def placed(n, v):
+            return v.to(params[n].device if n in params else strategy.device)
+        self.importance = {n: placed(n, v) for n, v in state["importance"].items()}
+        self.anchor = {n: placed(n, v) for n, v in state["anchor"].items()}
 
 
 # --- feature distillation (CaSSLe-style) ------------------------------------------------------------
@@ -399,7 +530,8 @@ class BatchFeatures:
         source = penalty_input(strategy)
         feats = next((out for inp, out in self._seen if inp is source), None)
         self._seen = []
-        return source, (strategy.backbone(source) if feats is None else feats)
+        feats = strategy.backbone(source) if feats is None else feats
+        return source, feats.float()                  # bf16/fp16 under autocast; penalties are taken in fp32
 
 
 def penalty_input(strategy) -> torch.Tensor:
@@ -410,6 +542,8 @@ def penalty_input(strategy) -> torch.Tensor:
 def frozen_copy(backbone: nn.Module, state: Optional[dict] = None) -> nn.Module:
     """A copy of ``backbone`` in eval mode whose parameters do not require grad (``state`` loaded into it)."""
     frozen = copy.deepcopy(backbone).eval()
+    for m in frozen.modules():        # a deep copy would keep calling the compiled original (training.compile)
+        m._compiled_call_impl = None
     if state is not None:
         frozen.load_state_dict(state)
     for p in frozen.parameters():

@@ -252,8 +252,12 @@ def run_one(spec: dict) -> dict:
     """
     import torch
 
+    from dncsim.simulator.devices import deterministic_environment
     from dncsim.simulator.run import run
     torch.set_num_threads(int(spec["threads"]))
+    config = spec["config"]
+    deterministic_environment(bool((config.get("training") or {}).get("deterministic", True)),
+                              str(config.get("device", "auto")))          # before claim_gpu starts CUDA
     if spec.get("gpu"):
         claim_gpu()
     start = time.perf_counter()
