@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -38,29 +39,43 @@ FIGURES = {
 }
 
 
-def _figures(run: RunData, summary: dict, communities, others: Sequence[RunData],
-             points: List[dict]) -> Dict[str, bytes]:
-    out = {}
+#: the figures that take longest to draw, longest first: the workers start on them (the rest keep FIGURES' order)
+COSTLY_FIRST = ("orthogonality_over_stream", "paper_claims", "accuracy_heatmaps", "compare_orthogonality",
+                "collapse_curves", "prop42_tightness", "fewshot_curves")
+
+
+def _figure_jobs(run: RunData, summary: dict, communities, others: Sequence[RunData],
+                 points: List[dict]) -> List[Tuple[str, Callable]]:
+    """``(name, make)`` for every figure that applies to the run, ``make()`` drawing it; costly first."""
+    jobs = {}
     if summary["pairs"]:
-        out["orthogonality_heatmap"] = figures.png_bytes(figures.orthogonality_heatmap(run))
-        out["orthogonality_over_stream"] = figures.png_bytes(figures.orthogonality_over_stream(run))
-        out["interference_graph"] = figures.png_bytes(figures.interference_graph(summary, communities))
+        jobs["orthogonality_heatmap"] = partial(figures.orthogonality_heatmap, run)
+        jobs["orthogonality_over_stream"] = partial(figures.orthogonality_over_stream, run)
+        jobs["interference_graph"] = partial(figures.interference_graph, summary, communities)
     if summary["prop42"]["axis_pairs"]:
-        out["prop42_scatter"] = figures.png_bytes(figures.prop42_scatter(points, run))
+        jobs["prop42_scatter"] = partial(figures.prop42_scatter, points, run)
     if any(p["tightness"] for p in summary["prop42"]["pairs"]):
-        out["prop42_tightness"] = figures.png_bytes(figures.prop42_tightness(summary, run))
-    out["collapse_curves"] = figures.png_bytes(figures.collapse_curves(run))
-    out["accuracy_heatmaps"] = figures.png_bytes(figures.accuracy_heatmaps(run))
-    out["forgetting_bars"] = figures.png_bytes(figures.forgetting_bars(summary))
-    out["dircdnv_vs_forgetting"] = figures.png_bytes(figures.dircdnv_vs_forgetting(summary))
-    out["fewshot_curves"] = figures.png_bytes(figures.fewshot_curves(summary))
+        jobs["prop42_tightness"] = partial(figures.prop42_tightness, summary, run)
+    jobs["collapse_curves"] = partial(figures.collapse_curves, run)
+    jobs["accuracy_heatmaps"] = partial(figures.accuracy_heatmaps, run)
+    jobs["forgetting_bars"] = partial(figures.forgetting_bars, summary)
+    jobs["dircdnv_vs_forgetting"] = partial(figures.dircdnv_vs_forgetting, summary)
+    jobs["fewshot_curves"] = partial(figures.fewshot_curves, summary)
     if others:
         runs = [run, *others]
-        out["compare_collapse"] = figures.png_bytes(figures.compare_collapse(runs))
-        out["compare_orthogonality"] = figures.png_bytes(figures.compare_orthogonality(runs))
+        jobs["compare_collapse"] = partial(figures.compare_collapse, runs)
+        jobs["compare_orthogonality"] = partial(figures.compare_orthogonality, runs)
     if summary.get("paper"):
-        out["paper_claims"] = figures.png_bytes(figures.paper_claims_figure(summary["paper"], run))
-    return out
+        jobs["paper_claims"] = partial(figures.paper_claims_figure, summary["paper"], run)
+    rank = {name: i for i, name in enumerate(COSTLY_FIRST)}
+    return sorted(jobs.items(), key=lambda job: rank.get(job[0], len(rank)))
+
+
+def _figures(run: RunData, summary: dict, communities, others: Sequence[RunData],
+             points: List[dict]) -> Dict[str, bytes]:
+    """``{name: PNG bytes}``, each figure drawn once (the HTML embeds the bytes, the Markdown links the
+    files written from them), by forked worker processes where that pays (``figures.render``)."""
+    return figures.render(_figure_jobs(run, summary, communities, others, points))
 
 
 def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:

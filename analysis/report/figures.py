@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from dncsim.rundir import RunData
 __all__ = ["png_bytes", "orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "prop42_tightness",
            "collapse_curves",
            "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "interference_graph", "fewshot_curves",
-           "compare_collapse", "compare_orthogonality", "paper_claims_figure", "plotting", "heatmap"]
+           "compare_collapse", "compare_orthogonality", "paper_claims_figure", "plotting", "subplots", "heatmap",
+           "render", "can_fork", "default_processes"]
 
 EXP_LABEL = "experience just trained (-1 = before training)"
 _THEMED = False
@@ -46,15 +48,112 @@ def plotting():
 
 
 def png_bytes(fig, dpi: int = 100) -> bytes:
-    """Render a figure to PNG bytes and close it."""
+    """Render a figure to PNG bytes, cropped to its tight bounding box (``bbox_inches="tight"``), and
+    close it. The box is measured here and handed to ``savefig``, which then skips the layout-only draw
+    it makes before measuring it itself: the same bytes, one pass over the figure fewer."""
+    import matplotlib as mpl
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine
     plt, _ = plotting()
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):     # left by a finished tight_layout()
+        fig.set_layout_engine(None)
+    bbox, pad = "tight", mpl.rcParams["savefig.pad_inches"]
+    if (hasattr(fig.canvas, "get_renderer") and fig.dpi == dpi and fig.get_layout_engine() is None
+            and isinstance(pad, (int, float))):
+        bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(pad)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox)
     plt.close(fig)
     return buf.getvalue()
 
 
-def _subplots(*args, **kwargs):
+#: the figures :func:`render` draws in worker processes (set while they run; a forked worker inherits it)
+_JOBS: List[Tuple[str, Callable]] = []
+#: fewer figures than this are drawn in this process (a pool would cost more than it saves)
+MIN_PARALLEL = 4
+
+
+def _render_job(i: int) -> Tuple[int, bytes]:
+    return i, png_bytes(_JOBS[i][1]())
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Whether this process may fork workers to draw figures: the ``fork`` start method exists and is
+    safe here (not macOS, whose system libraries do not survive fork without exec), this is not a
+    daemonic process (those may not have children), and no other Python thread runs (one could hold a
+    lock the child would then wait for forever) but tqdm's monitor, which a training run leaves behind
+    (it only ever takes tqdm's own lock, which the children never need). Library threads (OpenMP, BLAS)
+    are idle and the children draw with matplotlib only, never torch."""
+    import multiprocessing
+    import threading
+
+    tqdm_monitor = getattr(sys.modules.get("tqdm._monitor"), "TMonitor", ())
+    others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+    return ("fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin"
+            and not multiprocessing.current_process().daemon
+            and threading.current_thread() is threading.main_thread()
+            and all(isinstance(t, tqdm_monitor) for t in others))
+
+
+def default_processes(n_figures: int) -> int:
+    """How many processes :func:`render` uses by default: this one plus one per CPU nobody else is using
+    (usable CPUs minus the 1-minute load average, which counts this process; ``make -l``'s rule: on a
+    busy machine workers only add their start-up and compete with each other), at most 4 and at most
+    one per figure; 1 (serial, in this process) for fewer than :data:`MIN_PARALLEL` figures, one CPU,
+    or a process that cannot fork safely (:func:`can_fork`)."""
+    cpus = _usable_cpus()
+    if n_figures < MIN_PARALLEL or cpus < 2 or not can_fork():
+        return 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return max(1, min(4, cpus, n_figures, 1 + int(max(0.0, cpus - load) + 0.5)))
+
+
+def render(jobs: Sequence[Tuple[str, Callable]], processes: Optional[int] = None) -> Dict[str, bytes]:
+    """``{name: PNG bytes}`` of each ``(name, make)`` job, ``make()`` returning a Figure. ``processes``:
+    how many processes draw them (None: :func:`default_processes`); above 1, forked workers take the
+    jobs in the given order (put the costly ones first) and the bytes are the same as drawn here. Falls
+    back to drawing here when the process cannot fork safely or a pool cannot be started."""
+    jobs = list(jobs)
+    processes = default_processes(len(jobs)) if processes is None else min(processes, len(jobs))
+    pngs = _render_forked(jobs, processes) if processes > 1 and can_fork() else None
+    if pngs is None:
+        pngs = {i: png_bytes(make()) for i, (_, make) in enumerate(jobs)}
+    return {name: pngs[i] for i, (name, _) in enumerate(jobs)}
+
+
+def _render_forked(jobs: List[Tuple[str, Callable]], processes: int) -> Optional[Dict[int, bytes]]:
+    """The jobs drawn by a pool of forked workers (they inherit the jobs, nothing is pickled but the
+    PNG bytes); None if the pool cannot start (no semaphores, a process limit)."""
+    global _JOBS
+    import multiprocessing
+    import warnings
+
+    plotting()                                   # import and theme once, here, for every worker
+    _JOBS = jobs
+    try:
+        with warnings.catch_warnings():          # Python >= 3.12 warns on fork while library threads exist
+            warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            try:
+                pool = multiprocessing.get_context("fork").Pool(processes)
+            except OSError:
+                return None
+        with pool:
+            return dict(pool.imap_unordered(_render_job, range(len(jobs))))
+    finally:
+        _JOBS = []
+
+
+def subplots(*args, **kwargs):
     """``pyplot.subplots`` without pyplot: a Figure on an Agg canvas (whatever backend pyplot uses), not
     registered with pyplot, so nothing has to close it and nothing else sees it."""
     plotting()
@@ -170,7 +269,7 @@ def orthogonality_heatmap(run: RunData):
     """Median |cos| between every pair of tasks' decision axes after the last experience."""
     m = cos_matrix(run, run.last)
     ref = _references(run.feature_dim)
-    fig, ax = _subplots(figsize=(1.2 + 0.7 * run.T, 0.9 + 0.6 * run.T))
+    fig, ax = subplots(figsize=(1.2 + 0.7 * run.T, 0.9 + 0.6 * run.T))
     labels = [_short(t) for t in run.tasks]
     _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref["rms"]) * 1.05, ref)
     ax.set_title(f"Decision-axis overlap after the last experience\n(random directions: median |cos| = "
@@ -188,7 +287,7 @@ def orthogonality_over_stream(run: RunData):
     n = len(rows)
     cols = min(n, 5)
     nrows = math.ceil(n / cols)
-    fig, axes = _subplots(nrows, cols + 1, figsize=(2.2 * cols + 0.6, 2.2 * nrows + 0.5), squeeze=False,
+    fig, axes = subplots(nrows, cols + 1, figsize=(2.2 * cols + 0.6, 2.2 * nrows + 0.5), squeeze=False,
                           gridspec_kw={"width_ratios": [1] * cols + [0.06]})
     labels = [str(k) for k in range(run.T)]
     for i, (e, m) in enumerate(zip(rows, mats)):
@@ -215,7 +314,7 @@ def prop42_scatter(points: List[dict], run: RunData):
     On exactly balanced independent labelings every point is below y = x whatever the features; the
     figure shows how far below (the bound's slack), not whether."""
     _, sns = plotting()
-    fig, ax = _subplots(figsize=(5.2, 4.4))
+    fig, ax = subplots(figsize=(5.2, 4.4))
     palette = sns.color_palette("tab10", max(len(points), 1))
     lo, hi = 1.0, 1e-6
     for i, p in enumerate(points):
@@ -241,7 +340,7 @@ def prop42_tightness(summary: dict, run: RunData):
     bound forces more orthogonality than chance). Log scale, with the level 1 marked."""
     _, sns = plotting()
     pairs = summary["prop42"]["pairs"]
-    fig, (a1, a2) = _subplots(1, 2, figsize=(10, 3.8))
+    fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", max(len(pairs), 1))
     for i, p in enumerate(pairs):
         label = f"{_short(p['names'][0], 10)} / {_short(p['names'][1], 10)}"
@@ -271,7 +370,7 @@ def _series(run: RunData, metric: str, k: int):
 def collapse_curves(run: RunData):
     """Directional CDNV and CDNV per task along the stream (log scale), and their ratio."""
     _, sns = plotting()
-    fig, (a1, a2) = _subplots(1, 2, figsize=(10, 3.8))
+    fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", run.T)
     for k in range(run.T):
         x, y = _series(run, DIR_CDNV, k)
@@ -299,7 +398,7 @@ def accuracy_heatmaps(run: RunData):
     keys = run.probe_keys
     ncols = min(2, len(keys))
     nrows = math.ceil(len(keys) / ncols)
-    fig, axes = _subplots(nrows, ncols, squeeze=False,
+    fig, axes = subplots(nrows, ncols, squeeze=False,
                           figsize=(ncols * (0.55 * run.T + 2.8), nrows * (0.38 * (run.experiences + 1) + 1.6)))
     ylabels = ["before"] + [f"after {t}" for t in range(run.experiences)]
     for ax, key in zip(axes.flat, keys):
@@ -320,7 +419,7 @@ def accuracy_heatmaps(run: RunData):
 def forgetting_bars(summary: dict):
     """Final forgetting (best earlier minus final accuracy) per task, per probe and protocol."""
     rows = [(t["name"], key, v) for t in summary["tasks"] for key, v in t["forgetting_max"].items() if v is not None]
-    fig, ax = _subplots(figsize=(max(5, 1.1 * len(summary["tasks"]) + 2), 3.6))
+    fig, ax = subplots(figsize=(max(5, 1.1 * len(summary["tasks"]) + 2), 3.6))
     if rows:
         names = list(dict.fromkeys(r[0] for r in rows))
         keys = sorted({r[1] for r in rows})
@@ -353,7 +452,7 @@ def dircdnv_vs_forgetting(summary: dict):
     pts = [(t.get("dir_cdnv_learned"), t["forgetting_max"].get(key), t["name"], t.get("learned") is not False)
            for t in summary["tasks"]]
     pts = [p for p in pts if p[0] is not None and p[1] is not None]
-    fig, ax = _subplots(figsize=(5, 3.8))
+    fig, ax = subplots(figsize=(5, 3.8))
     for x, y, name, learned in pts:
         ax.scatter([x], [y], s=30, color=None if learned else "lightgrey", edgecolors="grey" if not learned else None)
         ax.annotate(_short(name) + ("" if learned else " (not learned)"), (x, y), fontsize=7, xytext=(3, 3),
@@ -380,7 +479,7 @@ def interference_graph(summary: dict, communities: List[List[int]]):
     for p in summary["pairs"]:
         g.add_edge(p["a"], p["b"], overlap=p["axis_cos_median_final"] or 0.0,
                    interference=max(p["interference"] or 0.0, 0.0))
-    fig, ax = _subplots(figsize=(5.6, 4.6))
+    fig, ax = subplots(figsize=(5.6, 4.6))
     pos = nx.circular_layout(g)
     palette = sns.color_palette("Set2", max(len(communities), 1))
     colour = {n: palette[i % len(palette)] for i, c in enumerate(communities) for n in c}
@@ -407,7 +506,7 @@ def interference_graph(summary: dict, communities: List[List[int]]):
 def fewshot_curves(summary: dict):
     """Few-shot NCC error and the Theorem 4.1 bound against shots per class, per task (final row)."""
     _, sns = plotting()
-    fig, ax = _subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     palette = sns.color_palette("tab10", len(summary["tasks"]))
     drew = False
     for k, t in enumerate(summary["tasks"]):
@@ -435,7 +534,7 @@ def fewshot_curves(summary: dict):
 def compare_collapse(runs: List[RunData]):
     """Mean directional CDNV and CDNV over tasks along the stream, one line per run."""
     _, sns = plotting()
-    fig, ax = _subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     palette = sns.color_palette("tab10", len(runs))
     for i, run in enumerate(runs):
         for metric, ls in ((DIR_CDNV, "-"), (CDNV, "--")):
@@ -460,7 +559,7 @@ def compare_orthogonality(runs: List[RunData]):
     mats = [cos_matrix(r, r.last) for r in runs]
     refs = [_references(r.feature_dim) for r in runs]
     vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + [r["rms"] for r in refs]) * 1.05
-    fig, axes = _subplots(1, len(runs), figsize=(3.6 * len(runs), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(runs), figsize=(3.6 * len(runs), 3.4), squeeze=False)
     for ax, run, m, ref in zip(axes[0], runs, mats, refs):
         _heatmap(ax, m, [str(k) for k in range(run.T)], vmax, ref, cbar=True, annotate=run.T <= 6)
         ax.set_title(_short(run.label, 40), fontsize=8)
@@ -480,7 +579,7 @@ def paper_claims_figure(claims: dict, run: RunData):
     from dncsim.analysis.report.paper import S1_FALL, S1_GAP
 
     epochs = claims["epochs_per_point"]
-    fig, axes = _subplots(2, 2, figsize=(11, 8))
+    fig, axes = subplots(2, 2, figsize=(11, 8))
     (a1, a2), (a3, a4) = axes
     traj = claims["S1"]["trajectory"]
     x = [(t["exp"] + 1) * epochs for t in traj]

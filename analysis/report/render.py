@@ -3,6 +3,7 @@ embedded figures (files are written with ``dncsim.common.atomic_write_bytes``)."
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Dict
 
 import jinja2
@@ -24,8 +25,10 @@ def pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
+@functools.lru_cache(maxsize=None)
 def environment() -> jinja2.Environment:
-    """The templates in analysis/report/templates (HTML autoescaped; undefined names are errors)."""
+    """The templates in analysis/report/templates (HTML autoescaped; undefined names are errors). One
+    environment per process, so each template is compiled once, not once per report."""
     return jinja2.Environment(loader=jinja2.PackageLoader("dncsim.analysis.report", "templates"),
                               autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
 

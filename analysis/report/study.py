@@ -6,20 +6,14 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from dncsim.analysis.aggregate import pair_rows, rows_to_csv, task_rows  # noqa: E402
-from dncsim.common import atomic_write_bytes  # noqa: E402
-from dncsim.analysis.report.figures import png_bytes  # noqa: E402
-from dncsim.analysis.report.render import environment, figure_embedder, fmt  # noqa: E402
-from dncsim.analysis.stats import study_statistics  # noqa: E402
-from dncsim.rundir import load_run  # noqa: E402
+from dncsim.analysis.aggregate import pair_rows, rows_to_csv, task_rows
+from dncsim.common import atomic_write_bytes
+from dncsim.analysis.report.figures import plotting, png_bytes, subplots
+from dncsim.analysis.report.render import environment, figure_embedder, fmt
+from dncsim.analysis.stats import study_statistics
+from dncsim.rundir import load_run
 
 __all__ = ["build_study_report", "STUDY_FIGURES"]
 
@@ -54,6 +48,9 @@ def _scatter_by_task(tasks: List[dict], x: str, y: str, xlabel: str, ylabel: str
                      include_unlearned: bool):
     """Per objective: points coloured by task, marked by strategy, a fit within each task and a pooled
     fit labelled as such; unlearned tasks grey (and outside the fits unless ``include_unlearned``)."""
+    _, sns = plotting()
+    from matplotlib.lines import Line2D
+
     data = [r for r in tasks if r.get(x) is not None and r.get(y) is not None and r[x] > 0]
     kept = [r for r in data if include_unlearned or r.get("learned") is not False]
     dropped = [r for r in data if r not in kept]
@@ -62,7 +59,7 @@ def _scatter_by_task(tasks: List[dict], x: str, y: str, xlabel: str, ylabel: str
     strategies = sorted({r["strategy"] for r in data})
     colour = dict(zip(names, sns.color_palette("tab10", max(len(names), 1))))
     marker = {s: MARKERS[i % len(MARKERS)] for i, s in enumerate(strategies)}
-    fig, axes = plt.subplots(1, len(objectives), figsize=(4.4 * len(objectives), 4.0), squeeze=False, sharey=True)
+    fig, axes = subplots(1, len(objectives), figsize=(4.4 * len(objectives), 4.0), squeeze=False, sharey=True)
     for ax, obj in zip(axes[0], objectives):
         mine = [r for r in kept if r["objective"] == obj]
         for name in names:
@@ -97,8 +94,9 @@ def _scatter_by_task(tasks: List[dict], x: str, y: str, xlabel: str, ylabel: str
 
 
 def _overlap_figure(pairs: List[dict], inter: str):
+    _, sns = plotting()
     pts = [r for r in pairs if r.get("overlap") is not None and r.get(inter) is not None]
-    fig, ax = plt.subplots(figsize=(5.8, 4.2))
+    fig, ax = subplots(figsize=(5.8, 4.2))
     names = sorted({f"{r['name_a']} / {r['name_b']}" for r in pts})
     colour = dict(zip(names, sns.color_palette("tab10", max(len(names), 1))))
     for name in names:
@@ -119,6 +117,9 @@ def _overlap_figure(pairs: List[dict], inter: str):
 
 
 def _figures(tasks: List[dict], pairs: List[dict], stats: dict, include_unlearned: bool) -> Dict[str, bytes]:
+    import matplotlib
+
+    _, sns = plotting()
     y, inter = stats["outcome"], stats["interference"]
     ylabel = f"{y.split('/')[0].replace('_', ' ')} ({y.split('/')[1]}, {y.split('/')[2]}; fraction)"
     out = {"dir_cdnv_vs_forgetting": png_bytes(_scatter_by_task(
@@ -129,7 +130,7 @@ def _figures(tasks: List[dict], pairs: List[dict], stats: dict, include_unlearne
             include_unlearned))}
     out["overlap_vs_interference"] = png_bytes(_overlap_figure(pairs, inter))
     data = [r for r in tasks if r.get(y) is not None and (include_unlearned or r.get("learned") is not False)]
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = subplots(figsize=(6, 3.8))
     if data:
         with warnings.catch_warnings():      # seaborn passes matplotlib 3.11's deprecated `vert`
             warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)

@@ -25,6 +25,11 @@ PAIRWISE = ["orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatte
             "interference_graph"]
 
 
+def figure_files(out):
+    """{file name: bytes} of a report's figures/ folder."""
+    return {p.name: p.read_bytes() for p in sorted((out / "figures").iterdir())}
+
+
 def make_run(path, **changes):
     cfg = {**BASE, **changes}
     run(run_from_mapping(cfg), path)
@@ -39,6 +44,11 @@ def four_task_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(four_task_run):
     return build_report(four_task_run)
+
+
+@pytest.fixture(scope="module")
+def supervised_run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runs") / "supervised", objective={"name": "supervised"})
 
 
 def test_every_figure_is_in_every_format(report):
@@ -124,6 +134,7 @@ def test_one_task_run_renders_the_sections_that_apply(tmp_path):
     out = build_report(single)
     s = json.loads((out / "summary.json").read_text())
     assert sorted(s["figures"]) == sorted(SINGLE) and s["pairs"] == []
+    assert set(figure_files(out)) == {f"{name}.png" for name in SINGLE}
     html = (out / "index.html").read_text()
     assert "One task: no pairs of tasks to compare." in html and "One task: no graph." in html
     assert "One task: there are no task pairs" in " ".join(s["findings"])
@@ -151,9 +162,8 @@ def test_dependent_labelings_are_left_out_of_prop42_with_the_reason(tmp_path):
     assert "left out of the Prop. 4.2 check: color / color:parity (V = 1.00)" in " ".join(s["findings"])
 
 
-def test_compare_sets_runs_side_by_side(four_task_run, tmp_path):
-    other = make_run(tmp_path / "supervised", objective={"name": "supervised"})
-    out = build_report(four_task_run, tmp_path / "cmp", compare=[other])
+def test_compare_sets_runs_side_by_side(four_task_run, supervised_run, tmp_path):
+    out = build_report(four_task_run, tmp_path / "cmp", compare=[supervised_run])
     s = json.loads((out / "summary.json").read_text())
     assert {"compare_collapse", "compare_orthogonality"} <= set(s["figures"])
     labels = [r["label"] for r in s["comparison"]["rows"]]
@@ -184,3 +194,83 @@ def test_report_command_and_end_of_run_report(four_task_run, tmp_path, capsys):
                           "scenario": {**BASE["scenario"],
                                        "stream": {"type": "factor", "attributes": ["color", "style"]}}}), out)
     assert (out / "report" / "index.html").is_file() and (out / "report" / "summary.json").is_file()
+
+
+def test_the_figure_files_are_the_expected_ones(four_task_run, supervised_run, report, tmp_path):
+    """The figures/ folder holds exactly one PNG per figure that applies (four tasks; with a second run;
+    one task: test_one_task_run_renders_the_sections_that_apply), and nothing else."""
+    assert set(figure_files(report)) == {f"{name}.png" for name in SINGLE + PAIRWISE}
+    out = build_report(four_task_run, tmp_path / "cmp", compare=[supervised_run])
+    assert set(figure_files(out)) == {f"{name}.png" for name in SINGLE + PAIRWISE
+                                      + ["compare_collapse", "compare_orthogonality"]}
+    assert set(FIGURES) == set(SINGLE + PAIRWISE) | {"compare_collapse", "compare_orthogonality", "paper_claims"}
+
+
+def test_serial_and_parallel_figures_are_the_same_files(four_task_run, tmp_path, monkeypatch):
+    """Figures drawn by forked workers are byte for byte the ones drawn in this process, and so is every
+    other file of the report."""
+    from dncsim.analysis.report import figures
+
+    monkeypatch.setattr(figures, "can_fork", lambda: True)     # whatever threads pytest's plugins run
+    forked = []
+    render_forked = figures._render_forked
+    monkeypatch.setattr(figures, "_render_forked", lambda *a: forked.append(render_forked(*a)) or forked[-1])
+    outs = {}
+    for processes in (1, 2):
+        monkeypatch.setattr(figures, "default_processes", lambda n, k=processes: k)
+        outs[processes] = build_report(four_task_run, tmp_path / f"p{processes}")
+    assert len(forked) == 1 and forked[0] is not None and len(forked[0]) == len(SINGLE + PAIRWISE)
+    assert figure_files(outs[1]) == figure_files(outs[2])
+    for name in ("index.html", "report.md", "summary.json"):
+        assert (outs[1] / name).read_bytes() == (outs[2] / name).read_bytes()
+
+
+def test_a_process_that_cannot_fork_safely_draws_the_figures_itself(four_task_run, report):
+    """With another thread running (it could hold a lock a forked child would wait for), the report
+    draws every figure in this process, and they are the same."""
+    import threading
+
+    from dncsim.analysis.report import build, figures
+    from dncsim.analysis.report.graph import interference_communities
+    from dncsim.analysis.report.summary import prop42_points
+
+    run_data = load_run(four_task_run)
+    summary = json.loads((report / "summary.json").read_text())
+    jobs = build._figure_jobs(run_data, summary, interference_communities(summary), [], prop42_points(run_data))
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not figures.can_fork() and figures.default_processes(len(jobs)) == 1
+        pngs = figures.render(jobs, processes=2)
+    finally:
+        stop.set()
+        thread.join()
+    assert {f"{name}.png": png for name, png in pngs.items()} == figure_files(report)
+
+
+@pytest.mark.parametrize("rows,cols,annot", [
+    (["a", "b", "c", "d"], ["a", "b", "c", "d"], True),                      # square, annotated
+    (["0", "1", "2"], [f"a long task name {k}" for k in range(12)], False),   # x labels overlap: turned
+    (["before"] + [f"after {t}" for t in range(8)], ["0", "1"], True),       # y labels overlap: turned
+])
+def test_the_heatmap_draws_what_seaborn_heatmap_draws(rows, cols, annot):
+    """figures.heatmap (no full-figure draw per heatmap) gives the PNG seaborn.heatmap gives: masked
+    NaN cells, tick labels turned where they would overlap, annotations, the colorbar."""
+    from dncsim.analysis.report import figures
+
+    _, sns = figures.plotting()
+    m = np.random.default_rng(0).uniform(0, 1, (len(rows), len(cols)))
+    m[0, 0] = np.nan
+    kw = dict(vmin=0, vmax=1, cmap="viridis", annot=annot, fmt=".2f", xticklabels=cols, yticklabels=rows,
+              cbar_kws={"label": "value"}, square=len(rows) == len(cols))
+    pngs = []
+    for seaborn in (True, False):
+        fig, ax = figures.subplots(figsize=(4, 3))
+        if seaborn:
+            sns.heatmap(m, ax=ax, mask=np.isnan(m), **kw)
+        else:
+            figures.heatmap(m, ax, **kw)
+        ax.set_title("heatmap")
+        pngs.append(figures.png_bytes(fig))
+    assert pngs[0] == pngs[1]
