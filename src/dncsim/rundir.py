@@ -333,10 +333,20 @@ class RunDirectory:
         atomic_write_json(self.file(MANIFEST), manifest)
 
     def write_metrics(self, rows: Sequence[dict]) -> None:
-        """``metrics.csv`` and ``metrics.jsonl`` of the whole table ``rows``."""
+        """``metrics.csv`` and ``metrics.jsonl`` of the whole table ``rows`` (rewritten atomically). The text
+        of a row already written (the same row object, at the same position) is reused, so a run that
+        rewrites its growing table after every experience formats each row once."""
         cols = _columns()
-        atomic_write_text(self.file(METRICS_CSV), metrics_csv_text(rows))
-        atomic_write_text(self.file(METRICS_JSONL), "".join(json.dumps({c: r[c] for c in cols}) + "\n" for r in rows))
+        cache = getattr(self, "_row_text", [])
+        keep = 0
+        while keep < min(len(cache), len(rows)) and cache[keep][0] is rows[keep]:
+            keep += 1
+        cache = cache[:keep] + [(r, metrics_csv_text([r]).split("\r\n", 1)[1],
+                                 json.dumps({c: r[c] for c in cols}) + "\n") for r in rows[keep:]]
+        self._row_text = cache
+        header = metrics_csv_text([])
+        atomic_write_text(self.file(METRICS_CSV), header + "".join(c[1] for c in cache))
+        atomic_write_text(self.file(METRICS_JSONL), "".join(c[2] for c in cache))
 
     def write_accuracy(self, rows: Sequence[dict], tasks: Sequence[str], keys: Sequence, *,
                        experiences: Optional[int] = None, learned_at: Optional[Sequence] = None) -> None:
