@@ -441,6 +441,19 @@ def _cell_layout(idx, halves, C):
     return sample, valid
 
 
+def _class_var_and_gaps(counts, sums, sq_sums):
+    """From per-class weighted counts (.., C), feature sums (.., C, d) and sums of |x|^2 (.., C): the
+    unbiased traces v (.., C) and the squared gaps corrected for the noise of the means,
+    |m_i - m_j|^2 - v_i/n_i - v_j/n_j (.., C, C; NaN on the diagonal and where not positive)."""
+    means = sums / counts.clamp_min(1e-300)[..., None]
+    var = (sq_sums - counts * means.square().sum(-1)).clamp_min(0) / (counts - 1)
+    g = means @ means.transpose(-1, -2)
+    dg = g.diagonal(dim1=-2, dim2=-1)
+    d2 = (dg[..., :, None] + dg[..., None, :] - 2 * g).clamp_min(0)
+    d2 = d2 - var[..., :, None] / counts[..., :, None] - var[..., None, :] / counts[..., None, :]
+    return var, _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
+
+
 def _cell_rows(x, idx, halves, C):
     """The gathered cells of :func:`_cell_layout` as rows [x, |x|^2, 1] (zero rows on padding):
     (sample (T, S, 2C, n), valid, rows (T, S, 2C, n, d + 2)). Built once and reused for every weighting."""
@@ -468,13 +481,7 @@ def _crossfit_tasks(cells, C, W):
     cf = cnt[:, 0].reshape(T, C, 2, B).sum(2).transpose(1, 2)             # (T, B, C)
     sf = sums[:, 0].reshape(T, C, 2, B, d).sum(2).transpose(1, 2)         # (T, B, C, d)
     s2f = s2[:, 0].reshape(T, C, 2, B).sum(2).transpose(1, 2)
-    mf = sf / cf.clamp_min(1e-300)[..., None]
-    var = (s2f - cf * mf.square().sum(-1)).clamp_min(0) / (cf - 1)
-    g = mf @ mf.transpose(-1, -2)
-    dg = g.diagonal(dim1=-2, dim2=-1)
-    d2 = (dg[..., :, None] + dg[..., None, :] - 2 * g).clamp_min(0)
-    d2 = d2 - var[..., :, None] / cf[..., :, None] - var[..., None, :] / cf[..., None, :]
-    d2 = _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
+    var, d2 = _class_var_and_gaps(cf, sf, s2f)
     # cells (task, split, class i, half h): centre m_i from half h, axes a_j (j != i) from the other half
     mc = (sums / cnt.clamp_min(1e-300)[..., None]).view(T, S, C, 2, B, d)
     nc = cnt.view(T, S, C, 2, B)
@@ -515,13 +522,7 @@ def _crossfit_point(x, idx, C, halves):
     mom = oh.transpose(-1, -2) @ xa                                       # (T, S, 2C, d + 2)
     cnt, sums, s2 = mom[..., d + 1], mom[..., :d], mom[..., d]
     cf, sf, s2f = cnt[:, 0].view(T, C, 2).sum(2), sums[:, 0].view(T, C, 2, d).sum(2), s2[:, 0].view(T, C, 2).sum(2)
-    mf = sf / cf.clamp_min(1e-300)[..., None]
-    var = (s2f - cf * mf.square().sum(-1)).clamp_min(0) / (cf - 1)
-    g = mf @ mf.transpose(-1, -2)
-    dg = g.diagonal(dim1=-2, dim2=-1)
-    d2 = (dg[..., :, None] + dg[..., None, :] - 2 * g).clamp_min(0)
-    d2 = d2 - var[..., :, None] / cf[..., :, None] - var[..., None, :] / cf[..., None, :]
-    d2 = _nan_diagonal(torch.where(d2 > 0, d2, torch.full_like(d2, float("nan"))))
+    var, d2 = _class_var_and_gaps(cf, sf, s2f)
     mc = (sums / cnt.clamp_min(1e-300)[..., None]).view(T, S, C, 2, d)    # cell means m[t, s, class, half]
     nc = cnt.view(T, S, C, 2)
     proj = (x @ mc.reshape(-1, d).T).view(N, T, S, C, 2)                 # x . m of every cell
