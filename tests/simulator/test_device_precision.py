@@ -20,23 +20,12 @@ from dncsim.simulator.devices import on_device
 from dncsim.simulator.run import features_state_to_device, run
 from dncsim.simulator.strategies import ITERATION_EVENTS, EvaluationPlugin, SupervisedPlugin, iteration_hooks
 from tests.simulator.test_cli_imports import dncsim as dncsim_fresh
+from tests.simulator.test_reliability import TINY as RELIABILITY_TINY
 from tests.simulator.test_reliability import StopAt, same_results
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TINY = yaml.safe_load("""
-name: tiny
-seed: 1
-threads: 1
-scenario:
-  source: {name: shapes, image_size: 16, train_repeats: 1, probe_repeats: 1, test_repeats: 2}
-  stream: {type: factor, attributes: [color, style, size]}
-backbone: {name: convnet, width: 4, feature_dim: 8}
-objective: {name: simclr}
-training: {epochs: 1, batch_size: 32}
-evaluation: {linear_steps: 5}
-analysis: {shots: [1], episodes: 4}
-output: {report: false, tensorboard: false}
-""")
+TINY = {**RELIABILITY_TINY, "threads": 1}           # the reliability tests' tiny run, on one thread
+
 
 
 def tiny(device="cpu", **training):
