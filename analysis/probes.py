@@ -6,6 +6,7 @@ Accuracy is the plain fraction of correctly classified samples.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +104,92 @@ def fit_linear(features, labels, *, steps: int = 100, weight_decay: float = 1e-4
 
 # --- many tasks on the same samples at once ---------------------------------------------------------------
 
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    """torch.optim.lbfgs._cubic_interpolate on Python floats (the same IEEE double arithmetic)."""
+    if bounds is not None:
+        xmin_bound, xmax_bound = bounds
+    else:
+        xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1 ** 2 - g1 * g2
+    if d2_square >= 0:
+        d2 = math.sqrt(d2_square)
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+        else:
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+        return min(max(min_pos, xmin_bound), xmax_bound)
+    return (xmin_bound + xmax_bound) / 2.0
+
+
+def _strong_wolfe(t, f, g, gtd, d_norm, c1=1e-4, c2=0.9, tolerance_change=1e-9, max_ls=25):
+    """torch.optim.lbfgs._strong_wolfe as a coroutine: it yields a step length t to evaluate and is sent
+    back (f(x + t d), grad(x + t d), grad . d); it returns (f, grad, t, evaluations) of the accepted
+    point. The control flow is torch's line by line, so a batch of these coroutines driven in lockstep
+    takes exactly the steps torch takes for each task alone (up to the rounding of the dot products)."""
+    f_new, g_new, gtd_new = yield t
+    ls_func_evals = 1
+    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:
+        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new], [gtd_prev, gtd_new]
+            break
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
+        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new, gtd_new
+        f_new, g_new, gtd_new = yield t
+        ls_func_evals += 1
+        ls_iter += 1
+    if ls_iter == max_ls:
+        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                if abs(t - max(bracket)) < abs(t - min(bracket)):
+                    t = max(bracket) - eps
+                else:
+                    t = min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+        f_new, g_new, gtd_new = yield t
+        ls_func_evals += 1
+        ls_iter += 1
+        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+            bracket[high_pos], bracket_f[high_pos] = t, f_new
+            bracket_g[high_pos], bracket_gtd[high_pos] = g_new, gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
+                bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
+            bracket[low_pos], bracket_f[low_pos], bracket_g[low_pos], bracket_gtd[low_pos] = t, f_new, g_new, gtd_new
+    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
+
+
 def fit_ncc_tasks(features, labels) -> list:
     """:func:`fit_ncc` for T tasks labelling the same ``features`` (N, d): ``labels`` (T, N) int, -1 where a
     sample is not in a task. One product for all tasks' class sums; returns T NCCProbes, equal to fitting
@@ -120,13 +207,18 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
 
     ``labels`` (T, N) int, -1 where a sample is not in a task. Each task keeps its own standardisation
     (mean and std of its samples), loss (mean cross-entropy + ``weight_decay``/2 |W|^2) and its own
-    L-BFGS state (``history`` curvature pairs, its own step lengths by Armijo backtracking): the T
-    problems are independent and only their arithmetic is shared (one (N, d) x (d, T C) product per
-    evaluation). A task stops when its largest gradient entry is at most ``tolerance_grad``, its loss or
-    step changes by less than ``tolerance_change``, or after ``steps`` iterations. Deterministic (zero
-    initialisation). Returns (probes, info): T LinearProbes and per task ``iterations`` (T,) and
-    ``converged`` (T,) bool (False: stopped by the iteration limit or a failed line search) and
-    ``loss`` (T,) the final objective.
+    L-BFGS state: the algorithm is ``torch.optim.LBFGS(lr=1, max_iter=steps, history_size=history,
+    line_search_fn="strong_wolfe")`` with its default ``max_eval = steps * 5 // 4`` function evaluations,
+    transcribed so that every task runs its own copy of torch's control flow (memory update, two-loop
+    recursion, strong-Wolfe bracketing and zoom as coroutines) while the arithmetic of all tasks that
+    need an evaluation in the same round is shared: one product of the (N, d) features with their
+    stacked weights. Each task therefore takes the steps torch takes for it alone, up to the rounding of
+    dot products (float64); the T problems are independent. A task stops by torch's rules: largest
+    gradient entry at most ``tolerance_grad``, step or loss change below ``tolerance_change``, not a
+    descent direction, or a limit (``steps`` iterations, ``max_eval`` evaluations). Deterministic (zero
+    initialisation). Returns (probes, info): T LinearProbes and per task ``iterations`` (T,),
+    ``evaluations`` (T,), ``converged`` (T,) bool (False: stopped by a limit) and ``loss`` (T,) the
+    final objective.
     """
     f = as_features(features).to(torch.float64)
     N, d = f.shape
@@ -171,69 +263,103 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
         return loss, torch.cat([gw.reshape(k, C * d), gb], 1)
 
     theta = torch.zeros(T, P, dtype=torch.float64, device=dev)
-    loss, grad = objective(theta)
-    S = torch.zeros(T, history, P, dtype=torch.float64, device=dev)
-    Y = torch.zeros_like(S)
-    rho = torch.zeros(T, history, dtype=torch.float64, device=dev)    # 0 marks an empty slot
-    active = grad.abs().amax(1) > tolerance_grad
-    converged = ~active.clone()
-    iterations = torch.zeros(T, dtype=torch.int64, device=dev)
-    gamma = torch.ones(T, dtype=torch.float64, device=dev)
-    first, filled = True, 0
-    for _ in range(steps):
-        if not bool(active.any()):
+    loss_t, grad = objective(theta)
+    loss = loss_t.tolist()
+    max_eval = steps * 5 // 4                                          # torch.optim.LBFGS's default
+    S = torch.zeros(T, history, P, dtype=torch.float64, device=dev)   # steps s, newest last
+    Y = torch.zeros_like(S)                                           # gradient changes y
+    rho = torch.zeros(T, history, dtype=torch.float64, device=dev)    # 1 / (y . s); 0 marks an empty slot
+    h_diag = torch.ones(T, dtype=torch.float64, device=dev)
+    direction = torch.zeros(T, P, dtype=torch.float64, device=dev)
+    prev_grad = torch.zeros(T, P, dtype=torch.float64, device=dev)
+    step = [0.0] * T
+    prev_loss = [0.0] * T
+    evals = [1] * T
+    iterations = [0] * T
+    converged = (grad.abs().amax(1) <= tolerance_grad).tolist()
+    starting = [t for t in range(T) if not converged[t]]              # tasks about to start an iteration
+    searches: dict = {}                                               # task -> its line-search coroutine
+    requested: dict = {}                                              # task -> step length to evaluate
+    while starting or searches:
+        if starting:
+            new = torch.tensor(starting, device=dev)
+            later = torch.tensor([t for t in starting if iterations[t] > 0], device=dev, dtype=torch.int64)
+            if len(later):                                            # update the memory with (s, y)
+                yv = grad[later] - prev_grad[later]
+                sv = direction[later] * torch.tensor([step[t] for t in later.tolist()], dtype=torch.float64,
+                                                     device=dev)[:, None]
+                ys = (yv * sv).sum(1)
+                keep = ys > 1e-10
+                S[later] = torch.where(keep[:, None, None], torch.cat([S[later, 1:], sv[:, None]], 1), S[later])
+                Y[later] = torch.where(keep[:, None, None], torch.cat([Y[later, 1:], yv[:, None]], 1), Y[later])
+                rho[later] = torch.where(keep[:, None], torch.cat([rho[later, 1:], (1.0 / ys)[:, None]], 1),
+                                         rho[later])
+                h_diag[later] = torch.where(keep, ys / (yv * yv).sum(1), h_diag[later])
+            # two-loop recursion (newest pair first; empty slots, rho = 0, change nothing); the first
+            # iteration has an empty memory and h_diag 1, so its direction is -grad, as torch's
+            q = grad[new].neg()
+            s_new, y_new, rho_new = S[new], Y[new], rho[new]
+            alphas = [None] * history
+            for k in range(history - 1, -1, -1):
+                alphas[k] = (s_new[:, k] * q).sum(1) * rho_new[:, k]
+                q -= alphas[k][:, None] * y_new[:, k]
+            q *= h_diag[new][:, None]
+            for k in range(history):
+                beta = (y_new[:, k] * q).sum(1) * rho_new[:, k]
+                q += (alphas[k] - beta)[:, None] * s_new[:, k]
+            direction[new] = q
+            g_new = grad[new]
+            prev_grad[new] = g_new
+            gtd = (g_new * q).sum(1).tolist()
+            first = (1.0 / g_new.abs().sum(1)).tolist()
+            d_norm = q.abs().amax(1).tolist()
+            for i, t in enumerate(starting):
+                iterations[t] += 1
+                prev_loss[t] = loss[t]
+                t0 = min(1.0, first[i]) if iterations[t] == 1 else 1.0
+                if gtd[i] > -tolerance_change:                        # not a descent direction: stop
+                    converged[t] = True
+                    continue
+                search = _strong_wolfe(t0, loss[t], g_new[i], gtd[i], d_norm[i],
+                                       tolerance_change=tolerance_change, max_ls=max_eval - evals[t])
+                searches[t] = search
+                requested[t] = next(search)
+            starting = []
+        if not searches:
             break
-        # two-loop recursion, every task with its own history (newest pair last)
-        q = -grad.clone()
-        alphas = []
-        for k in range(history - 1, history - 1 - filled, -1):      # slots never filled hold zeros: skipped
-            a = rho[:, k] * (S[:, k] * q).sum(1)
-            q -= a[:, None] * Y[:, k]
-            alphas.append(a)
-        q *= gamma[:, None]
-        for i, k in enumerate(range(history - filled, history)):
-            bcoef = rho[:, k] * (Y[:, k] * q).sum(1)
-            q += (alphas[filled - 1 - i] - bcoef)[:, None] * S[:, k]
-        direction = q
-        slope = (grad * direction).sum(1)
-        step = torch.ones(T, dtype=torch.float64, device=dev)
-        if first:
-            step = torch.clamp(1.0 / grad.abs().sum(1).clamp_min(1e-300), max=1.0)
-            first = False
-        # Armijo backtracking, all active tasks together
-        pending = active & (slope < 0)
-        new_theta, new_loss, new_grad = theta.clone(), loss.clone(), grad.clone()
-        for _ in range(40):
-            if not bool(pending.any()):
-                break
-            sel = pending.nonzero().flatten()                        # only the tasks still searching
-            trial = theta[sel] + step[sel, None] * direction[sel]
-            tl, tg = objective(trial, sel)
-            ok = tl <= loss[sel] + 1e-4 * step[sel] * slope[sel]
-            acc = sel[ok]
-            new_theta[acc], new_loss[acc], new_grad[acc] = trial[ok], tl[ok], tg[ok]
-            pending[acc] = False
-            step = torch.where(pending, step * 0.5, step)
-        moved = active & ~pending & (slope < 0)
-        stalled = active & ~moved                                     # no descent step found
-        s = new_theta - theta
-        yv = new_grad - grad
-        sy = (s * yv).sum(1)
-        keep = moved & (sy > 1e-10)
-        S = torch.where(keep[:, None, None], torch.cat([S[:, 1:], s[:, None]], 1), S)
-        Y = torch.where(keep[:, None, None], torch.cat([Y[:, 1:], yv[:, None]], 1), Y)
-        rho = torch.where(keep[:, None], torch.cat([rho[:, 1:], (1.0 / sy.clamp_min(1e-300))[:, None]], 1), rho)
-        gamma = torch.where(keep, sy / (yv * yv).sum(1).clamp_min(1e-300), gamma)
-        filled = min(history, filled + int(bool(keep.any())))
-        iterations += moved.to(torch.int64)
-        done_now = moved & ((new_grad.abs().amax(1) <= tolerance_grad)
-                            | ((new_loss - loss).abs() < tolerance_change)
-                            | ((s.abs().amax(1)) <= tolerance_change))
-        theta, loss, grad = new_theta, new_loss, new_grad
-        converged |= done_now
-        active &= ~(done_now | stalled)
+        sel = list(requested)
+        idx_sel = torch.tensor(sel, device=dev)
+        lengths = torch.tensor([requested[t] for t in sel], dtype=torch.float64, device=dev)
+        d_sel = direction[idx_sel]
+        f_tr, g_tr = objective(theta[idx_sel] + lengths[:, None] * d_sel, idx_sel)
+        gtd_tr = (g_tr * d_sel).sum(1).tolist()
+        f_tr = f_tr.tolist()
+        requested = {}
+        finished = []
+        for i, t in enumerate(sel):
+            try:
+                requested[t] = searches[t].send((f_tr[i], g_tr[i], gtd_tr[i]))
+            except StopIteration as stop:
+                del searches[t]
+                f_acc, g_acc, t_acc, n_ls = stop.value
+                finished.append((t, f_acc, g_acc, t_acc, n_ls))
+        if finished:
+            fin = torch.tensor([r[0] for r in finished], device=dev)
+            lengths = torch.tensor([r[3] for r in finished], dtype=torch.float64, device=dev)
+            theta[fin] = theta[fin] + lengths[:, None] * direction[fin]
+            grad[fin] = torch.stack([r[2] for r in finished])
+            moved = (lengths[:, None] * direction[fin]).abs().amax(1).tolist()
+            optimal = (grad[fin].abs().amax(1) <= tolerance_grad).tolist()
+            for i, (t, f_acc, _, t_acc, n_ls) in enumerate(finished):
+                loss[t], step[t] = f_acc, t_acc
+                evals[t] += n_ls
+                if optimal[i] or moved[i] <= tolerance_change or abs(loss[t] - prev_loss[t]) < tolerance_change:
+                    converged[t] = True                               # torch's other stopping rules
+                elif iterations[t] < steps and evals[t] < max_eval:
+                    starting.append(t)                                # else stopped by a limit
     w = theta[:, :C * d].view(T, C, d)
     b = theta[:, C * d:]
     probes = [LinearProbe(classes=classes[t][cmask[t]], weight=w[t][cmask[t]].clone(), bias=b[t][cmask[t]].clone(),
                           mean=mean[t].clone(), std=std[t].clone()) for t in range(T)]
-    return probes, {"iterations": iterations, "converged": converged, "loss": loss}
+    return probes, {"iterations": torch.tensor(iterations), "evaluations": torch.tensor(evals),
+                    "converged": torch.tensor(converged), "loss": torch.tensor(loss, dtype=torch.float64)}

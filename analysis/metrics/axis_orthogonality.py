@@ -19,9 +19,10 @@ class AxisOrthogonality(Metric):
     """Per task pair a < b: ``axis_cos_median`` and ``axis_cos_max`` (|cos| between every axis of a and
     every one of b), ``axis_cos2_vs_random`` (mean cos^2 x d). For tasks labelling the same samples:
     ``labels_cramers_v`` (Cramer's V of their contingency table on the geometry split) and -- with
-    ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% percentile interval from a wild
-    bootstrap of those samples' residuals around every task's class effects, one set of resamples shared
-    by every pair of the row (``bootstrap_median_abs_cos_tasks``; README, Estimators). For those that are
+    ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% percentile interval by
+    ``bootstrap_median_abs_cos_tasks`` with scheme ``pair_bootstrap``: resampling within each pair's
+    joint classes (``joint``, seeded per pair as the per-pair call) or one wild bootstrap of the samples'
+    residuals around every task's class effects for all pairs (``wild``; README, Estimators). For those that are
     also independent (V <= ``INDEPENDENCE_V_MAX``, the assumption of Prop. 4.2; dependent pairs such as
     fine and coarse classes get no Prop. 4.2 rows): ``prop42_frac`` (share of axis pairs under the bound --
     on exactly balanced independent labelings it is 1 for any features, a property of the data),
@@ -34,13 +35,13 @@ class AxisOrthogonality(Metric):
     emits = (AXIS_COS_MEDIAN, AXIS_COS_MAX, AXIS_COS2_VS_RANDOM, LABELS_CRAMERS_V, PROP42_FRAC, PROP42_TIGHTNESS,
              PROP42_VS_RANDOM, AXIS_COS_MEDIAN + CI_LOW, AXIS_COS_MEDIAN + CI_HIGH)
 
-    def __init__(self, seed: int = 0, bootstrap: int = 0):
+    def __init__(self, seed: int = 0, bootstrap: int = 0, pair_bootstrap: str = "joint"):
         super().__init__()
-        self.seed, self.bootstrap = seed, bootstrap
+        self.seed, self.bootstrap, self.pair_bootstrap = seed, bootstrap, pair_bootstrap
 
     @classmethod
     def from_config(cls, evaluation, analysis, seed):
-        return cls(seed, analysis.bootstrap)
+        return cls(seed, analysis.bootstrap, analysis.pair_bootstrap)
 
     def _pairwise(self, row: Row) -> dict:
         """(a, b) -> orthogonality_summary-like dict for every pair a < b: from one product of all tasks'
@@ -67,7 +68,8 @@ class AxisOrthogonality(Metric):
             ci = None
             if self.bootstrap:
                 ci = bootstrap_median_abs_cos_tasks(f, labels, resamples=self.bootstrap,
-                                                    seed=self.seed * 1_000_003 + (row.t + 1) * 1009).tolist()
+                                                    seed=self.seed * 1_000_003 + (row.t + 1) * 1009,
+                                                    scheme=self.pair_bootstrap, task_ids=ks).tolist()
             for i, j in itertools.combinations(range(len(ks)), 2):
                 out[(ks[i], ks[j])] = (v[i][j], None if ci is None else ci[i][j])
         return out

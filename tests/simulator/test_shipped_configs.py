@@ -61,9 +61,11 @@ def test_the_causal_study_randomises_the_dose_and_crosses_it_with_the_strategies
     from dncsim.simulator.study import expand_grid, load_study_config
     monkeypatch.chdir(ROOT)
     specs = expand_grid(load_study_config(ROOT / "configs" / "study_causal.yaml"))
-    assert len(specs) == 24 and len({s["name"] for s in specs}) == 24
+    assert len(specs) == 36 and len({s["name"] for s in specs}) == 36
     regs = [s["config"]["objective"]["regularizers"] for s in specs]
-    assert {r[0]["weight"] for r in regs} == {0, 0.3, 3, 30} and {r[0]["labelled_fraction"] for r in regs} == {0.25}
+    assert {r[0]["weight"] for r in regs} == {0, 1, 5, 25} and {r[0]["labelled_fraction"] for r in regs} == {0.5}
+    assert {s["config"]["training"]["epochs"] for s in specs} == {2}
+    assert {s["config"]["seed"] for s in specs} == {0, 1, 2}
     assert {s["config"]["strategy"]["name"] for s in specs} == {"naive", "distill", "axis_distill"}
     assert {s["config"]["strategy"].get("weight") for s in specs if s["config"]["strategy"]["name"] != "naive"} == {1.0}
     assert {s["config"]["objective"]["name"] for s in specs} == {"simclr"}
