@@ -16,7 +16,7 @@ forgetting, by instrumental variables (Angrist & Pischke 2009, ch. 4):
 
 Conventions: rows are tasks (one per run and task, learned tasks only unless the caller says
 otherwise); the dose enters as its step in the sorted list of distinct weights (0, 1, 2, ... -- the
-shipped levels 0, 0.3, 3, 30 are a decade apart, so a step is a tenfold weight); fixed effects for
+shipped levels 0, 1, 5, 25 are about 5x apart past the control); fixed effects for
 task identity and strategy (the weight is randomised independently of both, so they only sharpen
 the estimates); errors clustered by run (every task of a run shares its dose and its backbone), the
 small-sample ("debiased") correction of linearmodels' ``IV2SLS``. The first stage's strength is the
@@ -147,7 +147,9 @@ def causal_sentences(result: dict) -> List[str]:
     """The verdict of one instrumental analysis in words, whichever way it comes out."""
     fs, rf, c = result["first_stage"], result["reduced_form"], result["causal"]
     what = "directional CDNV" if result["mediator"].startswith("dir_") else "CDNV"
-    out = [f"First stage: one dose step (a tenfold regulariser weight) changes log2 {what} when learned by "
+    levels = ", ".join(f"{v:g}" for v in result.get("levels", []))
+    step = f"one dose step (to the next of the weights {levels})" if levels else "one dose step"
+    out = [f"First stage: {step} changes log2 {what} when learned by "
            f"{fs['estimate']:+.3f} [{fs['ci_low']:+.3f}, {fs['ci_high']:+.3f}] (F = {result['first_stage_F']:.1f}"
            f"{'; weak instrument' if result['weak_instrument'] else ''}). Reduced form: forgetting changes by "
            f"{rf['estimate']:+.4f} [{rf['ci_low']:+.4f}, {rf['ci_high']:+.4f}] per step (p = {rf['p']:.3g})."]
@@ -156,10 +158,15 @@ def causal_sentences(result: dict) -> List[str]:
                    f"{c['ci_high']:+.4f}], p = {c['p']:.3g} -- but the instrument is weak (F < {WEAK_F:g}), so this "
                    "interval is not to be trusted.")
     else:
-        sign = ("more" if c["estimate"] > 0 else "less")
+        sign = "more" if c["estimate"] > 0 else "less"
         decided = c["ci_low"] > 0 or c["ci_high"] < 0
-        out.append(f"Causal estimate (2SLS) for {what}: doubling it, as the regulariser's dose does, changes "
-                   f"forgetting by {c['estimate']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p = {c['p']:.3g}"
-                   + (f": tasks made to have higher {what} forget {sign}." if decided else
-                      f": the data cannot tell whether lowering {what} reduces forgetting."))
+        lead = (f"Causal estimate (2SLS) for {what}: each doubling of it that the dose brings about changes "
+                f"forgetting by {c['estimate']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], p = {c['p']:.3g}")
+        if decided:
+            out.append(lead + f": tasks made to have higher {what} forget {sign}"
+                       + ("." if c["estimate"] > 0 else f" -- lowering {what} makes them forget more."))
+        else:
+            direction = "reduces" if c["estimate"] > 0 else "increases"
+            out.append(lead + f": the interval covers 0, so the data cannot tell whether lowering {what} changes "
+                       f"forgetting (the point estimate says lowering it {direction} forgetting).")
     return out

@@ -734,19 +734,21 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
         cells = present.nonzero().flatten()
         sizes = present[cells].tolist()
         gen = torch.Generator().manual_seed(int(seed) + 31 * ids[a] + ids[b])
-        starts, draws = 0, []
-        for m in sizes:                                               # the per-pair call's draws, cell by cell
-            draws.append(torch.randint(m, (B, m), generator=gen) + starts)
-            starts += m
-        n = starts
-        counts = torch.zeros(B, n, dtype=F64).scatter_add_(1, torch.cat(draws, 1), ones[:, :n]).to(x.device)
-        xs = xp[order.to(x.device)]
-        if len(set(sizes)) == 1:                                      # equal cells: one batched product
-            m = sizes[0]
-            sums = torch.bmm(counts.view(B, len(sizes), m).transpose(0, 1), xs.view(len(sizes), m, d)).transpose(0, 1)
-        else:
-            bounds = [0] + list(itertools.accumulate(sizes))
-            sums = torch.stack([counts[:, s:e] @ xs[s:e] for s, e in zip(bounds[:-1], bounds[1:])], 1)
+        # cell-major layout (K cells, B resamples, m_max slots + one dummy slot that padded draws point to
+        # and whose features are zero), so that every cell's resampled sums come from one product
+        K, mx = len(sizes), max(sizes)
+        draws = torch.full((K, B, mx), mx, dtype=torch.int64)
+        for k, m in enumerate(sizes):                                 # the per-pair call's draws, cell by cell
+            if m == mx:
+                torch.randint(m, (B, m), generator=gen, out=draws[k])
+            else:
+                draws[k, :, :m] = torch.randint(m, (B, m), generator=gen)
+        counts = torch.zeros(K, B, mx + 1, dtype=F64).scatter_add_(2, draws, ones[:, :mx].expand(K, B, mx))
+        size_t = torch.tensor(sizes)
+        slot = torch.arange(mx + 1)
+        gather = torch.where(slot < size_t[:, None], (torch.cumsum(size_t, 0) - size_t)[:, None] + slot, len(order))
+        xs = torch.cat([xp[order.to(x.device)], xp.new_zeros(1, d)])[gather.to(x.device)]   # (K, mx + 1, d)
+        sums = torch.bmm(counts.to(x.device), xs).transpose(0, 1)                          # (B, K, d)
         cells = cells.to(x.device)
         ma = torch.zeros(B, Ca, d, dtype=F64, device=x.device).index_add_(1, cells // Cb, sums)
         mb = torch.zeros(B, Cb, d, dtype=F64, device=x.device).index_add_(1, cells % Cb, sums)

@@ -37,7 +37,14 @@ def test_recovers_the_causal_effect_that_ols_overstates():
     x = np.log2([r["dir_cdnv_learned"] for r in rows])
     ols = np.polyfit(x, [r["forgetting"] for r in rows], 1)[0]
     assert ols > 0.1                          # the confounder doubles the naive slope; the instrument does not
-    assert "Causal estimate (2SLS)" in causal_sentences(res)[1]
+    words = causal_sentences(res)
+    assert "to the next of the weights " + ", ".join(f"{v:g}" for v in LEVELS) in words[0]
+    assert "Causal estimate (2SLS)" in words[1]
+    assert ("tasks made to have higher directional CDNV forget more." in words[1]) == (res["causal"]["ci_low"] > 0)
+    flipped = dict(res, causal=dict(res["causal"], estimate=-0.05, ci_low=-0.10, ci_high=0.001))
+    assert "the point estimate says lowering it increases forgetting" in causal_sentences(flipped)[1]
+    decided = dict(res, causal=dict(res["causal"], estimate=-0.05, ci_low=-0.10, ci_high=-0.01))
+    assert "lowering directional CDNV makes them forget more" in causal_sentences(decided)[1]
 
 
 def test_coverage_under_the_null_and_weak_instrument_flag():
