@@ -266,9 +266,10 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     loss_t, grad = objective(theta)
     loss = loss_t.tolist()
     max_eval = steps * 5 // 4                                          # torch.optim.LBFGS's default
-    S = torch.zeros(T, history, P, dtype=torch.float64, device=dev)   # steps s, newest last
+    S = torch.zeros(T, history, P, dtype=torch.float64, device=dev)   # steps s, a ring per task
     Y = torch.zeros_like(S)                                           # gradient changes y
     rho = torch.zeros(T, history, dtype=torch.float64, device=dev)    # 1 / (y . s); 0 marks an empty slot
+    head = torch.zeros(T, dtype=torch.int64, device=dev)              # the slot the next pair goes to
     h_diag = torch.ones(T, dtype=torch.float64, device=dev)
     direction = torch.zeros(T, P, dtype=torch.float64, device=dev)
     prev_grad = torch.zeros(T, P, dtype=torch.float64, device=dev)
@@ -282,6 +283,7 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     requested: dict = {}                                              # task -> step length to evaluate
     while starting or searches:
         if starting:
+            starting.sort()                                           # task order: rows of the batched tensors
             new = torch.tensor(starting, device=dev)
             later = torch.tensor([t for t in starting if iterations[t] > 0], device=dev, dtype=torch.int64)
             if len(later):                                            # update the memory with (s, y)
@@ -290,23 +292,26 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
                                                      device=dev)[:, None]
                 ys = (yv * sv).sum(1)
                 keep = ys > 1e-10
-                S[later] = torch.where(keep[:, None, None], torch.cat([S[later, 1:], sv[:, None]], 1), S[later])
-                Y[later] = torch.where(keep[:, None, None], torch.cat([Y[later, 1:], yv[:, None]], 1), Y[later])
-                rho[later] = torch.where(keep[:, None], torch.cat([rho[later, 1:], (1.0 / ys)[:, None]], 1),
-                                         rho[later])
-                h_diag[later] = torch.where(keep, ys / (yv * yv).sum(1), h_diag[later])
-            # two-loop recursion (newest pair first; empty slots, rho = 0, change nothing); the first
-            # iteration has an empty memory and h_diag 1, so its direction is -grad, as torch's
+                upd, slot = later[keep], head[later[keep]]
+                S[upd, slot], Y[upd, slot] = sv[keep], yv[keep]
+                rho[upd, slot] = 1.0 / ys[keep]
+                h_diag[upd] = ys[keep] / (yv[keep] * yv[keep]).sum(1)
+                head[upd] = (slot + 1) % history
+            # two-loop recursion over each task's ring of pairs, newest first (empty slots, rho = 0, change
+            # nothing); the first iteration has an empty memory and h_diag 1, so its direction is -grad
             q = grad[new].neg()
-            s_new, y_new, rho_new = S[new], Y[new], rho[new]
-            alphas = [None] * history
-            for k in range(history - 1, -1, -1):
-                alphas[k] = (s_new[:, k] * q).sum(1) * rho_new[:, k]
-                q -= alphas[k][:, None] * y_new[:, k]
+            newest = head[new]
+            pairs = []
+            for j in range(history):
+                k = (newest - 1 - j) % history
+                s_j, y_j, r_j = S[new, k], Y[new, k], rho[new, k]
+                a_j = (s_j * q).sum(1) * r_j
+                q -= a_j[:, None] * y_j
+                pairs.append((s_j, y_j, r_j, a_j))
             q *= h_diag[new][:, None]
-            for k in range(history):
-                beta = (y_new[:, k] * q).sum(1) * rho_new[:, k]
-                q += (alphas[k] - beta)[:, None] * s_new[:, k]
+            for s_j, y_j, r_j, a_j in reversed(pairs):
+                beta = (y_j * q).sum(1) * r_j
+                q += (a_j - beta)[:, None] * s_j
             direction[new] = q
             g_new = grad[new]
             prev_grad[new] = g_new
