@@ -186,6 +186,27 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
         lock.release()
 
 
+#: from this many task pairs on the same samples (20 tasks) a run says that ``pair_bootstrap: wild`` exists
+PAIR_HINT_PAIRS = 190
+
+
+def pair_interval_hint(analysis, tasks) -> Optional[str]:
+    """One line for runs whose pair intervals will dominate the evaluation: at least ``PAIR_HINT_PAIRS``
+    pairs of tasks labelling the same samples, resampled pair by pair (``analysis.pair_bootstrap:
+    joint`` with ``analysis.bootstrap`` > 0); None otherwise."""
+    if not analysis.bootstrap or analysis.pair_bootstrap != "joint":
+        return None
+    sizes: dict = {}
+    for task in tasks:
+        sizes[task.group] = sizes.get(task.group, 0) + 1
+    pairs = sum(n * (n - 1) // 2 for n in sizes.values())
+    if pairs < PAIR_HINT_PAIRS:
+        return None
+    return (f"note: {pairs} task pairs share their samples; the interval of each pair's median |cos| resamples "
+            "that pair's joint classes (analysis.pair_bootstrap: joint), a cost per evaluation that grows with "
+            "the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (README, Speed)")
+
+
 def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:
     cfg, directory = parts.config, parts.directory
     plan = directory.plan(config, resume=resume, force=force)    # again, now that no one else can change it
@@ -195,6 +216,9 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
     directory.prepare(plan)
     if note:
         print(note, file=stream, flush=True)
+    hint = pair_interval_hint(cfg.analysis, parts.evaluation.collection.tasks)
+    if hint and not quiet:
+        print(hint, file=stream, flush=True)
     wandb_id = None
     if "wandb" in cfg.output.active_loggers:
         wandb_id = (previous.get("wandb_run_id") if plan == RunDirectory.RESUME else None) or new_wandb_id()

@@ -250,3 +250,27 @@ def test_joint_trains_once_and_none_never(tmp_path):
         assert mats[1] == mats[2] == mats[3]           # nothing changes after the first phase
         if objective == "none":
             assert mats[0] == mats[1]                  # the random backbone is never trained
+
+
+def test_a_run_with_many_task_pairs_names_the_linear_pair_interval():
+    """From 190 pairs of tasks on the same samples (20 tasks) with joint pair intervals, a run says once
+    that they dominate and that ``pair_bootstrap: wild`` exists; not below, not with wild or without
+    intervals, and pairs count only within a group of tasks on the same samples."""
+    from types import SimpleNamespace
+
+    from dncsim.analysis.metrics import AnalysisConfig
+    from dncsim.simulator.run import PAIR_HINT_PAIRS, pair_interval_hint
+
+    def tasks(*groups):
+        return [SimpleNamespace(group=g) for g, n in groups for _ in range(n)]
+
+    joint = AnalysisConfig()
+    hint = pair_interval_hint(joint, tasks(("a", 20)))
+    assert PAIR_HINT_PAIRS == 190 and hint.startswith("note: 190 task pairs share their samples")
+    assert "analysis.pair_bootstrap: wild" in hint and "\n" not in hint
+    assert pair_interval_hint(joint, tasks(("a", 19))) is None
+    assert pair_interval_hint(joint, tasks(("a", 13), ("b", 13))) is None        # 2 x 78 pairs, none across
+    assert pair_interval_hint(joint, tasks(("a", 19), ("b", 19))).startswith("note: 342 task pairs")
+    assert pair_interval_hint(joint, tasks(("a", 20), ("b", 2))).startswith("note: 191 task pairs")
+    assert pair_interval_hint(AnalysisConfig(pair_bootstrap="wild"), tasks(("a", 30))) is None
+    assert pair_interval_hint(AnalysisConfig(bootstrap=0), tasks(("a", 30))) is None
