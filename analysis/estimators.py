@@ -717,6 +717,7 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     idx = lab.idx.cpu()
     everywhere = bool((idx >= 0).all())
     ones = torch.ones(B, x.shape[0], dtype=F64)
+    done, medians = [], []
     for a, b in itertools.combinations(range(T), 2):                 # each pair its own seeded draws
         if everywhere:
             ia, ib, xp = idx[a], idx[b], x
@@ -737,13 +738,11 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
         # cell-major layout (K cells, B resamples, m_max slots + one dummy slot that padded draws point to
         # and whose features are zero), so that every cell's resampled sums come from one product
         K, mx = len(sizes), max(sizes)
-        draws = torch.full((K, B, mx), mx, dtype=torch.int64)
+        counts = torch.zeros(K, B, mx + 1, dtype=F64)
+        buf = torch.empty(B * mx, dtype=torch.int64)
         for k, m in enumerate(sizes):                                 # the per-pair call's draws, cell by cell
-            if m == mx:
-                torch.randint(m, (B, m), generator=gen, out=draws[k])
-            else:
-                draws[k, :, :m] = torch.randint(m, (B, m), generator=gen)
-        counts = torch.zeros(K, B, mx + 1, dtype=F64).scatter_add_(2, draws, ones[:, :mx].expand(K, B, mx))
+            draws = torch.randint(m, (B, m), generator=gen, out=buf[:B * m].view(B, m))
+            counts[k, :, :m].scatter_add_(1, draws, ones[:, :m])
         size_t = torch.tensor(sizes)
         slot = torch.arange(mx + 1)
         gather = torch.where(slot < size_t[:, None], (torch.cumsum(size_t, 0) - size_t)[:, None] + slot, len(order))
@@ -761,7 +760,13 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
         ua = ua / ua.norm(dim=-1, keepdim=True)
         ub = ub / ub.norm(dim=-1, keepdim=True)
         cos = torch.bmm(ua, ub.transpose(1, 2)).abs().flatten(1)
-        out[a, b, 0], out[a, b, 1] = _interval(cos.median(dim=1).values, alpha)
+        done.append((a, b))
+        medians.append(cos.median(dim=1).values)
+    if done:                    # every pair's percentile interval at once (_interval's: NaN medians left out)
+        q = torch.nanquantile(torch.stack(medians), torch.tensor([alpha / 2, 1 - alpha / 2], dtype=F64,
+                                                                  device=x.device), dim=1).T
+        ia_, ib_ = zip(*done)
+        out[list(ia_), list(ib_)] = q
     return out
 
 
