@@ -10,6 +10,7 @@ import random
 import socket
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -196,10 +197,7 @@ def pair_interval_hint(analysis, tasks) -> Optional[str]:
     joint`` with ``analysis.bootstrap`` > 0); None otherwise."""
     if not analysis.bootstrap or analysis.pair_bootstrap != "joint":
         return None
-    sizes: dict = {}
-    for task in tasks:
-        sizes[task.group] = sizes.get(task.group, 0) + 1
-    pairs = sum(n * (n - 1) // 2 for n in sizes.values())
+    pairs = sum(n * (n - 1) // 2 for n in Counter(task.group for task in tasks).values())
     if pairs < PAIR_HINT_PAIRS:
         return None
     return (f"note: {pairs} task pairs share their samples; the interval of each pair's median |cos| resamples "
