@@ -683,11 +683,28 @@ def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", 
 
 
 #: the pair-interval schemes of :func:`bootstrap_median_abs_cos_tasks` (``analysis.pair_bootstrap``)
-PAIR_BOOTSTRAP_SCHEMES = ("joint", "wild")
+PAIR_BOOTSTRAP_SCHEMES = ("auto", "joint", "wild")
+
+#: ``scheme="auto"`` resamples pair by pair (``joint``) below this many pairs of tasks on the same samples
+#: (20 tasks), and uses the ``wild`` bootstrap from it on, where the per-pair cost (T^2 / 2 pairs, each with
+#: B x N draws) would dominate the evaluation; the two cover alike on exactly balanced evaluation data
+#: (tests/analysis/test_task_batch.py measures it)
+AUTO_WILD_PAIRS = 190
+
+
+def resolve_pair_scheme(scheme: str, tasks: int) -> str:
+    """The scheme ``bootstrap_median_abs_cos_tasks`` uses for ``tasks`` tasks on the same samples:
+    ``joint`` or ``wild`` as given; ``auto``: ``wild`` from ``AUTO_WILD_PAIRS`` pairs (T (T - 1) / 2) on,
+    else ``joint``."""
+    if scheme not in PAIR_BOOTSTRAP_SCHEMES:
+        raise DncsimError(f"scheme must be one of {PAIR_BOOTSTRAP_SCHEMES}; got {scheme!r}")
+    if scheme == "auto":
+        return "wild" if tasks * (tasks - 1) // 2 >= AUTO_WILD_PAIRS else "joint"
+    return scheme
 
 
 def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha: float = 0.05,
-                                   seed: int = 0, scheme: str = "joint", task_ids=None) -> torch.Tensor:
+                                   seed: int = 0, scheme: str = "auto", task_ids=None) -> torch.Tensor:
     """(T, T, 2) percentile intervals (low, high) of the median |cos| between task a's and task b's decision
     axes (plug-in class means), for every pair a < b of T tasks labelling the same ``features`` (N, d).
     Entries other than the upper triangle a < b are NaN.
@@ -697,16 +714,16 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     ids[b]`` with ``ids = task_ids`` (default 0..T-1), so every pair draws what the per-pair call draws.
     Each pair needs its own resamples (B x N random draws), so the cost grows with the number of pairs,
     T (T - 1) / 2. ``scheme="wild"``: :func:`_wild_median_abs_cos_tasks`, one wild bootstrap for all
-    pairs (cost linear in T; a different interval, within about 30% of the joint one)."""
-    if scheme == "wild":
-        return _wild_median_abs_cos_tasks(features, labels, resamples=resamples, alpha=alpha, seed=seed)
-    if scheme != "joint":
-        raise DncsimError(f"scheme must be one of {PAIR_BOOTSTRAP_SCHEMES}; got {scheme!r}")
+    pairs (cost linear in T; a different interval, within about 30% of the joint one, with the same
+    coverage on exactly balanced data). ``scheme="auto"`` (default): ``joint`` below ``AUTO_WILD_PAIRS``
+    pairs, ``wild`` from there on (:func:`resolve_pair_scheme`)."""
     from dncsim.analysis.task_batch import task_labels
 
     x = as_features(features).to(F64)
     lab = task_labels(labels, x.shape[0])
     T = lab.T
+    if resolve_pair_scheme(scheme, T) == "wild":
+        return _wild_median_abs_cos_tasks(features, labels, resamples=resamples, alpha=alpha, seed=seed)
     ids = list(range(T)) if task_ids is None else [int(i) for i in task_ids]
     if len(ids) != T:
         raise DncsimError(f"task_ids must name the {T} tasks; got {len(ids)}")
@@ -740,9 +757,13 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
         K, mx = len(sizes), max(sizes)
         counts = torch.zeros(K, B, mx + 1, dtype=F64)
         buf = torch.empty(B * mx, dtype=torch.int64)
-        for k, m in enumerate(sizes):                                 # the per-pair call's draws, cell by cell
-            draws = torch.randint(m, (B, m), generator=gen, out=buf[:B * m].view(B, m))
-            counts[k, :, :m].scatter_add_(1, draws, ones[:, :m])
+        if len(set(sizes)) == 1:      # equal cells: one call draws what the per-pair call draws cell by cell
+            draws = torch.randint(mx, (K, B, mx), generator=gen)
+            counts[:, :, :mx].scatter_add_(2, draws, ones[:, :mx].expand(K, B, mx))
+        else:
+            for k, m in enumerate(sizes):                             # the per-pair call's draws, cell by cell
+                draws = torch.randint(m, (B, m), generator=gen, out=buf[:B * m].view(B, m))
+                counts[k, :, :m].scatter_add_(1, draws, ones[:, :m])
         size_t = torch.tensor(sizes)
         slot = torch.arange(mx + 1)
         gather = torch.where(slot < size_t[:, None], (torch.cumsum(size_t, 0) - size_t)[:, None] + slot, len(order))

@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from dncsim.analysis.estimators import resolve_pair_scheme
 from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
 from dncsim.analysis.text_table import format_table
 from dncsim.common import DncsimError, RunFailed
@@ -187,22 +188,33 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
         lock.release()
 
 
-#: from this many task pairs on the same samples (20 tasks) a run says that ``pair_bootstrap: wild`` exists
+#: from this many task pairs resampled pair by pair (``joint``) a run says that the cost is theirs
 PAIR_HINT_PAIRS = 190
 
 
 def pair_interval_hint(analysis, tasks) -> Optional[str]:
-    """One line for runs whose pair intervals will dominate the evaluation: at least ``PAIR_HINT_PAIRS``
-    pairs of tasks labelling the same samples, resampled pair by pair (``analysis.pair_bootstrap:
-    joint`` with ``analysis.bootstrap`` > 0); None otherwise."""
-    if not analysis.bootstrap or analysis.pair_bootstrap != "joint":
+    """One line about the pair intervals of runs with many pairs of tasks labelling the same samples (with
+    ``analysis.bootstrap`` > 0): under ``pair_bootstrap: auto``, that the groups of at least 20 tasks use the
+    wild bootstrap; otherwise, from ``PAIR_HINT_PAIRS`` pairs resampled pair by pair (``joint``), that
+    their cost dominates and what grows linearly instead. None when neither applies. Pairs count within
+    a group of tasks on the same samples."""
+    if not analysis.bootstrap:
         return None
-    pairs = sum(n * (n - 1) // 2 for n in Counter(task.group for task in tasks).values())
-    if pairs < PAIR_HINT_PAIRS:
+    sizes = [n for n in Counter(task.group for task in tasks).values() if n > 1]
+    schemes = [(n * (n - 1) // 2, resolve_pair_scheme(analysis.pair_bootstrap, n)) for n in sizes]
+    joint = sum(p for p, s in schemes if s == "joint")
+    wild = sum(p for p, s in schemes if s == "wild")
+    if analysis.pair_bootstrap == "auto" and wild:
+        return (f"note: {wild} task pairs share their samples; the intervals of their median |cos| come from one "
+                "wild bootstrap for all of them (analysis.pair_bootstrap: auto, from 20 tasks on; joint would "
+                "resample every pair's joint classes, a cost that grows with the number of pairs; README, "
+                "Estimators)")
+    if joint < PAIR_HINT_PAIRS:
         return None
-    return (f"note: {pairs} task pairs share their samples; the interval of each pair's median |cos| resamples "
-            "that pair's joint classes (analysis.pair_bootstrap: joint), a cost per evaluation that grows with "
-            "the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (README, Speed)")
+    return (f"note: {joint} task pairs share their samples; the interval of each pair's median |cos| resamples "
+            f"that pair's joint classes (analysis.pair_bootstrap: {analysis.pair_bootstrap}), a cost per "
+            "evaluation that grows with the number of pairs; analysis.pair_bootstrap: wild grows with the number "
+            "of tasks (README, Speed)")
 
 
 def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:

@@ -22,7 +22,8 @@ class AxisOrthogonality(Metric):
     ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% percentile interval by
     ``bootstrap_median_abs_cos_tasks`` with scheme ``pair_bootstrap``: resampling within each pair's
     joint classes (``joint``, seeded per pair as the per-pair call) or one wild bootstrap of the samples'
-    residuals around every task's class effects for all pairs (``wild``; README, Estimators). For those that are
+    residuals around every task's class effects for all pairs (``wild``); ``auto`` takes ``wild`` for
+    batches of at least 20 tasks (190 pairs) and ``joint`` below (README, Estimators). For those that are
     also independent (V <= ``INDEPENDENCE_V_MAX``, the assumption of Prop. 4.2; dependent pairs such as
     fine and coarse classes get no Prop. 4.2 rows): ``prop42_frac`` (share of axis pairs under the bound --
     on exactly balanced independent labelings it is 1 for any features, a property of the data),
@@ -35,7 +36,7 @@ class AxisOrthogonality(Metric):
     emits = (AXIS_COS_MEDIAN, AXIS_COS_MAX, AXIS_COS2_VS_RANDOM, LABELS_CRAMERS_V, PROP42_FRAC, PROP42_TIGHTNESS,
              PROP42_VS_RANDOM, AXIS_COS_MEDIAN + CI_LOW, AXIS_COS_MEDIAN + CI_HIGH)
 
-    def __init__(self, seed: int = 0, bootstrap: int = 0, pair_bootstrap: str = "joint"):
+    def __init__(self, seed: int = 0, bootstrap: int = 0, pair_bootstrap: str = "auto"):
         super().__init__()
         self.seed, self.bootstrap, self.pair_bootstrap = seed, bootstrap, pair_bootstrap
 

@@ -252,10 +252,11 @@ def test_joint_trains_once_and_none_never(tmp_path):
             assert mats[0] == mats[1]                  # the random backbone is never trained
 
 
-def test_a_run_with_many_task_pairs_names_the_linear_pair_interval():
-    """From 190 pairs of tasks on the same samples (20 tasks) with joint pair intervals, a run says once
-    that they dominate and that ``pair_bootstrap: wild`` exists; not below, not with wild or without
-    intervals, and pairs count only within a group of tasks on the same samples."""
+def test_a_run_with_many_task_pairs_says_how_their_intervals_are_resampled():
+    """Under the default ``pair_bootstrap: auto`` a run says once when a group of at least 20 tasks on the
+    same samples (190 pairs) takes the wild bootstrap; with ``joint``, from 190 pairs resampled pair by
+    pair, that they dominate and that ``wild`` exists; nothing below, with ``wild`` or without intervals;
+    pairs count only within a group of tasks on the same samples."""
     from types import SimpleNamespace
 
     from dncsim.analysis.metrics import AnalysisConfig
@@ -264,7 +265,17 @@ def test_a_run_with_many_task_pairs_names_the_linear_pair_interval():
     def tasks(*groups):
         return [SimpleNamespace(group=g) for g, n in groups for _ in range(n)]
 
-    joint = AnalysisConfig()
+    auto = AnalysisConfig()
+    assert auto.pair_bootstrap == "auto"
+    hint = pair_interval_hint(auto, tasks(("a", 20)))
+    assert hint.startswith("note: 190 task pairs share their samples") and "one wild bootstrap" in hint
+    assert "\n" not in hint
+    assert pair_interval_hint(auto, tasks(("a", 19))) is None
+    assert pair_interval_hint(auto, tasks(("a", 19), ("b", 2))) is None           # 171 + 1 pairs, both joint
+    assert pair_interval_hint(auto, tasks(("a", 21), ("b", 19))).startswith("note: 210 task pairs")  # b: joint
+    assert pair_interval_hint(auto, tasks(("a", 19), ("b", 19))).startswith("note: 342 task pairs")
+    assert "pair_bootstrap: auto), a cost" in pair_interval_hint(auto, tasks(("a", 19), ("b", 19)))
+    joint = AnalysisConfig(pair_bootstrap="joint")
     hint = pair_interval_hint(joint, tasks(("a", 20)))
     assert PAIR_HINT_PAIRS == 190 and hint.startswith("note: 190 task pairs share their samples")
     assert "analysis.pair_bootstrap: wild" in hint and "\n" not in hint
