@@ -1,10 +1,11 @@
 """The shipped reproduction of the paper (configs/paper_multitask.yaml), run as shipped, claim by claim.
 
-About 6 minutes on 2 cores, so it is left out of the default run (marker ``reproduction``; run it with
+About 8 minutes on 2 cores, so it is left out of the default run (marker ``reproduction``; run it with
 ``python -m pytest -m reproduction``): the one test that trains for real. What reproduces at this scale
 is asserted at the paper module's fixed levels (S1; the bound above the error everywhere); what does
-not (S2's correlation pooled over points of training, S3 for the shape pairs) is asserted as far as
-it holds, with a margin for other CPUs and BLAS builds (README: Reproducing the paper).
+not (S2's correlation pooled over points of training) or only by less than its block-to-block noise
+(S3, whose shape pairs sit at the limit and cross it from block to block) is asserted as far as it
+holds robustly, with a margin for other CPUs and BLAS builds (README: Reproducing the paper).
 """
 import json
 from pathlib import Path
@@ -37,8 +38,10 @@ def test_the_shipped_paper_config_reproduces_the_papers_claims(tmp_path, monkeyp
     # dominated by the bound at initialisation (README: Reproducing the paper), so the verdict is not asserted
     assert s2["points"] >= 4 * 11 * 3 and not s2["violations"], paper["findings"][1]
     assert min(p["rho_per_point_min"] for p in s2["per_attribute"]) >= 0.75
-    # S3: the typical pair of attributes is near-orthogonal at the end; shape / size, 2^-3 in the
-    # paper itself, sits at the limit here and moves across it from block to block
+    # S3: the typical pair of attributes is near-orthogonal at the end; shape / size and shape / style
+    # (2^-3 in the paper itself) sit at the limit here and move across it from block to block, so the
+    # verdict (reproduced here, seed 0) is not asserted; no pair is far above the limit
     assert len(s3["pairs"]) == 6
     cos = sorted(p["median_abs_cos"] for p in s3["pairs"])
     assert (cos[2] + cos[3]) / 2 <= S3_MAX and cos[0] < s3["thresholds"]["limit"], cos
+    assert cos[-1] <= 1.5 * s3["thresholds"]["limit"], cos
