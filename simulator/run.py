@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from dncsim.analysis.estimators import resolve_pair_scheme
+from dncsim.analysis.estimators import AUTO_WILD_PAIRS, resolve_pair_scheme
 from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
 from dncsim.analysis.text_table import format_table
 from dncsim.common import DncsimError, RunFailed
@@ -188,8 +188,9 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
         lock.release()
 
 
-#: from this many task pairs resampled pair by pair (``joint``) a run says that the cost is theirs
-PAIR_HINT_PAIRS = 190
+#: from this many task pairs resampled pair by pair (``joint``) a run says that the cost is theirs: the
+#: number of pairs from which ``pair_bootstrap: auto`` itself stops resampling pair by pair
+PAIR_HINT_PAIRS = AUTO_WILD_PAIRS
 
 
 def pair_interval_hint(analysis, tasks) -> Optional[str]:
