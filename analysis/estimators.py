@@ -723,7 +723,7 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     lab = task_labels(labels, x.shape[0])
     T = lab.T
     if resolve_pair_scheme(scheme, T) == "wild":
-        return _wild_median_abs_cos_tasks(features, labels, resamples=resamples, alpha=alpha, seed=seed)
+        return _wild_median_abs_cos_tasks(x, lab, resamples=resamples, alpha=alpha, seed=seed)
     ids = list(range(T)) if task_ids is None else [int(i) for i in task_ids]
     if len(ids) != T:
         raise DncsimError(f"task_ids must name the {T} tasks; got {len(ids)}")
@@ -791,7 +791,7 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     return out
 
 
-def _wild_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha: float = 0.05,
+def _wild_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, alpha: float = 0.05,
                                seed: int = 0) -> torch.Tensor:
     """The ``wild`` scheme of :func:`bootstrap_median_abs_cos_tasks`: one wild bootstrap serves every pair.
 
@@ -802,11 +802,8 @@ def _wild_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha:
     So a class mean varies only with the noise around the joint effects of all tasks, as under resampling
     within the joint classes of a pair (:func:`bootstrap_median_abs_cos`), while the cost grows linearly
     with T (one product over each task's class cells per batch of resamples, then one (T P)^2 product of
-    the stacked axes). Seeded by ``seed``. Entries other than the upper triangle a < b are NaN."""
-    from dncsim.analysis.task_batch import task_labels
-
-    x = as_features(features).to(F64)
-    lab = task_labels(labels, x.shape[0])
+    the stacked axes). Seeded by ``seed``. ``x`` (N, d) float64 and ``lab`` (``task_labels``) as the caller
+    validated them. Entries other than the upper triangle a < b are NaN."""
     x = x - x.mean(dim=0, keepdim=True)
     T, N = lab.idx.shape
     C = lab.C
