@@ -683,24 +683,47 @@ def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", 
 
 
 #: the pair-interval schemes of :func:`bootstrap_median_abs_cos_tasks` (``analysis.pair_bootstrap``)
-PAIR_BOOTSTRAP_SCHEMES = ("auto", "joint", "wild")
+PAIR_BOOTSTRAP_SCHEMES = ("auto", "joint", "wild", "iid")
 
-#: ``scheme="auto"`` resamples pair by pair (``joint``) below this many pairs of tasks on the same samples
-#: (20 tasks), and uses the ``wild`` bootstrap from it on, where the per-pair cost (T^2 / 2 pairs, each with
-#: B x N draws) would dominate the evaluation; the two cover alike on exactly balanced evaluation data
-#: (tests/analysis/test_task_batch.py measures it)
+#: ``scheme="auto"`` resamples the balanced pairs pair by pair (``joint``) below this many pairs of tasks on
+#: the same samples (20 tasks), and uses the ``wild`` bootstrap for them from it on, where the per-pair cost
+#: (T^2 / 2 pairs, each with B x N draws) would dominate the evaluation; the two cover alike on exactly
+#: balanced evaluation data (tests/analysis/test_task_batch.py measures it)
 AUTO_WILD_PAIRS = 190
 
 
-def resolve_pair_scheme(scheme: str, tasks: int) -> str:
-    """The scheme ``bootstrap_median_abs_cos_tasks`` uses for ``tasks`` tasks on the same samples:
-    ``joint`` or ``wild`` as given; ``auto``: ``wild`` from ``AUTO_WILD_PAIRS`` pairs (T (T - 1) / 2) on,
-    else ``joint``."""
+def resolve_pair_scheme(scheme: str, tasks: int, balanced: bool = True) -> str:
+    """The scheme ``bootstrap_median_abs_cos_tasks`` uses for a pair among ``tasks`` tasks on the same
+    samples: ``joint``, ``wild`` or ``iid`` as given; ``auto``: ``iid`` when the pair's joint classes are
+    not an exactly balanced design (``balanced`` False, see :func:`balanced_pairs`), else ``wild`` from
+    ``AUTO_WILD_PAIRS`` pairs (T (T - 1) / 2) on and ``joint`` below."""
     if scheme not in PAIR_BOOTSTRAP_SCHEMES:
         raise DncsimError(f"scheme must be one of {PAIR_BOOTSTRAP_SCHEMES}; got {scheme!r}")
     if scheme == "auto":
+        if not balanced:
+            return "iid"
         return "wild" if tasks * (tasks - 1) // 2 >= AUTO_WILD_PAIRS else "joint"
     return scheme
+
+
+def balanced_pairs(labels) -> torch.Tensor:
+    """(T, T) bool for T tasks labelling the same samples (``labels`` (T, N) int, negative: not in the task):
+    True where tasks a != b form an exactly balanced design on the samples both label -- every cell
+    (class of a, class of b) of their classes holds the same number of samples, at least one (as the
+    generated evaluation data, built as balanced factorials). False on the diagonal."""
+    from dncsim.analysis.task_batch import task_labels
+
+    y = torch.as_tensor(labels)
+    lab = task_labels(y, y.shape[-1])
+    T, C = lab.T, lab.C
+    oh = lab.onehot().permute(0, 2, 1).reshape(T * C, -1)                 # (T C, N)
+    cells = (oh @ oh.T).view(T, C, T, C).permute(0, 2, 1, 3)              # (a, b, class of a, class of b)
+    real = lab.mask[:, None, :, None] & lab.mask[None, :, None, :]
+    big = torch.tensor(float("inf"), dtype=cells.dtype, device=cells.device)
+    low = torch.where(real, cells, big).flatten(2).amin(2)
+    high = torch.where(real, cells, -big).flatten(2).amax(2)
+    out = (low == high) & (low > 0)
+    return out & ~torch.eye(T, dtype=torch.bool, device=out.device)
 
 
 def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha: float = 0.05,
@@ -709,24 +732,52 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     axes (plug-in class means), for every pair a < b of T tasks labelling the same ``features`` (N, d).
     Entries other than the upper triangle a < b are NaN.
 
-    ``scheme="joint"`` (default): pair by pair, exactly :func:`bootstrap_median_abs_cos` -- resampling
-    within the pair's joint classes (a, b) of the samples both label, seeded by ``seed + 31 ids[a] +
-    ids[b]`` with ``ids = task_ids`` (default 0..T-1), so every pair draws what the per-pair call draws.
-    Each pair needs its own resamples (B x N random draws), so the cost grows with the number of pairs,
-    T (T - 1) / 2. ``scheme="wild"``: :func:`_wild_median_abs_cos_tasks`, one wild bootstrap for all
-    pairs (cost linear in T; a different interval, within about 30% of the joint one, with the same
-    coverage on exactly balanced data). ``scheme="auto"`` (default): ``joint`` below ``AUTO_WILD_PAIRS``
-    pairs, ``wild`` from there on (:func:`resolve_pair_scheme`)."""
+    ``scheme="joint"``: pair by pair, exactly :func:`bootstrap_median_abs_cos` -- resampling within the
+    pair's joint classes (a, b) of the samples both label, seeded by ``seed + 31 ids[a] + ids[b]`` with
+    ``ids = task_ids`` (default 0..T-1), so every pair draws what the per-pair call draws. Each pair needs
+    its own resamples (B x N random draws), so the cost grows with the number of pairs, T (T - 1) / 2.
+    ``scheme="wild"``: :func:`_wild_median_abs_cos_tasks`, one wild bootstrap for all pairs (cost linear
+    in T; a different interval, within about 30% of the joint one, with the same coverage on exactly
+    balanced data). Both hold the joint cells fixed, as the design of the generated evaluation data does.
+    ``scheme="iid"``: :func:`_iid_median_abs_cos_tasks`, one bootstrap of the samples themselves for all
+    pairs (linear in T), which lets the cells' sizes vary as they do when the samples are drawn at random.
+    ``scheme="auto"`` (default): per pair, ``iid`` when the pair is not an exactly balanced design
+    (:func:`balanced_pairs`), else ``joint`` below ``AUTO_WILD_PAIRS`` pairs and ``wild`` from there on
+    (:func:`resolve_pair_scheme`)."""
     from dncsim.analysis.task_batch import task_labels
 
     x = as_features(features).to(F64)
     lab = task_labels(labels, x.shape[0])
     T = lab.T
-    if resolve_pair_scheme(scheme, T) == "wild":
-        return _wild_median_abs_cos_tasks(x, lab, resamples=resamples, alpha=alpha, seed=seed)
+    resolve_pair_scheme(scheme, T)
     ids = list(range(T)) if task_ids is None else [int(i) for i in task_ids]
     if len(ids) != T:
         raise DncsimError(f"task_ids must name the {T} tasks; got {len(ids)}")
+    kw = dict(resamples=int(resamples), alpha=alpha, seed=int(seed))
+    pairs = list(itertools.combinations(range(T), 2))
+    if scheme != "auto":
+        chosen = {scheme: pairs}
+    else:
+        bal = balanced_pairs(lab.idx).tolist()
+        chosen: dict = {}
+        for a, b in pairs:
+            chosen.setdefault(resolve_pair_scheme("auto", T, bal[a][b]), []).append((a, b))
+    out = torch.full((T, T, 2), float("nan"), dtype=F64, device=x.device)
+    for name, these in chosen.items():
+        if name == "joint":
+            part = _joint_median_abs_cos_tasks(x, lab, these, ids, **kw)
+        else:
+            part = (_wild_median_abs_cos_tasks if name == "wild" else _iid_median_abs_cos_tasks)(x, lab, **kw)
+        ia, ib = (list(v) for v in zip(*these))
+        out[ia, ib] = part[ia, ib]
+    return out
+
+
+def _joint_median_abs_cos_tasks(x: torch.Tensor, lab, pairs, ids, *, resamples: int, alpha: float,
+                                seed: int) -> torch.Tensor:
+    """The ``joint`` scheme of :func:`bootstrap_median_abs_cos_tasks` for the task ``pairs`` (a, b), a < b:
+    each pair resampled within its joint classes by its own generator, as the per-pair call."""
+    T = lab.T
     x = x - x.mean(dim=0, keepdim=True)
     out = torch.full((T, T, 2), float("nan"), dtype=F64, device=x.device)
     B = int(resamples)
@@ -734,13 +785,15 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     idx = lab.idx.cpu()
     everywhere = bool((idx >= 0).all())
     ones = torch.ones(B, x.shape[0], dtype=F64)
+    x_pad = torch.cat([x, x.new_zeros(1, d)])                           # row N: the zero dummy slot's features
     done, medians = [], []
-    for a, b in itertools.combinations(range(T), 2):                 # each pair its own seeded draws
+    for a, b in pairs:                                                 # each pair its own seeded draws
         if everywhere:
-            ia, ib, xp = idx[a], idx[b], x
+            ia, ib, xp = idx[a], idx[b], x_pad
         else:
             both = (idx[a] >= 0) & (idx[b] >= 0)
-            ia, ib, xp = idx[a][both], idx[b][both], x[both.to(x.device)]
+            ia, ib = idx[a][both], idx[b][both]
+            xp = torch.cat([x[both.to(x.device)], x.new_zeros(1, d)])
         ca, ia = torch.unique(ia, return_inverse=True)
         cb, ib = torch.unique(ib, return_inverse=True)
         Ca, Cb = ca.numel(), cb.numel()
@@ -767,7 +820,8 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
         size_t = torch.tensor(sizes)
         slot = torch.arange(mx + 1)
         gather = torch.where(slot < size_t[:, None], (torch.cumsum(size_t, 0) - size_t)[:, None] + slot, len(order))
-        xs = torch.cat([xp[order.to(x.device)], xp.new_zeros(1, d)])[gather.to(x.device)]   # (K, mx + 1, d)
+        rows = torch.cat([order, order.new_full((1,), len(order))])[gather]   # the dummy slot: xp's last row
+        xs = xp[rows.to(x.device)]                                                          # (K, mx + 1, d)
         sums = torch.bmm(counts.to(x.device), xs).transpose(0, 1)                          # (B, K, d)
         cells = cells.to(x.device)
         ma = torch.zeros(B, Ca, d, dtype=F64, device=x.device).index_add_(1, cells // Cb, sums)
@@ -791,6 +845,40 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     return out
 
 
+def _class_cells(lab, device):
+    """(T, C, n) sample indices of every task's class cells, padded, and their validity mask."""
+    T, N = lab.idx.shape
+    sample, valid = _cell_layout(lab.idx, torch.zeros(T, 1, N, dtype=torch.bool, device=device), lab.C)
+    return sample[:, 0, 0::2], valid[:, 0, 0::2]
+
+
+def _median_cos_of_means(mu: torch.Tensor, lab, *, nan_aware: bool) -> torch.Tensor:
+    """(B, pairs) median |cos| between the decision axes of every pair of tasks a < b (``triu_indices``
+    order) from resampled class means ``mu`` (T, C, B, d); padded classes' axes are left out (NaN), and
+    with ``nan_aware`` so are axes of a class that a resample left empty (NaN means)."""
+    T, C, _, d = mu.shape
+    pa = torch.triu_indices(C, C, 1, device=mu.device)
+    P = pa.shape[1]
+    real = (lab.mask[:, pa[0]] & lab.mask[:, pa[1]])                      # (T, P)
+    ta, tb = torch.triu_indices(T, T, 1, device=mu.device)
+    u = mu[:, pa[1]] - mu[:, pa[0]]                                       # (T, P, B, d)
+    u = u / u.norm(dim=-1, keepdim=True)
+    u = u.masked_fill(~real[:, :, None, None], float("nan")).permute(2, 0, 1, 3).reshape(-1, T * P, d)
+    cos = (u @ u.transpose(1, 2)).abs().view(-1, T, P, T, P).permute(0, 1, 3, 2, 4)[:, ta, tb]   # (B, pairs, P, P)
+    cos = cos.reshape(cos.shape[0], -1, P * P)
+    plain = bool(real.all()) and not nan_aware                            # no padded axes: plain medians
+    return (cos.median(dim=-1) if plain else cos.nanmedian(dim=-1)).values
+
+
+def _pair_intervals(med: torch.Tensor, T: int, alpha: float) -> torch.Tensor:
+    """(T, T, 2) percentile intervals from (B, pairs) medians (NaN resamples left out), NaN off a < b."""
+    probs = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=F64, device=med.device)
+    ta, tb = torch.triu_indices(T, T, 1, device=med.device)
+    out = torch.full((T, T, 2), float("nan"), dtype=F64, device=med.device)
+    out[ta, tb] = torch.nanquantile(med, probs, dim=0).T
+    return out
+
+
 def _wild_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, alpha: float = 0.05,
                                seed: int = 0) -> torch.Tensor:
     """The ``wild`` scheme of :func:`bootstrap_median_abs_cos_tasks`: one wild bootstrap serves every pair.
@@ -806,9 +894,8 @@ def _wild_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, al
     validated them. Entries other than the upper triangle a < b are NaN."""
     x = x - x.mean(dim=0, keepdim=True)
     T, N = lab.idx.shape
-    C = lab.C
     onehot = lab.onehot()                                                 # (T, N, C)
-    design = onehot.permute(1, 0, 2).reshape(N, T * C)
+    design = onehot.permute(1, 0, 2).reshape(N, T * lab.C)
     coef = torch.linalg.pinv(design.T @ design, hermitian=True) @ (design.T @ x)
     rank = int(torch.linalg.matrix_rank(design.T @ design, hermitian=True))
     resid = (x - design @ coef) * math.sqrt(N / max(1, N - rank))
@@ -816,27 +903,43 @@ def _wild_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, al
     means = (onehot.transpose(1, 2) @ x) / counts.clamp_min(1)[..., None]  # (T, C, d)
     gen = torch.Generator().manual_seed(int(seed))
     signs = (torch.randint(0, 2, (resamples, N), generator=gen) * 2 - 1).to(device=x.device, dtype=F64)
-    sample, valid = _cell_layout(lab.idx, torch.zeros(T, 1, N, dtype=torch.bool, device=x.device), C)
-    sample, valid = sample[:, 0, 0::2], valid[:, 0, 0::2]                 # (T, C, n): class cells
+    sample, valid = _class_cells(lab, x.device)                           # (T, C, n)
     eg = resid[sample] * valid[..., None]                                 # (T, C, n, d)
-    pa = torch.triu_indices(C, C, 1, device=x.device)
-    P = pa.shape[1]
-    real = (lab.mask[:, pa[0]] & lab.mask[:, pa[1]])                      # (T, P)
-    full = bool(real.all())                                               # no padded axes: plain medians
-    ta, tb = torch.triu_indices(T, T, 1, device=x.device)
     meds = []
     for b in range(0, resamples, 50):
         sb = signs[b:b + 50][:, sample] * valid                           # (B, T, C, n)
         dev = sb.permute(1, 2, 0, 3) @ eg                                 # (T, C, B, d)
         mu = means[:, :, None] + dev / counts.clamp_min(1)[..., None, None]
-        u = mu[:, pa[1]] - mu[:, pa[0]]                                   # (T, P, B, d)
-        u = u / u.norm(dim=-1, keepdim=True)
-        u = u.masked_fill(~real[:, :, None, None], float("nan")).permute(2, 0, 1, 3).reshape(-1, T * P, x.shape[1])
-        cos = (u @ u.transpose(1, 2)).abs().view(-1, T, P, T, P).permute(0, 1, 3, 2, 4)[:, ta, tb]   # (B, pairs, P, P)
-        cos = cos.reshape(cos.shape[0], -1, P * P)
-        meds.append((cos.median(dim=-1) if full else cos.nanmedian(dim=-1)).values)   # (B, pairs)
-    med = torch.cat(meds)
-    probs = torch.tensor([alpha / 2, 1 - alpha / 2], dtype=F64, device=x.device)
-    out = torch.full((T, T, 2), float("nan"), dtype=F64, device=x.device)
-    out[ta, tb] = torch.nanquantile(med, probs, dim=0).T
-    return out
+        meds.append(_median_cos_of_means(mu, lab, nan_aware=False))       # (B, pairs)
+    return _pair_intervals(torch.cat(meds), T, alpha)
+
+
+#: added to ``seed`` for the ``iid`` scheme's generator, so that its draws are not the ``wild`` signs'
+_IID_SEED_OFFSET = 0x9E3779B9
+
+
+def _iid_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, alpha: float = 0.05,
+                              seed: int = 0) -> torch.Tensor:
+    """The ``iid`` scheme of :func:`bootstrap_median_abs_cos_tasks`: one bootstrap of the samples serves
+    every pair. Resample r draws N samples with replacement from the N (multinomial counts w_rn, shared by
+    all tasks) and recomputes every class mean as the weighted mean of its samples,
+    mu*_tc = sum_{n in c} w_rn x_n / sum_{n in c} w_rn, so the sizes of the joint cells (class of a, class
+    of b) vary from resample to resample as they do between random draws of the samples, and with them
+    the share of b's class effects in a's class means -- a variation both conditional schemes hold fixed.
+    A class that a resample leaves empty drops out of that resample's medians. Cost linear in T, as
+    ``wild``. Seeded by ``seed + _IID_SEED_OFFSET``. Entries other than the upper triangle a < b are NaN."""
+    x = x - x.mean(dim=0, keepdim=True)
+    T, N = lab.idx.shape
+    gen = torch.Generator().manual_seed(int(seed) + _IID_SEED_OFFSET)
+    draws = torch.randint(N, (resamples, N), generator=gen)
+    weights = torch.zeros(resamples, N, dtype=F64).scatter_add_(1, draws, torch.ones(resamples, N, dtype=F64))
+    weights = weights.to(x.device)
+    sample, valid = _class_cells(lab, x.device)                           # (T, C, n)
+    xs = x[sample] * valid[..., None]                                     # (T, C, n, d)
+    meds = []
+    for b in range(0, resamples, 50):
+        wb = weights[b:b + 50][:, sample] * valid                         # (B, T, C, n)
+        sums = wb.permute(1, 2, 0, 3) @ xs                                # (T, C, B, d)
+        mu = sums / wb.sum(-1).permute(1, 2, 0)[..., None]                # empty class: NaN
+        meds.append(_median_cos_of_means(mu, lab, nan_aware=True))
+    return _pair_intervals(torch.cat(meds), T, alpha)

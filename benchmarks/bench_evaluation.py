@@ -70,8 +70,8 @@ def tasks_of(labels):
 
 def batched_row(model, x, tasks, t, pair_bootstrap="auto"):
     """One evaluation row as a run measures it: the embedding pass, then every default metric (with
-    ``analysis.pair_bootstrap`` as given; ``auto`` -- joint below 20 tasks, wild from 20 on -- is the
-    default)."""
+    ``analysis.pair_bootstrap`` as given; ``auto`` is the default: the labels here are drawn at random, so no
+    pair is an exactly balanced design and auto takes ``iid`` for every pair)."""
     col = build_collection(tasks, EvaluationConfig(), AnalysisConfig(pair_bootstrap=pair_bootstrap), seed=0,
                            experiences=len(tasks))
     f = embed(model, x)
@@ -114,9 +114,10 @@ def probe_floor(model, x, tasks):
 def rows(args):
     print(f"one evaluation row, N={N} ({N_TRAIN} probe-train / {N - N_TRAIN} probe-test), {CLASSES} classes "
           f"per task, default evaluation, {torch.get_num_threads()} threads, best of {args.repeats}")
-    print("  row: default evaluation (analysis.pair_bootstrap: auto -- pair intervals resampled within each "
-          "pair's joint classes below 20 tasks, one wild bootstrap from 20 on); joint / wild: the same with "
-          "analysis.pair_bootstrap: joint / wild")
+    print("  row: default evaluation (analysis.pair_bootstrap: auto -- the labels are drawn at random, so the "
+          "pairs' joint classes are of unequal size and auto takes the iid bootstrap of the samples); joint / "
+          "wild: the same with analysis.pair_bootstrap: joint / wild, the schemes auto takes for exactly "
+          "balanced pairs (joint below 20 tasks, wild from 20 on)")
     print(f"  {'d':>4} {'T':>4} {'row s':>8} {'joint s':>8} {'wild s':>7} {'embed+probe s':>14} {'ratio':>6} "
           f"{'per-task s':>11} {'speed-up':>9}")
     times, joint_times, wild_times = {}, {}, {}

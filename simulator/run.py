@@ -5,6 +5,7 @@ anything else is resumed by running into it again.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import socket
@@ -17,7 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from dncsim.analysis.estimators import AUTO_WILD_PAIRS, resolve_pair_scheme
+from dncsim.analysis.estimators import AUTO_WILD_PAIRS, balanced_pairs, resolve_pair_scheme
 from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
 from dncsim.analysis.text_table import format_table
 from dncsim.common import DncsimError, RunFailed
@@ -189,33 +190,56 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
 
 
 #: from this many task pairs resampled pair by pair (``joint``) a run says that the cost is theirs: the
-#: number of pairs from which ``pair_bootstrap: auto`` itself stops resampling pair by pair
+#: number of pairs from which ``pair_bootstrap: auto`` itself stops resampling balanced pairs pair by pair
 PAIR_HINT_PAIRS = AUTO_WILD_PAIRS
 
 
-def pair_interval_hint(analysis, tasks) -> Optional[str]:
-    """One line about the pair intervals of runs with many pairs of tasks labelling the same samples (with
-    ``analysis.bootstrap`` > 0): under ``pair_bootstrap: auto``, that the groups of at least 20 tasks use the
-    wild bootstrap; otherwise, from ``PAIR_HINT_PAIRS`` pairs resampled pair by pair (``joint``), that
-    their cost dominates and what grows linearly instead. None when neither applies. Pairs count within
-    a group of tasks on the same samples."""
+def pair_interval_hint(analysis, tasks, split: str = "test") -> Optional[str]:
+    """One line about the intervals of the median |cos| of the pairs of tasks labelling the same samples
+    (with ``analysis.bootstrap`` > 0), or None. Pairs count within a group of tasks on the same samples;
+    a pair is balanced when its joint classes on the ``split`` labels are an exactly balanced design
+    (:func:`balanced_pairs`). Under ``pair_bootstrap: auto``: how many pairs take the iid bootstrap (not
+    balanced) or the wild one (balanced, from 20 tasks on), when any does. Under ``joint`` or ``wild``:
+    that pairs which are not balanced get intervals that hold their random cell sizes fixed; else, from
+    ``PAIR_HINT_PAIRS`` pairs resampled pair by pair, that their cost dominates."""
     if not analysis.bootstrap:
         return None
-    sizes = [n for n in Counter(task.group for task in tasks).values() if n > 1]
-    schemes = [(n * (n - 1) // 2, resolve_pair_scheme(analysis.pair_bootstrap, n)) for n in sizes]
-    joint = sum(p for p, s in schemes if s == "joint")
-    wild = sum(p for p, s in schemes if s == "wild")
-    if analysis.pair_bootstrap == "auto" and wild:
-        return (f"note: {wild} task pairs share their samples; the intervals of their median |cos| come from one "
-                "wild bootstrap for all of them (analysis.pair_bootstrap: auto, from 20 tasks on; joint would "
-                "resample every pair's joint classes, a cost that grows with the number of pairs; README, "
-                "Estimators)")
-    if joint < PAIR_HINT_PAIRS:
+    groups: dict = {}
+    for task in tasks:
+        groups.setdefault(task.group, []).append(task)
+    counts = Counter()
+    for members in groups.values():
+        n = len(members)
+        if n < 2:
+            continue
+        labels = torch.stack([t.test_labels if split == "test" else t.train_labels for t in members])
+        bal = balanced_pairs(labels).tolist()
+        for a, b in itertools.combinations(range(n), 2):
+            counts[resolve_pair_scheme(analysis.pair_bootstrap, n, bal[a][b]), bal[a][b]] += 1
+    total = sum(counts.values())
+    unbalanced = sum(v for (_, b), v in counts.items() if not b)
+    scheme = analysis.pair_bootstrap
+    if scheme == "auto":
+        iid, wild = counts["iid", False], counts["wild", True]
+        if not (iid or wild):
+            return None
+        parts = [f"{iid} resample the samples (iid: joint classes of unequal size)" if iid else "",
+                 f"{wild} share one wild bootstrap (balanced, 20 tasks or more)" if wild else "",
+                 f"{counts['joint', True]} resample within their joint classes" if counts["joint", True] else ""]
+        return (f"note: {total} task pairs share their samples; their median |cos| intervals: "
+                + ", ".join(p for p in parts if p) + " (analysis.pair_bootstrap: auto; README, Estimators)")
+    if unbalanced and scheme != "iid":
+        return (f"note: {unbalanced} of {total} task pairs on the same samples have joint classes of unequal "
+                f"size; analysis.pair_bootstrap: {scheme} holds those sizes fixed, so their median |cos| "
+                "intervals are too narrow if the samples were drawn at random (iid or auto lets them vary; "
+                "README, Estimators)")
+    joint = counts["joint", True]
+    if scheme != "joint" or joint < PAIR_HINT_PAIRS:
         return None
     return (f"note: {joint} task pairs share their samples; the interval of each pair's median |cos| resamples "
-            f"that pair's joint classes (analysis.pair_bootstrap: {analysis.pair_bootstrap}), a cost per "
-            "evaluation that grows with the number of pairs; analysis.pair_bootstrap: wild grows with the number "
-            "of tasks (README, Speed)")
+            f"that pair's joint classes (analysis.pair_bootstrap: {scheme}), a cost per evaluation that grows "
+            "with the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (README, "
+            "Speed)")
 
 
 def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:
@@ -227,7 +251,8 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
     directory.prepare(plan)
     if note:
         print(note, file=stream, flush=True)
-    hint = pair_interval_hint(cfg.analysis, parts.evaluation.collection.tasks)
+    hint = pair_interval_hint(cfg.analysis, parts.evaluation.collection.tasks,
+                              parts.evaluation.collection.geometry_split)
     if hint and not quiet:
         print(hint, file=stream, flush=True)
     wandb_id = None

@@ -45,13 +45,19 @@ class AnalysisConfig(StrictModel):
     crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")
     bootstrap: int = Field(100, ge=0, le=10000, description="within-class bootstrap resamples for the 95% intervals "
                                                             "of the per-task summaries (0: none)")
-    pair_bootstrap: Literal["auto", "joint", "wild"] = Field("auto", description="resampling of the interval of "
-                                                             "the median |cos| between two tasks' axes: 'joint' "
-                                                             "resamples within the pair's joint classes, pair by "
-                                                             "pair (cost grows with T^2); 'wild' one wild "
-                                                             "bootstrap for all pairs (linear in T); 'auto' joint "
-                                                             "below 190 pairs on the same samples (20 tasks), wild "
-                                                             "from there on (README, Estimators)")
+    pair_bootstrap: Literal["auto", "joint", "wild", "iid"] = Field("auto", description="resampling of the "
+                                                                    "interval of the median |cos| between two "
+                                                                    "tasks' axes: 'joint' resamples within the "
+                                                                    "pair's joint classes, pair by pair (cost "
+                                                                    "grows with T^2); 'wild' one wild bootstrap "
+                                                                    "for all pairs (linear in T); both hold the "
+                                                                    "joint cells fixed; 'iid' resamples the "
+                                                                    "samples, for all pairs (linear in T), "
+                                                                    "letting the cells vary; 'auto' per pair: "
+                                                                    "iid unless the pair is an exactly balanced "
+                                                                    "design, then joint below 190 pairs on the "
+                                                                    "same samples (20 tasks), wild from there on "
+                                                                    "(README, Estimators)")
 
     @field_validator("shots")
     @classmethod

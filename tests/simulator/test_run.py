@@ -253,28 +253,41 @@ def test_joint_trains_once_and_none_never(tmp_path):
 
 
 def test_a_run_with_many_task_pairs_says_how_their_intervals_are_resampled():
-    """Under the default ``pair_bootstrap: auto`` a run says once when a group of at least 20 tasks on the
-    same samples (190 pairs) takes the wild bootstrap; with ``joint``, from 190 pairs resampled pair by
-    pair, that they dominate and that ``wild`` exists; nothing below, with ``wild`` or without intervals;
-    pairs count only within a group of tasks on the same samples."""
+    """Under the default ``pair_bootstrap: auto`` a run says once how many pairs of tasks on the same samples
+    take the iid bootstrap (joint classes of unequal size) or the wild one (balanced, at least 20 tasks);
+    nothing when every pair is balanced and resampled pair by pair. With ``joint`` or ``wild`` it says
+    when some pairs are not balanced (their intervals hold random cell sizes fixed), and with ``joint``,
+    from 190 balanced pairs resampled pair by pair, that they dominate and that ``wild`` exists; nothing
+    without intervals. Pairs count only within a group of tasks on the same samples."""
     from types import SimpleNamespace
 
     from dncsim.analysis.metrics import AnalysisConfig
     from dncsim.simulator.run import PAIR_HINT_PAIRS, pair_interval_hint
 
-    def tasks(*groups):
-        return [SimpleNamespace(group=g) for g, n in groups for _ in range(n)]
+    H = torch.ones(1, 1, dtype=torch.int64)
+    for _ in range(5):
+        H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)])
+    balanced = (H[:, 1:] > 0).long().T.repeat(1, 2)                  # 31 labelings, every pair balanced
+
+    def tasks(*groups, random_=0):
+        out = []
+        for name, n in groups:
+            for k in range(n):
+                y = (torch.arange(64) % 3 == k).long() if k < random_ else balanced[k]   # unequal cells
+                out.append(SimpleNamespace(group=name, test_labels=y, train_labels=y))
+        return out
 
     auto = AnalysisConfig()
     assert auto.pair_bootstrap == "auto"
     hint = pair_interval_hint(auto, tasks(("a", 20)))
-    assert hint.startswith("note: 190 task pairs share their samples") and "one wild bootstrap" in hint
-    assert "\n" not in hint
+    assert hint.startswith("note: 190 task pairs share their samples") and "190 share one wild bootstrap" in hint
+    assert "\n" not in hint and "iid" not in hint
     assert pair_interval_hint(auto, tasks(("a", 19))) is None
     assert pair_interval_hint(auto, tasks(("a", 19), ("b", 2))) is None           # 171 + 1 pairs, both joint
-    assert pair_interval_hint(auto, tasks(("a", 21), ("b", 19))).startswith("note: 210 task pairs")  # b: joint
-    assert pair_interval_hint(auto, tasks(("a", 19), ("b", 19))).startswith("note: 342 task pairs")
-    assert "pair_bootstrap: auto), a cost" in pair_interval_hint(auto, tasks(("a", 19), ("b", 19)))
+    hint = pair_interval_hint(auto, tasks(("a", 4), random_=1))                     # 3 of 6 pairs unbalanced
+    assert hint.startswith("note: 6 task pairs") and "3 resample the samples (iid" in hint
+    assert "3 resample within their joint classes" in hint and "wild" not in hint
+    assert pair_interval_hint(auto, tasks(("a", 21), ("b", 19))).startswith("note: 381 task pairs")
     joint = AnalysisConfig(pair_bootstrap="joint")
     hint = pair_interval_hint(joint, tasks(("a", 20)))
     assert PAIR_HINT_PAIRS == 190 and hint.startswith("note: 190 task pairs share their samples")
@@ -283,5 +296,10 @@ def test_a_run_with_many_task_pairs_says_how_their_intervals_are_resampled():
     assert pair_interval_hint(joint, tasks(("a", 13), ("b", 13))) is None        # 2 x 78 pairs, none across
     assert pair_interval_hint(joint, tasks(("a", 19), ("b", 19))).startswith("note: 342 task pairs")
     assert pair_interval_hint(joint, tasks(("a", 20), ("b", 2))).startswith("note: 191 task pairs")
+    hint = pair_interval_hint(joint, tasks(("a", 3), random_=1))
+    assert hint.startswith("note: 2 of 3 task pairs on the same samples have joint classes of unequal size")
     assert pair_interval_hint(AnalysisConfig(pair_bootstrap="wild"), tasks(("a", 30))) is None
-    assert pair_interval_hint(AnalysisConfig(bootstrap=0), tasks(("a", 30))) is None
+    assert "pair_bootstrap: wild holds" in pair_interval_hint(AnalysisConfig(pair_bootstrap="wild"),
+                                                              tasks(("a", 30), random_=2))
+    assert pair_interval_hint(AnalysisConfig(pair_bootstrap="iid"), tasks(("a", 30), random_=2)) is None
+    assert pair_interval_hint(AnalysisConfig(bootstrap=0), tasks(("a", 30), random_=2)) is None
