@@ -300,11 +300,13 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
             # two-loop recursion over each task's ring of pairs, newest first (empty slots, rho = 0, change
             # nothing); the first iteration has an empty memory and h_diag 1, so its direction is -grad
             q = grad[new].neg()
-            newest = head[new]
+            order = (head[new, None] - 1 - torch.arange(history, device=dev)) % history        # (k, H)
+            rho_o = rho[new[:, None], order]
+            filled = int((rho_o != 0).sum(1).max())
+            S_o, Y_o = S[new[:, None], order[:, :filled]], Y[new[:, None], order[:, :filled]]
             pairs = []
-            for j in range(history):
-                k = (newest - 1 - j) % history
-                s_j, y_j, r_j = S[new, k], Y[new, k], rho[new, k]
+            for j in range(filled):
+                s_j, y_j, r_j = S_o[:, j], Y_o[:, j], rho_o[:, j]
                 a_j = (s_j * q).sum(1) * r_j
                 q -= a_j[:, None] * y_j
                 pairs.append((s_j, y_j, r_j, a_j))
@@ -333,10 +335,14 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
         if not searches:
             break
         sel = list(requested)
-        idx_sel = torch.tensor(sel, device=dev)
         lengths = torch.tensor([requested[t] for t in sel], dtype=torch.float64, device=dev)
-        d_sel = direction[idx_sel]
-        f_tr, g_tr = objective(theta[idx_sel] + lengths[:, None] * d_sel, idx_sel)
+        if len(sel) == T and sel == sorted(sel):                      # every task, in order: no gathers
+            d_sel = direction
+            f_tr, g_tr = objective(theta + lengths[:, None] * d_sel)
+        else:
+            idx_sel = torch.tensor(sel, device=dev)
+            d_sel = direction[idx_sel]
+            f_tr, g_tr = objective(theta[idx_sel] + lengths[:, None] * d_sel, idx_sel)
         gtd_tr = (g_tr * d_sel).sum(1).tolist()
         f_tr = f_tr.tolist()
         requested = {}
