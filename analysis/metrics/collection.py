@@ -64,9 +64,16 @@ class MetricCollection:
         return RowResult(t=int(t), rows=rows, geometries=row.geometries)
 
     def state_dict(self) -> dict:
-        """The rows travel as one JSON string (``rows_json``; floats as ``repr``, so exactly): pickling the
-        growing table dict by dict made every checkpoint cost O(rows) Python callbacks."""
-        return {"rows_json": json.dumps(self.rows), "done": list(self.done),
+        """The rows travel as one JSON string (``rows_json``, exactly ``json.dumps(rows)``; floats as
+        ``repr``, so exactly): pickling the growing table dict by dict made every checkpoint cost O(rows)
+        Python callbacks. Each row is encoded once (the table only grows between checkpoints; a row
+        object that is no longer the one encoded at its position is encoded again)."""
+        cache = self.__dict__.setdefault("_row_json", [])
+        keep = 0
+        while keep < min(len(cache), len(self.rows)) and cache[keep][0] is self.rows[keep]:
+            keep += 1
+        cache[keep:] = [(r, json.dumps(r)) for r in self.rows[keep:]]
+        return {"rows_json": "[" + ", ".join(text for _, text in cache) + "]", "done": list(self.done),
                 "metrics": {m.name: m.state_dict() for m in self.metrics}}
 
     def load_state_dict(self, state: dict) -> None:

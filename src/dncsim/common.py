@@ -199,12 +199,20 @@ def csv_text(header: Sequence[str], rows) -> str:
     None becomes an empty field, a float its ``repr`` (exact round trip). RFC 4180 line ends (CRLF), so
     the csv module quotes every field holding a comma, quote, CR or LF (with LF line ends it leaves a
     lone CR unquoted, which breaks the row)."""
+    return "".join(csv_lines([header])) + "".join(csv_lines(rows))
+
+
+def csv_lines(rows) -> List[str]:
+    """The CSV lines of ``rows`` as :func:`csv_text` writes them (each with its CRLF), one string per row,
+    from one writer."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(header)
+    ends = []
     for row in rows:
         w.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
-    return buf.getvalue()
+        ends.append(buf.tell())
+    text = buf.getvalue()
+    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 # --- atomic writes ------------------------------------------------------------------------------------

@@ -39,7 +39,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dncsim.common import DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text, csv_text
+from dncsim.common import (DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text, csv_lines,
+                           csv_text)
 
 __all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
@@ -341,8 +342,9 @@ class RunDirectory:
         keep = 0
         while keep < min(len(cache), len(rows)) and cache[keep][0] is rows[keep]:
             keep += 1
-        cache = cache[:keep] + [(r, metrics_csv_text([r]).split("\r\n", 1)[1],
-                                 json.dumps({c: r[c] for c in cols}) + "\n") for r in rows[keep:]]
+        new = rows[keep:]
+        lines = csv_lines([r[c] for c in cols] for r in new)
+        cache = cache[:keep] + [(r, line, json.dumps({c: r[c] for c in cols}) + "\n") for r, line in zip(new, lines)]
         self._row_text = cache
         header = metrics_csv_text([])
         atomic_write_text(self.file(METRICS_CSV), header + "".join(c[1] for c in cache))

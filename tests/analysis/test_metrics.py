@@ -2,6 +2,7 @@
 checkpoint, a restored collection that continues exactly, the contract checks, and the random-direction
 reference levels of |cos|."""
 import io
+import json
 import math
 
 import pytest
@@ -76,6 +77,10 @@ def test_a_restored_collection_continues_exactly():
     for t in (1, 2):
         resumed.evaluate(t, features_at(t))
     assert resumed.rows == whole.rows and resumed.done == [-1, 0, 1, 2]
+    # the rows' JSON is encoded row by row once, and stays exactly json.dumps of the table
+    assert resumed.state_dict()["rows_json"] == json.dumps(whole.rows) == whole.state_dict()["rows_json"]
+    whole.rows[3] = dict(whole.rows[3], value=0.125)
+    assert whole.state_dict()["rows_json"] == json.dumps(whole.rows)
     # the frozen probes and the geometry when learned were state: without them the rows would differ
     fresh = collection()
     for t in (1, 2):
