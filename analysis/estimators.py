@@ -852,6 +852,22 @@ def _class_cells(lab, device):
     return sample[:, 0, 0::2], valid[:, 0, 0::2]
 
 
+def _resampled_medians(lab, weights: torch.Tensor, values: torch.Tensor, *, to_means, nan_aware: bool):
+    """(B, pairs) median |cos| of every pair of tasks a < b under B per-sample multiplier resamples:
+    ``weights`` (B, N) per-sample multipliers, shared by all tasks; for chunks of 50 resamples, every
+    class cell's weighted sums of ``values`` (N, d), (T, C, B, d), and its weight totals, (T, C, B), go
+    through ``to_means`` to the resampled class means (T, C, B, d) (:func:`_median_cos_of_means`)."""
+    sample, valid = _class_cells(lab, values.device)                      # (T, C, n)
+    cells = values[sample] * valid[..., None]                             # (T, C, n, d)
+    meds = []
+    for b in range(0, weights.shape[0], 50):
+        wb = weights[b:b + 50][:, sample] * valid                         # (B, T, C, n)
+        sums = wb.permute(1, 2, 0, 3) @ cells                             # (T, C, B, d)
+        mu = to_means(sums, wb.sum(-1).permute(1, 2, 0))
+        meds.append(_median_cos_of_means(mu, lab, nan_aware=nan_aware))
+    return torch.cat(meds)
+
+
 def _median_cos_of_means(mu: torch.Tensor, lab, *, nan_aware: bool) -> torch.Tensor:
     """(B, pairs) median |cos| between the decision axes of every pair of tasks a < b (``triu_indices``
     order) from resampled class means ``mu`` (T, C, B, d); padded classes' axes are left out (NaN), and
@@ -903,15 +919,9 @@ def _wild_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, al
     means = (onehot.transpose(1, 2) @ x) / counts.clamp_min(1)[..., None]  # (T, C, d)
     gen = torch.Generator().manual_seed(int(seed))
     signs = (torch.randint(0, 2, (resamples, N), generator=gen) * 2 - 1).to(device=x.device, dtype=F64)
-    sample, valid = _class_cells(lab, x.device)                           # (T, C, n)
-    eg = resid[sample] * valid[..., None]                                 # (T, C, n, d)
-    meds = []
-    for b in range(0, resamples, 50):
-        sb = signs[b:b + 50][:, sample] * valid                           # (B, T, C, n)
-        dev = sb.permute(1, 2, 0, 3) @ eg                                 # (T, C, B, d)
-        mu = means[:, :, None] + dev / counts.clamp_min(1)[..., None, None]
-        meds.append(_median_cos_of_means(mu, lab, nan_aware=False))       # (B, pairs)
-    return _pair_intervals(torch.cat(meds), T, alpha)
+    med = _resampled_medians(lab, signs, resid, nan_aware=False,
+                             to_means=lambda dev, _: means[:, :, None] + dev / counts.clamp_min(1)[..., None, None])
+    return _pair_intervals(med, T, alpha)
 
 
 #: added to ``seed`` for the ``iid`` scheme's generator, so that its draws are not the ``wild`` signs'
@@ -934,12 +944,6 @@ def _iid_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, alp
     draws = torch.randint(N, (resamples, N), generator=gen)
     weights = torch.zeros(resamples, N, dtype=F64).scatter_add_(1, draws, torch.ones(resamples, N, dtype=F64))
     weights = weights.to(x.device)
-    sample, valid = _class_cells(lab, x.device)                           # (T, C, n)
-    xs = x[sample] * valid[..., None]                                     # (T, C, n, d)
-    meds = []
-    for b in range(0, resamples, 50):
-        wb = weights[b:b + 50][:, sample] * valid                         # (B, T, C, n)
-        sums = wb.permute(1, 2, 0, 3) @ xs                                # (T, C, B, d)
-        mu = sums / wb.sum(-1).permute(1, 2, 0)[..., None]                # empty class: NaN
-        meds.append(_median_cos_of_means(mu, lab, nan_aware=True))
-    return _pair_intervals(torch.cat(meds), T, alpha)
+    med = _resampled_medians(lab, weights, x, nan_aware=True,             # an empty class's mean: NaN
+                             to_means=lambda sums, total: sums / total[..., None])
+    return _pair_intervals(med, T, alpha)
