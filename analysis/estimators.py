@@ -852,16 +852,26 @@ def _class_cells(lab, device):
     return sample[:, 0, 0::2], valid[:, 0, 0::2]
 
 
+#: ``_median_cos_of_means`` takes all pairs' |cos| from one (T P) x (T P) product per resample up to this many
+#: entries, and pair by pair beyond (many classes: P = C (C - 1) / 2 axes per task)
+_STACKED_COS_ELEMENTS = 1 << 20
+
+
 def _resampled_medians(lab, weights: torch.Tensor, values: torch.Tensor, *, to_means, nan_aware: bool):
     """(B, pairs) median |cos| of every pair of tasks a < b under B per-sample multiplier resamples:
-    ``weights`` (B, N) per-sample multipliers, shared by all tasks; for chunks of 50 resamples, every
-    class cell's weighted sums of ``values`` (N, d), (T, C, B, d), and its weight totals, (T, C, B), go
-    through ``to_means`` to the resampled class means (T, C, B, d) (:func:`_median_cos_of_means`)."""
+    ``weights`` (B, N) per-sample multipliers, shared by all tasks; for chunks of resamples (50, fewer
+    when the tasks have many classes, so that a chunk's temporaries stay near ``_TASK_CHUNK_ELEMENTS``),
+    every class cell's weighted sums of ``values`` (N, d), (T, C, B, d), and its weight totals, (T, C, B),
+    go through ``to_means`` to the resampled class means (T, C, B, d) (:func:`_median_cos_of_means`)."""
+    T, C, d = lab.T, lab.C, values.shape[1]
+    P = C * (C - 1) // 2
+    per_resample = T * P * d + min((T * P) ** 2, _STACKED_COS_ELEMENTS) + T * C * (d + 1)
+    step = int(max(1, min(50, _TASK_CHUNK_ELEMENTS // per_resample)))
     sample, valid = _class_cells(lab, values.device)                      # (T, C, n)
     cells = values[sample] * valid[..., None]                             # (T, C, n, d)
     meds = []
-    for b in range(0, weights.shape[0], 50):
-        wb = weights[b:b + 50][:, sample] * valid                         # (B, T, C, n)
+    for b in range(0, weights.shape[0], step):
+        wb = weights[b:b + step][:, sample] * valid                       # (B, T, C, n)
         sums = wb.permute(1, 2, 0, 3) @ cells                             # (T, C, B, d)
         mu = to_means(sums, wb.sum(-1).permute(1, 2, 0))
         meds.append(_median_cos_of_means(mu, lab, nan_aware=nan_aware))
@@ -870,15 +880,24 @@ def _resampled_medians(lab, weights: torch.Tensor, values: torch.Tensor, *, to_m
 
 def _median_cos_of_means(mu: torch.Tensor, lab, *, nan_aware: bool) -> torch.Tensor:
     """(B, pairs) median |cos| between the decision axes of every pair of tasks a < b (``triu_indices``
-    order) from resampled class means ``mu`` (T, C, B, d); padded classes' axes are left out (NaN), and
-    with ``nan_aware`` so are axes of a class that a resample left empty (NaN means)."""
-    T, C, _, d = mu.shape
+    order) from resampled class means ``mu`` (T, C, B, d); padded classes' axes are left out, and with
+    ``nan_aware`` so are axes of a class that a resample left empty (NaN means). One (T P) x (T P)
+    product of the stacked axes per resample up to ``_STACKED_COS_ELEMENTS`` entries, else pair by
+    pair on each task's own axes."""
+    T, C, B, d = mu.shape
     pa = torch.triu_indices(C, C, 1, device=mu.device)
     P = pa.shape[1]
     real = (lab.mask[:, pa[0]] & lab.mask[:, pa[1]])                      # (T, P)
     ta, tb = torch.triu_indices(T, T, 1, device=mu.device)
     u = mu[:, pa[1]] - mu[:, pa[0]]                                       # (T, P, B, d)
     u = u / u.norm(dim=-1, keepdim=True)
+    if (T * P) ** 2 > _STACKED_COS_ELEMENTS:
+        axes = [u[t][real[t]].transpose(0, 1) for t in range(T)]          # (B, P_t, d)
+        out = []
+        for a, b in zip(ta.tolist(), tb.tolist()):
+            cos = torch.bmm(axes[a], axes[b].transpose(1, 2)).abs().flatten(1)
+            out.append((cos.nanmedian(dim=1) if nan_aware else cos.median(dim=1)).values)
+        return torch.stack(out, 1) if out else mu.new_zeros(B, 0)
     u = u.masked_fill(~real[:, :, None, None], float("nan")).permute(2, 0, 1, 3).reshape(-1, T * P, d)
     cos = (u @ u.transpose(1, 2)).abs().view(-1, T, P, T, P).permute(0, 1, 3, 2, 4)[:, ta, tb]   # (B, pairs, P, P)
     cos = cos.reshape(cos.shape[0], -1, P * P)

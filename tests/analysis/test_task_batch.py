@@ -379,3 +379,22 @@ def test_collection_rows_do_not_depend_on_batching(monkeypatch, estimator):
         [tuple((k, r[k]) for k in sorted(r) if k != "value") for r in alone]
     for r, s in zip(batched, alone):
         assert r["value"] == pytest.approx(s["value"], rel=1e-9, abs=1e-12, nan_ok=True), r
+
+
+@pytest.mark.parametrize("scheme", ["wild", "iid"])
+def test_shared_pair_intervals_pair_by_pair_equal_the_stacked_product(monkeypatch, scheme):
+    """Tasks with many classes (P = C (C - 1) / 2 axes each) take the median |cos| pair by pair instead of
+    from one (T P) x (T P) product per resample, in chunks of fewer resamples: the same intervals (to
+    float64 rounding), padded classes and a task on a subset of the samples included."""
+    g = torch.Generator().manual_seed(4)
+    labels = torch.stack([torch.arange(300) % 5, torch.randint(0, 3, (300,), generator=g),
+                          torch.randint(0, 2, (300,), generator=g)])
+    labels[2, :40] = -1
+    x = torch.randn(300, 6, generator=g, dtype=torch.float64)
+    x[:, :2] += 3 * torch.nn.functional.one_hot(labels[0] % 2, 2)
+    stacked = E.bootstrap_median_abs_cos_tasks(x, labels, resamples=60, seed=5, scheme=scheme)
+    monkeypatch.setattr(E, "_STACKED_COS_ELEMENTS", 0)
+    monkeypatch.setattr(E, "_TASK_CHUNK_ELEMENTS", 3000)         # chunks of a few resamples
+    paired = E.bootstrap_median_abs_cos_tasks(x, labels, resamples=60, seed=5, scheme=scheme)
+    torch.testing.assert_close(paired, stacked, rtol=1e-12, atol=1e-14, equal_nan=True)
+    assert int(torch.isfinite(paired).all(-1).sum()) == 3
