@@ -24,7 +24,9 @@ the summary means, which say how many pairs they lost (``undefined_pairs``).
 with replacement within each class (multinomial weights; B resamples done together as a batch of
 weightings, no Python loop over resamples); the estimator (plug-in or crossfit, where a crossfit
 resample splits the original samples so a duplicated sample never sits in both halves) is recomputed
-on each; the (1 - alpha) percentile interval is reported.
+on each; the (1 - alpha) percentile interval is reported. The median |cos| between two labelings'
+axes resamples within their joint classes when those are an exactly balanced design, else the samples
+themselves (``scheme``; :func:`bootstrap_median_abs_cos_tasks`).
 
 Every computation is batched over weightings: ``W`` (B, N) non-negative sample weights, class sums by
 ``index_add``, the projections of residuals onto the axes by one product per chunk of samples, float64.
@@ -390,12 +392,22 @@ def bootstrap_summaries(features, labels, *, estimator: str = "crossfit", resamp
 
 
 def bootstrap_median_abs_cos(features, labels_a, labels_b, *, resamples: int = 200, alpha: float = 0.05,
-                             seed: int = 0) -> Tuple[float, float]:
+                             seed: int = 0, scheme: str = "auto") -> Tuple[float, float]:
     """Percentile interval of the median |cos| between labeling a's and labeling b's decision axes (plug-in
-    class means), resampling within the joint classes (a, b) of samples that both label."""
+    class means) of the same samples. ``scheme``: ``joint`` resamples within the joint classes (a, b),
+    seeded by ``seed``; ``wild`` and ``iid`` as :func:`bootstrap_median_abs_cos_tasks` for the two
+    labelings; ``auto`` (default): ``joint`` when the joint classes are an exactly balanced design
+    (:func:`balanced_pairs`), else ``iid``, which lets the cells' sizes vary as random sampling does."""
     x = as_features(features).to(F64)
     ya = as_labels(labels_a, x.shape[0], device=x.device)
     yb = as_labels(labels_b, x.shape[0], device=x.device)
+    resolve_pair_scheme(scheme, 2)
+    if scheme != "joint":
+        both = torch.stack([ya, yb])
+        chosen = resolve_pair_scheme(scheme, 2, bool(balanced_pairs(both)[0, 1]))
+        if chosen != "joint":
+            ci = bootstrap_median_abs_cos_tasks(x, both, resamples=resamples, alpha=alpha, seed=seed, scheme=chosen)
+            return float(ci[0, 1, 0]), float(ci[0, 1, 1])
     ca, ia = torch.unique(ya, return_inverse=True)
     cb, ib = torch.unique(yb, return_inverse=True)
     joint = ia * cb.numel() + ib

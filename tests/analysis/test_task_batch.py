@@ -222,7 +222,15 @@ def test_pair_bootstrap_joint_is_the_per_pair_call_and_wild_stays_close():
     for a, b in itertools.combinations(range(4), 2):             # every pair: what the per-pair call draws
         both = (labels[a] >= 0) & (labels[b] >= 0)
         ref = E.bootstrap_median_abs_cos(x[both], labels[a][both], labels[b][both], resamples=300,
-                                         seed=11 + 31 * ids[a] + ids[b])
+                                         seed=11 + 31 * ids[a] + ids[b], scheme="joint")
+        if 2 not in (a, b):                                      # balanced: auto is joint for one pair too
+            assert E.bootstrap_median_abs_cos(x[both], labels[a][both], labels[b][both], resamples=300,
+                                              seed=11 + 31 * ids[a] + ids[b]) == ref
+        else:                                                    # cells of random size: auto is iid
+            iid_ab = E.bootstrap_median_abs_cos_tasks(x[both], labels[[a, b]][:, both], resamples=300,
+                                                      seed=11 + 31 * ids[a] + ids[b], scheme="iid")[0, 1]
+            assert E.bootstrap_median_abs_cos(x[both], labels[a][both], labels[b][both], resamples=300,
+                                              seed=11 + 31 * ids[a] + ids[b]) == tuple(iid_ab.tolist())
         torch.testing.assert_close(ci[a, b], torch.tensor(ref, dtype=torch.float64), rtol=1e-12, atol=1e-14)
         assert bool(torch.isnan(ci[b, a]).all())
     low, high = ci[0, 1].tolist()
