@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from dncsim.analysis import ClassMeans, GeometryAccumulator, class_geometry, streaming_class_geometry
 
@@ -78,6 +78,7 @@ def test_directional_cdnv_is_ordered_and_matches_a_direct_projection():
 
 @settings(max_examples=30, deadline=None)
 @given(problems, st.integers(1, 6), st.sampled_from([0, 1]))
+@example((284, 7, 1), 1, 0)              # two class means 2.6e-5 apart: rounding amplified 1e5-fold
 def test_streaming_and_sharded_equal_one_shot(problem, n_batches, ddof):
     seed, C, d = problem
     x, y, rng = random_problem(seed, C, d)
@@ -85,8 +86,13 @@ def test_streaming_and_sharded_equal_one_shot(problem, n_batches, ddof):
     cuts = np.sort(rng.choice(np.arange(1, len(y)), size=min(n_batches, len(y) - 1), replace=False))
     batches = list(zip(torch.tensor_split(x, cuts.tolist()), torch.tensor_split(y, cuts.tolist())))
     streamed = streaming_class_geometry(batches, ddof=ddof, mean_axis_var=True)
-    assert_same_geometry(one, streamed, 1e-10)
-    torch.testing.assert_close(one.mean_axis_var, streamed.mean_axis_var, rtol=1e-10, atol=0, equal_nan=True)
+    # float64 rounding of the two summation orders, amplified where two class means nearly coincide
+    # (d2_ij small next to |mu_i|^2 + |mu_j|^2: a pair 2.6e-5 apart at |mu| ~ 5 differs by 1.1e-10)
+    sq = one.means.square().sum(1)
+    rtol = 1e-10 + 1e-15 * (sq[:, None] + sq[None, :]) / one.d2
+    for field in FIELDS + ("d2", "mean_axis_var"):
+        a, b = getattr(one, field), getattr(streamed, field)
+        assert bool(((a - b).abs() <= rtol * a.abs()).logical_or(a.isnan() & b.isnan()).all()), field
     # shards: merge the first pass, then build each shard's second pass from the merged means
     shards = [batches[k::2] for k in range(2)]
     parts = [ClassMeans() for _ in shards]
@@ -99,7 +105,9 @@ def test_streaming_and_sharded_equal_one_shot(problem, n_batches, ddof):
         for bx, by in shard:
             acc.update(bx, by)
     sharded = accs[0].merge(accs[1]).compute(ddof)
-    assert_same_geometry(one, sharded, 1e-10)
+    for field in FIELDS + ("d2",):
+        a, b = getattr(one, field), getattr(sharded, field)
+        assert bool(((a - b).abs() <= rtol * a.abs()).logical_or(a.isnan() & b.isnan()).all()), field
 
 
 def test_streaming_accepts_a_function_and_rejects_a_spent_generator():
