@@ -1,9 +1,18 @@
-"""Shared fixtures: the golden values computed with the authors' reference code (tests/data/)."""
+"""Shared fixtures: the golden values computed with the authors' reference code (tests/data/), and the
+hypothesis profiles: ``deterministic`` (the default: the same examples on every run, so that a green
+suite stays green on another clone) and ``explore`` (``HYPOTHESIS_PROFILE=explore``: fresh random
+examples on every run, for looking for new failures)."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+settings.register_profile("deterministic", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 DATA = Path(__file__).parent / "data"
 
