@@ -797,7 +797,7 @@ def _joint_median_abs_cos_tasks(x: torch.Tensor, lab, pairs, ids, *, resamples: 
     idx = lab.idx.cpu()
     everywhere = bool((idx >= 0).all())
     ones = torch.ones(B, x.shape[0], dtype=F64)
-    x_pad = torch.cat([x, x.new_zeros(1, d)])                           # row N: the zero dummy slot's features
+    x_pad = torch.cat([x, x.new_zeros(1, d)]) if everywhere else None  # row N: the zero dummy slot's features
     done, medians = [], []
     for a, b in pairs:                                                 # each pair its own seeded draws
         if everywhere:

@@ -10,9 +10,10 @@ batched linear-probe fit for all tasks, and their ratio; at T=16 also the per-ta
 measurements by the per-task public functions, one task (or pair) at a time -- and its ratio to the
 batched row. Targets (2 cores): row at T=16, d=64 <= 0.8 s; row time T=64 / T=16 <= 4.5.
 
-With ``--runs``: whole ``dncsim run``s of T = 4, 8, 16 supervised tasks on those vectors (MLP backbone,
-2 epochs per experience, default evaluation; T + 1 evaluation rows each) and the ratio T=16 / T=4
-(target <= 2.5).
+With ``--runs``: whole runs of T = 4, 8, 16 supervised tasks on those vectors (MLP backbone, 2 epochs per
+experience, default evaluation; T + 1 evaluation rows each), timed in this process (``run()``) and as the
+command ``dncsim run`` (wall clock with the process's start and imports, best of 2), and the ratio
+T=16 / T=4 of each (target <= 2.5).
 
     python benchmarks/bench_evaluation.py [--tasks 4,16,64] [--dims 64,512] [--repeats 2] [--runs | --runs-only]
 """
