@@ -282,8 +282,10 @@ def _die_with_parent() -> None:
             pass
 
 
-def _run_in_child(fn, spec: dict, conn) -> None:
+def _run_in_child(fn, spec: dict, conn, parent: int) -> None:
     _die_with_parent()
+    if os.getppid() != parent:          # the study died while this process started, before it could ask
+        return
     conn.send(fn(spec))
     conn.close()
 
@@ -319,7 +321,8 @@ class LocalExecutor:
                 while pending and len(running) < self.workers:
                     spec = pending.pop(0)
                     receive, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_run_in_child, args=(fn, spec, send), name=f"dncsim-{spec['name']}")
+                    proc = ctx.Process(target=_run_in_child, args=(fn, spec, send, os.getpid()),
+                                       name=f"dncsim-{spec['name']}")
                     proc.start()
                     send.close()
                     running[proc.sentinel] = (proc, spec, receive, time.perf_counter())
@@ -574,7 +577,7 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
     bar.close()
     failed = [r for r in records.values() if r["status"] == "failed"]
     if failed:
-        print(f"{len(failed)} run(spec) failed: " + "; ".join(f"{r['name']}: {r['error']}" for r in failed[:3])
+        print(f"{len(failed)} run(s) failed: " + "; ".join(f"{r['name']}: {r['error']}" for r in failed[:3])
               + ("" if len(failed) <= 3 else " ...") + " (see study.json; rerun with --retry-failed)", file=stream)
     finished = [spec for spec in specs if records[spec["name"]]["status"] == "finished"]
     from dncsim.analysis.report.study import build_study_report

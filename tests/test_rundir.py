@@ -139,6 +139,30 @@ def test_the_plan_never_touches_the_directory(tmp_path):
     assert list(rd.path.iterdir()) == []
 
 
+def test_a_run_killed_before_its_first_manifest_starts_afresh_and_its_temporary_files_go(tmp_path):
+    rd = RunDirectory(tmp_path / "run")
+    rd.prepare(RunDirectory.FRESH)
+    (rd.path / ".dncsim.lock").write_text("")
+    (rd.path / ".config.yaml.k3j2_x.tmp").write_text("seed: ")            # a write the kill cut short
+    assert rd.plan({"seed": 1}, resume=False, force=False) == RunDirectory.FRESH
+    rd.write_config({"seed": 1, "output": {"dir": "a"}})
+    (rd.path / ".manifest.json.q1w2e3.tmp").write_text("{")
+    assert rd.plan({"seed": 1, "output": {"dir": "b"}}, resume=False, force=False) == RunDirectory.FRESH
+    with pytest.raises(DncsimError, match="is not a dncsim run directory"):    # not this run's config
+        rd.plan({"seed": 2}, resume=False, force=False)
+    (rd.path / "geometry").mkdir()
+    (rd.path / "geometry" / ".row_000.npz.abc123.tmp").write_bytes(b"PK")
+    (rd.path / "geometry" / "notes.tmp").write_text("not ours")            # not an atomic write's name
+    rd.prepare(RunDirectory.FRESH)
+    assert sorted(p.name for p in rd.path.rglob("*")) == [".dncsim.lock", "config.yaml", "geometry", "notes.tmp"]
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "config.yaml").write_text("seed: 1\n")
+    (user / "train.py").write_text("")
+    with pytest.raises(DncsimError, match="is not a dncsim run directory"):    # a config.yaml among other files
+        RunDirectory(user).plan({"seed": 1}, resume=False, force=False)
+
+
 def test_a_class_incremental_run_writes_a_table_every_reader_parses(tmp_path):
     from dncsim.simulator.config import run_from_mapping
     from dncsim.simulator.run import run

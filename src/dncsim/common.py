@@ -245,6 +245,12 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+def is_atomic_temporary(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_write_bytes`'s temporary files (``.<name>.<random>.tmp``):
+    one left behind is a write that a killed process never finished, never a result."""
+    return name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3
+
+
 def _remove(tmp) -> None:
     try:
         if tmp is not None and os.path.exists(tmp):

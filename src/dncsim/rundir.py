@@ -40,7 +40,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dncsim.common import (DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text, csv_lines,
-                           csv_text)
+                           csv_text, is_atomic_temporary)
 
 __all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
@@ -280,7 +280,11 @@ class RunDirectory:
         ``resume`` (an unfinished run of the same configuration) or ``replace`` (``force``: delete what
         is here first). DncsimError when the directory must not be used: a finished run without
         ``force``, an unfinished run of another configuration (naming the first differing key), a
-        directory that is not a run directory, ``resume`` with no directory."""
+        directory that is not a run directory, ``resume`` with no directory.
+
+        A directory with no manifest is ``fresh`` when it holds nothing but the lock, temporary files of
+        unfinished writes and a ``config.yaml`` of this same configuration: a run killed before it wrote its
+        first manifest (nothing was measured yet)."""
         if not self.path.exists():
             if resume:
                 raise DncsimError(f"--resume: {self.path} does not exist")
@@ -291,26 +295,32 @@ class RunDirectory:
             return self.REPLACE
         manifest = self.manifest()
         if manifest is None:
-            if any(p.name != LOCK for p in self.path.iterdir()):
+            stray = [p.name for p in self.path.iterdir() if p.name != LOCK and not is_atomic_temporary(p.name)]
+            if stray and not (stray == [CONFIG] and self._config_difference(config) is None):
                 raise DncsimError(f"{self.path} exists and is not a dncsim run directory; choose another --out "
                                   "or use --force")
             return self.FRESH
         if manifest.get("status") == "finished":
             raise DncsimError(f"{self.path} holds a finished run; use --force to overwrite it or --out for a new "
                               "directory")
-        stored = dict(self.stored_config() or {})
-        new = dict(config)
-        stored.pop("output", None)
-        new.pop("output", None)
-        diff = _first_difference(stored, new)
+        diff = self._config_difference(config)
         if diff is not None:
             raise DncsimError(f"{self.path} holds an unfinished run with a different configuration (first "
                               f"difference: {diff}); use --force to start over or --out for a new directory")
         return self.RESUME
 
+    def _config_difference(self, config: dict) -> Optional[str]:
+        """The first key in which ``config`` and the stored ``config.yaml`` differ (``output`` aside), or None."""
+        stored = dict(self.stored_config() or {})
+        new = dict(config)
+        stored.pop("output", None)
+        new.pop("output", None)
+        return _first_difference(stored, new)
+
     def prepare(self, plan: str) -> None:
         """Carry out a :meth:`plan`: create the directory; for ``replace``, delete its old contents (all
-        but the lock, which the caller holds)."""
+        but the lock, which the caller holds); otherwise delete the temporary files that writes of a killed
+        process left behind (here and in ``geometry/``: a checkpoint's can be as large as the model)."""
         self.path.mkdir(parents=True, exist_ok=True)
         if plan == self.REPLACE:
             for p in self.path.iterdir():
@@ -320,6 +330,12 @@ class RunDirectory:
                     shutil.rmtree(p)
                 else:
                     p.unlink()
+            return
+        for folder in (self.path, self.path / GEOMETRY):
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if is_atomic_temporary(p.name) and p.is_file():
+                        p.unlink()
 
     def lock(self, what: str = "dncsim run") -> RunLock:
         """Create the directory if needed and take its lock (see :class:`RunLock`)."""

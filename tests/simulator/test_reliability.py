@@ -3,6 +3,7 @@ recorded failure, disk trouble, and studies that survive killed processes."""
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -261,6 +262,61 @@ def test_a_write_that_fails_leaves_the_old_files_and_the_run_resumable(tmp_path,
     same_results(out, uninterrupted)
 
 
+class Killed(BaseException):
+    """What SIGKILL does to a process in the middle of a write: it stops there, its temporary file stays."""
+
+
+@pytest.fixture(scope="module")
+def write_sequence(tmp_path_factory):
+    """An uninterrupted run and the files it wrote, in order: one entry per atomic write (``os.replace``)."""
+    real_replace, names = os.replace, []
+    out = tmp_path_factory.mktemp("sequence") / "run"
+
+    def recording(src, dst, *a, **k):
+        names.append(Path(dst).relative_to(out).as_posix())
+        return real_replace(src, dst, *a, **k)
+    os.replace = recording
+    try:
+        run(tiny(), out, quiet=True)
+    finally:
+        os.replace = real_replace
+    return out, names
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_any_kind_of_write_resumes_to_the_uninterrupted_results(tmp_path, write_sequence,
+                                                                                monkeypatch):
+    """Killed while writing the first of each kind of file (config, first manifest, geometry row, tables,
+    checkpoint, its rotation) and the last manifest: the rerun finishes with the same results and removes
+    the temporary file the kill left."""
+    import dncsim.common
+    whole, names = write_sequence
+    kinds = [re.sub(r"\d+", "N", n) for n in names]
+    points = sorted({kinds.index(k) for k in kinds} | {len(names) - 1})
+    assert {"config.yaml", "manifest.json", "checkpoint.pt", "checkpoint.previous.pt",
+            "geometry/row_N.npz"} <= {kinds[k] for k in points}
+    real_replace = os.replace
+    for k in points:
+        out = tmp_path / f"killed-in-write-{k}"
+        done = []
+
+        def killing(src, dst, *a, **kw):
+            if len(done) == k:
+                raise Killed
+            done.append(dst)
+            return real_replace(src, dst, *a, **kw)
+        monkeypatch.setattr(os, "replace", killing)
+        monkeypatch.setattr(dncsim.common, "_remove", lambda tmp: None)
+        with pytest.raises(Killed):
+            run(tiny(), out, quiet=True)
+        monkeypatch.undo()
+        assert [p.name for p in out.rglob("*.tmp")], f"write {k} ({names[k]}) left no temporary file"
+        run(tiny(), out, quiet=True, stream=__import__("io").StringIO())
+        assert json.loads((out / "manifest.json").read_text())["status"] == "finished", names[k]
+        same_results(out, whole)
+        assert not list(out.rglob("*.tmp")), names[k]
+
+
 # --- studies that survive killed processes ------------------------------------------------------------
 
 STUDY = {"base": {**TINY, "training": {"epochs": 3, "batch_size": 16},
@@ -316,6 +372,8 @@ def test_a_study_killed_mid_flight_then_rerun_gives_the_uninterrupted_tables(tmp
     time.sleep(0.5)                                   # its workers die with it (PR_SET_PDEATHSIG)
     proc = study_cli(path)
     assert proc.wait() == 0, proc.stderr.read()
+    runs = json.loads((tmp_path / "killed" / "study.json").read_text())["runs"]
+    assert [(r["name"], r["status"], r["error"]) for r in runs] == [(r["name"], "finished", None) for r in runs]
     assert tables_of(tmp_path / "killed") == tables_of(clean_study)
 
 
