@@ -113,6 +113,55 @@ def test_a_lock_dies_with_its_process(tmp_path):
     RunLock(out).acquire().release()                     # a stale lock never blocks a resume
 
 
+def test_dying_is_read_from_the_kernel(tmp_path):
+    from dncsim.rundir import _dying
+    assert not _dying(os.getpid()) and not _dying(2 ** 22 + 12345) and not _dying(None)
+    child = subprocess.Popen(["true"])
+    stat = Path(f"/proc/{child.pid}/stat")
+    deadline = time.time() + 30
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.time() < deadline:
+        time.sleep(0.01)                                    # exited, not reaped yet: a zombie
+    assert _dying(child.pid)
+    child.wait()
+
+    def fake(pid, sig_pending="0000000000000000", shared="0000000000000000", state="D", flags=4194560):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "status").write_text(f"Name:\tpython\nState:\t{state} (disk sleep)\n"
+                                                    f"SigPnd:\t{sig_pending}\nShdPnd:\t{shared}\n")
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (a (b) c) {state} 1 1 1 0 -1 {flags} 0 0 0 0\n")
+        return _dying(pid, proc=tmp_path)
+    assert not fake(11)                                     # blocked in a write, nothing pending
+    assert fake(12, shared="0000000000000100")              # SIGKILL (signal 9: bit 8) sent to the process
+    assert fake(13, sig_pending="0000000000000100")
+    assert not fake(14, shared="0000000000000200")          # SIGUSR1 (10) is not a death sentence
+    assert fake(15, flags=4194560 | 0x4)                    # PF_EXITING: on its way out
+    assert fake(16, state="Z", flags=0)
+
+
+def test_a_lock_whose_holder_is_dying_is_waited_for(tmp_path, monkeypatch):
+    import threading
+
+    import dncsim.rundir
+    out = tmp_path / "run"
+    out.mkdir()
+    code = ("import sys, time; from dncsim.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    monkeypatch.setattr(dncsim.rundir, "_dying", lambda pid, proc_root=None: pid == proc.pid)   # as if killed
+    monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 0.3)
+    start = time.monotonic()
+    with pytest.raises(Exception, match=f"in use by pid {proc.pid} .*, which was killed and has not exited yet"):
+        RunLock(out).acquire()                              # it did not exit in time
+    assert time.monotonic() - start >= 0.3
+    monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 60.0)
+    threading.Timer(0.5, os.kill, (proc.pid, signal.SIGKILL)).start()
+    start = time.monotonic()
+    RunLock(out).acquire().release()                        # waited until the holder was gone
+    assert time.monotonic() - start >= 0.4
+    proc.wait()
+
+
 # --- checkpoint generations ---------------------------------------------------------------------------
 
 def damage(path: Path, how: str) -> None:
