@@ -16,9 +16,17 @@ from typing import NamedTuple, Optional
 
 from dncsim.common import DncsimError
 
-__all__ = ["TABLE_COLUMNS", "table_row", "ProbeKey", "probe_keys"]
+__all__ = ["TABLE_COLUMNS", "METHODS_REVISION", "table_row", "ProbeKey", "probe_keys"]
 
 TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "protocol", "shots", "value")
+
+#: The revision of how a run's numbers are computed, raised whenever a change alters what a run writes
+#: for the same configuration and seed (an estimator or its default, a probe's solver, an interval scheme).
+#: Every run records it in its manifest (``methods_revision``) and a resume refuses a run begun under
+#: another revision: its rows before and after the resume would be computed in two ways in one table.
+#: 1: pair intervals ``analysis.pair_bootstrap: auto`` choose ``iid`` for pairs whose joint classes are not
+#: balanced (runs begun before revisions were recorded have none).
+METHODS_REVISION = 1
 
 # probes and protocols
 NCC = "ncc"

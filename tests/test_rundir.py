@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dncsim.analysis import class_geometry
-from dncsim.analysis.names import ACC, DIR_CDNV, TABLE_COLUMNS, ProbeKey, probe_keys, table_row
+from dncsim.analysis.names import ACC, DIR_CDNV, METHODS_REVISION, TABLE_COLUMNS, ProbeKey, probe_keys, table_row
 from dncsim.common import DncsimError
 from dncsim.rundir import (RunDirectory, accuracy_matrices, load_geometry, load_run, metrics_csv_text,
                            read_metrics_csv)
@@ -121,7 +121,7 @@ def test_the_plan_never_touches_the_directory(tmp_path):
         rd.plan({}, resume=True, force=False)
     rd.prepare(RunDirectory.FRESH)
     rd.write_config({"seed": 1, "output": {"dir": "a"}})
-    rd.write_manifest({"status": "running"})
+    rd.write_manifest({"status": "running", "methods_revision": METHODS_REVISION})
     assert rd.plan({"seed": 1, "output": {"dir": "b"}}, resume=False, force=False) == RunDirectory.RESUME
     with pytest.raises(DncsimError, match=r"different configuration \(first difference: seed\)"):
         rd.plan({"seed": 2}, resume=False, force=False)
@@ -137,6 +137,26 @@ def test_the_plan_never_touches_the_directory(tmp_path):
         RunDirectory(other).plan({}, resume=False, force=False)
     rd.prepare(RunDirectory.REPLACE)
     assert list(rd.path.iterdir()) == []
+
+
+def test_a_run_begun_under_other_methods_is_not_resumed(tmp_path):
+    rd = RunDirectory(tmp_path / "run")
+    rd.prepare(RunDirectory.FRESH)
+    rd.write_config({"seed": 1})
+    for began, says in ((None, "begun by a dncsim from before methods revisions were recorded"),
+                        (METHODS_REVISION - 1, f"begun by methods revision {METHODS_REVISION - 1}"),
+                        (METHODS_REVISION + 1, f"begun by methods revision {METHODS_REVISION + 1}")):
+        manifest = {"status": "interrupted", "git_commit": "0123abc"}
+        if began is not None:
+            manifest["methods_revision"] = began
+        rd.write_manifest(manifest)
+        with pytest.raises(DncsimError, match=f"{says}; this dncsim computes revision {METHODS_REVISION}, .*"
+                                              r"use --force to start over, .* \(0123abc\)$"):
+            rd.plan({"seed": 1}, resume=False, force=False)
+        assert rd.plan({"seed": 1}, resume=False, force=True) == RunDirectory.REPLACE
+    rd.write_manifest({"status": "finished"})                 # a finished run is read, never resumed
+    with pytest.raises(DncsimError, match="holds a finished run"):
+        rd.plan({"seed": 1}, resume=False, force=False)
 
 
 def test_a_run_killed_before_its_first_manifest_starts_afresh_and_its_temporary_files_go(tmp_path):

@@ -86,7 +86,8 @@ def provenance() -> dict:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
-    return {"versions": versions, "git_commit": _git_commit()}
+    from dncsim.analysis.names import METHODS_REVISION
+    return {"versions": versions, "git_commit": _git_commit(), "methods_revision": METHODS_REVISION}
 
 
 def _git_commit() -> Optional[str]:
@@ -322,6 +323,9 @@ class RunDirectory:
         ``force``, an unfinished run of another configuration (naming the first differing key), a
         directory that is not a run directory, ``resume`` with no directory.
 
+        A resume also needs the run to have begun under this dncsim's ``METHODS_REVISION``
+        (``dncsim.analysis.names``): otherwise its table would mix two ways of computing its numbers.
+
         A directory with no manifest is ``fresh`` when it holds nothing but the lock, temporary files of
         unfinished writes and a ``config.yaml`` of this same configuration: a run killed before it wrote its
         first manifest (nothing was measured yet)."""
@@ -347,6 +351,16 @@ class RunDirectory:
         if diff is not None:
             raise DncsimError(f"{self.path} holds an unfinished run with a different configuration (first "
                               f"difference: {diff}); use --force to start over or --out for a new directory")
+        from dncsim.analysis.names import METHODS_REVISION
+        began = manifest.get("methods_revision")
+        if began != METHODS_REVISION:
+            by = (f"methods revision {began}" if began is not None else
+                  "a dncsim from before methods revisions were recorded")
+            commit = manifest.get("git_commit") or (manifest.get("versions") or {}).get("dncsim")
+            raise DncsimError(f"{self.path} holds an unfinished run begun by {by}; this dncsim computes revision "
+                              f"{METHODS_REVISION}, and resuming would compute its rows two ways in one table; use "
+                              "--force to start over, or finish it with the dncsim that began it"
+                              + (f" ({commit})" if commit else ""))
         return self.RESUME
 
     def _config_difference(self, config: dict) -> Optional[str]:

@@ -205,6 +205,20 @@ def test_unfinished_run_with_another_config_is_refused(tiny_config, tmp_path, cl
     assert code == 2 and "different configuration (first difference: training.lr)" in err
 
 
+def test_an_unfinished_run_of_other_methods_is_refused_and_left_as_it_was(tiny_config, tmp_path, cli_here):
+    out = tmp_path / "run"
+    run(load_run_config(tiny_config), out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["methods_revision"] >= 1
+    manifest.update(status="interrupted", methods_revision=manifest["methods_revision"] - 1)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = cli_here("run", tiny_config, "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"begun by methods revision {manifest['methods_revision']}; this dncsim computes revision" in err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("override,message", [
     ("backbone.widht=8", "backbone: unknown key 'widht' (did you mean 'width'?)"),
     ("training.epochs=0", "training.epochs: input should be greater than or equal to 1 (got 0)"),
