@@ -99,13 +99,19 @@ def test_a_directory_in_use_is_refused_naming_the_holder(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
 
 
+def lock_holder(directory: Path) -> subprocess.Popen:
+    """Another process that takes ``directory``'s run lock and holds it (for a minute, or until killed)."""
+    code = ("import sys, time; from dncsim.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def test_a_lock_dies_with_its_process(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    code = ("import sys, time; from dncsim.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
-            "print('held', flush=True); time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
+    proc = lock_holder(out)
     with pytest.raises(Exception, match=f"in use by pid {proc.pid}"):
         RunLock(out).acquire()
     os.kill(proc.pid, signal.SIGKILL)
@@ -144,22 +150,19 @@ def test_a_lock_whose_holder_is_dying_is_waited_for(tmp_path, monkeypatch):
     import dncsim.rundir
     out = tmp_path / "run"
     out.mkdir()
-    code = ("import sys, time; from dncsim.rundir import RunLock; RunLock(sys.argv[1]).acquire(); "
-            "print('held', flush=True); time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    monkeypatch.setattr(dncsim.rundir, "_dying", lambda pid, proc_root=None: pid == proc.pid)   # as if killed
+    holder = lock_holder(out)
+    monkeypatch.setattr(dncsim.rundir, "_dying", lambda pid, proc=None: pid == holder.pid)   # as if killed
     monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 0.3)
     start = time.monotonic()
-    with pytest.raises(Exception, match=f"in use by pid {proc.pid} .*, which was killed and has not exited yet"):
+    with pytest.raises(Exception, match=f"in use by pid {holder.pid} .*, which was killed and has not exited yet"):
         RunLock(out).acquire()                              # it did not exit in time
     assert time.monotonic() - start >= 0.3
     monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 60.0)
-    threading.Timer(0.5, os.kill, (proc.pid, signal.SIGKILL)).start()
+    threading.Timer(0.5, os.kill, (holder.pid, signal.SIGKILL)).start()
     start = time.monotonic()
     RunLock(out).acquire().release()                        # waited until the holder was gone
     assert time.monotonic() - start >= 0.4
-    proc.wait()
+    holder.wait()
 
 
 # --- checkpoint generations ---------------------------------------------------------------------------
