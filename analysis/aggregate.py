@@ -7,7 +7,9 @@ out; reading the files is the run directory's job.
 (``learned_at``; empty for a watched task) and whether it was learned (``learned``), every per-task
 scalar metric of the table when the task was learned and at the end (``<metric>_learned``,
 ``<metric>_final``: e.g. ``dir_cdnv_learned``), the overlap of its axes with later tasks' axes, and its
-accuracy, forgetting (max, last, normalised) and the run's BWT under every probe and protocol.
+accuracy, forgetting (max, last, normalised) and the run's BWT under every probe and protocol, and with a
+linear probe ``probe_converged_learned`` (whether the solve of its learned row -- its frozen linear probe --
+converged: 1/0) and ``probe_at_budget`` (how many of its rows' linear solves stopped at the step budget).
 ``pair_rows``: one row per (run, task pair a < b) with whether each was learned, the axis overlap when
 b was learned and the measured interference of b on a. Column names for
 per-probe values are ``<metric>/<probe>/<protocol>``.
@@ -21,10 +23,13 @@ import numpy as np
 
 from dncsim.common import csv_text
 from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, BWT, FORGETTING_LAST, FORGETTING_MAX,
-                                   FORGETTING_NORM, FROZEN, INTERFERENCE, LABELS_CRAMERS_V, PROP42_FRAC,
-                                   PROP42_TIGHTNESS)
+                                   FORGETTING_NORM, FROZEN, INTERFERENCE, LABELS_CRAMERS_V, LINEAR,
+                                   PROBE_CONVERGED, PROP42_FRAC, PROP42_TIGHTNESS, REFIT, ProbeKey)
 
 __all__ = ["task_rows", "pair_rows", "rows_to_csv"]
+
+
+LINEAR_REFIT = ProbeKey(LINEAR, REFIT)
 
 
 def _base(run, factors: Dict[str, object]) -> dict:
@@ -37,6 +42,10 @@ def task_rows(run, factors: Dict[str, object]) -> List[dict]:
     last = run.last
     base = _base(run, factors)
     scalars = run.task_scalars()
+    solves: Dict[int, List[float]] = {}
+    for row in run.rows:
+        if row["metric"] == PROBE_CONVERGED:
+            solves.setdefault(row["task"], []).append(row["value"])
     rows = []
     for k, name in enumerate(run.tasks):
         L = run.learned_at[k]
@@ -44,6 +53,10 @@ def task_rows(run, factors: Dict[str, object]) -> List[dict]:
         for metric in scalars:
             r[f"{metric}_learned"] = None if L is None else run.value(metric, L, k)
             r[f"{metric}_final"] = run.value(metric, last, k)
+        flags = solves.get(k)
+        if flags:
+            r["probe_converged_learned"] = None if L is None else run.value(PROBE_CONVERGED, L, k, key=LINEAR_REFIT)
+            r["probe_at_budget"] = sum(v == 0 for v in flags)
         later = [run.value(AXIS_COS_MEDIAN, Lb, k, b) for b, Lb in enumerate(run.learned_at)
                  if b > k and Lb is not None and L is not None and Lb > L]
         later = [v for v in later if v is not None]

@@ -25,8 +25,9 @@ TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "proto
 #: Every run records it in its manifest (``methods_revision``) and a resume refuses a run begun under
 #: another revision: its rows before and after the resume would be computed in two ways in one table.
 #: 1: pair intervals ``analysis.pair_bootstrap: auto`` choose ``iid`` for pairs whose joint classes are not
-#: balanced (runs begun before revisions were recorded have none).
-METHODS_REVISION = 1
+#: balanced (runs begun before revisions were recorded have none). 2: every row records whether each
+#: task's linear-probe solve converged (``probe_converged``).
+METHODS_REVISION = 2
 
 # probes and protocols
 NCC = "ncc"
@@ -38,6 +39,7 @@ PROTOCOLS = (REFIT, FROZEN)
 
 # per task, per experience
 ACC = "acc"                      # probe accuracy on the task's test split
+PROBE_CONVERGED = "probe_converged"  # linear/refit: 1 when the L-BFGS solve converged, 0 when it hit linear_steps
 DIR_CDNV = "dir_cdnv"            # mean directional CDNV over ordered class pairs
 CDNV = "cdnv"                    # mean CDNV over unordered class pairs
 CDNV_RATIO = "cdnv_ratio"        # dir_cdnv / cdnv

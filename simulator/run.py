@@ -133,8 +133,12 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
         row += ["n/a" if last.get((m, k, None, None)) is None else f"{last[(m, k, None, None)]:.4g}"
                 for m in (DIR_CDNV, CDNV)]
         table.append(row)
-    return format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
-                        table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
+    from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
+
+    out = format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
+                       table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
+    note = convergence_finding(probe_convergence(rows))
+    return out if note is None else f"{out}\nnote: {note}"
 
 
 def _write_results(parts: RunParts) -> None:

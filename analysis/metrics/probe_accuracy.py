@@ -6,10 +6,11 @@ from typing import Dict, Optional
 import torch
 
 from dncsim.analysis.metrics.base import Metric, Row
-from dncsim.analysis.names import ACC, FROZEN, LINEAR, NCC, REFIT, ProbeKey, probe_keys
+from dncsim.analysis.names import ACC, FROZEN, LINEAR, NCC, PROBE_CONVERGED, REFIT, ProbeKey, probe_keys
 from dncsim.analysis.probes import fit_linear, fit_linear_tasks, fit_ncc, fit_ncc_tasks
 
-__all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT", "probe_train_subset", "fit_probe"]
+__all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT", "probe_train_subset", "fit_probe", "probe_convergence",
+           "convergence_finding"]
 
 #: ``row.products[ACCURACY_PRODUCT]``: {"<probe>/<protocol>": (T+1, T) float64 accuracy matrix R}
 ACCURACY_PRODUCT = "accuracy"
@@ -22,6 +23,38 @@ def probe_train_subset(k: int, n: int, max_samples: Optional[int], seed: int) ->
         return None
     g = torch.Generator().manual_seed(seed * 7919 + k)
     return torch.randperm(n, generator=g)[:max_samples].sort().values
+
+
+def probe_convergence(rows, learned_at=None) -> Optional[dict]:
+    """How the linear-probe solves of a metrics table ended, from its ``probe_converged`` rows: ``fits``
+    (task x row solves), ``at_budget`` (those that stopped at ``evaluation.linear_steps`` before
+    converging), ``tasks_at_budget`` {task name: such solves} and ``frozen_at_budget``: the names of the
+    tasks whose frozen probe -- the fit of the row they were learned in, ``learned_at`` (a list by task
+    index; None: not known, the list stays empty) -- is such a solve. None when the table has no such
+    rows (no linear probe, or a run before methods revision 2)."""
+    fits = [r for r in rows if r["metric"] == PROBE_CONVERGED]
+    if not fits:
+        return None
+    stopped = [r for r in fits if not r["value"]]
+    by_task: Dict[str, int] = {}
+    for r in stopped:
+        by_task[r["task_name"]] = by_task.get(r["task_name"], 0) + 1
+    frozen = [] if learned_at is None else sorted(
+        r["task_name"] for r in stopped if r["task"] < len(learned_at) and learned_at[r["task"]] == r["exp"])
+    return {"fits": len(fits), "at_budget": len(stopped), "tasks_at_budget": by_task, "frozen_at_budget": frozen}
+
+
+def convergence_finding(stats: Optional[dict]) -> Optional[str]:
+    """The sentence a report and a run's closing table print when linear-probe solves stopped at their
+    budget (None when every solve converged or none was recorded)."""
+    if not stats or not stats["at_budget"]:
+        return None
+    tasks = list(stats["tasks_at_budget"])
+    named = ", ".join(tasks[:6]) + (f" and {len(tasks) - 6} more" if len(tasks) > 6 else "")
+    return (f"{stats['at_budget']} of {stats['fits']} linear-probe fits stopped at the step budget "
+            f"(evaluation.linear_steps) before converging, in {len(tasks)} task(s) ({named}): "
+            "their accuracies are those of the budgeted solve and a larger budget can move them by a point or "
+            "more (README, \"Linear probe\").")
 
 
 def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linear_steps: int = 100,
@@ -42,10 +75,15 @@ class ProbeAccuracy(Metric):
     ``row.products["accuracy"]`` -- and ``frozen``, the kept probes. With ``max_train_samples`` each
     task's probes fit on one seeded subset. Tasks sharing probe-train features fit their probes together
     (``fit_ncc_tasks``, ``fit_linear_tasks``: the same probes as fitting each alone).
+
+    ``probe_converged`` per task and row (key linear/refit; the frozen probe is the fit of the row the task
+    was learned in): 1 when that row's linear solve met one of L-BFGS's stopping tolerances, 0 when it
+    stopped at the ``linear_steps`` budget -- its accuracy is then that of the budgeted iterate, not of the
+    regularised optimum, and a larger budget can move it (README, "Linear probe").
     """
 
     name = "probe_accuracy"
-    emits = (ACC,)
+    emits = (ACC, PROBE_CONVERGED)
 
     def __init__(self, probes=(NCC, LINEAR), protocols=(REFIT, FROZEN), *, linear_steps: int = 100,
                  linear_weight_decay: float = 1e-4, max_train_samples: Optional[int] = None, seed: int = 0):
@@ -66,8 +104,9 @@ class ProbeAccuracy(Metric):
     def _train_subset(self, k: int, n: int) -> Optional[torch.Tensor]:
         return probe_train_subset(k, n, self.max_train_samples, self.seed)
 
-    def _fit_batch(self, row: Row, ks, f: torch.Tensor) -> Dict[str, list]:
-        """Probe name -> fitted probes of tasks ``ks`` (sharing probe-train features ``f``), fit together."""
+    def _fit_batch(self, row: Row, ks, f: torch.Tensor):
+        """(probe name -> fitted probes of tasks ``ks`` (sharing probe-train features ``f``), fit together;
+        the linear solves' ``converged`` flags (len(ks),), or None without a linear probe)."""
         labels = row.batch_labels(ks, "train").clone()
         for i, k in enumerate(ks):
             sub = self._train_subset(k, labels.shape[1])
@@ -75,24 +114,29 @@ class ProbeAccuracy(Metric):
                 keep = torch.zeros(labels.shape[1], dtype=torch.bool)
                 keep[sub] = True
                 labels[i, ~keep] = -1
-        out = {}
+        out, converged = {}, None
         for probe in self.probes:
             if probe == NCC:
                 out[probe] = fit_ncc_tasks(f, labels)
             else:
-                out[probe] = fit_linear_tasks(f, labels, steps=self.linear_steps,
-                                              weight_decay=self.linear_weight_decay)[0]
-        return out
+                out[probe], info = fit_linear_tasks(f, labels, steps=self.linear_steps,
+                                                    weight_decay=self.linear_weight_decay)
+                converged = info["converged"].tolist()
+        return out, converged
 
     def update(self, row: Row) -> None:
         shape = (row.experiences + 1, len(row.tasks))
         for key in self.keys:
             self.accuracy.setdefault(str(key), torch.full(shape, float("nan"), dtype=torch.float64))
         fitted: Dict[int, Dict[str, object]] = {}
+        converged: Dict[int, bool] = {}
         for ks, f in row.batches("train"):
-            for probe, probes in self._fit_batch(row, ks, f).items():
+            by_probe, flags = self._fit_batch(row, ks, f)
+            for probe, probes in by_probe.items():
                 for k, p in zip(ks, probes):
                     fitted.setdefault(k, {})[probe] = p
+            if flags is not None:
+                converged.update(zip(ks, flags))
         for k, task in enumerate(row.tasks):
             fte = row.features(k, "test")
             for probe in self.probes:
@@ -105,6 +149,8 @@ class ProbeAccuracy(Metric):
                     acc = p.score(fte, task.test_labels)
                     self.accuracy[str(key)][row.t + 1, k] = acc
                     self.measure(row, ACC, acc, task=k, key=key)
+            if k in converged:
+                self.measure(row, PROBE_CONVERGED, float(converged[k]), task=k, key=ProbeKey(LINEAR, REFIT))
         row.products[ACCURACY_PRODUCT] = self.matrices()
 
     def matrices(self) -> Dict[ProbeKey, torch.Tensor]:

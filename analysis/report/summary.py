@@ -21,6 +21,7 @@ from dncsim.analysis.names import (ACC, ACC_SEEN, AXIS_COS_MAX, AXIS_COS_MEDIAN,
                                    FORGETTING_LAST, FORGETTING_MAX, FORGETTING_NORM, FROZEN, INTERFERENCE,
                                    LABELS_CRAMERS_V, LINEAR, NCC, PROP42_FRAC, PROP42_TIGHTNESS, PROP42_VS_RANDOM,
                                    REFIT, ProbeKey)
+from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
 from dncsim.analysis.orthogonality import INDEPENDENCE_V_MAX, cross_task_cosines, random_abs_cos
 from dncsim.rundir import RunData
 
@@ -193,6 +194,7 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
                 [t.get("dir_cdnv_learned") for t in tasks if t["learned"] is not False],
                 [t["forgetting_max"].get(str(primary)) for t in tasks if t["learned"] is not False])},
     }
+    summary["linear_probe"] = probe_convergence(run.rows, run.learned_at)
     summary["findings"] = findings(summary)
     return _jsonable(summary)
 
@@ -203,6 +205,9 @@ def _learned_findings(summary: dict) -> List[str]:
     if run.get("inputs_differ") is False:
         out.append("Every experience trained on the same inputs (the stream said so with allow_same_inputs): "
                    "an objective that ignores labels saw one data set several times, not a sequence of tasks.")
+    note = convergence_finding(summary.get("linear_probe"))
+    if note:
+        out.append(note[0].upper() + note[1:] if note[0].isalpha() else note)
     if learned["not_learned"]:
         n, total = len(learned["not_learned"]), len(summary["tasks"]) - len(learned["undecided"])
         out.append(f"{n} of {total} tasks were not learned (probe accuracy right after their experience within the "

@@ -210,3 +210,47 @@ def test_accuracy_over_the_seen_classes_on_a_hand_made_case():
     multilabel = [EvaluationTask(k, f"m{k}", t.train_labels, t.test_labels, "same", k, labeling=f"lab{k}",
                                  classes=t.classes) for k, t in enumerate(tasks)]
     assert metric(Row(1, multilabel, lambda k, s: data[(k, s)], experiences=2)) == []   # not a class split
+
+
+def test_the_linear_probe_says_whether_its_solve_converged():
+    """``probe_converged`` is 1 exactly when L-BFGS stopped by a tolerance within ``linear_steps``: where it
+    says 0 a larger budget moves the probe, where it says 1 it does not; one row per task and row, under
+    linear/refit, and none without a linear probe. The counts and the sentence follow the rows."""
+    from dncsim.analysis.metrics import ProbeAccuracy
+    from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
+    from dncsim.analysis.probes import fit_linear_tasks
+    tasks = make_tasks()
+    for steps, expect in ((2, 0.0), (3000, 1.0)):
+        metric, rows = ProbeAccuracy(linear_steps=steps), []
+        for t in (-1, 0, 1):
+            rows += metric(Row(t, tasks, features_at(t), experiences=2))
+        flags = [r for r in rows if r["metric"] == "probe_converged"]
+        assert sorted((r["exp"], r["task"]) for r in flags) == [(t, k) for t in (-1, 0, 1) for k in range(3)]
+        assert {(r["probe"], r["protocol"]) for r in flags} == {("linear", "refit")}
+        assert {r["value"] for r in flags} == {expect}
+        stats = probe_convergence(rows, learned_at=[0, 1, None])
+        assert (stats["fits"], stats["at_budget"]) == (9, 0 if expect else 9)
+        if expect:
+            assert stats["tasks_at_budget"] == {} and convergence_finding(stats) is None
+        else:
+            assert stats["tasks_at_budget"] == {task.name: 3 for task in tasks}
+            assert stats["frozen_at_budget"] == ["task 0, part", "task 1, part"]   # the watched task has none
+            assert convergence_finding(stats).startswith("9 of 9 linear-probe fits stopped at the step budget")
+    f = features_at(1)("k", "train")
+    labels = torch.stack([task.train_labels for task in tasks])
+    acc = {}
+    for steps in (2, 3000, 6000):
+        probes, info = fit_linear_tasks(f, labels, steps=steps)
+        acc[steps] = [p.logits(f) for p in probes]
+    for k in range(3):
+        assert not torch.allclose(acc[2][k], acc[3000][k], atol=1e-3)          # stopped at the budget: it moves
+        torch.testing.assert_close(acc[3000][k], acc[6000][k], rtol=0, atol=0)   # converged: it stays
+    no_linear = ProbeAccuracy(probes=("ncc",))(Row(0, tasks, features_at(0), experiences=2))
+    assert not [r for r in no_linear if r["metric"] == "probe_converged"] and probe_convergence(no_linear) is None
+
+
+def test_the_convergence_sentence_names_a_few_tasks_in_their_order():
+    from dncsim.analysis.metrics.probe_accuracy import convergence_finding
+    stats = {"fits": 40, "at_budget": 9, "tasks_at_budget": {f"t{k}": 1 for k in (3, 10, 1, 7, 2, 8, 9, 4, 5)}}
+    text = convergence_finding(stats)
+    assert "9 of 40 linear-probe fits" in text and "in 9 task(s) (t3, t10, t1, t7, t2, t8 and 3 more)" in text

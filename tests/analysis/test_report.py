@@ -122,6 +122,12 @@ def test_summary_numbers_equal_the_run_files(four_task_run, report):
         assert [q["exp"] for q in entry["tightness"]] == list(range(-1, last + 1))
     text = " ".join(s["findings"])
     assert "times the observed median |cos|" in text and "under the Prop. 4.2 bound" not in text
+    # the linear-probe solves: one per task and row, counted from the table, and said when any hit the budget
+    flags = [r for r in rows if r["metric"] == names.PROBE_CONVERGED]
+    lp = s["linear_probe"]
+    assert lp["fits"] == len(flags) == len(s["tasks"]) * (last + 2)
+    assert lp["at_budget"] == sum(r["value"] == 0 for r in flags) == sum(lp["tasks_at_budget"].values())
+    assert ("linear-probe fits stopped at the step budget" in text) == (lp["at_budget"] > 0)
     assert checked > 20 and len(s["findings"]) >= 3
     assert resolved >= 2
     geo = np.exp(np.mean(np.log([t["dir_cdnv_final"] for t in s["tasks"] if t["dir_cdnv_final"] is not None])))

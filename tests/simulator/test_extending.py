@@ -58,6 +58,11 @@ def test_a_registered_per_task_metric_appears_everywhere(tmp_path, monkeypatch):
     table = task_rows(load_run(out), {"seed": 2})
     assert [r["feature_norm_learned"] for r in table] == [mine[(k, k)] for k in range(3)]
     assert [r["feature_norm_final"] for r in table] == [mine[(2, k)] for k in range(3)]
+    # the linear probe's solves, in the same table: the learned row's flag and the count at the budget
+    conv = {(r["exp"], r["task"]): r["value"] for r in rows if r["metric"] == "probe_converged"}
+    assert sorted(conv) == sorted(mine)
+    assert [r["probe_converged_learned"] for r in table] == [conv[(k, k)] for k in range(3)]
+    assert [r["probe_at_budget"] for r in table] == [sum(conv[(e, k)] == 0 for e in range(-1, 3)) for k in range(3)]
 
 
 class Interrupt(RuntimeError):

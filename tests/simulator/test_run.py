@@ -106,6 +106,11 @@ def test_run_directory_has_every_output(tiny_config, tmp_path, capsys):
     for r in acc:
         assert mats[f"{r['probe']}/{r['protocol']}"][r["exp"] + 1][r["task"]] == r["value"]
     assert mats["ncc/frozen"][0] == [None, None, None]
+    # the closing table says how many linear-probe solves stopped at the budget, as the rows do
+    conv = [r["value"] for r in rows if r["metric"] == names.PROBE_CONVERGED]
+    at_budget = sum(v == 0 for v in conv)
+    assert len(conv) == 4 * 3
+    assert (f"note: {at_budget} of 12 linear-probe fits stopped at the step budget" in text) == (at_budget > 0)
     # Prop 4.2 holds on the balanced independent shapes labelings (population estimator)
     assert all(r["value"] == 1.0 for r in rows if r["metric"] == names.PROP42_FRAC)
     # geometry: one npz per row with every task's class means
