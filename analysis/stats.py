@@ -179,6 +179,23 @@ def exclude_unlearned(tasks: List[dict], pairs: List[dict], include: bool = Fals
                               "reason": reason}
 
 
+def probe_budget_note(tasks: List[dict], probe: str) -> Optional[str]:
+    """For a linear-probe outcome: how many task rows carry a linear solve that stopped at the step budget
+    (``probe_at_budget`` > 0), and how many of them in the frozen probe itself (``probe_converged_learned``
+    0); None for NCC, for tables without those columns and when every solve converged."""
+    known = [r for r in tasks if r.get("probe_at_budget") not in (None, "")]
+    if probe != "linear" or not known:
+        return None
+    any_budget = sum(_num(r["probe_at_budget"]) > 0 for r in known)
+    frozen = sum(r.get("probe_converged_learned") not in (None, "") and _num(r["probe_converged_learned"]) == 0
+                 for r in known)
+    if not any_budget:
+        return None
+    return (f"{any_budget} of {len(known)} task rows have linear-probe solves that stopped at the step budget "
+            f"(evaluation.linear_steps), {frozen} of them in the frozen probe (the fit of the learned row): their "
+            "accuracies and forgetting are those of the budgeted solve (README, \"Linear probe\")")
+
+
 def within_task_ranks(rows: List[dict], columns: Sequence[str]) -> List[dict]:
     """Rows with ``columns`` replaced by their centred ranks among rows of the same task name, so a
     correlation on them compares runs within a task, not one task with another (None stays None)."""
@@ -233,6 +250,9 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predicto
     if out["excluded"]["task_rows"] or out["excluded"]["pair_rows"]:
         out["notes"].append(f"{out['excluded']['task_rows']} task rows and {out['excluded']['pair_rows']} pair rows "
                             f"left out: {out['excluded']['reason']}")
+    note = probe_budget_note(tasks, settings.probe)
+    if note:
+        out["notes"].append(note)
     classical_predictor = predictor.replace("dir_cdnv", "cdnv") if "dir_cdnv" in predictor else "cdnv_learned"
 
     def model(rows, outcome, predictors, label, **extra):

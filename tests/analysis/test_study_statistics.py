@@ -68,3 +68,20 @@ def test_within_task_ranks_remove_differences_between_tasks():
             [("a", 1.0, 10.0), ("a", 2.0, 20.0), ("b", 100.0, 0.5), ("b", 200.0, 0.1)]]
     w = within_task_ranks(rows, ["x", "y"])
     assert [r["x"] for r in w] == [-0.5, 0.5, -0.5, 0.5] and [r["y"] for r in w] == [-0.5, 0.5, 0.5, -0.5]
+
+
+def test_linear_solves_at_the_budget_are_counted_in_a_note():
+    from dncsim.analysis.stats import probe_budget_note
+    t, p = tables(effect=1.0)
+    assert probe_budget_note(t, "linear") is None                       # a table without the columns
+    for i, r in enumerate(t):                                           # as tasks.csv reads back: text
+        r["probe_at_budget"] = str(i % 3)                               # 0, 1, 2 solves at the budget
+        r["probe_converged_learned"] = "0.0" if i % 6 == 2 else "1.0"
+    s = study_statistics(t, p, SETTINGS)
+    note = next(n for n in s["notes"] if "stopped at the step budget" in n)
+    assert note.startswith("32 of 48 task rows have linear-probe solves that stopped at the step budget") \
+        and "8 of them in the frozen probe" in note
+    assert probe_budget_note(t, "ncc") is None
+    for r in t:
+        r["probe_at_budget"] = "0"
+    assert probe_budget_note(t, "linear") is None
