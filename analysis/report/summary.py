@@ -207,7 +207,7 @@ def _learned_findings(summary: dict) -> List[str]:
                    "an objective that ignores labels saw one data set several times, not a sequence of tasks.")
     note = convergence_finding(summary.get("linear_probe"))
     if note:
-        out.append(note[0].upper() + note[1:] if note[0].isalpha() else note)
+        out.append(note)
     if learned["not_learned"]:
         n, total = len(learned["not_learned"]), len(summary["tasks"]) - len(learned["undecided"])
         out.append(f"{n} of {total} tasks were not learned (probe accuracy right after their experience within the "
