@@ -28,7 +28,7 @@ def probe_train_subset(k: int, n: int, max_samples: Optional[int], seed: int) ->
 def probe_convergence(rows, learned_at=None) -> Optional[dict]:
     """How the linear-probe solves of a metrics table ended, from its ``probe_converged`` rows: ``fits``
     (task x row solves), ``at_budget`` (those that stopped at ``evaluation.linear_steps`` before
-    converging), ``tasks_at_budget`` {task name: such solves} and ``frozen_at_budget``: the names of the
+    converging), ``tasks_at_budget`` {task name: such solves, in task order} and ``frozen_at_budget``: the names of the
     tasks whose frozen probe -- the fit of the row they were learned in, ``learned_at`` (a list by task
     index; None: not known, the list stays empty) -- is such a solve. None when the table has no such
     rows (no linear probe, or a run before methods revision 2)."""
@@ -37,7 +37,7 @@ def probe_convergence(rows, learned_at=None) -> Optional[dict]:
         return None
     stopped = [r for r in fits if not r["value"]]
     by_task: Dict[str, int] = {}
-    for r in stopped:
+    for r in sorted(stopped, key=lambda r: r["task"]):                # in task order
         by_task[r["task_name"]] = by_task.get(r["task_name"], 0) + 1
     frozen = [] if learned_at is None else sorted(
         r["task_name"] for r in stopped if r["task"] < len(learned_at) and learned_at[r["task"]] == r["exp"])

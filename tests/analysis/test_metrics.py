@@ -234,6 +234,7 @@ def test_the_linear_probe_says_whether_its_solve_converged():
             assert stats["tasks_at_budget"] == {} and convergence_finding(stats) is None
         else:
             assert stats["tasks_at_budget"] == {task.name: 3 for task in tasks}
+            assert list(stats["tasks_at_budget"]) == [task.name for task in tasks]
             assert stats["frozen_at_budget"] == ["task 0, part", "task 1, part"]   # the watched task has none
             assert convergence_finding(stats).startswith("9 of 9 linear-probe fits stopped at the step budget")
     f = features_at(1)("k", "train")
@@ -254,3 +255,17 @@ def test_the_convergence_sentence_names_a_few_tasks_in_their_order():
     stats = {"fits": 40, "at_budget": 9, "tasks_at_budget": {f"t{k}": 1 for k in (3, 10, 1, 7, 2, 8, 9, 4, 5)}}
     text = convergence_finding(stats)
     assert "9 of 40 linear-probe fits" in text and "in 9 task(s) (t3, t10, t1, t7, t2, t8 and 3 more)" in text
+
+
+def test_solves_at_the_budget_are_counted_in_task_order():
+    from dncsim.analysis.metrics.probe_accuracy import probe_convergence
+    from dncsim.analysis.names import ProbeKey, table_row
+    key = ProbeKey("linear", "refit")
+    rows = [table_row(-1, "probe_converged", 0.0, task=2, task_name="c", key=key),
+            table_row(-1, "probe_converged", 1.0, task=0, task_name="a", key=key),
+            table_row(0, "probe_converged", 0.0, task=0, task_name="a", key=key),
+            table_row(1, "probe_converged", 0.0, task=2, task_name="c", key=key),
+            table_row(1, "acc", 0.5, task=1, task_name="b", key=key)]
+    stats = probe_convergence(rows, learned_at=[0, 1, 1])
+    assert list(stats["tasks_at_budget"].items()) == [("a", 1), ("c", 2)]
+    assert (stats["fits"], stats["at_budget"], stats["frozen_at_budget"]) == (4, 3, ["a", "c"])
