@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dncsim.analysis.estimators import AUTO_WILD_PAIRS, balanced_pairs, resolve_pair_scheme
+from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
 from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
 from dncsim.analysis.text_table import format_table
 from dncsim.common import DncsimError, RunFailed
@@ -133,8 +134,6 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
         row += ["n/a" if last.get((m, k, None, None)) is None else f"{last[(m, k, None, None)]:.4g}"
                 for m in (DIR_CDNV, CDNV)]
         table.append(row)
-    from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
-
     out = format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
                        table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
     note = convergence_finding(probe_convergence(rows))

@@ -28,19 +28,19 @@ def probe_train_subset(k: int, n: int, max_samples: Optional[int], seed: int) ->
 def probe_convergence(rows, learned_at=None) -> Optional[dict]:
     """How the linear-probe solves of a metrics table ended, from its ``probe_converged`` rows: ``fits``
     (task x row solves), ``at_budget`` (those that stopped at ``evaluation.linear_steps`` before
-    converging), ``tasks_at_budget`` {task name: such solves, in task order} and ``frozen_at_budget``: the names of the
-    tasks whose frozen probe -- the fit of the row they were learned in, ``learned_at`` (a list by task
-    index; None: not known, the list stays empty) -- is such a solve. None when the table has no such
-    rows (no linear probe, or a run before methods revision 2)."""
+    converging), ``tasks_at_budget`` {task name: such solves, in task order} and ``frozen_at_budget``: the
+    names, in task order, of the tasks whose frozen probe -- the fit of the row they were learned in,
+    ``learned_at`` (a list by task index; None: not known, the list stays empty) -- is such a solve.
+    None when the table has no such rows (no linear probe, or a run before methods revision 2)."""
     fits = [r for r in rows if r["metric"] == PROBE_CONVERGED]
     if not fits:
         return None
-    stopped = [r for r in fits if not r["value"]]
+    stopped = sorted((r for r in fits if not r["value"]), key=lambda r: r["task"])   # in task order
     by_task: Dict[str, int] = {}
-    for r in sorted(stopped, key=lambda r: r["task"]):                # in task order
+    for r in stopped:
         by_task[r["task_name"]] = by_task.get(r["task_name"], 0) + 1
-    frozen = [] if learned_at is None else sorted(
-        r["task_name"] for r in stopped if r["task"] < len(learned_at) and learned_at[r["task"]] == r["exp"])
+    frozen = [] if learned_at is None else [
+        r["task_name"] for r in stopped if r["task"] < len(learned_at) and learned_at[r["task"]] == r["exp"]]
     return {"fits": len(fits), "at_budget": len(stopped), "tasks_at_budget": by_task, "frozen_at_budget": frozen}
 
 
