@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 
 from dncsim.common import DncsimError
 
-__all__ = ["TABLE_COLUMNS", "METHODS_REVISION", "table_row", "ProbeKey", "probe_keys"]
+__all__ = ["TABLE_COLUMNS", "METHODS_REVISION", "LINEAR_STEPS", "table_row", "ProbeKey", "probe_keys"]
 
 TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "protocol", "shots", "value")
 
@@ -26,8 +26,14 @@ TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "proto
 #: another revision: its rows before and after the resume would be computed in two ways in one table.
 #: 1: pair intervals ``analysis.pair_bootstrap: auto`` choose ``iid`` for pairs whose joint classes are not
 #: balanced (runs begun before revisions were recorded have none). 2: every row records whether each
-#: task's linear-probe solve converged (``probe_converged``).
-METHODS_REVISION = 2
+#: task's linear-probe solve converged (``probe_converged``). 3: the linear probe is solved by L-BFGS in
+#: preconditioned variables (``probes.linear_preconditioners``) with a default budget of 2,000 iterations, so
+#: that it reaches the regularised optimum instead of stopping 100 iterations along the path to it.
+METHODS_REVISION = 3
+
+#: The default iteration budget of the linear probe: enough for the preconditioned solve to converge on
+#: the features measured (tens of iterations; up to about 1,100 for a nearly separable task).
+LINEAR_STEPS = 2000
 
 # probes and protocols
 NCC = "ncc"

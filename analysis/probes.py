@@ -12,10 +12,15 @@ from dataclasses import dataclass
 import torch
 
 from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.analysis.names import LINEAR_STEPS
 from dncsim.analysis.task_batch import task_labels
 from dncsim.common import DncsimError
 
 __all__ = ["NCCProbe", "LinearProbe", "fit_ncc", "fit_linear", "probe_from_arrays"]
+
+
+#: c in the preconditioner c R + lam I of the linear probe (``linear_preconditioners``).
+PRECONDITION_CURVATURE = 1.0
 
 
 def _classes(labels: torch.Tensor):
@@ -89,12 +94,14 @@ def probe_from_arrays(arrays: dict):
     return NCCProbe(**fields) if arrays["kind"] == "ncc" else LinearProbe(**fields)
 
 
-def fit_linear(features, labels, *, steps: int = 100, weight_decay: float = 1e-4) -> LinearProbe:
+def fit_linear(features, labels, *, steps: int = LINEAR_STEPS, weight_decay: float = 1e-4) -> LinearProbe:
     """Fit multinomial logistic regression by full-batch L-BFGS (float64, zero initialisation, so the
     result is deterministic). Features are standardised with the training mean and std (std floored at
-    1e-8); the loss is mean cross-entropy + ``weight_decay``/2 * |W|^2; at most ``steps`` iterations.
-    The solver is :func:`fit_linear_tasks` with one task, so fitting a task alone and fitting it in a
-    batch of tasks give the same probe (to float rounding)."""
+    1e-8); the loss is mean cross-entropy + ``weight_decay``/2 * |W|^2; at most ``steps`` iterations of
+    L-BFGS in preconditioned variables (:func:`linear_preconditioners`), which reaches that objective's
+    optimum in tens of iterations on trained features. The solver is :func:`fit_linear_tasks` with one
+    task, so fitting a task alone and fitting it in a batch of tasks give the same probe (to float
+    rounding)."""
     f = as_features(features)
     y = as_labels(labels, f.shape[0], device=f.device)
     _classes(y)
@@ -201,8 +208,30 @@ def fit_ncc_tasks(features, labels) -> list:
     return [NCCProbe(classes=lab.task_classes(t), means=means[t][lab.mask[t]]) for t in range(lab.T)]
 
 
-def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float = 1e-4, history: int = 20,
-                     tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9):
+def linear_preconditioners(features, inside, mean, std, weight_decay: float) -> tuple:
+    """The change of variables each task's linear probe is solved in: W = V @ A_t with A_t = (c R_t + lam I)^(-1/2),
+    R_t the (d, d) correlation matrix of the task's standardised features (ddof 0, over its samples, as the
+    probe standardises them), c = ``PRECONDITION_CURVATURE``, lam = max(``weight_decay``, 1e-6). c R_t + lam I
+    approximates the Hessian of the probe's objective in W, so in V the problem is close to isotropic and
+    L-BFGS converges in tens of iterations where it needs hundreds on correlated features; the optimum
+    (in W) is the same for any invertible A_t. Tasks with the same samples (``inside`` (T, N) 0/1 rows)
+    share one A. Returns (A (U, d, d) float64 symmetric, which (T,) int64: task t uses A[which[t]])."""
+    members, which = torch.unique(inside > 0, dim=0, return_inverse=True)
+    d = features.shape[1]
+    eye = torch.eye(d, dtype=torch.float64, device=features.device)
+    hess = []
+    for u in range(len(members)):          # one (n_u, d) x (d, n_u) product per distinct sample set
+        t = int((which == u).nonzero()[0])                          # the first task on these samples
+        z = (features[members[u]] - mean[t]) / std[t]
+        hess.append(PRECONDITION_CURVATURE * (z.T @ z) / z.shape[0] + max(weight_decay, 1e-6) * eye)
+    e, Q = torch.linalg.eigh(torch.stack(hess))
+    return (Q * e.clamp_min(1e-6).rsqrt()[:, None, :]) @ Q.transpose(1, 2), which
+
+
+
+
+def fit_linear_tasks(features, labels, *, steps: int = LINEAR_STEPS, weight_decay: float = 1e-4, history: int = 20,
+                     tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, precondition: bool = True):
     """:func:`fit_linear` for T tasks labelling the same ``features`` (N, d), solved together.
 
     ``labels`` (T, N) int, -1 where a sample is not in a task. Each task keeps its own standardisation
@@ -219,6 +248,14 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     initialisation). Returns (probes, info): T LinearProbes and per task ``iterations`` (T,),
     ``evaluations`` (T,), ``converged`` (T,) bool (False: stopped by a limit) and ``loss`` (T,) the
     final objective.
+
+    With ``precondition`` (the default) the variables L-BFGS works in are V with W = V A_t
+    (:func:`linear_preconditioners`; the bias is not transformed), and the tolerances apply to V: torch's
+    algorithm on the same objective written in better-conditioned coordinates, whose optimum in W is the
+    same. On the features of trained backbones it converges in 13-80 iterations where the plain solve
+    (``precondition=False``, the solver of methods revisions 1 and 2) needs 250-1,100 and mostly stopped at
+    the old budget of 100 (README, "Linear probe"). The products run on features centred by their pooled
+    mean (the stored probe's ``mean`` is in the original coordinates).
     """
     f = as_features(features).to(torch.float64)
     N, d = f.shape
@@ -228,7 +265,9 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     dev = f.device
     inside = (idx >= 0).to(torch.float64)                              # (T, N)
     n_t = inside.sum(1)                                               # (T,)
-    mean = (inside @ f) / n_t[:, None]                                # (T, d)
+    center = f.mean(0)                  # the products below run on features centred by their pooled mean:
+    f = f - center                      # no cancellation of large means (ReLU features, constant columns)
+    mean = (inside @ f) / n_t[:, None]                                # (T, d), relative to ``center``
     var = (inside @ f.square()) / n_t[:, None] - mean.square()
     std = var.clamp_min(0).sqrt().clamp_min(1e-8)
     target = idx.clamp_min(0)                                         # (T, N)
@@ -237,6 +276,17 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
     P = C * d + C
     ones = torch.ones(T, 1, N, dtype=torch.float64, device=dev)
     ft = f.T.contiguous()
+    if precondition:
+        A, which = linear_preconditioners(f, inside, mean, std, weight_decay)
+
+    def to_w(v, sel):
+        """Weights W (k, C, d) in standardised coordinates of the solver's variables v (k, C, d); also maps
+        a gradient in W to the gradient in v (A is symmetric)."""
+        if not precondition:
+            return v
+        if len(A) == 1:
+            return (v.reshape(-1, d) @ A[0]).view(v.shape)
+        return torch.bmm(v, A[which if sel is None else which[sel]])
 
     def objective(theta, sel=None):
         """Losses (k,) and gradients (k, P) at theta (k, P) of the tasks ``sel`` (index tensor; None: all
@@ -245,7 +295,7 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
         sd, mu, tg, sw, ng, cm = ((std, mean, target, sample_w, neg, cmask) if sel is None else
                                   (std[sel], mean[sel], target[sel], sample_w[sel], neg[sel], cmask[sel]))
         k = theta.shape[0]
-        w = theta[:, :C * d].view(k, C, d)
+        w = to_w(theta[:, :C * d].view(k, C, d), sel)
         b = theta[:, C * d:]
         ws = w / sd[:, None, :]
         logits = (ws.reshape(k * C, d) @ ft).view(k, C, N)
@@ -258,7 +308,7 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
         g *= sw[:, None, :]                                                        # dL/dlogits (k, C, N)
         gb = g.sum(2)                                                              # (k, C)
         gws = (g.reshape(k * C, N) @ f).view(k, C, d) - gb[..., None] * mu[:, None, :]
-        gw = gws / sd[:, None, :] + weight_decay * w
+        gw = to_w(gws / sd[:, None, :] + weight_decay * w, sel)
         gb = gb * cm
         return loss, torch.cat([gw.reshape(k, C * d), gb], 1)
 
@@ -368,9 +418,9 @@ def fit_linear_tasks(features, labels, *, steps: int = 100, weight_decay: float 
                     converged[t] = True                               # torch's other stopping rules
                 elif iterations[t] < steps and evals[t] < max_eval:
                     starting.append(t)                                # else stopped by a limit
-    w = theta[:, :C * d].view(T, C, d)
+    w = to_w(theta[:, :C * d].view(T, C, d), None)
     b = theta[:, C * d:]
     probes = [LinearProbe(classes=classes[t][cmask[t]], weight=w[t][cmask[t]].clone(), bias=b[t][cmask[t]].clone(),
-                          mean=mean[t].clone(), std=std[t].clone()) for t in range(T)]
+                          mean=mean[t] + center, std=std[t].clone()) for t in range(T)]
     return probes, {"iterations": torch.tensor(iterations), "evaluations": torch.tensor(evals),
                     "converged": torch.tensor(converged), "loss": torch.tensor(loss, dtype=torch.float64)}

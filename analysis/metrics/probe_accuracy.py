@@ -6,7 +6,7 @@ from typing import Dict, Optional
 import torch
 
 from dncsim.analysis.metrics.base import Metric, Row
-from dncsim.analysis.names import ACC, FROZEN, LINEAR, NCC, PROBE_CONVERGED, REFIT, ProbeKey, probe_keys
+from dncsim.analysis.names import ACC, FROZEN, LINEAR, LINEAR_STEPS, NCC, PROBE_CONVERGED, REFIT, ProbeKey, probe_keys
 from dncsim.analysis.probes import fit_linear, fit_linear_tasks, fit_ncc, fit_ncc_tasks
 
 __all__ = ["ProbeAccuracy", "ACCURACY_PRODUCT", "probe_train_subset", "fit_probe", "probe_convergence",
@@ -57,7 +57,7 @@ def convergence_finding(stats: Optional[dict]) -> Optional[str]:
             "more (README, \"Linear probe\").")
 
 
-def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linear_steps: int = 100,
+def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linear_steps: int = LINEAR_STEPS,
               linear_weight_decay: float = 1e-4):
     """An NCC or linear probe fit on (features (n, d), labels (n,))."""
     if probe == NCC:
@@ -85,7 +85,7 @@ class ProbeAccuracy(Metric):
     name = "probe_accuracy"
     emits = (ACC, PROBE_CONVERGED)
 
-    def __init__(self, probes=(NCC, LINEAR), protocols=(REFIT, FROZEN), *, linear_steps: int = 100,
+    def __init__(self, probes=(NCC, LINEAR), protocols=(REFIT, FROZEN), *, linear_steps: int = LINEAR_STEPS,
                  linear_weight_decay: float = 1e-4, max_train_samples: Optional[int] = None, seed: int = 0):
         super().__init__()
         self.keys = probe_keys(tuple(probes), tuple(protocols))

@@ -7,7 +7,7 @@ import torch
 
 from dncsim.analysis.metrics.base import Metric, Row
 from dncsim.analysis.metrics.probe_accuracy import fit_probe, probe_train_subset
-from dncsim.analysis.names import ACC_SEEN, LINEAR, NCC, REFIT, ProbeKey
+from dncsim.analysis.names import ACC_SEEN, LINEAR, LINEAR_STEPS, NCC, REFIT, ProbeKey
 
 __all__ = ["SeenClassesAccuracy", "class_split_families"]
 
@@ -36,7 +36,7 @@ class SeenClassesAccuracy(Metric):
     name = "seen_classes"
     emits = (ACC_SEEN,)
 
-    def __init__(self, probes=(NCC, LINEAR), *, linear_steps: int = 100, linear_weight_decay: float = 1e-4,
+    def __init__(self, probes=(NCC, LINEAR), *, linear_steps: int = LINEAR_STEPS, linear_weight_decay: float = 1e-4,
                  max_train_samples=None, seed: int = 0):
         super().__init__()
         self.probes = tuple(probes)

@@ -9,6 +9,7 @@ from typing import List, Literal, Optional
 
 from pydantic import Field, field_validator
 
+from dncsim.analysis.names import LINEAR_STEPS
 from dncsim.common import StrictModel
 
 __all__ = ["EvaluationConfig", "AnalysisConfig"]
@@ -19,7 +20,7 @@ class EvaluationConfig(StrictModel):
 
     probes: List[Literal["ncc", "linear"]] = Field(default_factory=lambda: ["ncc", "linear"], min_length=1)
     protocols: List[Literal["refit", "frozen"]] = Field(default_factory=lambda: ["refit", "frozen"], min_length=1)
-    linear_steps: int = Field(100, ge=1, description="LBFGS iterations of the linear probe")
+    linear_steps: int = Field(LINEAR_STEPS, ge=1, description="most L-BFGS iterations of the linear probe")
     linear_weight_decay: float = Field(1e-4, ge=0, description="L2 penalty of the linear probe")
     batch_size: int = Field(1024, ge=1, description="batch size of feature extraction")
     max_train_samples: Optional[int] = Field(None, ge=2, description="probe training subset per task (seeded)")
