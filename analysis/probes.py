@@ -20,7 +20,7 @@ __all__ = ["NCCProbe", "LinearProbe", "fit_ncc", "fit_linear", "probe_from_array
 
 
 #: c in the preconditioner c R + lam I of the linear probe (``linear_preconditioners``).
-PRECONDITION_CURVATURE = 1.0
+PRECONDITION_CURVATURE = 0.01
 
 
 def _classes(labels: torch.Tensor):
