@@ -880,12 +880,14 @@ def _resampled_medians(lab, weights: torch.Tensor, values: torch.Tensor, *, to_m
     per_resample = T * P * d + min((T * P) ** 2, _STACKED_COS_ELEMENTS) + T * C * (d + 1)
     step = int(max(1, min(50, _TASK_CHUNK_ELEMENTS // per_resample)))
     sample, valid = _class_cells(lab, values.device)                      # (T, C, n)
-    cells = values[sample] * valid[..., None]                             # (T, C, n, d)
+    cells = values[sample] * valid[..., None]                             # (T, C, n, d), zero rows on padding
+    member = lab.onehot().to(weights.dtype)                               # (T, N, C)
     meds = []
     for b in range(0, weights.shape[0], step):
-        wb = weights[b:b + step][:, sample] * valid                       # (B, T, C, n)
-        sums = wb.permute(1, 2, 0, 3) @ cells                             # (T, C, B, d)
-        mu = to_means(sums, wb.sum(-1).permute(1, 2, 0))
+        w = weights[b:b + step]
+        wb = w.T[sample].transpose(-1, -2)          # (T, C, B, n) without a copy; padding meets zero rows
+        sums = wb @ cells                                                 # (T, C, B, d)
+        mu = to_means(sums, (w @ member).transpose(1, 2))                 # totals (T, C, B)
         meds.append(_median_cos_of_means(mu, lab, nan_aware=nan_aware))
     return torch.cat(meds)
 
@@ -911,10 +913,10 @@ def _median_cos_of_means(mu: torch.Tensor, lab, *, nan_aware: bool) -> torch.Ten
             out.append((cos.nanmedian(dim=1) if nan_aware else cos.median(dim=1)).values)
         return torch.stack(out, 1) if out else mu.new_zeros(B, 0)
     u = u.masked_fill(~real[:, :, None, None], float("nan")).permute(2, 0, 1, 3).reshape(-1, T * P, d)
-    cos = (u @ u.transpose(1, 2)).abs().view(-1, T, P, T, P).permute(0, 1, 3, 2, 4)[:, ta, tb]   # (B, pairs, P, P)
-    cos = cos.reshape(cos.shape[0], -1, P * P)
+    cos = (u @ u.transpose(1, 2)).view(-1, T, P, T, P)[:, ta, :, tb].abs_()   # (pairs, B, P, P): a < b only
+    cos = cos.reshape(cos.shape[0], cos.shape[1], P * P)
     plain = bool(real.all()) and not nan_aware                            # no padded axes: plain medians
-    return (cos.median(dim=-1) if plain else cos.nanmedian(dim=-1)).values
+    return (cos.median(dim=-1) if plain else cos.nanmedian(dim=-1)).values.T
 
 
 def _pair_intervals(med: torch.Tensor, T: int, alpha: float) -> torch.Tensor:
