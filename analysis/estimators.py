@@ -881,13 +881,13 @@ def _resampled_medians(lab, weights: torch.Tensor, values: torch.Tensor, *, to_m
     step = int(max(1, min(50, _TASK_CHUNK_ELEMENTS // per_resample)))
     sample, valid = _class_cells(lab, values.device)                      # (T, C, n)
     cells = values[sample] * valid[..., None]                             # (T, C, n, d), zero rows on padding
-    member = lab.onehot().to(weights.dtype)                               # (T, N, C)
+    inside = valid[..., None].to(weights.dtype)                           # (T, C, n, 1)
     meds = []
     for b in range(0, weights.shape[0], step):
         w = weights[b:b + step]
         wb = w.T[sample].transpose(-1, -2)          # (T, C, B, n) without a copy; padding meets zero rows
         sums = wb @ cells                                                 # (T, C, B, d)
-        mu = to_means(sums, (w @ member).transpose(1, 2))                 # totals (T, C, B)
+        mu = to_means(sums, (wb @ inside)[..., 0])                        # totals (T, C, B)
         meds.append(_median_cos_of_means(mu, lab, nan_aware=nan_aware))
     return torch.cat(meds)
 
