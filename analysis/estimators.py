@@ -768,7 +768,7 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     kw = dict(resamples=int(resamples), alpha=alpha, seed=int(seed))
     pairs = list(itertools.combinations(range(T), 2))
     if scheme != "auto":
-        chosen = {scheme: pairs}
+        chosen = {scheme: pairs} if pairs else {}                         # one task: no pair, all NaN
     else:
         bal = balanced_pairs(lab.idx).tolist()
         chosen: dict = {}

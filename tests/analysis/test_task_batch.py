@@ -416,6 +416,16 @@ def test_shared_pair_intervals_pair_by_pair_equal_the_stacked_product(monkeypatc
     assert int(torch.isfinite(paired).all(-1).sum()) == 3
 
 
+
+@pytest.mark.parametrize("scheme", ["auto", "joint", "wild", "iid"])
+def test_pair_intervals_of_one_task_are_an_all_nan_table(scheme):
+    """One task has no pair: a (1, 1, 2) table of NaN, not an error from an empty quantile."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(120, 5, generator=g, dtype=torch.float64)
+    out = E.bootstrap_median_abs_cos_tasks(x, torch.randint(0, 3, (1, 120), generator=g), resamples=20,
+                                           scheme=scheme)
+    assert out.shape == (1, 1, 2) and bool(out.isnan().all())
+
 def objective_gradient(probe, x, y, weight_decay=1e-4):
     """Largest entry of the gradient of the probe's objective as defined -- mean cross-entropy on the task's
     standardised features plus ``weight_decay``/2 |W|^2, in W and b -- at the probe, by autograd: a check of
