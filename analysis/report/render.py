@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import html
 import re
 from typing import Dict
 
 import jinja2
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 __all__ = ["fmt", "pct", "environment", "figure_embedder", "md_escape", "md_code", "MarkdownText"]
 
@@ -90,7 +91,7 @@ def figure_embedder(pngs: Dict[str, bytes], captions: Dict[str, str]):
         if name not in pngs:
             return ""
         b64 = base64.b64encode(pngs[name]).decode("ascii")
-        caption = escape(captions[name])
-        return Markup(f'<figure><img src="data:image/png;base64,{b64}" alt="{caption}">'
+        caption = html.escape(captions[name], quote=False)
+        return Markup(f'<figure><img src="data:image/png;base64,{b64}" alt="{caption.replace(chr(34), "&quot;")}">'
                       f"<figcaption>{caption}</figcaption></figure>")
     return figure
