@@ -148,20 +148,30 @@ def test_report_out_that_is_not_a_directory_and_report_files_that_are_links(tmp_
     assert sorted(p.name for p in out.iterdir()) == ["index.html"]        # nothing half-written
 
 
-def run_cli(*args):
-    p = subprocess.run([sys.executable, "-m", "dncsim", *args], capture_output=True, cwd=ROOT, timeout=300)
+def run_cli(cwd, *args):
+    p = subprocess.run([sys.executable, "-m", "dncsim", *args], capture_output=True, cwd=cwd, timeout=300)
     return p.returncode, p.stdout, p.stderr.decode()
 
 
+@pytest.mark.parametrize("command", ["analyze", "stats"])
 @pytest.mark.parametrize("name", ["-", "/dev/stdout"])
-def test_json_to_standard_output_on_purpose(name, study_dir):  # noqa: F811
+def test_json_to_standard_output_on_purpose(name, command, study_dir, tmp_path):  # noqa: F811
     link = os.readlink("/dev/stdout")
-    code, out, err = run_cli(*ANALYZE, "--json", name)
-    assert code == 0, err
-    result = json.loads(out)                         # standard output is the JSON alone
-    assert list(result["labelings"]) == ["color", "shape"] and result["file"] == str(EXAMPLE)
-    assert "Geometry" in err and "wrote" not in err + out.decode()     # the tables went to stderr
-    code, out, err = run_cli("stats", str(study_dir), "--json", name)
-    assert code == 0, err
-    assert json.loads(out)["primary"]["n_runs"] == 16 and err.startswith("Verdict: ")
+    try:
+        if command == "analyze":
+            code, out, err = run_cli(tmp_path, *ANALYZE, "--json", name)
+            assert code == 0, err
+            result = json.loads(out)                         # standard output is the JSON alone
+            assert list(result["labelings"]) == ["color", "shape"] and result["file"] == str(EXAMPLE)
+            assert "Geometry" in err                         # the tables went to stderr
+        else:
+            code, out, err = run_cli(tmp_path, "stats", str(study_dir), "--json", name)
+            assert code == 0, err
+            assert json.loads(out)["primary"]["n_runs"] == 16 and err.startswith("Verdict: ")
+        assert "wrote" not in err + out.decode()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["study"]          # no file named "-"
+    finally:
+        if not os.path.islink("/dev/stdout"):       # a regression must not leave the machine without it
+            os.remove("/dev/stdout")
+            os.symlink(link, "/dev/stdout")
     assert os.readlink("/dev/stdout") == link                  # the link was not replaced
