@@ -181,3 +181,7 @@ def test_study_report_escapes_the_study_run_names_errors_and_factors(hostile, tm
     rendered = MarkdownIt("commonmark").enable("table").render(md)
     page = assert_nothing_injected(rendered, shown=[STUDY_NAME, STUDY_RUN, STUDY_ERROR, FACTOR_VALUE])
     assert "strong" not in {tag for tag, _ in page.elements}
+    figures = json.loads((report / "summary.json").read_text())["figures"]
+    links = [a["src"] for tag, a in page.elements if tag == "img"]      # escaped names still link the files
+    assert figures and links == [f"figures/{name}.png" for name in figures]
+    assert all((report / link).is_file() for link in links)
