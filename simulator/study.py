@@ -370,6 +370,12 @@ def slurm_cluster(cfg: SlurmClusterConfig, log_directory: Path):
         return SLURMCluster(**{"silence_logs": "error", **_slurm_kwargs(cfg, log_directory)})
 
 
+class ClusterFailed(DncsimError):
+    """The cluster could not run the study (its jobs end without a worker, SLURM does not answer): exit 1."""
+
+    exit_code = 1
+
+
 #: words of SLURM's refusal -> what in the cluster section asked for it
 _SLURM_REFUSALS = (
     ("partition", "cluster.queue names no partition this user may submit to (sinfo lists them)"),
@@ -383,7 +389,7 @@ _SLURM_REFUSALS = (
 )
 
 
-def slurm_preflight(cfg: SlurmClusterConfig, log_directory: Path) -> None:
+def slurm_preflight(cfg: SlurmClusterConfig) -> None:
     """Ask SLURM whether it accepts the job (``sbatch --test-only`` of the job script; nothing is queued);
     a refusal raises a one-line :class:`DncsimError` quoting SLURM's error and naming the key behind it."""
     import inspect
@@ -393,16 +399,15 @@ def slurm_preflight(cfg: SlurmClusterConfig, log_directory: Path) -> None:
     from dask_jobqueue.core import Job
     from dask_jobqueue.slurm import SLURMJob
     accepted = set(inspect.signature(Job.__init__).parameters) | set(inspect.signature(SLURMJob.__init__).parameters)
-    kwargs = {k: v for k, v in _slurm_kwargs(cfg, log_directory).items() if k in accepted}
-    script = SLURMJob(scheduler="tcp://127.0.0.1:8786", name="dncsim-check", **kwargs).job_script()
-    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="dncsim-check-") as f:
-        f.write(script)
-        f.flush()
+    with tempfile.TemporaryDirectory(prefix="dncsim-check-") as tmp:     # the study directory is not made yet
+        kwargs = {k: v for k, v in _slurm_kwargs(cfg, Path(tmp) / "logs").items() if k in accepted}
+        script = Path(tmp) / "job.sh"
+        script.write_text(SLURMJob(scheduler="tcp://127.0.0.1:8786", name="dncsim-check", **kwargs).job_script())
         try:
-            done = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+            done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DncsimError(f"cluster: sbatch --test-only did not answer ({exc}); is SLURM reachable from here?") \
-                from None
+            raise ClusterFailed(f"cluster: sbatch --test-only did not answer ({exc}); is SLURM reachable from "
+                                "here?") from None
     if done.returncode == 0:
         return
     lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
@@ -519,7 +524,7 @@ class DaskExecutor:
             if shutil.which("sbatch") is None:
                 raise DncsimError("cluster.kind: 'slurm' needs SLURM's sbatch on PATH (start the study on a "
                                   "machine that submits jobs, such as the cluster's login node)")
-            slurm_preflight(self.cluster, self.log_directory)
+            slurm_preflight(self.cluster)
         self._checked = True
 
     def _start(self):
@@ -613,9 +618,10 @@ class DaskExecutor:
         for job in ids:
             for log in sorted(self.log_directory.glob(f"*-{job}.*")):
                 lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+                telling = [ln for ln in lines if re.search(r"(?i)error|timed out|refused|unreachable|failed", ln)]
                 if lines:
-                    last = f"; {log} ends: {lines[-1][:300]}"
-        raise DncsimError(f"cluster: the SLURM jobs {', '.join(ids)} ended "
+                    last = f"; {log}: {(telling or lines)[-1][:300]}"
+        raise ClusterFailed(f"cluster: the SLURM jobs {', '.join(ids)} ended "
                           f"({', '.join(sorted({states.get(i, 'ENDED') for i in ids}))}) and no dask worker reached "
                           f"the scheduler at {cluster.scheduler_address}: can the nodes reach this machine? (set "
                           f"cluster.options.interface or scheduler_options.host to a network they share){last}")

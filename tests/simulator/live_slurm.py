@@ -53,7 +53,10 @@ def _memory_mb() -> int:
 
 class LiveSlurm:
     """One node (this host's short name) with ``os.cpu_count()`` CPUs and ``real_memory`` MB (half the
-    machine's), one default partition ``debug``; ``KillWait=2`` so that cancelled jobs end at once."""
+    machine's), one default partition ``debug`` whose time limit is :attr:`max_time` minutes (longer jobs are
+    refused: EnforcePartLimits=ALL); ``KillWait=2`` so that cancelled jobs end at once."""
+
+    max_time = 30
 
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="dncsim-slurm-"))
@@ -107,8 +110,9 @@ ReturnToService=2
 KillWait=2
 MinJobAge=600
 InactiveLimit=0
+EnforcePartLimits=ALL
 NodeName={self.host} CPUs={self.cpus} RealMemory={self.real_memory} State=UNKNOWN
-PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
+PartitionName=debug Nodes={self.host} Default=YES MaxTime={self.max_time} State=UP
 """)
 
     def _spawn(self, name: str, argv: List[str]) -> None:

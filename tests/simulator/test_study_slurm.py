@@ -3,6 +3,9 @@ give the local engine's tables; a job cancelled under a run fails that run namin
 --retry-failed resumes it from its checkpoint; --lifetime with adapt replaces a worker that leaves; jobs
 SLURM refuses are one-line errors. Skipped only where SLURM cannot run (not root, not installed)."""
 import json
+import re
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -132,3 +135,38 @@ def test_slurm_jobs_run_the_study_a_cancelled_job_fails_its_run_and_retry_resume
     assert resumed["started"] == half["started"] and resumed["pid"] != half["pid"]     # resumed, not restarted
     same_tables(out, local_study)
     print(f"slurm study {first:.1f} s, retry {second:.1f} s", [r["seconds"] for r in state.values()])
+
+
+def test_jobs_slurm_refuses_stop_the_study_in_one_line_naming_slurms_error(slurm, tmp_path, capsys):
+    """sbatch --test-only before anything is written: an unknown partition, more memory than the node has,
+    more time than the partition allows."""
+    too_much = f"{2 * slurm.real_memory // 1024 + 1}GiB"
+    cases = [({"queue": "nope"}, '"Invalid partition name specified"; cluster.queue names no partition'),
+             ({"memory": too_much}, '"Requested node configuration is not available"; no node of the partition '
+                                    'has cluster.cores CPUs, cluster.memory'),
+             ({"walltime": "01:00:00"}, '"Requested time limit is invalid (missing or exceeds some limit)"; '
+                                        "cluster.walltime exceeds the partition's time limit")]
+    for cluster, message in cases:
+        path = slurm_study(tmp_path, "refused", **cluster)
+        assert main(["study", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dncsim study: error: cluster: SLURM refuses the job (") and message in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "refused").exists()
+    assert slurm.jobs() == {}                          # nothing was queued
+
+
+def test_jobs_whose_workers_cannot_reach_the_scheduler_stop_the_study_quoting_the_log(slurm, tmp_path, capsys):
+    """The worker runs without a network (unshare -n): its job ends, no worker ever connects, and the study
+    stops with exit 1 instead of waiting for ever."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-n", "true"]).returncode != 0:
+        pytest.skip("unshare -n (a process without network) is not available here")
+    path = slurm_study(tmp_path, "unreachable", scale=1,
+                       options={**OPTIONS, "python": f"{unshare} -n {sys.executable}", "death_timeout": 2})
+    assert main(["study", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.match(r"dncsim study: error: cluster: the SLURM jobs (\d+) ended \(FAILED\) and no dask worker reached "
+                    r"the scheduler at tcp://127\.0\.0\.1:\d+: can the nodes reach this machine\? \(set "
+                    r"cluster\.options\.interface or scheduler_options\.host to a network they share\); \S+"
+                    r"/dask-worker-\1\.err: .*Timed out", err[-1]), err
