@@ -83,8 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
     p.add_argument("--set", action="append", default=None, help="KEY=VALUE for both runs (default: a shortened "
                                                                   "quickstart, " + " ".join(SHORT) + ")")
-    p.add_argument("--out", default="gpu-check", help="directory of the two runs")
-    p.add_argument("--log", default="gpu-check.log")
+    p.add_argument("--out", default=str(ROOT / "gpu-check"), help="directory of the two runs")
+    p.add_argument("--log", default=str(ROOT / "gpu-check.log"))
     p.add_argument("--budget", type=float, default=480.0, help="seconds for all stages (default 8 minutes)")
     p.add_argument("--skip-tests", action="store_true", help="leave out the cuda-tests stage")
     args = p.parse_args(argv)

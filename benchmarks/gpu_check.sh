@@ -4,7 +4,7 @@
 # downloaded beforehand, into .gpu-venv (a venv that sees the machine's own torch), then runs the stages
 # within 8 minutes and writes gpu-check.log.
 #
-#   benchmarks/gpu_check.sh [WHEELS_DIR]     (default: gpu-wheels next to the repository's parent dir)
+#   benchmarks/gpu_check.sh [WHEELS_DIR]     (default: gpu-wheels in the repository)
 #   DEVICE=cpu benchmarks/gpu_check.sh       every stage on the CPU
 #   PYTHON=.venv/bin/python benchmarks/gpu_check.sh     use an interpreter that has dncsim: no install
 #   benchmarks/gpu_check.sh --dry-run        = DEVICE=cpu with PYTHON (default python3), a tiny run, no install
@@ -24,8 +24,8 @@ if [[ "${1:-}" == "--dry-run" ]]; then
            --set output.tensorboard=false --set threads=1)
 fi
 if [[ -z "${PYTHON:-}" ]]; then
-    wheels="$(realpath -m "${1:-$root/../gpu-wheels}")"
-    [[ $# -gt 0 ]] && shift
+    wheels="$root/gpu-wheels"
+    if [[ $# -gt 0 && "$1" != -* ]]; then wheels="$(realpath -m "$1")"; shift; fi
     if ! ls "$wheels"/*.whl > /dev/null 2>&1; then
         echo "gpu_check: no wheels in $wheels (run benchmarks/gpu_wheels.sh $wheels on a machine with internet)" >&2
         exit 2

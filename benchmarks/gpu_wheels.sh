@@ -5,7 +5,7 @@
 # their own dependencies are left out), plus a wheel of dncsim itself. benchmarks/gpu_check.sh installs
 # them there with --no-index.
 #
-#   benchmarks/gpu_wheels.sh [DEST]          (default DEST: gpu-wheels, next to the repository)
+#   benchmarks/gpu_wheels.sh [DEST]          (default DEST: gpu-wheels in the repository, git-ignored)
 #   PYTHON=python3.11 PLATFORM=manylinux2014_x86_64 benchmarks/gpu_wheels.sh   the target's Python version
 #                                            and platform (the versions are resolved with PYTHON here)
 #   HAVE=have.txt benchmarks/gpu_wheels.sh   also leave out what the target has (`pip freeze > have.txt` there)
@@ -15,7 +15,7 @@
 # qpsolvers imports without them). Prints the carried size.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-dest="$(realpath -m "${1:-gpu-wheels}")"
+dest="$(realpath -m "${1:-$root/gpu-wheels}")"
 python="${PYTHON:-python3}"
 pyver="$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 platform="${PLATFORM:-manylinux2014_x86_64}"
