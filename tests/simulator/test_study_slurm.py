@@ -170,3 +170,16 @@ def test_jobs_whose_workers_cannot_reach_the_scheduler_stop_the_study_quoting_th
                     r"the scheduler at tcp://127\.0\.0\.1:\d+: can the nodes reach this machine\? \(set "
                     r"cluster\.options\.interface or scheduler_options\.host to a network they share\); \S+"
                     r"/dask-worker-\1\.err: .*Timed out", err[-1]), err
+
+
+def test_a_worker_leaving_at_its_lifetime_is_replaced_by_a_new_job(slurm, local_study, tmp_path):
+    """--lifetime (the way to leave before the walltime): the worker leaves on its own, a new job replaces it,
+    the study finishes with the local tables."""
+    path = slurm_study(tmp_path, "lifetime", scale=1, worker_args=["--lifetime", "12s", "--lifetime-stagger", "0s"])
+    out = run_study(load_study_config(path), stream=open(tmp_path / "log.txt", "w"))
+    state = json.loads((out / "study.json").read_text())["runs"]
+    logs = sorted((out / "dask-logs").glob("*.err"))
+    print([(r["status"], r["error"], r["seconds"]) for r in state], [p.name for p in logs])
+    assert len(logs) >= 2, logs                                                  # the job was replaced
+    assert [r["status"] for r in state] == ["finished"] * 3, state
+    same_tables(out, local_study)
