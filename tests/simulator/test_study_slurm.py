@@ -1,7 +1,8 @@
 """Studies on a live single-node SLURM cluster (tests/simulator/live_slurm.py): real jobs through sbatch
-give the local engine's tables; a job cancelled under a run fails that run naming SLURM's reason and
---retry-failed resumes it from its checkpoint; --lifetime with adapt replaces a worker that leaves; jobs
-SLURM refuses are one-line errors. Skipped only where SLURM cannot run (not root, not installed)."""
+give the local engine's tables; a job cancelled under a run fails that run naming SLURM's reason, a new
+job takes the other runs, and --retry-failed resumes it from its checkpoint; jobs SLURM refuses, and jobs
+whose workers never reach the scheduler, are one-line errors. Skipped only where SLURM cannot run (not
+root, not installed)."""
 import json
 import re
 import shutil
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import pytest
 import yaml
 
@@ -112,7 +114,8 @@ def test_slurm_jobs_run_the_study_a_cancelled_job_fails_its_run_and_retry_resume
     watcher = threading.Thread(target=cancel_when_a_run_is_half_done, args=(slurm, tmp_path / "slurm" / "runs", found))
     watcher.start()
     t0 = time.perf_counter()
-    out = run_study(load_study_config(path), stream=open(tmp_path / "log.txt", "w"))
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):       # replace the job sooner
+        out = run_study(load_study_config(path), stream=open(tmp_path / "log.txt", "w"))
     watcher.join()
     first = time.perf_counter() - t0
     log = (tmp_path / "log.txt").read_text()
@@ -125,6 +128,8 @@ def test_slurm_jobs_run_the_study_a_cancelled_job_fails_its_run_and_retry_resume
     assert cancelled["error"].endswith("rerun with --retry-failed to resume it")
     assert sorted(r["status"] for r in state.values()) == ["failed", "finished", "finished"], state  # a new job
     assert "on SLURM (1 jobs x 1 runs each)" in log
+    jobs = sorted(int(p.stem.split("-")[-1]) for p in (out / "dask-logs").glob("dask-worker-*.err"))
+    assert len(jobs) >= 2 and int(job) in jobs[:-1], jobs            # the cancelled job was replaced
     half = json.loads((out / "runs" / found["run"] / "manifest.json").read_text())
     assert 1 <= half["experiences_done"] < 3 and half["status"] in ("running", "failed")
     t1 = time.perf_counter()
@@ -171,15 +176,3 @@ def test_jobs_whose_workers_cannot_reach_the_scheduler_stop_the_study_quoting_th
                     r"cluster\.options\.interface or scheduler_options\.host to a network they share\); \S+"
                     r"/dask-worker-\1\.err: .*Timed out", err[-1]), err
 
-
-def test_a_worker_leaving_at_its_lifetime_is_replaced_by_a_new_job(slurm, local_study, tmp_path):
-    """--lifetime (the way to leave before the walltime): the worker leaves on its own, a new job replaces it,
-    the study finishes with the local tables."""
-    path = slurm_study(tmp_path, "lifetime", scale=1, worker_args=["--lifetime", "12s", "--lifetime-stagger", "0s"])
-    out = run_study(load_study_config(path), stream=open(tmp_path / "log.txt", "w"))
-    state = json.loads((out / "study.json").read_text())["runs"]
-    logs = sorted((out / "dask-logs").glob("*.err"))
-    print([(r["status"], r["error"], r["seconds"]) for r in state], [p.name for p in logs])
-    assert len(logs) >= 2, logs                                                  # the job was replaced
-    assert [r["status"] for r in state] == ["finished"] * 3, state
-    same_tables(out, local_study)
