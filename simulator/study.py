@@ -386,6 +386,9 @@ _SLURM_REFUSALS = (
     ("memory", "cluster.memory is more than the partition allows (sinfo -o '%P %m')"),
     ("gres", "cluster.gpus: the partition offers no such GPUs (sinfo -o '%P %G')"),
     ("qos", "a --qos in cluster.job_extra_directives is not allowed here"),
+    ("configuration source", "this machine has no SLURM configuration (slurm.conf, SLURM_CONF): start the study "
+                             "where jobs are submitted, such as the cluster's login node"),
+    ("slurm controller", "slurmctld does not answer from here (scontrol ping)"),
 )
 
 
@@ -411,7 +414,8 @@ def slurm_preflight(cfg: SlurmClusterConfig) -> None:
     if done.returncode == 0:
         return
     lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
-    error = re.sub(r"^(sbatch: error: |allocation failure: )", "", lines[-1] if lines else f"exit {done.returncode}")
+    error = re.sub(r"^(sbatch: (error|fatal): |allocation failure: )", "",
+                   lines[-1] if lines else f"exit {done.returncode}")
     hint = next((h for word, h in _SLURM_REFUSALS if word in error.lower()), "see the cluster section")
     asked = ", ".join(f"{k} {v}" for k, v in (("queue", cfg.queue), ("cores", cfg.cores), ("memory", cfg.memory),
                                                ("walltime", cfg.walltime), ("gpus", cfg.gpus)) if v)

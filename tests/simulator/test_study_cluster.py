@@ -230,3 +230,21 @@ def test_a_run_lost_with_its_job_names_what_slurm_said(tmp_path):
                                     f"{logs / 'dask-worker-42.err'}), so the run stopped: KilledWorker")
     local = DaskExecutor(1, cluster=LocalClusterConfig(), log_directory=logs)
     assert local._lost(lost).startswith("KilledWorker: Attempted to run task")
+
+
+def test_a_machine_without_a_slurm_configuration_is_told_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """An sbatch that cannot find its cluster (here a stand-in printing what Debian's sbatch prints without
+    slurm.conf): the study stops before writing anything, quoting SLURM and saying where to start it."""
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: fetch_config: DNS SRV lookup failed' >&2\n"
+                    "echo 'sbatch: fatal: Could not establish a configuration source' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    assert main(["study", str(study_file(tmp_path, cluster={"kind": "slurm", "options": QUIET}))]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert ('SLURM refuses the job (cores 4, memory 16GiB, walltime 04:00:00): "Could not establish a configuration '
+            'source"; this machine has no SLURM configuration (slurm.conf, SLURM_CONF): start the study where jobs '
+            "are submitted, such as the cluster's login node") in err, err
+    assert not (tmp_path / "study").exists()
