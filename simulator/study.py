@@ -36,7 +36,8 @@ from dncsim.simulator.config import run_from_mapping, set_values
 
 __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmClusterConfig", "AddressClusterConfig",
            "AdaptConfig", "ClusterConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
-           "DaskExecutor", "slurm_cluster", "slurm_preflight", "slurm_job_end", "wants_gpu", "claim_gpu", "run_study"]
+           "DaskExecutor", "slurm_cluster", "slurm_preflight", "slurm_job_end", "ClusterFailed", "wants_gpu",
+           "claim_gpu", "run_study"]
 
 
 class StatisticsConfig(StrictModel):
@@ -588,7 +589,6 @@ class DaskExecutor:
             if cluster is not None:
                 cluster.close()
 
-
     def _lost(self, exc: Exception) -> str:
         """The error of a run whose worker died: on SLURM, what SLURM said when it ended the job."""
         text = f"{type(exc).__name__}: {exc}"
@@ -625,10 +625,10 @@ class DaskExecutor:
                 telling = [ln for ln in lines if re.search(r"(?i)error|timed out|refused|unreachable|failed", ln)]
                 if lines:
                     last = f"; {log}: {(telling or lines)[-1][:300]}"
-        raise ClusterFailed(f"cluster: the SLURM jobs {', '.join(ids)} ended "
-                          f"({', '.join(sorted({states.get(i, 'ENDED') for i in ids}))}) and no dask worker reached "
-                          f"the scheduler at {cluster.scheduler_address}: can the nodes reach this machine? (set "
-                          f"cluster.options.interface or scheduler_options.host to a network they share){last}")
+        ended = ", ".join(sorted({states.get(i, "ENDED") for i in ids}))
+        raise ClusterFailed(f"cluster: the SLURM jobs {', '.join(ids)} ended ({ended}) and no dask worker reached the "
+                            f"scheduler at {cluster.scheduler_address}: can the nodes reach this machine? (set "
+                            f"cluster.options.interface or scheduler_options.host to a network they share){last}")
 
 
 def _executor(cfg: StudyConfig, out: Path):
