@@ -15,7 +15,7 @@ means mu_i, within-class residuals r = x - mu_i and counts n_i:
 
 Diagonals are NaN. Classes are sorted by label value; ``classes[k]`` is the label of row k.
 
-How it is computed (THEORY.md section 10): one pass accumulates per-class counts and sums
+How it is computed: one pass accumulates per-class counts and sums
 (the means); a second pass forms residuals R = X - M[y] and a single matrix product
 P = R Mc^T against the centred class means. ``P[n, j] - P[n, y_n] = r_n . (mu_j - mu_{y_n})``,
 so squaring and summing those rows per class gives every directional variance at once. There is
