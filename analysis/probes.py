@@ -214,8 +214,8 @@ def linear_preconditioners(features, inside, mean, std, weight_decay: float) -> 
     probe standardises them), c = ``PRECONDITION_CURVATURE``, lam = max(``weight_decay``, 1e-6). c R_t + lam I
     stands for the Hessian of the probe's objective in W (data curvature times R plus the L2), so in V the
     problem is far better conditioned than in W on correlated features; the optimum (in W) is the same for
-    any invertible A_t. c = 0.01 (the curvature of fairly confident predictions) was the fastest of
-    1, 0.1, 0.03, 0.01, 0.003 and 0.001 over five feature sets (README, "Linear probe"). Tasks with the
+    any invertible A_t. c = 0.01 (the curvature of fairly confident predictions) is the fastest of
+    1, 0.1, 0.03, 0.01, 0.003 and 0.001 over five feature sets (documentation: Benchmarks). Tasks with the
     same samples (``inside`` (T, N) 0/1 rows) share one A. Returns (A (U, d, d) float64 symmetric,
     which (T,) int64: task t uses A[which[t]])."""
     members, which = torch.unique(inside > 0, dim=0, return_inverse=True)
@@ -254,11 +254,9 @@ def fit_linear_tasks(features, labels, *, steps: int = LINEAR_STEPS, weight_deca
     With ``precondition`` (the default) the variables L-BFGS works in are V with W = V A_t
     (:func:`linear_preconditioners`; the bias is not transformed), and the tolerances apply to V: torch's
     algorithm on the same objective written in better-conditioned coordinates, whose optimum in W is the
-    same. On the features of trained backbones it converges in 38 iterations on average on 16-task rows and
-    in up to about 500 for a nearly separable task, where the plain solve (``precondition=False``, the
-    solver of methods revisions 1 and 2) needs 219-450 on average and mostly stopped at the old budget of
-    100 (README, "Linear probe"). The products run on features centred by their pooled
-    mean (the stored probe's ``mean`` is in the original coordinates).
+    same; ``precondition=False`` solves in W (iteration counts of both: documentation, Benchmarks). The
+    products run on features centred by their pooled mean (the stored probe's ``mean`` is in the original
+    coordinates).
     """
     f = as_features(features).to(torch.float64)
     N, d = f.shape

@@ -3,7 +3,7 @@
 A study directory holds ``study.yaml`` (the resolved study config), ``study.json`` (every run's
 factors, status, error and time; written after each run), ``runs/<name>/`` (ordinary run
 directories), and once runs finished: ``tasks.csv``, ``pairs.csv``, ``statistics.json`` and
-``report/`` (README, "Studies"). Finished runs are found and skipped; a failed run is recorded
+``report/`` (docs, Tutorials, A study). Finished runs are found and skipped; a failed run is recorded
 with its error and retried only on request; one failure never stops the others.
 
 Both engines run the same function, :func:`run_one`, on one spec per run: ``local`` in a process

@@ -23,7 +23,7 @@ class AxisOrthogonality(Metric):
     ``bootstrap_median_abs_cos_tasks`` with scheme ``pair_bootstrap``: resampling within each pair's
     joint classes (``joint``, seeded per pair as the per-pair call) or one wild bootstrap of the samples'
     residuals around every task's class effects for all pairs (``wild``); ``auto`` takes ``wild`` for
-    batches of at least 20 tasks (190 pairs) and ``joint`` below (README, Estimators). For those that are
+    batches of at least 20 tasks (190 pairs) and ``joint`` below (docs, Methods, Estimators). For those that are
     also independent (V <= ``INDEPENDENCE_V_MAX``, the assumption of Prop. 4.2; dependent pairs such as
     fine and coarse classes get no Prop. 4.2 rows): ``prop42_frac`` (share of axis pairs under the bound --
     on exactly balanced independent labelings it is 1 for any features, a property of the data),

@@ -31,7 +31,7 @@ def probe_convergence(rows, learned_at=None) -> Optional[dict]:
     converging), ``tasks_at_budget`` {task name: such solves, in task order} and ``frozen_at_budget``: the
     names, in task order, of the tasks whose frozen probe -- the fit of the row they were learned in,
     ``learned_at`` (a list by task index; None: not known, the list stays empty) -- is such a solve.
-    None when the table has no such rows (no linear probe, or a run before methods revision 2)."""
+    None when the table has no such rows (no linear probe, or a table without ``probe_converged`` rows)."""
     fits = [r for r in rows if r["metric"] == PROBE_CONVERGED]
     if not fits:
         return None
@@ -54,7 +54,7 @@ def convergence_finding(stats: Optional[dict]) -> Optional[str]:
     return (f"{stats['at_budget']} of {stats['fits']} linear-probe fits stopped at the step budget "
             f"(evaluation.linear_steps) before converging, in {len(tasks)} task(s) ({named}): "
             "their accuracies are those of the budgeted solve and a larger budget can move them by a point or "
-            "more (README, \"Linear probe\").")
+            "more (docs, Methods, Linear probe).")
 
 
 def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linear_steps: int = LINEAR_STEPS,
@@ -79,7 +79,7 @@ class ProbeAccuracy(Metric):
     ``probe_converged`` per task and row (key linear/refit; the frozen probe is the fit of the row the task
     was learned in): 1 when that row's linear solve met one of L-BFGS's stopping tolerances, 0 when it
     stopped at the ``linear_steps`` budget -- its accuracy is then that of the budgeted iterate, not of the
-    regularised optimum, and a larger budget can move it (README, "Linear probe").
+    regularised optimum, and a larger budget can move it (docs, Methods, Linear probe).
     """
 
     name = "probe_accuracy"

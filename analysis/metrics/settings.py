@@ -36,7 +36,7 @@ class EvaluationConfig(StrictModel):
 
 
 class AnalysisConfig(StrictModel):
-    """Geometry measured after every experience (see README, Conventions)."""
+    """Geometry measured after every experience (see docs, Methods, Conventions)."""
 
     shots: List[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1,
                              description="support samples per class of the few-shot episodes and the Theorem 4.1 "
@@ -50,7 +50,7 @@ class AnalysisConfig(StrictModel):
                                                                  "the backbone gives them, or scaled to unit L2 "
                                                                  "norm (the paper's from-scratch figures)")
     estimator: Literal["crossfit", "plugin"] = Field("crossfit", description="estimator of the per-task "
-                                                     "dir-CDNV, CDNV, ratio and mean gap (README, Estimators)")
+                                                     "dir-CDNV, CDNV, ratio and mean gap (docs, Methods, Estimators)")
     crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")
     bootstrap: int = Field(100, ge=0, le=10000, description="within-class bootstrap resamples for the 95% intervals "
                                                             "of the per-task summaries (0: none)")
@@ -66,7 +66,7 @@ class AnalysisConfig(StrictModel):
                                                                     "iid unless the pair is an exactly balanced "
                                                                     "design, then joint below 190 pairs on the "
                                                                     "same samples (20 tasks), wild from there on "
-                                                                    "(README, Estimators)")
+                                                                    "(docs, Methods, Estimators)")
 
     @field_validator("shots")
     @classmethod
