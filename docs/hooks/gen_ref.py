@@ -243,7 +243,8 @@ def api_page() -> str:
     return "\n".join(out) + "\n"
 
 
-EXTENSION_POINTS = ("dncsim.analysis.metrics.base.Metric",)
+EXTENSION_POINTS = ("dncsim.analysis.metrics.base.Metric", "dncsim.simulator.objectives.Objective",
+                    "dncsim.scenarios.sources.SourceData")
 
 PAGES = {"reference/api.md": api_page, "reference/configuration.md": configuration_page, "reference/cli.md": cli_page}
 
