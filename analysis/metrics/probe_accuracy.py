@@ -66,21 +66,12 @@ def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linea
 
 
 class ProbeAccuracy(Metric):
-    """``acc`` per task, probe and protocol: test accuracy of a probe fit on the task's probe-train split.
-
-    Probes: ``ncc`` (nearest class mean) and ``linear`` (multinomial logistic regression). Protocols:
-    ``refit`` (fit on the current features) and ``frozen`` (fit at the row where the task is learned,
-    ``t == task.learned_at``, and kept). State: ``accuracy`` -- the matrices R[t + 1, k], (experiences + 1)
-    x tasks (row 0 before training; NaN where undefined), published for later metrics as
-    ``row.products["accuracy"]`` -- and ``frozen``, the kept probes. With ``max_train_samples`` each
-    task's probes fit on one seeded subset. Tasks sharing probe-train features fit their probes together
-    (``fit_ncc_tasks``, ``fit_linear_tasks``: the same probes as fitting each alone).
-
-    ``probe_converged`` per task and row (key linear/refit; the frozen probe is the fit of the row the task
-    was learned in): 1 when that row's linear solve met one of L-BFGS's stopping tolerances, 0 when it
-    stopped at the ``linear_steps`` budget -- its accuracy is then that of the budgeted iterate, not of the
-    regularised optimum, and a larger budget can move it (docs, Methods, Linear probe).
-    """
+    """``acc`` per task, probe (``ncc``, ``linear``) and protocol (``refit``: fit on the current features;
+    ``frozen``: fit at the row the task is learned in and kept): test accuracy of a probe fit on the task's
+    probe-train split; ``probe_converged`` per task and row (1: the linear solve met an L-BFGS tolerance, 0:
+    it stopped at ``linear_steps``). State: ``accuracy`` (the matrices R[t + 1, k], NaN where undefined;
+    ``row.products["accuracy"]`` for later metrics) and ``frozen``, the kept probes. Tasks sharing
+    probe-train features fit together (``fit_ncc_tasks``, ``fit_linear_tasks``). Definitions: docs, Methods."""
 
     name = "probe_accuracy"
     emits = (ACC, PROBE_CONVERGED)
