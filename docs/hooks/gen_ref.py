@@ -162,7 +162,10 @@ def configuration_page() -> str:
            "`dncsim.simulator.study.StudyConfig`); the text of each key is its field's description. "
            "A section that can take several forms (a `name`, `type` or `kind` key selects one) is listed "
            "once per form. Any key can be set from the command line with `--set KEY.PATH=VALUE` "
-           "(the value read as YAML).", ""]
+           "(the value read as YAML). Relative paths are resolved against the current directory. Unknown keys, "
+           "wrong types and out-of-range values stop with one line naming the key, with a did-you-mean "
+           "(`scenario.source: unknown key 'colour' (did you mean 'colors'?); accepted keys: ...`), and exit "
+           "status 2.", ""]
     for title, root, intro in (("Run configuration", RunConfig, "The YAML file of `dncsim run`."),
                                ("Study configuration", StudyConfig, "The YAML file of `dncsim study`.")):
         out += [f"## {title}", "", intro, ""]
