@@ -234,22 +234,12 @@ def orthogonality_bound(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: s
                         pairs_b: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Prop. 4.2's right-hand side for every axis pair of labeling a against labeling b: (P_a, P_b).
 
-    ``k_class`` form (blog; any K): ``min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b))``;
-    ``binary`` form (docs: Methods, The bound; both labelings must have K = 2):
-    ``min(2 (d_a/d_b) sqrt(V_a), 2 (d_b/d_a) sqrt(V_b))`` (the same number when K = 2).
-    d = |mu_i - mu_j| of the pair (distance, not squared). V, the normalised variance along the
-    pair's axis u, is chosen by ``variance``:
-
-    * ``class_average`` (default; the quantity the proof bounds, valid for any K): the
-      class-frequency-weighted mean over ALL K classes of the population variance along u, over d^2
-      (``geom.mean_axis_var / geom.d2``).
-    * ``pooled``: the population variance along u of the two classes' samples pooled (class-size
-      weighted) over d^2 -- the authors' notebook; equal to ``class_average`` when K = 2.
-    * ``worst``: max(dir_cdnv_ij, dir_cdnv_ji) with the geometry's ddof (the blog's wording).
-
-    The bound holds exactly (population estimator) when the two labelings are balanced and
-    independent on the same samples. Rows follow ``geom_a.pairs()``, columns ``geom_b.pairs()``
-    (or the (P, 2) row-index pairs given as ``pairs_a`` / ``pairs_b``, to evaluate a subset).
+    ``form``: ``k_class`` (any K) ``min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b))``, or ``binary``
+    (K = 2 for both; the same number) ``min(2 (d_a/d_b) sqrt(V_a), 2 (d_b/d_a) sqrt(V_b))``; d = |mu_i - mu_j|.
+    ``variance`` picks V: ``class_average`` (default; the class-weighted mean over all K classes of the
+    population variance along u, over d^2, the quantity the proof bounds), ``pooled`` (the two classes'
+    samples pooled: the authors' notebook) or ``worst`` (max(dir_cdnv_ij, dir_cdnv_ji)). Exact for balanced,
+    independent labelings. Rows ``geom_a.pairs()`` (or ``pairs_a``), columns ``geom_b.pairs()`` (or ``pairs_b``).
     """
     if geom_a.d != geom_b.d:
         raise DncsimError(f"the two labelings have feature dimensions {geom_a.d} and {geom_b.d}")

@@ -209,15 +209,14 @@ def fit_ncc_tasks(features, labels) -> list:
 
 
 def linear_preconditioners(features, inside, mean, std, weight_decay: float) -> tuple:
-    """The change of variables each task's linear probe is solved in: W = V @ A_t with A_t = (c R_t + lam I)^(-1/2),
-    R_t the (d, d) correlation matrix of the task's standardised features (ddof 0, over its samples, as the
-    probe standardises them), c = ``PRECONDITION_CURVATURE``, lam = max(``weight_decay``, 1e-6). c R_t + lam I
-    stands for the Hessian of the probe's objective in W (data curvature times R plus the L2), so in V the
-    problem is far better conditioned than in W on correlated features; the optimum (in W) is the same for
-    any invertible A_t. c = 0.01 (the curvature of fairly confident predictions) is the fastest of
-    1, 0.1, 0.03, 0.01, 0.003 and 0.001 over five feature sets (documentation: Benchmarks). Tasks with the
-    same samples (``inside`` (T, N) 0/1 rows) share one A. Returns (A (U, d, d) float64 symmetric,
-    which (T,) int64: task t uses A[which[t]])."""
+    """The change of variables each task's linear probe is solved in: W = V @ A_t, A_t = (c R_t + lam I)^(-1/2).
+
+    R_t: the (d, d) correlation matrix of the task's standardised features (ddof 0); c =
+    ``PRECONDITION_CURVATURE`` (0.01, chosen for speed: docs, Benchmarks); lam = max(``weight_decay``, 1e-6).
+    c R_t + lam I stands for the objective's Hessian in W, so V is far better conditioned on correlated
+    features; the optimum in W is the same for any invertible A_t. Tasks on the same samples (``inside``
+    (T, N) 0/1 rows) share one A. Returns (A (U, d, d) float64 symmetric, which (T,): task t uses A[which[t]]).
+    """
     members, which = torch.unique(inside > 0, dim=0, return_inverse=True)
     d = features.shape[1]
     eye = torch.eye(d, dtype=torch.float64, device=features.device)
