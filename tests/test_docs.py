@@ -55,14 +55,19 @@ def test_the_examples_of_a_page_run(page, blocks, monkeypatch):
 
 
 def test_no_module_cites_a_file_missing_from_the_repository():
+    """Every ``*.md`` any module names, and every ``*.py`` the package and tools name, exists here
+    (outputs that runs and studies write aside)."""
     outputs = {"report.md", "study.md"}          # files that runs and studies write
-    cited = set()
-    for path in list(ROOT.glob("*/**/*.py")):
-        if {".venv", "build", "docs"} & set(path.relative_to(ROOT).parts):
+    present = {p.name for p in ROOT.rglob("*") if not {".venv", ".git", "build"} & set(p.relative_to(ROOT).parts)}
+    missing = []
+    for path in ROOT.glob("*/**/*.py"):
+        rel = path.relative_to(ROOT)
+        if {".venv", "build", "docs"} & set(rel.parts):
             continue
-        for name in re.findall(r"[A-Za-z0-9_./-]*[A-Za-z0-9_]\.md\b", path.read_text()):
-            cited.add((name, path.relative_to(ROOT)))
-    missing = sorted((str(f), n) for n, f in cited
-                     if Path(n).name not in outputs and not (ROOT / n).exists()
-                     and not list(ROOT.glob(f"**/{Path(n).name}")))
+        pattern = r"[A-Za-z0-9_./-]*[A-Za-z0-9_]\.md\b" if rel.parts[0] == "tests" else \
+            r"[A-Za-z0-9_./-]*[A-Za-z0-9_]\.(?:md|py)\b"
+        for match in re.finditer(pattern, path.read_text()):
+            name = Path(match.group(0)).name
+            if name not in outputs and name not in present:
+                missing.append(f"{rel}: {match.group(0)}")
     assert not missing, f"modules citing files not in the repository: {missing}"
