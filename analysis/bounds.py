@@ -98,10 +98,9 @@ def ncc_error_bound(geom: ClassGeometry, m: ShotCounts, classes=None, *,
     ``(1/C') sum_{i in S} sum_{j in S, j != i} [4 Vt_ij + (sqrt E1 + sqrt E2 + sqrt E3)^2]
     / (1 + (v_j - v_i)/(m d2_ij))^2``
     with E1 = (4/m)(V^2 + V/4), E2 = V/m, E3 = (Theta + 2(m-1)V^2)/m^3, Vt = ``geom.dir_cdnv``,
-    V = ``geom.cdnv``, v = ``geom.var``, Theta = ``geom.theta`` (docs, Methods, The bound). The sum runs
-    over ordered pairs and is divided by C' (not by the number of pairs). The estimator convention
-    is the geometry's: ``class_geometry(..., ddof=1)`` reproduces the authors'
-    ``compute_new_error_bound`` exactly; ddof=0 plugs in population moments.
+    V = ``geom.cdnv``, v = ``geom.var``, Theta = ``geom.theta`` (docs, Methods, The bound); divided by C',
+    not by the number of pairs. ``class_geometry(..., ddof=1)`` reproduces the authors'
+    ``compute_new_error_bound`` exactly.
 
     ``m``: a shot count or a sequence (``inf`` gives the limit). ``classes``: see
     :func:`class_subsets`. Values for m < 10 are NaN (flagged ``below_range``) unless
