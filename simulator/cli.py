@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "axes), few-shot error against Theorem 4.1, cross-task orthogonality and "
                                    "forgetting. "
                                    "Everything is written to a run directory that resumes after an interruption.")
-    r.add_argument("config", metavar="CONFIG.yaml", help="the run configuration (README: Configuration)")
+    r.add_argument("config", metavar="CONFIG.yaml", help="the run configuration (docs: Reference, Configuration)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any config key by dotted path (repeatable), e.g. --set training.epochs=2")
     r.add_argument("--out", metavar="DIR", default=None, help="run directory (default: output.dir, else runs/<name>)")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "skipped), aggregate tidy tables, test whether low directional variability "
                                     "predicts less forgetting (Spearman, cluster bootstrap CI, permutation p) and "
                                     "write a study report. Flags override the study file's keys of the same name.")
-    st.add_argument("study", metavar="STUDY.yaml", help="the study file (README: Studies)")
+    st.add_argument("study", metavar="STUDY.yaml", help="the study file (docs: Tutorials, A study)")
     st.add_argument("--engine", choices=("local", "dask"), default=None, help="local process pool or dask.distributed")
     st.add_argument("--workers", type=_positive_int, default=None, help="runs at once")
     st.add_argument("--scheduler", metavar="ADDRESS", default=None, help="dask scheduler address (tcp://host:8786)")

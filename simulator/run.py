@@ -230,19 +230,19 @@ def pair_interval_hint(analysis, tasks, split: str = "test") -> Optional[str]:
                  f"{wild} share one wild bootstrap (balanced, 20 tasks or more)" if wild else "",
                  f"{counts['joint', True]} resample within their joint classes" if counts["joint", True] else ""]
         return (f"note: {total} task pairs share their samples; their median |cos| intervals: "
-                + ", ".join(p for p in parts if p) + " (analysis.pair_bootstrap: auto; README, Estimators)")
+                + ", ".join(p for p in parts if p) + " (analysis.pair_bootstrap: auto; docs, Methods, Estimators)")
     if unbalanced and scheme != "iid":
         return (f"note: {unbalanced} of {total} task pairs on the same samples have joint classes of unequal "
                 f"size; analysis.pair_bootstrap: {scheme} holds those sizes fixed, so their median |cos| "
                 "intervals are too narrow if the samples were drawn at random (iid or auto lets them vary; "
-                "README, Estimators)")
+                "docs, Methods, Estimators)")
     joint = counts["joint", True]
     if scheme != "joint" or joint < PAIR_HINT_PAIRS:
         return None
     return (f"note: {joint} task pairs share their samples; the interval of each pair's median |cos| resamples "
             f"that pair's joint classes (analysis.pair_bootstrap: {scheme}), a cost per evaluation that grows "
-            "with the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (README, "
-            "Speed)")
+            "with the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (docs: "
+            "Benchmarks)")
 
 
 def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:
@@ -292,7 +292,7 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
                 "started": started, "finished": None, "experiences_done": done, "experiences_total": total,
                 "duration_s": duration, **provenance(), "command": argv, "training_inputs": stream_record(parts),
                 "checkpoints": generations}
-    if parts.device.type == "cuda":          # what bit-identical results on a GPU depend on (README: GPU)
+    if parts.device.type == "cuda":          # what bit-identical results on a GPU depend on (docs: How-to, GPUs)
         manifest["cuda"] = {"device_name": torch.cuda.get_device_name(parts.device), "cuda": torch.version.cuda,
                             "cudnn": torch.backends.cudnn.version()}
     if wandb_id is not None:

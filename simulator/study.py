@@ -3,7 +3,7 @@
 A study directory holds ``study.yaml`` (the resolved study config), ``study.json`` (every run's
 factors, status, error and time; written after each run), ``runs/<name>/`` (ordinary run
 directories), and once runs finished: ``tasks.csv``, ``pairs.csv``, ``statistics.json`` and
-``report/`` (README, "Studies"). Finished runs are found and skipped; a failed run is recorded
+``report/`` (docs, Tutorials, A study). Finished runs are found and skipped; a failed run is recorded
 with its error and retried only on request; one failure never stops the others.
 
 Both engines run the same function, :func:`run_one`, on one spec per run: ``local`` in a process
@@ -43,13 +43,14 @@ __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmCluste
 class StatisticsConfig(StrictModel):
     """Which forgetting the hypothesis is tested on, and the resampling settings."""
 
-    probe: Literal["ncc", "linear"] = "linear"
-    protocol: Literal["refit", "frozen"] = "frozen"
-    forgetting: Literal["forgetting_max", "forgetting_last"] = "forgetting_max"
+    probe: Literal["ncc", "linear"] = Field("linear", description="the probe whose forgetting is the outcome")
+    protocol: Literal["refit", "frozen"] = Field("frozen", description="the protocol whose forgetting is the outcome")
+    forgetting: Literal["forgetting_max", "forgetting_last"] = Field("forgetting_max",
+        description="forgetting_max: the largest drop after learning; forgetting_last: the drop at the end")
     bootstrap: int = Field(2000, ge=100, description="cluster-bootstrap resamples (of runs)")
     permutations: int = Field(2000, ge=100, description="permutations for the p-value")
-    alpha: float = Field(0.05, gt=0, lt=1)
-    seed: int = Field(0, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1, description="level of the tests (1 - alpha intervals)")
+    seed: int = Field(0, ge=0, description="seed of the permutations and bootstraps")
     include_unlearned: bool = Field(False, description="keep tasks that were never learned (accuracy within the "
                                                        "margin of chance right after their experience) in the tests")
 
@@ -165,7 +166,8 @@ class StudyConfig(StrictModel):
     base: Union[Path, Dict[str, Any]] = Field(description="a run config file, or an inline run config mapping")
     set: Dict[str, Any] = Field(default_factory=dict, description="KEY.PATH: value overrides for every run")
     factors: Dict[str, List[Any]] = Field(description="KEY.PATH: [values]; the runs are their cartesian product")
-    engine: Literal["local", "dask"] = "local"
+    engine: Literal["local", "dask"] = Field("local",
+        description="local: a process pool on this machine; dask: dask.distributed on cluster (the dask extra)")
     workers: int = Field(2, ge=1, description="runs at once")
     threads_per_worker: Optional[int] = Field(None, ge=1, description="torch threads per run (default: cores / "
                                                                       "workers)")
@@ -176,7 +178,8 @@ class StudyConfig(StrictModel):
                                                "jobs through dask-jobqueue) or address (a running scheduler)")
     out: Optional[Path] = Field(None, description="study directory (default: studies/<name>)")
     retry_failed: bool = Field(False, description="run again the runs recorded as failed")
-    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig,
+                                         description="the outcome the tests read and how they resample")
 
     @field_validator("factors")
     @classmethod

@@ -1,7 +1,7 @@
 """The run directory: the one module that writes and reads it (the contract between a run and
 everything that reads runs: reports, studies, ``dncsim stats``).
 
-Files (README, "Outputs"), every one written atomically (``dncsim.common.atomic_write_bytes``):
+Files (docs, Reference, Outputs), every one written atomically (``dncsim.common.atomic_write_bytes``):
 
 * ``config.yaml`` -- the resolved run configuration;
 * ``manifest.json`` -- status (``running``, ``finished``, ``failed``, ``interrupted``), progress,
