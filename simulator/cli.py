@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of example images per experience as a PNG.")
     s.add_argument("config", metavar="CONFIG.yaml", help="a YAML file with a 'scenario:' section")
     s.add_argument("--png", metavar="PATH", default=None,
-                   help="where to save the example grid (default: <config name>_examples.png here)")
+                   help="where to save the example grid (default: <config name>_examples.png in a new "
+                        "temporary directory; the path is printed)")
     s.set_defaults(func=_cmd_scenario)
 
     r = sub.add_parser("run", help="run a continual task-sequence scenario end to end",
@@ -210,27 +211,40 @@ def _cmd_scenario(args) -> int:
     watch = (read_yaml(args.config).get("evaluation") or {}).get("watch") or []
     if not isinstance(watch, list) or not all(isinstance(w, str) for w in watch):
         raise DncsimError(f"evaluation.watch: expected a list of labeling names; got {watch!r}")
-    png = Path(args.png) if args.png else Path(f"{Path(args.config).stem}_examples.png")
-    if not png.resolve().parent.is_dir():
-        raise DncsimError(f"--png: directory {png.resolve().parent} does not exist")
+    if args.png is not None and not Path(args.png).resolve().parent.is_dir():
+        raise DncsimError(f"--png: directory {Path(args.png).resolve().parent} does not exist")
     from dncsim.scenarios.build import build_scenario
     from dncsim.scenarios.preview import describe, save_example_grid
 
     sc = build_scenario(cfg, watch=watch)
     print(describe(sc))
+    png = Path(args.png) if args.png is not None else _temporary_png(Path(args.config).stem)
     if save_example_grid(sc, png):
         print(f"\nwrote {png}")
     else:
         print("\ninputs are vectors: no example images")
+        if args.png is None:
+            png.parent.rmdir()
     return 0
+
+
+def _temporary_png(stem: str) -> Path:
+    """``<stem>_examples.png`` in a new temporary directory: never the current directory (a checkout's root)
+    nor a run directory that ``dncsim run`` would then refuse as not a run directory."""
+    import tempfile
+    return Path(tempfile.mkdtemp(prefix="dncsim-scenario-")) / f"{stem}_examples.png"
 
 
 def _cmd_run(args) -> int:
     from dncsim.simulator.config import load_run_config
 
+    from dncsim.rundir import RunDirectory
+
     cfg = load_run_config(args.config, args.overrides)
     out = Path(args.out) if args.out else (cfg.output.dir or Path("runs") / cfg.name)
     cfg.output.dir = Path(out).resolve()
+    # a finished run, another config's or a foreign directory is refused here, before torch is imported
+    RunDirectory(out).plan(cfg.model_dump(mode="json"), resume=args.resume, force=args.force)
     from dncsim.simulator.run import run
 
     path = run(cfg, out, resume=args.resume, force=args.force, argv=sys.argv)
@@ -273,15 +287,44 @@ def _cmd_stats(args) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``dncsim`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
+    """One line for an interruption (a run's says how far it got and how to resume); 128 + the signal."""
+    from dncsim.simulator.interrupts import signal_of
+    message = str(exc) or "interrupted"
+    # past a terminal's "^C"; a run's or study's message comes after its progress bar closed its line
+    lead = "\n" if message == "interrupted" and getattr(sys.stderr, "isatty", lambda: False)() else ""
     try:
+        print(f"{lead}{command}: {one_line(message)}", file=sys.stderr, flush=True)
+    except OSError:                      # SIGHUP: the terminal may be gone
+        pass
+    return 128 + signal_of(exc)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``dncsim`` console script; returns the exit status: 0, 1 (a run that failed), 2
+    (usage and config errors), 128 + the signal's number when SIGINT (Ctrl-C, 130), SIGTERM (143) or
+    SIGHUP (129) interrupted it."""
+    import threading
+
+    from dncsim.simulator.interrupts import install, restore
+    previous = install() if threading.current_thread() is threading.main_thread() else {}
+    try:
+        return _main(argv)
+    finally:
+        restore(previous)
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    command = "dncsim"
+    try:
+        args = build_parser().parse_args(argv)
+        command = f"dncsim {args.command}"
         return args.func(args)
     except DncsimError as exc:            # one line; 2 for usage, config and data errors, 1 for a failed run
-        print(f"dncsim {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"{command}: error: {one_line(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USAGE)
+    except KeyboardInterrupt as exc:     # Ctrl-C, SIGTERM, SIGHUP: no traceback
+        return _interrupted(command, exc)
     except BrokenPipeError:          # output piped into `head` and the like: not an error
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

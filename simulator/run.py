@@ -26,6 +26,7 @@ from dncsim.common import DncsimError, RunFailed
 from dncsim.rundir import RunDirectory, now, provenance
 from dncsim.simulator.build import RunParts, build_run
 from dncsim.simulator.config import RunConfig
+from dncsim.simulator.interrupts import Interrupted, deferred, signal_of
 from dncsim.simulator.loggers import attach_loggers, check_loggers, close_loggers, new_wandb_id
 from dncsim.simulator.progress import StreamProgress
 from dncsim.simulator.strategies import stateful_plugins
@@ -298,6 +299,8 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
     if wandb_id is not None:
         manifest["wandb_run_id"] = wandb_id
     directory.write_manifest(manifest)
+    if state is not None and not quiet:
+        print(f"resuming after {done} of {total} experiences", file=stream, flush=True)
     t0 = time.perf_counter()
     progress = StreamProgress(parts.scenario, cfg.training.epochs, done, stream=stream)
     parts.strategy.plugins.append(progress)
@@ -307,18 +310,21 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
             if t < done:
                 continue
             parts.strategy.train(exp, eval_streams=[])
-            _write_results(parts)
-            elapsed = round(duration + time.perf_counter() - t0, 2)
-            if cfg.output.checkpoints:
-                manifest["checkpoints"] = directory.save_checkpoint(checkpoint_state(parts, t + 1, elapsed),
-                                                                    manifest["checkpoints"])
-            manifest.update(experiences_done=t + 1, duration_s=elapsed)
-            directory.write_manifest(manifest)
-            progress.experience_done(t)
-    except KeyboardInterrupt:
+            with deferred():             # the results, the checkpoint and the manifest that lists it: all or none
+                _write_results(parts)
+                elapsed = round(duration + time.perf_counter() - t0, 2)
+                if cfg.output.checkpoints:
+                    manifest["checkpoints"] = directory.save_checkpoint(checkpoint_state(parts, t + 1, elapsed),
+                                                                        manifest["checkpoints"])
+                manifest.update(experiences_done=t + 1, duration_s=elapsed)
+                directory.write_manifest(manifest)
+                progress.experience_done(t)
+    except KeyboardInterrupt as exc:     # Ctrl-C; SIGTERM and SIGHUP too where the CLI installed its handlers
         manifest["status"] = "interrupted"
         _best_effort(directory.write_manifest, manifest)
-        raise
+        progress.close()
+        raise Interrupted(f"interrupted after {manifest['experiences_done']} of {total} experiences; run the same "
+                          "command again to resume", signal_of(exc)) from None
     except BaseException as exc:
         manifest["status"] = "failed"
         manifest["error"] = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"
