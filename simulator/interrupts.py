@@ -53,10 +53,11 @@ def restore(previous: dict) -> None:
 
 
 @contextlib.contextmanager
-def deferred():
+def deferred(deliver: bool = True):
     """Hold SIGINT, SIGTERM and SIGHUP back for the block (a checkpoint and the manifest that lists it
     are written together) and deliver the first one received at its end, as the handlers in place
-    before would have. Outside the main thread the block runs as is."""
+    before would have; ``deliver=False`` drops them (the block records an interruption already under
+    way). Outside the main thread the block runs as is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -67,7 +68,7 @@ def deferred():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if pending:
+    if pending and deliver:
         _deliver(pending[0], previous[pending[0]])
 
 
