@@ -5,6 +5,7 @@ footnote, the stream bar drawn once)."""
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -198,3 +199,20 @@ def test_the_closing_table_footnotes_an_undefined_geometry():
     assert lines[-3].split()[-2:] == ["0.5", "2"] and lines[-2].split()[-2:] == ["n/a*", "n/a*"]
     assert lines[-1] == ("* n/a: the estimator resolved no class pair of shape after the last experience "
                          "(resolved_pairs 0), so its class geometry is undefined there")
+
+
+@pytest.mark.slow
+def test_a_signalled_study_stops_its_runs_which_record_that_they_were_interrupted(tmp_path):
+    from tests.simulator.test_reliability import study_file, wait_for_progress
+    path = study_file(tmp_path, "study")
+    proc = subprocess.Popen([sys.executable, "-m", "dncsim", "study", str(path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = wait_for_progress(tmp_path / "study")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert re.fullmatch(r"dncsim study: interrupted after [01] of 2 runs; run the same command again to resume",
+                        err.splitlines()[-1]), err
+    assert "Traceback" not in err
+    statuses = {m.parent.name: manifest(m.parent)["status"] for m in (tmp_path / "study").glob("runs/*/manifest.json")}
+    assert statuses[victim["name"]] == "interrupted" and "running" not in statuses.values(), statuses
