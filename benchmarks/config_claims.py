@@ -4,6 +4,7 @@ A header states them in lines the checker reads (every other comment line states
 
     # expect: linear refit accuracy of size after size = 0.90 ± 0.05
     # expect: linear frozen accuracy of color after the last experience = 0.23 ± 0.10
+    # expect: linear refit accuracy of color before training = 1.00 ± 0.05
     # expect: learned: color, size, style; not learned: shape
 
 "after size": right after the experience named size (the factor stream names experiences by the
@@ -26,8 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import List
 
-_ACCURACY = re.compile(r"(?P<probe>ncc|linear) (?P<protocol>refit|frozen) accuracy of (?P<task>\S+) after "
-                       r"(?P<after>the last experience|\S+) = (?P<value>[0-9.]+) ± (?P<tol>[0-9.]+)")
+_ACCURACY = re.compile(r"(?P<probe>ncc|linear) (?P<protocol>refit|frozen) accuracy of (?P<task>\S+) "
+                       r"(?P<after>before training|after the last experience|after \S+) = (?P<value>[0-9.]+) ± "
+                       r"(?P<tol>[0-9.]+)")
 _LEARNED = re.compile(r"learned: (?P<yes>[^;]*); not learned: (?P<no>.*)")
 PREFIX = "# expect: "
 
@@ -41,7 +43,7 @@ def parse_claims(path) -> List[dict]:
         text = line[len(PREFIX):].strip()
         if m := _ACCURACY.fullmatch(text):
             claims.append({"kind": "accuracy", "line": n, "text": text, "probe": m["probe"],
-                           "protocol": m["protocol"], "task": m["task"], "after": m["after"],
+                           "protocol": m["protocol"], "task": m["task"], "after": m["after"].removeprefix("after "),
                            "value": float(m["value"]), "tol": float(m["tol"])})
         elif m := _LEARNED.fullmatch(text):
             split = [[s.strip() for s in part.split(",") if s.strip()] for part in (m["yes"], m["no"])]
@@ -67,8 +69,8 @@ def check(claims: List[dict], measured: dict) -> List[dict]:
     out = []
     for c in claims:
         if c["kind"] == "accuracy":
-            row = len(measured["experiences"]) if c["after"] == "the last experience" else \
-                measured["experiences"].index(c["after"]) + 1
+            row = {"before training": 0, "the last experience": len(measured["experiences"])}.get(c["after"])
+            row = measured["experiences"].index(c["after"]) + 1 if row is None else row
             value = measured["matrices"][f"{c['probe']}/{c['protocol']}"][row][measured["tasks"].index(c["task"])]
             out.append({**c, "measured": value, "ok": value is not None and abs(value - c["value"]) <= c["tol"]})
         else:

@@ -320,7 +320,7 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
             if t < done:
                 continue
             parts.strategy.train(exp, eval_streams=[])
-            with deferred():             # the results, the checkpoint and the manifest that lists it: all or none
+            with deferred():             # a signal stops the run after these writes, never between them
                 _write_results(parts)
                 elapsed = round(duration + time.perf_counter() - t0, 2)
                 if cfg.output.checkpoints:

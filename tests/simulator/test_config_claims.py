@@ -31,7 +31,7 @@ def test_every_claim_line_parses_and_names_what_the_config_measures(path):
         assert attributes is not None and set(names) <= set(attributes), c
         if c["kind"] == "accuracy":
             assert c["probe"] in cfg.evaluation.probes and c["protocol"] in cfg.evaluation.protocols, c
-            assert c["after"] in attributes + ["the last experience"] and 0 < c["tol"] <= 0.1, c
+            assert c["after"] in attributes + ["the last experience", "before training"] and 0 < c["tol"] <= 0.1, c
 
 
 def test_the_quickstart_header_states_its_results_as_claims():
