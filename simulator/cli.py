@@ -2,8 +2,9 @@
 
 User mistakes (bad flags, files, data, configs) are reported as ONE line on stderr with exit
 status 2; nothing is written. A run that started and then failed (training diverged, a file could
-not be written) is one line and exit status 1, recorded in its run directory. Programming errors keep
-their traceback.
+not be written) is one line and exit status 1, recorded in its run directory. Ctrl-C, SIGTERM and
+SIGHUP end any command with one line and exit status 128 + the signal (130, 143, 129;
+``dncsim.simulator.interrupts``). Programming errors keep their traceback.
 """
 from __future__ import annotations
 
@@ -236,9 +237,8 @@ def _temporary_png(stem: str) -> Path:
 
 
 def _cmd_run(args) -> int:
-    from dncsim.simulator.config import load_run_config
-
     from dncsim.rundir import RunDirectory
+    from dncsim.simulator.config import load_run_config
 
     cfg = load_run_config(args.config, args.overrides)
     out = Path(args.out) if args.out else (cfg.output.dir or Path("runs") / cfg.name)
