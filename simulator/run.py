@@ -123,7 +123,7 @@ def restore(parts: RunParts, state: dict) -> int:
 
 def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
     """Per task after the last experience: accuracy (forgetting) per probe and protocol, dir-CDNV, CDNV;
-    a geometry that is undefined there is ``n/a*`` with a footnote saying why."""
+    a geometry that is undefined there is ``n/a``, with a note saying why."""
     t = max(r["exp"] for r in rows)
     last = {(r["metric"], r["task"], r["probe"], r["protocol"]): r["value"] for r in rows if r["exp"] == t}
     table, undefined = [], []
@@ -136,19 +136,19 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
         geometry = [last.get((m, k, None, None)) for m in (DIR_CDNV, CDNV)]
         if None in geometry:
             undefined.append((name, last.get((RESOLVED_PAIRS, k, None, None))))
-        row += ["n/a*" if v is None else f"{v:.4g}" for v in geometry]
+        row += ["n/a" if v is None else f"{v:.4g}" for v in geometry]
         table.append(row)
     out = format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
                        table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
     notes = [convergence_finding(probe_convergence(rows))]
     unresolved = [name for name, resolved in undefined if resolved == 0]
     if unresolved:
-        notes.append(f"* n/a: the estimator resolved no class pair of {', '.join(unresolved)} after the last "
-                     "experience (resolved_pairs 0), so its class geometry is undefined there")
+        notes.append(f"n/a dir-CDNV and CDNV: the estimator resolved no class pair of {', '.join(unresolved)} "
+                     "after the last experience (resolved_pairs 0), so its class geometry is undefined there")
     if len(unresolved) < len(undefined):
-        notes.append(f"* n/a: the class geometry of {', '.join(n for n, r in undefined if r != 0)} is undefined "
-                     "after the last experience")
-    return "\n".join([out] + [n if n.startswith("*") else f"note: {n}" for n in notes if n is not None])
+        notes.append(f"n/a dir-CDNV and CDNV: the class geometry of {', '.join(n for n, r in undefined if r != 0)} "
+                     "is undefined after the last experience")
+    return "\n".join([out] + [f"note: {n}" for n in notes if n is not None])
 
 
 def _write_results(parts: RunParts) -> None:

@@ -196,9 +196,9 @@ def test_the_closing_table_footnotes_an_undefined_geometry():
             row(CDNV, 0, 2.0), row(RESOLVED_PAIRS, 0, 6), row(RESOLVED_PAIRS, 1, 0)]
     text = final_summary(rows, ["color", "shape"], [SimpleNamespace(probe="ncc", protocol="refit")])
     lines = text.splitlines()
-    assert lines[-3].split()[-2:] == ["0.5", "2"] and lines[-2].split()[-2:] == ["n/a*", "n/a*"]
-    assert lines[-1] == ("* n/a: the estimator resolved no class pair of shape after the last experience "
-                         "(resolved_pairs 0), so its class geometry is undefined there")
+    assert lines[-3].split()[-2:] == ["0.5", "2"] and lines[-2].split()[-2:] == ["n/a", "n/a"]
+    assert lines[-1] == ("note: n/a dir-CDNV and CDNV: the estimator resolved no class pair of shape after the last "
+                         "experience (resolved_pairs 0), so its class geometry is undefined there")
 
 
 @pytest.mark.slow
