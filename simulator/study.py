@@ -287,10 +287,15 @@ def _die_with_parent() -> None:
 
 
 def _run_in_child(fn, spec: dict, conn, parent: int) -> None:
+    from dncsim.simulator.interrupts import install, signal_of
     _die_with_parent()
     if os.getppid() != parent:          # the study died while this process started, before it could ask
         return
-    conn.send(fn(spec))
+    install()                           # SIGTERM from the study (and Ctrl-C) records the run as interrupted
+    try:
+        conn.send(fn(spec))
+    except KeyboardInterrupt as exc:    # no traceback: the study says it was interrupted
+        sys.exit(128 + signal_of(exc))
     conn.close()
 
 
@@ -312,6 +317,9 @@ class LocalExecutor:
     """Each run in its own spawned process (a clean interpreter with its own torch threads), at most
     ``workers`` at once. A process that dies without answering (the out-of-memory killer, a signal) is
     recorded as a failed run naming the signal, and the others go on; the processes die with the study."""
+
+    #: seconds the runs of an interrupted study get to record ``status: interrupted`` before they are killed
+    GRACE_S = 30.0
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -339,9 +347,14 @@ class LocalExecutor:
                     proc.join()
                     receive.close()
                     yield result if result is not None else _killed(spec, proc.exitcode, time.perf_counter() - start)
-        finally:
+        finally:                        # interrupted: each run records itself as interrupted, then stops
             for proc, *_ in running.values():
-                proc.kill()
+                proc.terminate()
+            deadline = time.perf_counter() + self.GRACE_S
+            for proc, *_ in running.values():
+                proc.join(max(0.0, deadline - time.perf_counter()))
+                if proc.is_alive():
+                    proc.kill()
 
 
 DASK_EXTRA = "pip install 'dncsim[dask]'"
@@ -713,15 +726,26 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
     tty = bool(getattr(stream, "isatty", lambda: False)())
     bar = tqdm(total=len(todo), desc="runs", unit="run", file=stream, disable=not tty, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for n, result in enumerate(executor.map_unordered(run_one, todo) if todo else [], start=1):
-        records[result["name"]].update(status=result["status"], error=result["error"], seconds=result["seconds"])
-        save()
-        bar.update(1)
-        if not tty:
-            elapsed = time.perf_counter() - t0
-            print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} s; "
-                  f"elapsed {_eta(elapsed)}, ETA {_eta(elapsed / n * (len(todo) - n))}"
-                  + (f" ({result['error']})" if result["error"] else ""), file=stream, flush=True)
+    results = executor.map_unordered(run_one, todo) if todo else iter([])
+    n = 0
+    try:
+        for n, result in enumerate(results, start=1):
+            records[result["name"]].update(status=result["status"], error=result["error"],
+                                           seconds=result["seconds"])
+            save()
+            bar.update(1)
+            if not tty:
+                elapsed = time.perf_counter() - t0
+                print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} s; "
+                      f"elapsed {_eta(elapsed)}, ETA {_eta(elapsed / n * (len(todo) - n))}"
+                      + (f" ({result['error']})" if result["error"] else ""), file=stream, flush=True)
+    except KeyboardInterrupt as exc:    # Ctrl-C, SIGTERM, SIGHUP (dncsim.simulator.interrupts)
+        from dncsim.simulator.interrupts import Interrupted, signal_of
+        if hasattr(results, "close"):
+            results.close()             # stops the runs still going (each records status: interrupted)
+        bar.close()
+        raise Interrupted(f"interrupted after {n} of {len(todo)} runs; run the same command again to resume",
+                          signal_of(exc)) from None
     bar.close()
     failed = [r for r in records.values() if r["status"] == "failed"]
     if failed:
