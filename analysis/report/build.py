@@ -1,7 +1,6 @@
 """Assemble the report: numbers, figures, then the HTML, Markdown and JSON files (written atomically)."""
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -13,7 +12,7 @@ from dncsim.analysis.report.graph import interference_communities
 from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
 from dncsim.analysis.report.summary import _jsonable, prop42_points, run_summary
-from dncsim.common import DncsimError, atomic_write_bytes
+from dncsim.common import DncsimError, atomic_write_bytes, json_text
 from dncsim.rundir import RunData, RunLock, load_run
 
 __all__ = ["build_report", "FIGURES"]
@@ -151,7 +150,7 @@ def _build(run: RunData, others: Sequence[RunData], out: Path, paper: bool = Fal
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for name, png in figs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(out / "summary.json", json_text(summary).encode())
     atomic_write_bytes(out / "report.md", md.encode())
     atomic_write_bytes(out / "index.html", html.encode())
     return out
