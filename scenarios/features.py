@@ -52,7 +52,7 @@ def load_feature_file(path, labels: Optional[Sequence[str]] = None) -> FeatureFi
     available ones) or is not an integer array of length N, or when no label array is found.
     """
     p = Path(path)
-    with NpzArchive(p, "feature file (.npz)") as z:
+    with NpzArchive(p) as z:
         names = z.names
         if "features" not in z:
             raise DncsimError(f"{p}: no array named 'features' (found: {', '.join(sorted(names)) or 'none'})")
@@ -91,6 +91,16 @@ def _ids_and_names(train: np.ndarray, test: np.ndarray):
             [str(v) for v in values.tolist()])
 
 
+def _float32_features(a: np.ndarray, name: str) -> torch.Tensor:
+    """``a`` as the float32 tensor training uses; DncsimError when a value is beyond float32's range."""
+    x = as_features(a, name=name)
+    top = float(x.abs().max())
+    if top > float(np.finfo(np.float32).max):
+        raise DncsimError(f"{name}: values up to {top:.3g} are beyond float32's range (3.4e+38) that training "
+                          "computes in; rescale the features")
+    return x.to(torch.float32)
+
+
 def load_features_source(cfg: FeaturesSourceConfig, seed: int) -> SourceData:
     """A SourceData of (N, d) float32 feature vectors; labelings keep their file names, ids 0..K-1 by value."""
     ff = load_feature_file(cfg.path, cfg.labelings)
@@ -109,7 +119,8 @@ def load_features_source(cfg: FeaturesSourceConfig, seed: int) -> SourceData:
     train_labels, test_labels, names = {}, {}, {}
     for k in ff.labelings:
         train_labels[k], test_labels[k], names[k] = _ids_and_names(ltr[k], lte[k])
-    x = {s: as_features(a, name=f"{cfg.path} features").to(torch.float32) for s, a in (("train", xtr), ("test", xte))}
+    x = {s: _float32_features(a, f"{cfg.path if s == 'train' or cfg.test_path is None else cfg.test_path} features")
+         for s, a in (("train", xtr), ("test", xte))}
     return SourceData(name="features", train=Split(x["train"], train_labels), test=Split(x["test"], test_labels),
                       label_names=names, default_labeling=next(iter(ff.labelings)),
                       info={"path": str(cfg.path), "test_path": str(cfg.test_path) if cfg.test_path else None})

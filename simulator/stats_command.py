@@ -36,9 +36,10 @@ def _value(text: str):
 
 def read_table(path: Path) -> List[dict]:
     """A tidy table written by ``dncsim study`` (CSV): empty -> None, True/False -> bool, numbers -> float,
-    anything else a string. DncsimError naming the file when it is not a readable table."""
+    anything else a string; a byte-order mark (as spreadsheet programs write) is skipped. DncsimError
+    naming the file when it is not a readable table."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header:
@@ -144,4 +145,5 @@ def format_statistics(result: dict) -> str:
 
 
 def write_json(result: dict, out) -> None:
+    """``result`` as JSON (``dncsim.common.json_text``: non-finite numbers null, with a note)."""
     atomic_write_json(out, json.loads(json.dumps(result, default=str)))
