@@ -12,7 +12,7 @@ from dncsim.analysis.report.graph import interference_communities
 from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
 from dncsim.analysis.report.summary import _jsonable, prop42_points, run_summary
-from dncsim.common import DncsimError, atomic_write_bytes, json_text
+from dncsim.common import DncsimError, WriteFailed, atomic_write_bytes, json_text
 from dncsim.rundir import RunData, RunLock, load_run
 
 __all__ = ["build_report", "FIGURES"]
@@ -147,7 +147,11 @@ def _build(run: RunData, others: Sequence[RunData], out: Path, paper: bool = Fal
 
     html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, FIGURES), **common)
     md = env.get_template("report.md.j2").render(**common)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteFailed(f"{exc.filename or out}: cannot create the report directory ({exc.strerror or exc})",
+                          {"path": str(exc.filename or out), "errno": exc.errno}) from None
     for name, png in figs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
     atomic_write_bytes(out / "summary.json", json_text(summary).encode())

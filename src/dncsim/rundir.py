@@ -39,8 +39,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dncsim.common import (DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text, csv_lines,
-                           csv_text, is_atomic_temporary)
+from dncsim.common import (DncsimError, WriteFailed, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                           csv_lines, csv_text, is_atomic_temporary)
 
 __all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
@@ -278,7 +278,11 @@ class RunLock:
         is waited for, up to ``DYING_HOLDER_WAIT`` seconds: a run restarted right after a kill resumes."""
         import fcntl
         import time
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WriteFailed(f"{self.path}: cannot create the lock file ({exc.strerror or exc})",
+                              {"path": str(self.path), "errno": exc.errno}) from None
         deadline = None
         while True:
             try:
@@ -416,8 +420,13 @@ class RunDirectory:
                         p.unlink()
 
     def lock(self, what: str = "dncsim run") -> RunLock:
-        """Create the directory if needed and take its lock (see :class:`RunLock`)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Create the directory if needed and take its lock (see :class:`RunLock`); WriteFailed (one line,
+        exit status 1) when the directory cannot be created or written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteFailed(f"{self.path}: cannot create the run directory ({exc.strerror or exc})",
+                              {"path": str(self.path), "errno": exc.errno}) from None
         return RunLock(self.path).acquire(what)
 
     def write_config(self, config: dict) -> None:
