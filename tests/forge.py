@@ -45,3 +45,28 @@ def good_arrays(n: int = 24, d: int = 3, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
     return {"features": rng.normal(size=(n, d)) + np.eye(d)[y] * 3, "labels": y}
+
+
+# --- one tiny finished run per session ------------------------------------------------------------------
+
+TINY_RUN = {
+    "name": "tiny", "seed": 1,
+    "scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "probe_repeats": 1,
+                            "test_repeats": 2},
+                 "stream": {"type": "factor", "attributes": ["color", "style"]}},
+    "backbone": {"name": "convnet", "width": 4, "feature_dim": 8}, "objective": {"name": "simclr"},
+    "training": {"epochs": 1, "batch_size": 32}, "evaluation": {"linear_steps": 5},
+    "analysis": {"shots": [1], "episodes": 4}, "output": {"report": False, "tensorboard": False}}
+_RUNS = {}
+
+
+def finished_run(tmp_path_factory):
+    """The directory of a tiny finished run (two tasks, two experiences), made once per test session;
+    copy it before changing anything in it."""
+    if "run" not in _RUNS:
+        from dncsim.simulator.config import run_from_mapping
+        from dncsim.simulator.run import run
+        path = tmp_path_factory.mktemp("tiny_run") / "run"
+        run(run_from_mapping(TINY_RUN), path, quiet=True)
+        _RUNS["run"] = path
+    return _RUNS["run"]
