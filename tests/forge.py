@@ -67,6 +67,6 @@ def finished_run(tmp_path_factory):
         from dncsim.simulator.config import run_from_mapping
         from dncsim.simulator.run import run
         path = tmp_path_factory.mktemp("tiny_run") / "run"
-        run(run_from_mapping(TINY_RUN), path, quiet=True)
+        run(run_from_mapping(TINY_RUN), path, quiet=True, stream=io.StringIO())
         _RUNS["run"] = path
     return _RUNS["run"]

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 import yaml
 
-import dncsim.npzfile as npzfile
-from dncsim.common import json_text
 from dncsim.scenarios.features import load_feature_file
 from dncsim.simulator.cli import main
 from tests.forge import (TINY_RUN, corrupt_member, finished_run, good_arrays, npy_bytes, npy_with_header,
@@ -78,6 +76,7 @@ def test_damaged_feature_files_are_one_line(tmp_path, capsys, name, content, mes
 
 
 def test_object_arrays_are_never_unpickled(tmp_path):
+    import dncsim.npzfile as npzfile
     path = tmp_path / "f.npz"
     path.write_bytes(zip_bytes({"features": np.array([{"a": 1}, None], dtype=object)}))
     with npzfile.NpzArchive(path) as z:
@@ -87,6 +86,7 @@ def test_object_arrays_are_never_unpickled(tmp_path):
 
 
 def test_a_declared_size_beyond_the_memory_available_is_refused_before_allocating(tmp_path, monkeypatch):
+    import dncsim.npzfile as npzfile
     path = tmp_path / "f.npz"
     path.write_bytes(zip_bytes(good_arrays()))
     monkeypatch.setattr(npzfile, "available_memory", lambda: 500)
@@ -157,6 +157,7 @@ def test_the_features_data_source_refuses_values_beyond_float32(tmp_path):
 # --- the one JSON encoder ---------------------------------------------------------------------------
 
 def test_non_finite_numbers_are_null_with_a_note():
+    from dncsim.common import json_text
     text = json_text({"a": [1.0, float("nan")], "b": {"c": np.float32("inf"), "d": np.int64(3)}, "e": (2, -math.inf)})
     data = json.loads(text, parse_constant=lambda c: pytest.fail(c))
     assert data == {"a": [1.0, None], "b": {"c": None, "d": 3}, "e": [2, None],
@@ -343,7 +344,7 @@ HAND_EDITS = {
                               "config.yaml: expected a run configuration"),
     "empty geometry file": (geometry(lambda b: b""), "row_000.npz: empty file"),
     "geometry of another kind": (geometry(lambda b: zip_bytes({"x": np.ones(3)})),
-                                 "row_000.npz: array 'x' is not task<k>/<field>"),
+                                 "row_002.npz: array 'x' is not task<k>/<field>"),
     "metrics line that is a list": (append_line("[1, 2]"), "metrics.jsonl: line 156 is a JSON list"),
     "metrics line lacking keys": (append_line('{"metric": "acc"}'), "metrics.jsonl: line 156 lacks exp, task"),
     "metrics line with a task out of range": (

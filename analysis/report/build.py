@@ -150,8 +150,8 @@ def _build(run: RunData, others: Sequence[RunData], out: Path, paper: bool = Fal
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise WriteFailed(f"{exc.filename or out}: cannot create the report directory ({exc.strerror or exc})",
-                          {"path": str(exc.filename or out), "errno": exc.errno}) from None
+        raise WriteFailed(f"{out}: cannot create the report directory ({exc.strerror or exc})",
+                          {"path": str(out), "errno": exc.errno}) from None
     for name, png in figs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
     atomic_write_bytes(out / "summary.json", json_text(summary).encode())
