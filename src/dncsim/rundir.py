@@ -693,6 +693,8 @@ def _is_number(v) -> bool:
 def _read_json(path: Path, kind: type, what: str):
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DncsimError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise DncsimError(f"{path}: not a text file (expected {what})") from None
     except (ValueError, RecursionError) as exc:
@@ -738,6 +740,8 @@ def _read_rows(path: Path, n_tasks: int, experiences: int) -> List[dict]:
     rows = []
     try:
         text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DncsimError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise DncsimError(f"{path}: not a text file (expected JSON lines)") from None
     for n, line in enumerate(text.splitlines(), start=1):
@@ -784,7 +788,7 @@ def _read_accuracy(path: Path):
         raise DncsimError(f"{path}: 'learned_at' must list one experience (or null) per task ({len(tasks)})")
     if not isinstance(mats, dict) or not mats:
         raise DncsimError(f"{path}: 'matrices' must map probe/protocol keys to accuracy matrices; got "
-                          f"{'none' if not mats else type(mats).__name__}")
+                          f"{'an empty mapping' if mats == {} else 'nothing' if mats is None else type(mats).__name__}")
     matrices, shape = {}, None
     for k, m in mats.items():
         try:
@@ -819,6 +823,8 @@ def load_run(path) -> RunData:
         raise DncsimError(f"{p}: missing {GEOMETRY}/row_*.npz")
     try:
         config = yaml.safe_load((p / CONFIG).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DncsimError(f"{p / CONFIG}: cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise DncsimError(f"{p / CONFIG}: not a text file (expected YAML)") from None
     except (yaml.YAMLError, RecursionError) as exc:
