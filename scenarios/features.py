@@ -63,9 +63,20 @@ def load_feature_file(path, labels: Optional[Sequence[str]] = None) -> FeatureFi
             raise DncsimError(f"{p}: 'features' must be real numbers (float or integer); got dtype {dtype}")
         n = shape[0]
         others = [k for k in names if k != "features"]
-        candidates = [k for k in others if _is_label_header(*z.header(k), n)]
+
+        def candidates():
+            return [k for k in others if _is_label_header(*z.header(k), n)]
+
+        def available():       # for a message: what could have been asked for (unreadable members left out)
+            found = []
+            for k in others:
+                try:
+                    found += [k] if _is_label_header(*z.header(k), n) else []
+                except DncsimError:
+                    pass
+            return ", ".join(found) or "none"
         if labels is None:
-            chosen = candidates
+            chosen = candidates()
             if not chosen:
                 raise DncsimError(f"{p}: no label array found: expected 1-D integer arrays of length {n} "
                                   f"(e.g. 'labels'); found: {', '.join(sorted(others)) or 'none'}")
@@ -74,9 +85,9 @@ def load_feature_file(path, labels: Optional[Sequence[str]] = None) -> FeatureFi
             for key in chosen:
                 if key not in z or key == "features":
                     raise DncsimError(f"{p}: label key '{key}' not in the file; available label arrays: "
-                                      f"{', '.join(candidates) or 'none'}")
-                if key not in candidates:
-                    s, dt = z.header(key)
+                                      f"{available()}")
+                s, dt = z.header(key)
+                if not _is_label_header(s, dt, n):
                     raise DncsimError(f"{p}: '{key}' is not a label array: expected 1-D integers of length {n}, "
                                       f"got shape {s} dtype {dt}")
         x = z.read("features")
