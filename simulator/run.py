@@ -22,7 +22,7 @@ from dncsim.analysis.estimators import AUTO_WILD_PAIRS, balanced_pairs, resolve_
 from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
 from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX, RESOLVED_PAIRS
 from dncsim.analysis.text_table import format_table
-from dncsim.common import DncsimError, RunFailed
+from dncsim.common import DncsimError, RunFailed, WriteFailed
 from dncsim.rundir import RunDirectory, now, provenance
 from dncsim.simulator.build import RunParts, build_run
 from dncsim.simulator.config import RunConfig
@@ -262,7 +262,12 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
     previous = directory.manifest() or {}
     state, note = (directory.load_checkpoint(previous.get("checkpoints")) if plan == RunDirectory.RESUME
                    else (None, None))
-    directory.prepare(plan)
+    try:
+        directory.prepare(plan)
+    except OSError as exc:
+        raise WriteFailed(f"{exc.filename or directory.path}: cannot prepare the run directory "
+                          f"({exc.strerror or exc})", {"path": str(exc.filename or directory.path),
+                                                       "errno": exc.errno}) from None
     if note:
         print(note, file=stream, flush=True)
     hint = pair_interval_hint(cfg.analysis, parts.evaluation.collection.tasks,
