@@ -162,7 +162,8 @@ StreamConfig = Annotated[Union[FactorStream, ClassIncrementalStream, TaskIncreme
 class ScenarioConfig(StrictModel):
     """A data source, a stream type and the seed that fixes every random choice in between."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2 ** 32, description="seed of the data: generation, splits, class order, shifts; "
+                                                       "in [0, 2**32)")
     source: SourceConfig = Field(default_factory=ShapesConfig)
     stream: StreamConfig = Field(default_factory=FactorStream)
 
