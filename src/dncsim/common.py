@@ -125,7 +125,7 @@ def _walk(model: type, loc: Sequence[Any]):
         tagged = [m for m in candidates if any(
             typing.get_origin(f.annotation) is typing.Literal and part in typing.get_args(f.annotation)
             for f in m.model_fields.values())]
-        if len(candidates) > 1 and tagged:   # a union's discriminator tag: not part of the user's key path
+        if tagged and (len(candidates) > 1 or part not in tagged[0].model_fields):   # a union's discriminator tag
             candidates = tagged
             continue
         shown.append(part)
