@@ -238,7 +238,7 @@ def test_a_base_that_is_neither_a_file_name_nor_a_mapping_is_one_plain_line(tmp_
     ("training.epochs=2.0", "training.epochs: input should be a valid integer (got 2.0)"),
     ("training.batch_size='128'", "training.batch_size: input should be a valid integer (got '128')"),
     ("training.compile=1", "training.compile: input should be a valid boolean (got 1)"),
-    ("augment.flip=yes_please", "augment.flip: input should be a valid boolean"),
+    ("augment.flip='yes'", "augment.flip: input should be a valid boolean (got 'yes')"),
     ("training.lr=true", "training.lr: input should be a valid number (got True)"),
     ("backbone.hidden=[true]", "backbone.hidden[0]: input should be a valid integer"),
 ])
