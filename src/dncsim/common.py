@@ -197,6 +197,7 @@ def _at(mark) -> str:
 
 
 _LOADER = None
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _limited_loader():
@@ -232,6 +233,8 @@ def _limited_loader():
             if size is None:
                 if alias:
                     raise _YamlLimit("has an alias inside the node it names (a structure that contains itself)", mark)
+                if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
+                    raise _YamlLimit("has a lone surrogate escape (\\ud800-\\udfff) in a string: not a character", mark)
                 kids = (node.value if isinstance(node, yaml.SequenceNode) else
                         [n for kv in node.value for n in kv] if isinstance(node, yaml.MappingNode) else [])
                 sizes = [self._sizes[id(k)] for k in kids]
@@ -307,12 +310,12 @@ def read_yaml(path) -> dict:
 #: the most characters of a printed error message; the rest is cut, saying how much
 MESSAGE_LIMIT = 2000
 
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable(text: str, limit: Optional[int] = MESSAGE_LIMIT) -> str:
     """``text`` as one printable line: control characters (C0, DEL, C1 such as CSI), line and paragraph
-    separators and bidirectional overrides escaped as ``repr`` writes them (``\\x1b``, ``\\u202e``), so
+    separators, bidirectional overrides and lone surrogates escaped as ``repr`` writes them (``\\x1b``, ``\\u202e``), so
     that a message quoting what a user wrote can neither break the line nor drive the terminal; cut to
     ``limit`` characters (None: no cut), saying how many more there were."""
     text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(text))
