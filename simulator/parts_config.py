@@ -266,6 +266,11 @@ class AugmentConfig(StrictModel):
     vector_dropout: float = Field(0.1, ge=0, lt=1, description="vectors: probability that a feature is masked "
                                                                "(set to its batch mean)")
 
+    @field_validator("crop_scale", mode="before")
+    @classmethod
+    def _pair(cls, v):
+        return list(v) if isinstance(v, tuple) else v          # a Python caller's (low, high)
+
     @field_validator("crop_scale")
     @classmethod
     def _ordered_scale(cls, v: List[float]) -> List[float]:
