@@ -276,3 +276,9 @@ def test_an_empty_json_path_is_a_usage_error(tmp_path, capsys, command):
     np.savez(tmp_path / "f.npz", features=np.zeros((8, 2)), labels=np.arange(8) % 2)
     target = tmp_path / "f.npz" if command == "analyze" else tmp_path
     refused(capsys, [command, target, "--json", ""], "--json: expected a file name, got an empty one")
+
+
+def test_an_integer_literal_is_no_boolean_and_its_options_are_listed(tmp_path, capsys):
+    run_refused(tmp_path, capsys, QUICK, "analysis.ddof: expected 0 or 1, not a boolean; got True",
+                overrides=["analysis.ddof=true"])
+    run_refused(tmp_path, capsys, QUICK, "analysis.ddof: 2 is not one of 0, 1", overrides=["analysis.ddof=2"])

@@ -162,7 +162,8 @@ def one_line_error(exc: ValidationError, model: type, prefix: str = "") -> str:
         path = f"{path}.{str(ctx.get('discriminator', '')).strip(chr(39))}"
     if kind in ("literal_error", "enum", "union_tag_invalid"):
         expected = ctx.get("expected") or ctx.get("expected_tags") or ""
-        options = re.findall(r"'([^']*)'", str(expected))
+        options = (re.findall(r"'([^']*)'", str(expected))
+                   or [o.strip() for o in re.split(r",| or ", str(expected)) if o.strip()])
         value = ctx.get("tag", given)
         return (f"{path}: {value!r} is not one of {', '.join(options)}"
                 f"{did_you_mean(value, options) if isinstance(value, str) else ''}")
