@@ -220,7 +220,10 @@ def _cmd_scenario(args) -> int:
     from dncsim.common import read_yaml
     from dncsim.scenarios.config import load_scenario_config
 
+    from dncsim.simulator.config import check_memory
+
     cfg = load_scenario_config(args.config)
+    check_memory(cfg)
     watch = (read_yaml(args.config).get("evaluation") or {}).get("watch") or []
     if not isinstance(watch, list) or not all(isinstance(w, str) for w in watch):
         raise DncsimError(f"evaluation.watch: expected a list of labeling names; got {watch!r}")

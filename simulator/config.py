@@ -258,11 +258,13 @@ def _params(cfg: RunConfig, channels: Optional[int], side: Optional[int]) -> int
     return n
 
 
-def memory_needed(cfg: RunConfig) -> List[Tuple[str, int, str]]:
-    """What the run will certainly hold in memory, as (key, bytes, what) -- a lower bound from the config
-    alone: the images a generated source renders (float32), and the backbone's and heads' parameters with
-    their gradients (float32). Sources read from disk and timm models are not counted."""
-    src, parts = cfg.scenario.source, []
+def memory_needed(cfg) -> List[Tuple[str, int, str]]:
+    """What a run (a RunConfig) or a scenario (a ScenarioConfig) will certainly hold in memory, as (key,
+    bytes, what) -- a lower bound from the config alone: the images a generated source renders (float32),
+    and the backbone's and heads' parameters with their gradients (float32). Sources read from disk and
+    timm models are not counted."""
+    scenario = getattr(cfg, "scenario", cfg)
+    src, parts = scenario.source, []
     channels, side = _IMAGES.get(src.name, (None, None))
     side = getattr(src, "image_size", None) or side
     image = 4 * channels * side * side if channels and side else 0
@@ -272,20 +274,20 @@ def memory_needed(cfg: RunConfig) -> List[Tuple[str, int, str]]:
         repeats = ("train_repeats", "probe_repeats", "test_repeats")
         key = "scenario.source." + max(repeats, key=lambda k: getattr(src, k))
         parts.append((key, n * image, f"{n} images of {channels}x{side}x{side} float32"))
-        stream = cfg.scenario.stream
+        stream = scenario.stream
         if stream.type == "factor" and stream.samples_per_experience:
             k = len(stream.attributes or src.label_names())
             m = k * stream.samples_per_experience
             parts.append(("scenario.stream.samples_per_experience", m * image,
                           f"{m} training images over {k} experiences"))
-    params = _params(cfg, channels, side)
+    params = _params(cfg, channels, side) if isinstance(cfg, RunConfig) else 0
     if params:
         key = {"convnet": "backbone.width", "mlp": "backbone.hidden"}.get(cfg.backbone.name, "backbone.feature_dim")
         parts.append((key, 8 * params, f"{params} parameters with their gradients, float32"))
     return parts
 
 
-def check_memory(cfg: RunConfig, available: Optional[int] = None) -> None:
+def check_memory(cfg, available: Optional[int] = None) -> None:
     """DncsimError when :func:`memory_needed` exceeds ``available`` bytes (default: this machine's memory),
     naming the keys and what they would need."""
     available = machine_memory() if available is None else available
@@ -295,7 +297,8 @@ def check_memory(cfg: RunConfig, available: Optional[int] = None) -> None:
         return
     parts.sort(key=lambda p: -p[1])
     detail = "; ".join(f"{key}: {what} = {_gib(b)}" for key, b, what in parts if b)
-    raise DncsimError(f"{parts[0][0]}: the run would need at least {_gib(total)} of memory ({detail}), more than "
+    kind = "run" if isinstance(cfg, RunConfig) else "scenario"
+    raise DncsimError(f"{parts[0][0]}: the {kind} would need at least {_gib(total)} of memory ({detail}), more than "
                       f"this machine's {_gib(available)}")
 
 

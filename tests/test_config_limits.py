@@ -282,3 +282,11 @@ def test_an_integer_literal_is_no_boolean_and_its_options_are_listed(tmp_path, c
     run_refused(tmp_path, capsys, QUICK, "analysis.ddof: expected 0 or 1, not a boolean; got True",
                 overrides=["analysis.ddof=true"])
     run_refused(tmp_path, capsys, QUICK, "analysis.ddof: 2 is not one of 0, 1", overrides=["analysis.ddof=2"])
+
+
+def test_the_scenario_command_checks_the_memory_too(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"scenario": {**QUICK["scenario"], "source": {"name": "shapes",
+                                                                                "train_repeats": 10 ** 9}}}))
+    refused(capsys, ["scenario", path, "--png", tmp_path / "never.png"], "scenario.source.train_repeats: the "
+            "scenario would need at least", "96000000960 images", out=tmp_path / "never.png")
