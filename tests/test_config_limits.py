@@ -289,4 +289,4 @@ def test_the_scenario_command_checks_the_memory_too(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"scenario": {**QUICK["scenario"], "source": {"name": "shapes",
                                                                                 "train_repeats": 10 ** 9}}}))
     refused(capsys, ["scenario", path, "--png", tmp_path / "never.png"], "scenario.source.train_repeats: the "
-            "scenario would need at least", "96000000960 images", out=tmp_path / "never.png")
+            "scenario would need at least", "96000001920 images of 3x32x32 float32", out=tmp_path / "never.png")
