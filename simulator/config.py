@@ -27,6 +27,8 @@ __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig
 
 #: the most torch CPU threads a run may ask for
 MAX_THREADS = 1024
+#: the most parts of a dotted key path (``--set a.b.c=...``, a study's factors and ``set:``)
+MAX_KEY_PARTS = 32
 
 
 FP16_ON_CPU = ("training.precision: 'fp16' needs a CUDA device (on the CPU fp16 autocast has no fast kernels and "
@@ -148,6 +150,8 @@ def _set_path(data: dict, dotted: str, value) -> None:
     """Set ``value`` at a dotted path; sections are created as needed, and an integer key indexes an
     existing list (``objective.regularizers.0.weight``)."""
     keys = dotted.split(".")
+    if len(keys) > MAX_KEY_PARTS:
+        raise DncsimError(f"--set {dotted[:80]}...: a key path of {len(keys)} parts (at most {MAX_KEY_PARTS})")
     node = data
     for depth, k in enumerate(keys[:-1]):
         if isinstance(node, list):
