@@ -295,4 +295,4 @@ def test_the_scenario_command_checks_the_memory_too(tmp_path, capsys):
 def test_a_set_key_path_of_thousands_of_parts_is_one_line(tmp_path, capsys):
     """A 50,000-part key made a mapping too deep for pydantic to write back (ValueError at run start)."""
     run_refused(tmp_path, capsys, {**QUICK, "backbone": {"name": "timm", "model": "resnet18"}},
-                "a key path of 50002 parts (at most 32)", overrides=["backbone.options." + "a." * 50_000 + "b=1"])
+                "a key path of 50003 parts (at most 32)", overrides=["backbone.options." + "a." * 50_000 + "b=1"])
