@@ -296,3 +296,16 @@ def test_a_set_key_path_of_thousands_of_parts_is_one_line(tmp_path, capsys):
     """A 50,000-part key made a mapping too deep for pydantic to write back (ValueError at run start)."""
     run_refused(tmp_path, capsys, {**QUICK, "backbone": {"name": "timm", "model": "resnet18"}},
                 "a key path of 50003 parts (at most 32)", overrides=["backbone.options." + "a." * 50_000 + "b=1"])
+
+
+def test_yaml_builds_json_data_only(tmp_path, capsys, no_training):
+    """A date in an inline study base stopped expand_grid's JSON copy with a TypeError; binary data and sets
+    have no config key to go to."""
+    study = tmp_path / "s.yaml"
+    study.write_text(f"base: {{seed: 2001-12-14}}\nfactors: {{training.epochs: [1]}}\nout: {tmp_path / 'never'}\n")
+    refused(capsys, ["study", study], "seed: input should be a valid integer (got '2001-12-14')",
+            out=tmp_path / "never")
+    run_refused(tmp_path, capsys, "seed: 0\nbackbone: {name: timm, model: x, options: {a: !!binary /w==}}\n",
+                "c.yaml: YAML has a binary value, which no config key takes (line 2")
+    run_refused(tmp_path, capsys, "seed: !!set {a}\n", "c.yaml: YAML has a set value")
+    assert load_yaml_text("when: 2001-12-14", "x") == {"when": "2001-12-14"} and no_training == []

@@ -304,7 +304,7 @@ def test_hostile_yaml_in_run_configs_and_set_values(tmp_path, capsys, no_trainin
             path.write_text(yaml.safe_dump(BASES[0]))
             argv = ["run", str(path), "--out", str(out), "--set", f"{key}={snippet}"]
         else:
-            path.write_text(text, encoding="utf-8")
+            path.write_bytes(text.encode("utf-8", "surrogatepass"))
             argv = ["run", str(path), "--out", str(out)]
         code = main(argv)
         refused_cleanly(code, capsys.readouterr().err, out)
@@ -326,7 +326,7 @@ def test_hostile_yaml_in_study_files(tmp_path, capsys, monkeypatch):
     def check(case):
         text, _, _ = case
         path = tmp_path / "s.yaml"
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))      # a raw lone surrogate: not UTF-8
         code = main(["study", str(path)])
         refused_cleanly(code, capsys.readouterr().err, tmp_path / "never")
         counts["tried"] += 1

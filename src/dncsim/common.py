@@ -204,7 +204,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def _limited_loader():
     """yaml.SafeLoader counting, while it composes, the nesting depth and the values each node stands
     for (an alias standing for the whole node it names), so that a deep or exponentially aliased
-    document ("billion laughs") is refused before any Python object is built from it."""
+    document ("billion laughs") is refused before any Python object is built from it. It builds JSON
+    data only: a timestamp stays the text it is (``2001-12-14``); binary, set, omap and pairs are refused."""
     global _LOADER
     if _LOADER is not None:
         return _LOADER
@@ -255,6 +256,12 @@ def _limited_loader():
             return super().construct_yaml_int(node)
 
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+    def _refused(loader, node):
+        raise _YamlLimit(f"has a {node.tag.rsplit(':', 1)[-1]} value, which no config key takes", node.start_mark)
+    for tag in ("binary", "set", "omap", "pairs"):
+        Loader.add_constructor(f"tag:yaml.org,2002:{tag}", _refused)
     _LOADER = Loader
     return Loader
 
