@@ -234,7 +234,9 @@ def test_regression_a_key_holding_a_line_break_is_still_one_line(tmp_path, capsy
 # --- hostile YAML: depth, aliases, huge literals, tags, unicode and control characters (issue 35) --------------
 
 #: examples per hostile-YAML test: seconds in the suite; HYPOTHESIS_PROFILE=explore tries 25 times as many, fresh
-HOSTILE_EXAMPLES = 120 * (25 if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 1)
+#: (DNCSIM_FUZZ_EXAMPLES=N sets the number)
+HOSTILE_EXAMPLES = int(os.environ.get("DNCSIM_FUZZ_EXAMPLES", 0)) or 120 * (
+    25 if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 1)
 HOSTILE = settings(max_examples=HOSTILE_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 _RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\ud800-\udfff]")
 
