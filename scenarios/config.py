@@ -166,9 +166,9 @@ StreamConfig = Annotated[Union[FactorStream, ClassIncrementalStream, TaskIncreme
 class ScenarioConfig(StrictModel):
     """A data source, a stream type and the seed that fixes every random choice in between."""
 
-    seed: int = Field(0, ge=0,
+    seed: int = Field(0, ge=0, lt=2 ** 32,
                       description="fixes every random choice of the scenario: generated images, splits, class order, "
-                                  "domain shifts")
+                                  "domain shifts; in [0, 2**32)")
     source: SourceConfig = Field(default_factory=ShapesConfig,
                                  description="where the samples and their labelings come from")
     stream: StreamConfig = Field(default_factory=FactorStream,

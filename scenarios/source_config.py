@@ -6,12 +6,11 @@ validating a config imports neither torch nor torchvision: validation only, noth
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
-from dncsim.common import StrictModel
+from dncsim.common import StrictModel, UserPath
 
 __all__ = ["ShapeName", "ColorName", "SizeName", "StyleName", "ShapesNuisance", "ShapesConfig", "DigitsConfig",
            "FeaturesSourceConfig", "TorchvisionConfig", "MNISTConfig", "FashionMNISTConfig", "KMNISTConfig",
@@ -95,8 +94,8 @@ class FeaturesSourceConfig(StrictModel):
     (default: all)."""
 
     name: Literal["features"] = "features"
-    path: Path = Field(description="an .npz with 'features' (N, d) and one integer label array per labeling")
-    test_path: Optional[Path] = Field(None,
+    path: UserPath = Field(description="an .npz with 'features' (N, d) and one integer label array per labeling")
+    test_path: Optional[UserPath] = Field(None,
         description="a second .npz for the test split (default: a seeded split of test_fraction)")
     labelings: Optional[List[str]] = Field(None, min_length=1,
                                            description="label arrays to use, in order (default: every label array)")
@@ -110,7 +109,7 @@ class FeaturesSourceConfig(StrictModel):
 class TorchvisionConfig(StrictModel):
     """Fields shared by the torchvision sources (each subclass adds its ``name``)."""
 
-    data_root: Path = Field(description="folder holding the dataset's files in torchvision's layout")
+    data_root: UserPath = Field(description="folder holding the dataset's files in torchvision's layout")
     download: bool = Field(False, description="let torchvision download missing files (needs internet)")
     image_size: Optional[int] = Field(None, ge=8, le=256,
                                       description="resize bilinearly to image_size x image_size (default: native)")
@@ -210,7 +209,7 @@ class DSpritesConfig(DiskSourceConfig):
     classes (equal-width bins over the class indices); a seeded train/test split of ``test_fraction``."""
 
     name: Literal["dsprites"] = "dsprites"
-    data_root: Path = Field(description="the .npz file, or a folder holding "
+    data_root: UserPath = Field(description="the .npz file, or a folder holding "
                                         "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz")
     attributes: List[DSpritesAttribute] = Field(
         default_factory=lambda: ["shape", "scale", "orientation", "pos_x", "pos_y"], min_length=1,
@@ -228,7 +227,7 @@ class Shapes3DConfig(DiskSourceConfig):
     train/test split of ``test_fraction``."""
 
     name: Literal["shapes3d"] = "shapes3d"
-    data_root: Path = Field(description="the .h5 file, or a folder holding 3dshapes.h5")
+    data_root: UserPath = Field(description="the .h5 file, or a folder holding 3dshapes.h5")
     attributes: List[Shapes3DAttribute] = Field(
         default_factory=lambda: ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"],
         min_length=1, description="attributes turned into labelings, in order (the first is the default labeling)")
@@ -245,7 +244,8 @@ class CelebAAttributesConfig(DiskSourceConfig):
     labelings; the official partition as train/test."""
 
     name: Literal["celeba_attributes"] = "celeba_attributes"
-    data_root: Path = Field(description="folder holding celeba/ (torchvision's layout), or the celeba folder itself")
+    data_root: UserPath = Field(description="folder holding celeba/ (torchvision's layout), or the celeba folder "
+                                            "itself")
     attributes: List[CelebAAttribute] = Field(min_length=1, description="the binary attributes used as labelings")
     validation: Literal["drop", "train", "test"] = Field("drop", description="the official validation partition: "
                                                                             "left out, or added to train or test")
@@ -258,8 +258,8 @@ class ImageTableConfig(DiskSourceConfig):
     ``train``/``test``; otherwise a seeded split of ``test_fraction``)."""
 
     name: Literal["image_table"] = "image_table"
-    root: Path = Field(description="folder the CSV's paths are relative to")
-    table: Path = Field(description="the CSV: header path,attr1,attr2,... (optionally a split column)")
+    root: UserPath = Field(description="folder the CSV's paths are relative to")
+    table: UserPath = Field(description="the CSV: header path,attr1,attr2,... (optionally a split column)")
     attributes: Optional[List[str]] = Field(None, min_length=1, description="columns used as labelings "
                                                                              "(default: all but path and split)")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="without a split column: share held out for "

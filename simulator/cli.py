@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from dncsim.common import DncsimError
+from dncsim.common import DncsimError, printable
 
 EXIT_USAGE = 2
 
@@ -26,13 +26,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
-_LINE_BREAKS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
-
-
 def one_line(text: str) -> str:
-    """``text`` with every control character and line break escaped (``\\r``, ``\\x1c``...): a message
-    that quotes what the user wrote stays one line whatever they wrote."""
-    return _LINE_BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
+    """``text`` as one printable line of bounded length (:func:`dncsim.common.printable`): a message that
+    quotes what the user wrote stays one short line whatever they wrote."""
+    return printable(text)
 
 
 def _positive_ints(text: str) -> List[int]:
@@ -43,6 +40,18 @@ def _positive_ints(text: str) -> List[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
     return values
+
+
+def _seed(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,10}", text.strip()) or int(text) >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got '{text}'")
+    return int(text)
+
+
+def _out_file(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file name, got an empty one")
+    return text
 
 
 def _names(text: str) -> List[str]:
@@ -97,11 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classes per few-shot episode (default: 2, as in the paper; 'all' for C-way)")
     a.add_argument("--episodes", type=_positive_int, default=200, help="few-shot episodes per shot count (default: "
                                                                        "200)")
-    a.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
+    a.add_argument("--seed", type=_seed, default=0, help="seed of the episodes (default: 0)")
     a.add_argument("--ddof", type=int, choices=(0, 1), default=0,
                    help="0: population variances (default); 1: unbiased, as the authors' bound code")
     a.add_argument("--float32", action="store_true", help="accumulate in float32 (faster, ~1e-6 relative)")
-    a.add_argument("--json", metavar="OUT.json", default=None, help="also write every number to this JSON file")
+    a.add_argument("--json", metavar="OUT.json", type=_out_file, default=None,
+                   help="also write every number to this JSON file")
     a.set_defaults(func=_cmd_analyze)
 
     s = sub.add_parser("scenario", help="summarise a scenario and save example images per experience",
@@ -174,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                              "p-values (default: the study's, 2000)")
     sx.add_argument("--bootstrap", type=_positive_int, default=None,
                     help="cluster-bootstrap resamples for the descriptive intervals (default: the study's, 2000)")
-    sx.add_argument("--json", metavar="OUT.json", default=None, help="also write every number to this JSON file")
+    sx.add_argument("--json", metavar="OUT.json", type=_out_file, default=None,
+                    help="also write every number to this JSON file")
     sx.set_defaults(func=_cmd_stats)
     return parser
 
@@ -193,6 +204,9 @@ def _cmd_analyze(args) -> int:
     from dncsim.scenarios.features import load_feature_file
 
     ff = load_feature_file(args.features, args.labels)
+    for key, y in ff.labelings.items():
+        if len(y) and int(y.min()) < 0:
+            raise DncsimError(f"{ff.path}: label array '{key}' holds {int(y.min())}; label ids must be integers >= 0")
     result = analyze_labelings(ff.features, ff.labelings, shots=args.shots, ways=args.ways,
                                episodes=args.episodes, seed=args.seed, ddof=args.ddof,
                                dtype=torch.float32 if args.float32 else torch.float64)
@@ -221,7 +235,10 @@ def _cmd_scenario(args) -> int:
     from dncsim.common import read_yaml
     from dncsim.scenarios.config import load_scenario_config
 
+    from dncsim.simulator.config import check_memory
+
     cfg = load_scenario_config(args.config)
+    check_memory(cfg)
     watch = (read_yaml(args.config).get("evaluation") or {}).get("watch") or []
     if not isinstance(watch, list) or not all(isinstance(w, str) for w in watch):
         raise DncsimError(f"evaluation.watch: expected a list of labeling names; got {watch!r}")

@@ -3,24 +3,32 @@
 Validated before anything runs: unknown keys, wrong types and out-of-range values raise a one-line
 DncsimError naming the dotted key (with accepted values and a did-you-mean). ``--set a.b=value``
 overrides any key by dotted path; values are parsed as YAML (``--set training.lr=0.01``,
-``--set scenario.stream.labelings=[color,shape]``).
+``--set scenario.stream.labelings=[color,shape]``; within the limits of ``dncsim.common.YAML_LIMITS``).
+:func:`run_from_mapping` also refuses a config whose data and model would not fit in this machine's
+memory (:func:`memory_needed`), before anything is allocated.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Literal, Optional, Sequence
+from typing import List, Literal, Optional, Sequence, Tuple
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dncsim.analysis.metrics.settings import AnalysisConfig, EvaluationConfig
-from dncsim.common import DncsimError, StrictModel, did_you_mean, one_line_error, read_yaml
+from dncsim.common import (DncsimError, StrictModel, UserPath, did_you_mean, load_yaml_text, one_line_error,
+                           read_yaml)
 from dncsim.scenarios.config import ScenarioConfig
 from dncsim.simulator.parts_config import (LABEL_FREE_OBJECTIVES, AugmentConfig, BackboneConfig, ConvNetConfig,
                                            NaiveConfig, ObjectiveConfig, SimCLRConfig, StrategyConfig)
 
 __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig", "RunConfig", "load_run_config",
-           "apply_overrides", "set_values", "run_from_mapping"]
+           "apply_overrides", "set_values", "run_from_mapping", "memory_needed", "machine_memory", "MAX_THREADS"]
+
+#: the most torch CPU threads a run may ask for
+MAX_THREADS = 1024
+#: the most parts of a dotted key path (``--set a.b.c=...``, a study's factors and ``set:``)
+MAX_KEY_PARTS = 32
 
 
 FP16_ON_CPU = ("training.precision: 'fp16' needs a CUDA device (on the CPU fp16 autocast has no fast kernels and "
@@ -51,7 +59,7 @@ class TrainingConfig(StrictModel):
 class OutputConfig(StrictModel):
     """What a run writes besides its metrics."""
 
-    dir: Optional[Path] = Field(None, description="run directory (default: runs/<config name>)")
+    dir: Optional[UserPath] = Field(None, description="run directory (default: runs/<config name>)")
     loggers: List[Literal["tensorboard", "wandb"]] = Field(
         default_factory=lambda: ["tensorboard"],
         description="where the metrics stream as the run goes: tensorboard (tb/), wandb (wandb/, offline unless "
@@ -84,10 +92,12 @@ class RunConfig(StrictModel):
     """A whole run: the scenario, the model and how it is trained, evaluated and analysed."""
 
     name: Optional[str] = Field(None, description="run name (default: the config file's name)")
-    seed: int = Field(0, ge=0,
-                      description="seeds model initialisation, shuffling, augmentation, probes and few-shot episodes")
+    seed: int = Field(0, ge=0, lt=2 ** 32,
+                      description="seeds model initialisation, shuffling, augmentation, probes and few-shot "
+                                  "episodes; in [0, 2**32)")
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
-    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    threads: Optional[int] = Field(None, ge=1, le=MAX_THREADS,
+                                   description="torch CPU threads (default: torch's choice)")
     scenario: ScenarioConfig = Field(default_factory=ScenarioConfig,
                                      description="the data source, the task stream and the evaluation tasks")
     backbone: BackboneConfig = Field(default_factory=ConvNetConfig,
@@ -141,14 +151,21 @@ class RunConfig(StrictModel):
         return self
 
 
+def _index(k: str, n: int) -> bool:
+    """Whether ``k`` is an index into a list of ``n``: ASCII digits only (``str.isdigit`` takes '²' too)."""
+    return k.isascii() and k.isdigit() and len(k) <= 9 and int(k) < n
+
+
 def _set_path(data: dict, dotted: str, value) -> None:
     """Set ``value`` at a dotted path; sections are created as needed, and an integer key indexes an
     existing list (``objective.regularizers.0.weight``)."""
     keys = dotted.split(".")
+    if len(keys) > MAX_KEY_PARTS:
+        raise DncsimError(f"--set {dotted[:80]}...: a key path of {len(keys)} parts (at most {MAX_KEY_PARTS})")
     node = data
     for depth, k in enumerate(keys[:-1]):
         if isinstance(node, list):
-            if not (k.isdigit() and int(k) < len(node)):
+            if not _index(k, len(node)):
                 raise DncsimError(f"--set {dotted}: '{'.'.join(keys[:depth])}' is a list of {len(node)}; "
                                   f"'{k}' is not an index into it")
             nxt = node[int(k)]
@@ -161,7 +178,7 @@ def _set_path(data: dict, dotted: str, value) -> None:
         node = nxt
     last = keys[-1]
     if isinstance(node, list):
-        if not (last.isdigit() and int(last) < len(node)):
+        if not _index(last, len(node)):
             raise DncsimError(f"--set {dotted}: '{'.'.join(keys[:-1])}' is a list of {len(node)}; "
                               f"'{last}' is not an index into it")
         node[int(last)] = value
@@ -183,7 +200,7 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
         if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
             raise DncsimError(f"--set expects KEY.PATH=VALUE; got '{item}'")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml_text(raw, f"--set {key.strip()}") if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         top = key.strip().split(".")[0]
@@ -199,9 +216,104 @@ def run_from_mapping(data) -> RunConfig:
     if not isinstance(data, dict):
         raise DncsimError(f"config: expected a mapping; got {type(data).__name__}")
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise DncsimError(one_line_error(exc, RunConfig)) from None
+    check_memory(cfg)
+    return cfg
+
+
+# --- what a config needs before it trains ------------------------------------------------------------
+
+#: channels and side of the images of the sources whose sizes are known before they are read
+_IMAGES = {"shapes": (3, 32), "digits": (1, 8), "mnist": (1, 28), "fashion_mnist": (1, 28), "kmnist": (1, 28),
+           "cifar10": (3, 32), "cifar100": (3, 32)}
+
+
+def machine_memory() -> Optional[int]:
+    """Bytes of physical memory of this machine (None where the system does not say)."""
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: int) -> str:
+    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}" if n < 10 ** 6 * size else f"{n / size:.3e} {unit}"
+    return f"{n} bytes"
+
+
+def _params(cfg: RunConfig, channels: Optional[int], side: Optional[int]) -> int:
+    """Parameters of the backbone and the objective's heads (a lower bound: what is known from the config)."""
+    b, n = cfg.backbone, 0
+    if b.name == "convnet":
+        c = channels or 1
+        for block in range(4):
+            out = b.width * 2 ** block
+            n += 9 * c * out + 2 * out
+            c = out
+        n += c * b.feature_dim + b.feature_dim
+    elif b.name == "mlp":
+        width = (channels * side * side) if channels and side else 0
+        for h in list(b.hidden) + [b.feature_dim]:
+            n += width * h + h
+            width = h
+    elif b.name == "resnet18":
+        n += 11_000_000 + (512 * b.feature_dim if b.feature_dim != 512 else 0)
+    feature_dim = getattr(b, "feature_dim", 0) or 0
+    o = cfg.objective
+    if hasattr(o, "hidden_dim"):
+        n += feature_dim * o.hidden_dim + o.hidden_dim * o.projection_dim
+        if o.name in ("byol", "simsiam"):
+            n += 2 * o.hidden_dim * o.projection_dim
+    return n
+
+
+def memory_needed(cfg) -> List[Tuple[str, int, str]]:
+    """What a run (a RunConfig) or a scenario (a ScenarioConfig) will certainly hold in memory, as (key,
+    bytes, what) -- a lower bound from the config alone: the images a generated source renders (float32),
+    and the backbone's and heads' parameters with their gradients (float32). Sources read from disk and
+    timm models are not counted."""
+    scenario = getattr(cfg, "scenario", cfg)
+    src, parts = scenario.source, []
+    channels, side = _IMAGES.get(src.name, (None, None))
+    side = getattr(src, "image_size", None) or side
+    image = 4 * channels * side * side if channels and side else 0
+    if src.name == "shapes":
+        cells = len(src.shapes) * len(src.colors) * len(src.sizes) * len(src.styles)
+        n = cells * (src.train_repeats + src.probe_repeats + src.test_repeats)
+        repeats = ("train_repeats", "probe_repeats", "test_repeats")
+        key = "scenario.source." + max(repeats, key=lambda k: getattr(src, k))
+        parts.append((key, n * image, f"{n} images of {channels}x{side}x{side} float32"))
+        stream = scenario.stream
+        if stream.type == "factor" and stream.samples_per_experience:
+            k = len(stream.attributes or src.label_names())
+            m = k * stream.samples_per_experience
+            parts.append(("scenario.stream.samples_per_experience", m * image,
+                          f"{m} training images over {k} experiences"))
+    params = _params(cfg, channels, side) if isinstance(cfg, RunConfig) else 0
+    if params:
+        key = {"convnet": "backbone.width", "mlp": "backbone.hidden"}.get(cfg.backbone.name, "backbone.feature_dim")
+        parts.append((key, 8 * params, f"{params} parameters with their gradients, float32"))
+    return parts
+
+
+def check_memory(cfg, available: Optional[int] = None) -> None:
+    """DncsimError when :func:`memory_needed` exceeds ``available`` bytes (default: this machine's memory),
+    naming the keys and what they would need."""
+    available = machine_memory() if available is None else available
+    parts = memory_needed(cfg)
+    total = sum(b for _, b, _ in parts)
+    if available is None or total <= available:
+        return
+    parts.sort(key=lambda p: -p[1])
+    detail = "; ".join(f"{key}: {what} = {_gib(b)}" for key, b, what in parts if b)
+    kind = "run" if isinstance(cfg, RunConfig) else "scenario"
+    raise DncsimError(f"{parts[0][0]}: the {kind} would need at least {_gib(total)} of memory ({detail}), more than "
+                      f"this machine's {_gib(available)}")
 
 
 def load_run_config(path, overrides: Sequence[str] = ()) -> RunConfig:

@@ -8,12 +8,11 @@ lightly: validation only, nothing here imports them.
 from __future__ import annotations
 
 import typing
-from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, PositiveInt, ValidationError, field_validator
 
-from dncsim.common import StrictModel, did_you_mean, one_line_error
+from dncsim.common import StrictModel, UserPath, did_you_mean, one_line_error
 
 __all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "TimmConfig", "LastNBlocks", "BackboneConfig",
            "RESNET18_FEATURES", "SimCLRConfig",
@@ -74,7 +73,7 @@ class TimmConfig(StrictModel):
     name: Literal["timm"] = "timm"
     model: str = Field(min_length=1, description="a timm model name (resnet18, vit_small_patch16_224, ...); "
                                                  "a tag (vit_base_patch16_clip_224.openai) picks its mean/std")
-    weights: Optional[Path] = Field(None, description="a local weights file: .safetensors, or a torch state dict "
+    weights: Optional[UserPath] = Field(None, description="a local weights file: .safetensors, or a torch state dict "
                                                       "(read with torch.load(weights_only=True)); none: timm's "
                                                       "random initialisation")
     weights_key: Optional[str] = Field(None, description="the key of the file's checkpoint dict that holds the "
@@ -266,6 +265,11 @@ class AugmentConfig(StrictModel):
                                                            "feature's std over the batch")
     vector_dropout: float = Field(0.1, ge=0, lt=1, description="vectors: probability that a feature is masked "
                                                                "(set to its batch mean)")
+
+    @field_validator("crop_scale", mode="before")
+    @classmethod
+    def _pair(cls, v):
+        return list(v) if isinstance(v, tuple) else v          # a Python caller's (low, high)
 
     @field_validator("crop_scale")
     @classmethod

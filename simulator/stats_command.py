@@ -16,7 +16,9 @@ from typing import List, Optional, Tuple
 
 from dncsim.analysis.names import PROBES, PROTOCOLS
 from dncsim.analysis.stats import study_statistics
-from dncsim.common import DncsimError, atomic_write_json, json_text, read_yaml
+from pydantic import ValidationError
+
+from dncsim.common import DncsimError, atomic_write_json, json_text, one_line_error, read_yaml
 
 __all__ = ["read_table", "load_tables", "stats_for", "format_statistics"]
 
@@ -98,10 +100,15 @@ def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv
     if include_unlearned:
         values["include_unlearned"] = True
     values.update({k: v for k, v in (("permutations", permutations), ("bootstrap", bootstrap)) if v is not None})
+    flags = {k: f"--{k}" for k, v in (("permutations", permutations), ("bootstrap", bootstrap)) if v is not None}
     try:
         cfg = StatisticsConfig.model_validate(values)
-    except Exception:                                        # noqa: BLE001 - a damaged study.yaml
-        raise DncsimError(f"{path}: study.yaml has statistics settings this dncsim does not read") from None
+    except ValidationError as exc:
+        loc = exc.errors(include_url=False)[0]["loc"]
+        if loc and loc[0] in flags:                           # a flag's value, whatever the study says
+            raise DncsimError(one_line_error(exc, StatisticsConfig).replace(str(loc[0]), flags[loc[0]], 1)) from None
+        raise DncsimError(f"{path}: study.yaml has statistics settings this dncsim does not read "
+                          f"({one_line_error(exc, StatisticsConfig, 'statistics')})") from None
     y = f"{cfg.forgetting}/{cfg.probe}/{cfg.protocol}"
     if not tasks:
         raise DncsimError(f"{path}: the tasks table has no rows (no finished runs)")

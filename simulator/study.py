@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -31,8 +32,9 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
-from dncsim.common import DncsimError, StrictModel, atomic_write_json, atomic_write_text, one_line_error, read_yaml
-from dncsim.simulator.config import run_from_mapping, set_values
+from dncsim.common import (DncsimError, StrictModel, UserPath, atomic_write_json, atomic_write_text, one_line_error,
+                           read_yaml)
+from dncsim.simulator.config import MAX_THREADS, run_from_mapping, set_values
 
 __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmClusterConfig", "AddressClusterConfig",
            "AdaptConfig", "ClusterConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
@@ -50,7 +52,7 @@ class StatisticsConfig(StrictModel):
     bootstrap: int = Field(2000, ge=100, description="cluster-bootstrap resamples (of runs)")
     permutations: int = Field(2000, ge=100, description="permutations for the p-value")
     alpha: float = Field(0.05, gt=0, lt=1, description="level of the tests (1 - alpha intervals)")
-    seed: int = Field(0, ge=0, description="seed of the permutations and bootstraps")
+    seed: int = Field(0, ge=0, lt=2 ** 32, description="seed of the permutations and bootstraps")
     include_unlearned: bool = Field(False, description="keep tasks that were never learned (accuracy within the "
                                                        "margin of chance right after their experience) in the tests")
 
@@ -110,7 +112,8 @@ class SlurmClusterConfig(StrictModel):
     worker_args: List[str] = Field(default_factory=list,
                                    description="more arguments to every dask worker, e.g. [--lifetime, 3h50m, "
                                                "--lifetime-stagger, 5m] to leave before the walltime ends")
-    log_directory: Optional[Path] = Field(None, description="the jobs' SLURM output (default: <study dir>/dask-logs)")
+    log_directory: Optional[UserPath] = Field(None, description="the jobs' SLURM output (default: <study "
+                                                                "dir>/dask-logs)")
     scale: Optional[int] = Field(None, ge=1, description="jobs to start (default: enough for `workers` runs at once)")
     adapt: Optional[AdaptConfig] = Field(None, description="{minimum, maximum} jobs: scale with the queue of runs "
                                                            "instead of a fixed number")
@@ -159,27 +162,39 @@ ClusterConfig = Annotated[Union[LocalClusterConfig, SlurmClusterConfig, AddressC
                           Field(discriminator="kind")]
 
 
+#: the most runs a study grid may have (the product of its factors' lengths)
+MAX_RUNS = 100_000
+
+
 class StudyConfig(StrictModel):
     """A base run config, overrides for every run, a grid of factors, the engine and the statistics."""
 
     name: Optional[str] = Field(None, description="study name (default: the study file's name)")
-    base: Union[Path, Dict[str, Any]] = Field(description="a run config file, or an inline run config mapping")
+    base: Union[UserPath, Dict[str, Any]] = Field(description="a run config file, or an inline run config mapping")
     set: Dict[str, Any] = Field(default_factory=dict, description="KEY.PATH: value overrides for every run")
     factors: Dict[str, List[Any]] = Field(description="KEY.PATH: [values]; the runs are their cartesian product")
     engine: Literal["local", "dask"] = Field("local",
         description="local: a process pool on this machine; dask: dask.distributed on cluster (the dask extra)")
-    workers: int = Field(2, ge=1, description="runs at once")
-    threads_per_worker: Optional[int] = Field(None, ge=1, description="torch threads per run (default: cores / "
-                                                                      "workers)")
+    workers: int = Field(2, ge=1, le=10_000, description="runs at once")
+    threads_per_worker: Optional[int] = Field(None, ge=1, le=MAX_THREADS,
+                                              description="torch threads per run (default: cores / workers)")
     scheduler: Optional[str] = Field(None, description="dask: address of a running scheduler (default: a "
                                                        "LocalCluster); the same as cluster: {kind: address, ...}")
     cluster: ClusterConfig = Field(default_factory=LocalClusterConfig,
                                    description="dask: where the workers run: local (a LocalCluster), slurm (SLURM "
                                                "jobs through dask-jobqueue) or address (a running scheduler)")
-    out: Optional[Path] = Field(None, description="study directory (default: studies/<name>)")
+    out: Optional[UserPath] = Field(None, description="study directory (default: studies/<name>)")
     retry_failed: bool = Field(False, description="run again the runs recorded as failed")
     statistics: StatisticsConfig = Field(default_factory=StatisticsConfig,
                                          description="the outcome the tests read and how they resample")
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base(cls, v):
+        if not isinstance(v, (str, Path, dict)):
+            raise ValueError(f"expected a run config file name or an inline run config mapping; got "
+                             f"{type(v).__name__} {v!r}")
+        return v
 
     @field_validator("factors")
     @classmethod
@@ -189,6 +204,10 @@ class StudyConfig(StrictModel):
         empty = [k for k, vals in v.items() if not vals]
         if empty:
             raise ValueError(f"factor {empty[0]} has no values")
+        runs = math.prod(len(vals) for vals in v.values())
+        if runs > MAX_RUNS:
+            raise ValueError(f"the grid has {runs} runs ({' x '.join(str(len(vals)) for vals in v.values())}); "
+                             f"at most {MAX_RUNS}")
         return v
 
     @model_validator(mode="after")
@@ -675,6 +694,8 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
     executor = _executor(cfg, out)
     if isinstance(executor, DaskExecutor):
         executor.check()                # dask, dask-jobqueue, sbatch: before anything is written
+    if out.exists() and not out.is_dir():
+        raise DncsimError(f"out: {out} is a file, not a study directory")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     state_path = out / "study.json"

@@ -1,8 +1,12 @@
-"""Inputs tried by the hundred (hypothesis): mutated run configs and study files, random feature files.
+"""Inputs tried by the hundred (hypothesis): mutated run configs and study files, hostile YAML (deep nesting,
+aliases, huge literals, tags, unicode and control characters), random feature files.
 Every one either validates (and would run) or is refused with exactly one line on stderr and exit
 status 2, writing nothing; no traceback ever. Validation only: nothing trains."""
 import copy
 import io
+import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +229,110 @@ def test_regression_a_key_holding_a_line_break_is_still_one_line(tmp_path, capsy
         assert main(["run", str(path), "--out", str(tmp_path / "never")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and shown in err and not (tmp_path / "never").exists()
+
+
+# --- hostile YAML: depth, aliases, huge literals, tags, unicode and control characters (issue 35) --------------
+
+#: examples per hostile-YAML test: seconds in the suite; HYPOTHESIS_PROFILE=explore tries 25 times as many, fresh
+#: (DNCSIM_FUZZ_EXAMPLES=N sets the number)
+HOSTILE_EXAMPLES = int(os.environ.get("DNCSIM_FUZZ_EXAMPLES", 0)) or 120 * (
+    25 if os.environ.get("HYPOTHESIS_PROFILE") == "explore" else 1)
+HOSTILE = settings(max_examples=HOSTILE_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+_RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\ud800-\udfff]")
+
+
+def _laughs(levels: int, width: int) -> str:
+    """One flow sequence defining ``levels`` anchors, each ``width`` aliases of the one before."""
+    items = [f"&h0 [{', '.join(['lol'] * width)}]"]
+    items += [f"&h{i} [{', '.join([f'*h{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a YAML double-quoted scalar (escapes may stand for lone surrogates and control characters)."""
+    return json.dumps(text, ensure_ascii=bool(len(text) % 2))
+
+
+snippets = st.one_of(
+    st.integers(1, 4000).map(lambda n: "[" * n + "]" * n),
+    st.integers(1, 3000).map(lambda n: "{a: " * n + "1" + "}" * n),
+    st.tuples(st.integers(1, 12), st.integers(1, 12)).map(lambda lw: _laughs(*lw)),
+    st.integers(1, 6000).map(lambda n: "9" * n), st.integers(1, 3000).map(lambda n: "-0x" + "f" * n),
+    st.integers(1, 200).map(lambda n: ":".join(["59"] * n)),
+    st.sampled_from([".inf", "-.inf", ".nan", "1e999", "-1e999", "1e308", "4.9e-324", "-0.0", "4294967296",
+                     "18446744073709551616", "-1", "true", "~", "2001-12-14", "2001-12-14t21:59:43.10-05:00",
+                     "!!int abc", "!!float x", "!!bool maybe", "!!timestamp x", "!!binary '@@'", "!!set {a, b}",
+                     "!!python/object/apply:os.system [echo hi]", "!!str 5", "&r [*r]", "&m {a: *m}", "*undefined",
+                     "<<: 5", "{<<: [1]}", "? [a]\n: 1", "\"\\ud83d\"", "\"\\x1b[31mred\\x9b\"", "'\u202eevil'"]),
+    st.text(max_size=30).map(_quoted),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=12).map(_quoted),
+)
+
+
+@st.composite
+def hostile_configs(draw, base):
+    """(YAML text, the key path the snippet went to, the snippet): a base config with one value replaced by a
+    hostile snippet, or a key renamed to hostile unicode or control characters."""
+    data = copy.deepcopy(base)
+    path = draw(st.sampled_from(paths(data) or [("seed",)]))
+    parent, key = parent_of(data, path), path[-1]
+    snippet = draw(snippets)
+    if isinstance(parent, dict) and draw(st.integers(0, 3)) == 0:
+        parent[draw(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), min_size=1,
+                            max_size=8))] = parent.pop(key)
+    else:
+        parent[key] = "__HOSTILE__"
+    text = yaml.safe_dump(data, allow_unicode=draw(st.booleans()), width=10**9)
+    placed = text.replace("'__HOSTILE__'", "__HOSTILE__").replace("__HOSTILE__", snippet.replace("\n", " "), 1)
+    return placed, ".".join(map(str, path)), snippet
+
+
+def refused_cleanly(code, err, out_dir):
+    """``one_line_or_success``, and the line short, printable and never a Python exception's name alone."""
+    one_line_or_success(code, err, out_dir)
+    if code == 2:
+        assert len(err) < 2300 and not _RAW_CONTROL.search(err.rstrip("\n")), err[:300]
+
+
+def test_hostile_yaml_in_run_configs_and_set_values(tmp_path, capsys, no_training):
+    counts = {"tried": 0, "valid": 0, "refused": 0}
+
+    @HOSTILE
+    @given(hostile_configs(BASES[0]), st.booleans())
+    def check(case, through_set):
+        text, key, snippet = case
+        path, out = tmp_path / "c.yaml", tmp_path / "never"
+        if through_set and key:
+            path.write_text(yaml.safe_dump(BASES[0]))
+            argv = ["run", str(path), "--out", str(out), "--set", f"{key}={snippet}"]
+        else:
+            path.write_bytes(text.encode("utf-8", "surrogatepass"))
+            argv = ["run", str(path), "--out", str(out)]
+        code = main(argv)
+        refused_cleanly(code, capsys.readouterr().err, out)
+        counts["tried"] += 1
+        counts["valid" if code == 0 else "refused"] += 1
+    check()
+    assert counts["tried"] == HOSTILE_EXAMPLES and counts["refused"] >= HOSTILE_EXAMPLES // 2, counts
+    print(f"hostile run configs: {counts}")
+
+
+def test_hostile_yaml_in_study_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(study_module, "run_study", lambda cfg: study_module.expand_grid(cfg))
+    counts = {"tried": 0, "valid": 0, "refused": 0}
+    inline = {**STUDY, "base": BASES[0], "out": str(tmp_path / "never")}
+
+    @HOSTILE
+    @given(hostile_configs(inline))
+    def check(case):
+        text, _, _ = case
+        path = tmp_path / "s.yaml"
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))      # a raw lone surrogate: not UTF-8
+        code = main(["study", str(path)])
+        refused_cleanly(code, capsys.readouterr().err, tmp_path / "never")
+        counts["tried"] += 1
+        counts["valid" if code == 0 else "refused"] += 1
+    check()
+    assert counts["tried"] == HOSTILE_EXAMPLES and counts["refused"] >= HOSTILE_EXAMPLES // 2, counts
+    print(f"hostile study files: {counts}")

@@ -68,6 +68,13 @@ class AnalysisConfig(StrictModel):
                                                                     "same samples (20 tasks), wild from there on "
                                                                     "(docs, Methods, Estimators)")
 
+    @field_validator("ddof", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, v):
+        if isinstance(v, bool):             # True == 1 would pass the literal
+            raise ValueError(f"expected 0 or 1, not a boolean; got {v}")
+        return v
+
     @field_validator("shots")
     @classmethod
     def _positive(cls, v):

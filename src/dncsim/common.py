@@ -11,7 +11,10 @@ fast, and nothing here knows about analysis, scenarios or the simulator.
 * :class:`StrictModel` -- the base of every config section (unknown keys are errors), and
   :func:`one_line_error`, which turns a pydantic ``ValidationError`` into ONE line naming the dotted
   key, what was given and what is accepted (with a did-you-mean).
-* :func:`read_yaml` -- a YAML mapping from a file, or one line naming the file and the problem.
+* :func:`read_yaml` / :func:`load_yaml_text` -- YAML with limits (:data:`YAML_LIMITS`: size, nesting,
+  aliases, values counted through aliases, integer digits) checked while it is read, before anything
+  is built from it; one line naming the file (or flag) and the limit otherwise.
+* :func:`printable` -- a message as one printable line of bounded length (control characters escaped).
 * :func:`csv_text` -- the one CSV writer (RFC 4180: CRLF line ends, fields quoted where needed).
 * :func:`atomic_write_bytes` / ``_text`` / ``_json`` -- the one writer: a temporary file in the
   target directory, fsynced, then renamed over the target, so a reader never sees a half-written
@@ -36,11 +39,12 @@ import typing
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
 __all__ = ["DncsimError", "RunFailed", "WriteFailed", "StrictModel", "one_line_error", "did_you_mean", "dotted",
            "model_classes", "read_yaml", "csv_text", "json_text", "finite_json", "atomic_write_bytes",
-           "atomic_write_text", "atomic_write_json", "not_a_regular_file", "output_file", "STDOUT_NAMES", "lazy_import"]
+           "atomic_write_text", "atomic_write_json", "not_a_regular_file", "output_file", "STDOUT_NAMES", "lazy_import",
+           "UserPath", "YAML_LIMITS", "load_yaml_text", "printable", "MESSAGE_LIMIT"]
 
 
 class DncsimError(ValueError):
@@ -71,9 +75,16 @@ class WriteFailed(RunFailed):
 # --- strict config models and one-line messages -----------------------------------------------------
 
 class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are rejected, values are validated on assignment."""
+    """Base of every config section: unknown keys are rejected, values are validated on assignment, and
+    nothing is coerced (pydantic's strict mode: ``true`` is no integer, ``2.0`` no integer, ``1`` no
+    boolean, a string no number) except a string to a path (:data:`UserPath`); floats must be finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, strict=True,
+                              allow_inf_nan=False)
+
+
+#: a ``Path`` field of a config: a YAML string is accepted (strict mode takes only ``Path`` objects)
+UserPath = typing.Annotated[Path, Strict(False)]
 
 
 def did_you_mean(word: str, options: Sequence[str]) -> str:
@@ -121,7 +132,7 @@ def _walk(model: type, loc: Sequence[Any]):
         tagged = [m for m in candidates if any(
             typing.get_origin(f.annotation) is typing.Literal and part in typing.get_args(f.annotation)
             for f in m.model_fields.values())]
-        if len(candidates) > 1 and tagged:   # a union's discriminator tag: not part of the user's key path
+        if tagged and (len(candidates) > 1 or part not in tagged[0].model_fields):   # a union's discriminator tag
             candidates = tagged
             continue
         shown.append(part)
@@ -158,7 +169,8 @@ def one_line_error(exc: ValidationError, model: type, prefix: str = "") -> str:
         path = f"{path}.{str(ctx.get('discriminator', '')).strip(chr(39))}"
     if kind in ("literal_error", "enum", "union_tag_invalid"):
         expected = ctx.get("expected") or ctx.get("expected_tags") or ""
-        options = re.findall(r"'([^']*)'", str(expected))
+        options = (re.findall(r"'([^']*)'", str(expected))
+                   or [o.strip() for o in re.split(r",| or ", str(expected)) if o.strip()])
         value = ctx.get("tag", given)
         return (f"{path}: {value!r} is not one of {', '.join(options)}"
                 f"{did_you_mean(value, options) if isinstance(value, str) else ''}")
@@ -177,25 +189,154 @@ def one_line_error(exc: ValidationError, model: type, prefix: str = "") -> str:
 
 # --- YAML ---------------------------------------------------------------------------------------------
 
+#: what :func:`load_yaml_text` accepts: characters of text, nesting levels, aliases (``*name``), values
+#: (scalars, lists and mappings, each alias counted as the values it repeats) and digits of an integer
+YAML_LIMITS = {"chars": 16 << 20, "depth": 64, "aliases": 1000, "values": 100_000, "int_digits": 100}
+
+
+class _YamlLimit(Exception):
+    def __init__(self, problem: str, mark=None):
+        super().__init__(problem)
+        self.problem, self.mark = problem, mark
+
+
+def _at(mark) -> str:
+    return f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+
+
+_LOADER = None
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _limited_loader():
+    """yaml.SafeLoader counting, while it composes, the nesting depth and the values each node stands
+    for (an alias standing for the whole node it names), so that a deep or exponentially aliased
+    document ("billion laughs") is refused before any Python object is built from it. It builds JSON
+    data only: a timestamp stays the text it is (``2001-12-14``); binary, set, omap and pairs are refused."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+    lim = YAML_LIMITS
+
+    class Loader(yaml.SafeLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self._depth, self._aliases, self._sizes = 0, 0, {}
+
+        def compose_node(self, parent, index):
+            alias = self.check_event(yaml.AliasEvent)
+            mark = self.peek_event().start_mark
+            if alias:
+                self._aliases += 1
+                if self._aliases > lim["aliases"]:
+                    raise _YamlLimit(f"has more than {lim['aliases']} aliases", mark)
+            self._depth += 1
+            if self._depth > lim["depth"]:
+                raise _YamlLimit(f"nested deeper than {lim['depth']} levels", mark)
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+            size = self._sizes.get(id(node))
+            if size is None:
+                if alias:
+                    raise _YamlLimit("has an alias inside the node it names (a structure that contains itself)", mark)
+                if isinstance(node, yaml.ScalarNode) and _SURROGATE.search(node.value):
+                    raise _YamlLimit("has a lone surrogate escape (\\ud800-\\udfff) in a string: not a character", mark)
+                kids = (node.value if isinstance(node, yaml.SequenceNode) else
+                        [n for kv in node.value for n in kv] if isinstance(node, yaml.MappingNode) else [])
+                sizes = [self._sizes[id(k)] for k in kids]
+                size = (1 + sum(v for v, _ in sizes), 1 + max((h for _, h in sizes), default=0))
+                self._sizes[id(node)] = size
+            if size[0] > lim["values"]:
+                raise _YamlLimit(f"has more than {lim['values']} values (an alias counts as every value it repeats)",
+                                 mark)
+            if self._depth + size[1] > lim["depth"]:
+                raise _YamlLimit(f"nested deeper than {lim['depth']} levels (through aliases)", mark)
+            return node
+
+        def construct_yaml_int(self, node):
+            digits = len(str(node.value).replace("_", "").lstrip("+-"))
+            if digits > lim["int_digits"]:
+                raise _YamlLimit(f"has an integer of {digits} digits (at most {lim['int_digits']})", node.start_mark)
+            return super().construct_yaml_int(node)
+
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+
+    def _refused(loader, node):
+        raise _YamlLimit(f"has a {node.tag.rsplit(':', 1)[-1]} value, which no config key takes", node.start_mark)
+    for tag in ("binary", "set", "omap", "pairs"):
+        Loader.add_constructor(f"tag:yaml.org,2002:{tag}", _refused)
+    _LOADER = Loader
+    return Loader
+
+
+def load_yaml_text(text: str, where: str):
+    """The value of the YAML document ``text`` (safe tags only), read within :data:`YAML_LIMITS`.
+
+    DncsimError ``"<where>: ..."`` for a limit or a value that does not fit its tag (``!!int abc``);
+    ``yaml.YAMLError`` for text that is not YAML (the caller names it)."""
+    import yaml
+    if len(text) > YAML_LIMITS["chars"]:
+        raise DncsimError(f"{where}: YAML of {len(text)} characters (at most {YAML_LIMITS['chars']})")
+    loader = _limited_loader()(text)
+    try:
+        return loader.get_single_data()
+    except _YamlLimit as exc:
+        raise DncsimError(f"{where}: YAML {exc.problem}{_at(exc.mark)}") from None
+    except yaml.YAMLError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise DncsimError(f"{where}: a YAML value does not fit its tag ({type(exc).__name__}: {exc})") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path) -> dict:
-    """Read a YAML mapping from ``path``; DncsimError naming the file when missing, invalid or not a mapping."""
+    """Read a YAML mapping from ``path`` within :data:`YAML_LIMITS`; DncsimError naming the file when
+    missing, too large, invalid or not a mapping."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise DncsimError(f"{p}: no such file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if p.stat().st_size > 4 * YAML_LIMITS["chars"]:
+            raise DncsimError(f"{p}: {p.stat().st_size} bytes; a YAML file may have at most "
+                              f"{YAML_LIMITS['chars']} characters")
+        data = load_yaml_text(p.read_text(encoding="utf-8"), str(p))
     except UnicodeDecodeError:
         raise DncsimError(f"{p}: not a text file (expected UTF-8 YAML)") from None
+    except OSError as exc:
+        raise DncsimError(f"{p}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DncsimError(f"{p}: not valid YAML{where}: {problem}") from None
+        raise DncsimError(f"{p}: not valid YAML{_at(mark)}: {problem}") from None
     if not isinstance(data, dict):
         raise DncsimError(f"{p}: expected a YAML mapping at the top level")
     return data
+
+
+# --- messages -----------------------------------------------------------------------------------------
+
+#: the most characters of a printed error message; the rest is cut, saying how much
+MESSAGE_LIMIT = 2000
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str, limit: Optional[int] = MESSAGE_LIMIT) -> str:
+    """``text`` as one printable line: control characters (C0, DEL, C1 such as CSI), line and paragraph
+    separators, bidirectional overrides and lone surrogates escaped as ``repr`` writes them (``\\x1b``, ``\\u202e``), so
+    that a message quoting what a user wrote can neither break the line nor drive the terminal; cut to
+    ``limit`` characters (None: no cut), saying how many more there were."""
+    text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(text))
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit} more characters)"
+    return text
 
 
 # --- CSV ----------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def test_defaults_are_the_shapes_factor_stream():
      "scenario.stream.type: 'multi_label' is not one of factor, class_incremental, task_incremental, "
      "domain_incremental, multilabel, joint (did you mean 'multilabel'?)"),
     ({"stream": {"type": "class_incremental", "experiences": "five"}},
-     "scenario.stream.experiences: input should be a valid integer, unable to parse string as an integer (got 'five')"),
+     "scenario.stream.experiences: input should be a valid integer (got 'five')"),
     ({"stream": {"type": "class_incremental", "experiences": 0}},
      "scenario.stream.experiences: input should be greater than or equal to 1 (got 0)"),
     ({"stream": {"type": "domain_incremental", "experiences": 3, "shift": "rotation"}},

@@ -30,12 +30,12 @@ def config(weight=None, objective="simclr", fraction=1.0, epochs=2, seed=0, **ex
 
 @pytest.mark.parametrize("objective,reg,message", [
     ("simclr", {"name": "dir_variance", "weight": -0.5},
-     "objective.regularizers[0].dir_variance.weight: must be a finite number >= 0"),
+     "objective.regularizers[0].weight: must be a finite number >= 0"),
     ("supervised", {"name": "dir_variance", "weight": 1, "labelled_fraction": 0.5},
      "a supervised objective reads every label, so labelled_fraction must be 1; got 0.5"),
     ("simclr", {"name": "dir_variance", "weight": 1, "labelled_fraction": 0},
-     "objective.regularizers[0].dir_variance.labelled_fraction: input should be greater than 0"),
-    ("simclr", {"name": "dir_variance"}, "objective.regularizers[0].dir_variance.weight: required key is missing"),
+     "objective.regularizers[0].labelled_fraction: input should be greater than 0"),
+    ("simclr", {"name": "dir_variance"}, "objective.regularizers[0].weight: required key is missing"),
     ("none", {"name": "dir_variance", "weight": 1}, "objective: unknown key 'regularizers'; accepted keys: name"),
 ])
 def test_bad_regularizers_are_one_line_exit_2(tmp_path, capsys, objective, reg, message):
