@@ -21,6 +21,7 @@ import torch
 from dncsim.analysis.estimators import AUTO_WILD_PAIRS, balanced_pairs, resolve_pair_scheme
 from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
 from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
+from dncsim.analysis.closing import closing_notes
 from dncsim.analysis.text_table import format_table
 from dncsim.common import DncsimError, RunFailed
 from dncsim.rundir import RunDirectory, now, provenance
@@ -136,6 +137,7 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
         table.append(row)
     out = format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
                        table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
+    out += closing_notes(rows, tasks)
     note = convergence_finding(probe_convergence(rows))
     return out if note is None else f"{out}\nnote: {note}"
 
