@@ -126,11 +126,16 @@ def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:
     left = []
     for n in common:
         if n not in geo:
-            why = [f"{lab}: {b[n]['undefined'].get('dir_cdnv_final') or b[n]['undefined'].get('cdnv_final')}"
-                   for lab, b in zip(labels, by) if b[n].get("undefined", {}).get("dir_cdnv_final")
-                   or b[n].get("undefined", {}).get("cdnv_final")]
+            why: Dict[str, List[str]] = {}
+            for lab, b in zip(labels, by):
+                u = b[n].get("undefined", {})
+                r = u.get("dir_cdnv_final") or u.get("cdnv_final")
+                if r:
+                    why.setdefault(r, []).append(lab)
+            text = "; ".join(f"{'every run' if len(labs) == len(runs) else ', '.join(labs)}: {r}"
+                             for r, labs in why.items())
             left.append({"task": n, "reason": "geometry undefined after the last experience in "
-                         + ("; ".join(why) if why else "some run")})
+                         + (text or "some run")})
     pairs = [tuple(p["names"]) for p in summaries[0]["pairs"]
              if p["names"][0] in common and p["names"][1] in common]
     cos_of = [{tuple(p["names"]): p["axis_cos_median_final"] for p in s["pairs"]} for s in summaries]

@@ -290,7 +290,7 @@ def _mark_references(cb_ax, ref: dict) -> None:
     cb_ax.axhline(ref["rms"], color="tab:cyan", lw=1.2, ls="--")
 
 
-def _reference_legend(fig, ref: dict, greyed_any: bool = False, y: float = 0.0) -> None:
+def _reference_legend(fig, ref: dict, greyed_any: bool = False, y: float = 0.0, ncol: int = 1) -> None:
     """A legend under the figure naming the colour bar's reference lines (and the greyed tasks)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -299,7 +299,7 @@ def _reference_legend(fig, ref: dict, greyed_any: bool = False, y: float = 0.0) 
     if greyed_any:
         handles.append(Patch(facecolor="#e8e8e8", edgecolor="grey", label=GREY_NOTE))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, y), fontsize=7, frameon=False,
-               ncol=1 if len(handles) > 2 else 2)
+               ncol=min(ncol, len(handles)))
 
 
 def _heatmap(ax, m, labels, vmax, ref, cbar=True, annotate=True, grey: Sequence[bool] = ()):
@@ -357,7 +357,7 @@ def orthogonality_over_stream(run: RunData):
     cb = fig.colorbar(sm, ax=axes[:, cols].tolist(), fraction=1.0, label="median |cos|")
     _mark_references(cb.ax, ref)
     fig.suptitle("Decision-axis overlap over the stream", fontsize=10)
-    _reference_legend(fig, ref, any(grey), y=0.0)
+    _reference_legend(fig, ref, any(grey), y=0.0, ncol=3)
     return fig
 
 
@@ -588,7 +588,7 @@ def interference_graph(summary: dict, communities: List[List[int]]):
             handles.append(plt.Line2D([], [], color="black", lw=1, label="no accuracy drop on any edge"))
     if handles:
         ax.legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
-                  frameon=False)
+                  frameon=False, handlelength=4, labelspacing=1.6, columnspacing=2)
     ax.axis("off")
     return fig
 
@@ -693,7 +693,7 @@ def compare_orthogonality(runs: List[RunData]):
         ax.set_title(_wrap(run.label, 34), fontsize=8)
     fig.suptitle("Decision-axis overlap after the last experience, per run", fontsize=10)
     fig.tight_layout()
-    _reference_legend(fig, refs[0], grey_any, y=0.0)
+    _reference_legend(fig, refs[0], grey_any, y=0.0, ncol=3 if len(runs) > 1 else 1)
     return fig
 
 
