@@ -579,16 +579,21 @@ def interference_graph(summary: dict, communities: List[List[int]]):
     handles = [plt.Line2D([], [], marker="o", ls="", color=palette[i % len(palette)],
                           label="community: " + ", ".join(_short(names[n], 8) for n in c))
                for i, c in enumerate(communities)]
+    width_keys = []
     if edges:
         top = float(inter.max())
-        if top > 0:
-            handles += [plt.Line2D([], [], color="black", lw=1 + 12 * f, label=f"accuracy drop {f * top:.2f}")
-                        for f in (1.0, 0.5, 0.1)]
-        else:
-            handles.append(plt.Line2D([], [], color="black", lw=1, label="no accuracy drop on any edge"))
+        width_keys = ([plt.Line2D([], [], color="black", lw=1 + 12 * f, solid_capstyle="butt",
+                              label=f"drop {f * top:.2f}") for f in (1.0, 0.5, 0.1)] if top > 0 else
+                  [plt.Line2D([], [], color="black", lw=1, label="no accuracy drop on any edge")])
     if handles:
-        ax.legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
-                  frameon=False, handlelength=4, labelspacing=1.6, columnspacing=2)
+        first = ax.legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
+                          frameon=False)
+        ax.add_artist(first)
+    if width_keys:
+        ax.legend(handles=width_keys, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  ncol=len(width_keys),
+                  frameon=False, handlelength=4, handletextpad=1.0, columnspacing=2.5,
+                  title="edge width: accuracy drop", title_fontsize=6)
     ax.axis("off")
     return fig
 

@@ -88,6 +88,10 @@ def _task_summary(run: RunData, k: int, last: int, scalars: List[str]) -> dict:
                         for metric in GEOMETRY_METRICS if metric in scalars
                         for when, exp in zip(WHEN, (-1, L, last))
                         if exp is not None and out[f"{metric}_{when}"] is None}
+    grouped: dict = {}
+    for key, why in out["undefined"].items():
+        grouped.setdefault(why, []).append(key)
+    out["undefined_note"] = "; ".join(f"{', '.join(keys)}: {why}" for why, keys in grouped.items()) or None
     out["fewshot"] = [{"shots": m, "error": run.value(FEWSHOT_ERR, last, k, shots=m),
                        "bound": run.value(BOUND, last, k, shots=m)} for m in run.shots()]
     missing = [f["shots"] for f in out["fewshot"] if f["error"] is not None and f["bound"] is None]

@@ -67,7 +67,7 @@ def test_every_figure_is_in_every_format(report):
                     "Interference", "Interference graph", "Few-shot error", "Findings", "What happened to each task",
                     "Every per-task measurement"):
         assert f">{section}" in html and f"## {section}" in md
-    assert '<nav class="toc">' in html and html.count('<li><a href="#') == 10
+    assert '<nav class="toc">' in html and html.count('<li><a href="#') == 9       # no comparison, no paper
     assert "http://" not in html and "https://" not in html          # self-contained
 
 
@@ -368,7 +368,7 @@ def test_the_story_leads_with_each_task_and_its_gain_over_init(four_task_run, re
         assert s["findings"][k].startswith(f"'{t['name']}'")           # one sentence per task, first
         for key in t["final_acc"]:
             probe, proto = key.split("/")
-            init = ix[(names.ACC, -1, k, None, probe, "refit")]
+            init = ix[(names.ACC, -1, k, probe, "refit")]
             assert t["acc_init"][key] == init
             assert t["gain_over_init"][key] == pytest.approx(t["acc_learned"][key] - init)
     html = (report / "index.html").read_text()
