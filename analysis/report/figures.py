@@ -457,7 +457,7 @@ def collapse_curves(run: RunData):
     a1.set_title("Directional CDNV (solid) and CDNV (dashed) per task")
     a2.set_ylabel("dir-CDNV / CDNV (log scale)")
     a2.set_title("Directional collapse: ratio of the two")
-    a1.legend(fontsize=6, ncol=2)
+    a1.legend(fontsize=6, ncol=2, loc="best")
     star = Line2D([], [], marker="*", ms=10, color="white", mec="black", ls="", label="★ the task was learned here")
     h, lab = a2.get_legend_handles_labels()
     a2.legend(handles=h + [star], labels=lab + [star.get_label()], fontsize=7)

@@ -348,7 +348,7 @@ def _num(v) -> str:
 
 
 def _signed(v) -> str:
-    return "n/a" if v is None else f"{v:+.2f}"
+    return "n/a" if v is None else f"{0.0 if abs(v) < 0.005 else v:+.2f}"
 
 
 def _geometry_finding(st: dict, total: int) -> List[str]:
