@@ -373,8 +373,11 @@ def prop42_scatter(points: List[dict], run: RunData):
     for i, p in enumerate(points):
         cos = np.clip(np.array(p["cos"]), 1e-6, None)
         rhs = np.clip(np.array(p["bound"]), 1e-6, None)
-        ax.scatter(rhs, cos, s=12, alpha=0.7, color=palette[i % len(palette)],
-                   label=f"{_short(run.tasks[p['a']], 10)} / {_short(run.tasks[p['b']], 10)}")
+        grey = greyed(run)
+        dull = grey[p["a"]] or grey[p["b"]]
+        ax.scatter(rhs, cos, s=12, alpha=0.7, color=GREY if dull else palette[i % len(palette)],
+                   label=f"{_short(run.tasks[p['a']], 10)} / {_short(run.tasks[p['b']], 10)}"
+                   + (" (greyed)" if dull else ""))
         lo = min(lo, cos.min(), rhs.min())
         hi = max(hi, cos.max(), rhs.max())
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x (the bound)")
@@ -395,12 +398,14 @@ def prop42_tightness(summary: dict, run: RunData):
     pairs = summary["prop42"]["pairs"]
     fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", max(len(pairs), 1))
+    grey = greyed(run)
     for i, p in enumerate(pairs):
-        label = f"{_short(p['names'][0], 10)} / {_short(p['names'][1], 10)}"
+        dull = grey[p["a"]] or grey[p["b"]]
+        label = f"{_short(p['names'][0], 10)} / {_short(p['names'][1], 10)}" + (" (greyed)" if dull else "")
         for ax, key in ((a1, "tightness"), (a2, "bound_vs_random")):
             pts = [(q["exp"], q["value"]) for q in p[key] if q["value"] is not None and q["value"] > 0]
             if pts:
-                ax.plot(*zip(*pts), marker="o", color=palette[i % len(palette)], label=label)
+                ax.plot(*zip(*pts), marker="o", color=GREY if dull else palette[i % len(palette)], label=label)
     for ax in (a1, a2):
         ax.axhline(1.0, color="black", lw=1, ls="--")
         ax.set_yscale("log")
@@ -745,7 +750,8 @@ def paper_claims_figure(claims: dict, run: RunData):
         pts = [(v["bound"], max(v["fewshot_err"], 1e-4)) for (t, _, _), v in per.items()
                if t == k and "bound" in v and "fewshot_err" in v]
         if pts:
-            a3.scatter(*zip(*pts), s=14, alpha=0.7, color=palette[k % 10], label=_short(run.tasks[k]))
+            a3.scatter(*zip(*pts), s=14, alpha=0.7, color=GREY if greyed(run)[k] else palette[k % 10],
+                       label=_short(run.tasks[k]) + (" (greyed)" if greyed(run)[k] else ""))
             lo, hi = min(lo, *(min(p) for p in pts)), max(hi, *(max(p) for p in pts))
     a3.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="error = bound")
     a3.set_xscale("log", base=2)
