@@ -20,7 +20,8 @@ import torch
 
 from dncsim.analysis.estimators import AUTO_WILD_PAIRS, balanced_pairs, resolve_pair_scheme
 from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
-from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX, RESOLVED_PAIRS
+from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
+from dncsim.analysis.closing import closing_notes
 from dncsim.analysis.text_table import format_table
 from dncsim.common import DncsimError, RunFailed, WriteFailed
 from dncsim.rundir import RunDirectory, now, provenance
@@ -126,7 +127,7 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
     a geometry that is undefined there is ``n/a``, with a note saying why."""
     t = max(r["exp"] for r in rows)
     last = {(r["metric"], r["task"], r["probe"], r["protocol"]): r["value"] for r in rows if r["exp"] == t}
-    table, undefined = [], []
+    table = []
     for k, name in enumerate(tasks):
         row = [k, name]
         for key in keys:
@@ -134,21 +135,13 @@ def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
             forg = last.get((FORGETTING_MAX, k, key.probe, key.protocol))
             row.append("n/a" if acc is None else f"{acc:.3f}" + ("" if forg is None else f" ({forg:+.3f})"))
         geometry = [last.get((m, k, None, None)) for m in (DIR_CDNV, CDNV)]
-        if None in geometry:
-            undefined.append((name, last.get((RESOLVED_PAIRS, k, None, None))))
         row += ["n/a" if v is None else f"{v:.4g}" for v in geometry]
         table.append(row)
     out = format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
                        table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
-    notes = [convergence_finding(probe_convergence(rows))]
-    unresolved = [name for name, resolved in undefined if resolved == 0]
-    if unresolved:
-        notes.append(f"n/a dir-CDNV and CDNV: the estimator resolved no class pair of {', '.join(unresolved)} "
-                     "after the last experience (resolved_pairs 0), so its class geometry is undefined there")
-    if len(unresolved) < len(undefined):
-        notes.append(f"n/a dir-CDNV and CDNV: the class geometry of {', '.join(n for n, r in undefined if r != 0)} "
-                     "is undefined after the last experience")
-    return "\n".join([out] + [f"note: {n}" for n in notes if n is not None])
+    out += closing_notes(rows, tasks)
+    note = convergence_finding(probe_convergence(rows))
+    return out if note is None else f"{out}\nnote: {note}"
 
 
 def _write_results(parts: RunParts) -> None:

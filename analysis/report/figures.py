@@ -230,6 +230,45 @@ def _short(name: str, width: int = 14) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+#: the colour of a task that was not learned or only watched, in every figure
+GREY = "#b5b5b5"
+GREY_NOTE = "greyed: tasks not learned or only watched"
+
+
+def greyed(run: RunData) -> List[bool]:
+    """Per task: whether figures grey it out (not learned, or only watched)."""
+    return [run.learned(k) is not True for k in range(run.T)]
+
+
+def greyed_summary(summary: dict) -> List[bool]:
+    return [t.get("learned") is not True for t in summary["tasks"]]
+
+
+def _grey_ticks(labels, grey: Sequence[bool]) -> None:
+    for text, g in zip(labels, grey):
+        if g:
+            text.set_color("grey")
+            text.set_fontstyle("italic")
+
+
+def _grey_cells(ax, grey_cols: Sequence[bool], grey_rows: Sequence[bool] = ()) -> None:
+    """Veil the heatmap columns (and rows) of greyed tasks, and grey their tick labels."""
+    for j, g in enumerate(grey_cols):
+        if g:
+            ax.axvspan(j, j + 1, color="white", alpha=0.65, lw=0, zorder=3)
+    for i, g in enumerate(grey_rows):
+        if g:
+            ax.axhspan(i, i + 1, color="white", alpha=0.65, lw=0, zorder=3)
+    _grey_ticks(ax.get_xticklabels(), grey_cols)
+    if len(grey_rows):
+        _grey_ticks(ax.get_yticklabels(), grey_rows)
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width))
+
+
 def cos_matrix(run: RunData, exp: int, metric: str = AXIS_COS_MEDIAN) -> np.ndarray:
     """(T, T) symmetric matrix of a pairwise metric at one row (NaN diagonal and where unmeasured)."""
     m = np.full((run.T, run.T), np.nan)
@@ -245,22 +284,33 @@ def _references(d: int) -> dict:
     return random_abs_cos(d)
 
 
-def _mark_references(cb_ax, ref: dict, label: bool = True) -> None:
+def _mark_references(cb_ax, ref: dict) -> None:
+    """The random-direction levels as lines across the colour bar (named by :func:`_reference_legend`)."""
     cb_ax.axhline(ref["median"], color="tab:blue", lw=2)
     cb_ax.axhline(ref["rms"], color="tab:cyan", lw=1.2, ls="--")
-    if label:
-        tr = cb_ax.get_yaxis_transform()
-        cb_ax.text(1.6, ref["median"], " random: median", color="tab:blue", va="center", transform=tr, fontsize=7)
-        cb_ax.text(1.6, ref["rms"], " random: RMS 1/√d", color="tab:cyan", va="center", transform=tr, fontsize=7)
 
 
-def _heatmap(ax, m, labels, vmax, ref, cbar=True, annotate=True):
+def _reference_legend(fig, ref: dict, greyed_any: bool = False, y: float = 0.0, ncol: int = 1) -> None:
+    """A legend under the figure naming the colour bar's reference lines (and the greyed tasks)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    handles = [Line2D([], [], color="tab:blue", lw=2, label=f"random directions: median |cos| {ref['median']:.3f}"),
+               Line2D([], [], color="tab:cyan", lw=1.2, ls="--", label=f"random: RMS 1/√d {ref['rms']:.3f}")]
+    if greyed_any:
+        handles.append(Patch(facecolor="#e8e8e8", edgecolor="grey", label=GREY_NOTE))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, y), fontsize=7, frameon=False,
+               ncol=min(ncol, len(handles)))
+
+
+def _heatmap(ax, m, labels, vmax, ref, cbar=True, annotate=True, grey: Sequence[bool] = ()):
     _, sns = plotting()
     mesh = heatmap(m, ax, vmin=0, vmax=vmax, cmap=sns.color_palette("rocket_r", as_cmap=True), square=True,
                    annot=annotate and len(labels) <= 8, fmt=".2f", xticklabels=labels, yticklabels=labels, cbar=cbar,
                    cbar_kws={"label": "median |cos| between decision axes"} if cbar else None)
     if cbar:
         _mark_references(mesh.colorbar.ax, ref)
+    if any(grey):
+        _grey_cells(ax, grey, grey)
     ax.set_xlabel("task b")
     ax.set_ylabel("task a")
 
@@ -269,11 +319,12 @@ def orthogonality_heatmap(run: RunData):
     """Median |cos| between every pair of tasks' decision axes after the last experience."""
     m = cos_matrix(run, run.last)
     ref = _references(run.feature_dim)
-    fig, ax = subplots(figsize=(1.2 + 0.7 * run.T, 0.9 + 0.6 * run.T))
+    fig, ax = subplots(figsize=(2.4 + 0.7 * run.T, 0.9 + 0.6 * run.T))
     labels = [_short(t) for t in run.tasks]
-    _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref["rms"]) * 1.05, ref)
-    ax.set_title(f"Decision-axis overlap after the last experience\n(random directions: median |cos| = "
-                 f"{ref['median']:.3f}, RMS 1/√d = {ref['rms']:.3f})")
+    grey = greyed(run)
+    _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref["rms"]) * 1.05, ref, grey=grey)
+    ax.set_title("Decision-axis overlap after the last experience")
+    _reference_legend(fig, ref, any(grey), y=-0.02)
     return fig
 
 
@@ -289,10 +340,12 @@ def orthogonality_over_stream(run: RunData):
     nrows = math.ceil(n / cols)
     fig, axes = subplots(nrows, cols + 1, figsize=(2.2 * cols + 0.6, 2.2 * nrows + 0.5), squeeze=False,
                           gridspec_kw={"width_ratios": [1] * cols + [0.06]})
-    labels = [str(k) for k in range(run.T)]
+    labels = [_short(t, 8) for t in run.tasks]
+    grey = greyed(run)
     for i, (e, m) in enumerate(zip(rows, mats)):
         ax = axes[i // cols][i % cols]
-        _heatmap(ax, m, labels, vmax, ref, cbar=False, annotate=False)
+        _heatmap(ax, m, labels, vmax, ref, cbar=False, annotate=False, grey=grey)
+        ax.tick_params(labelsize=6)
         ax.set_title("before training" if e < 0 else f"after experience {e}", fontsize=8)
         if i % cols:
             ax.set_ylabel("")
@@ -302,9 +355,9 @@ def orthogonality_over_stream(run: RunData):
     for r in range(nrows):
         axes[r][cols].axis("off")
     cb = fig.colorbar(sm, ax=axes[:, cols].tolist(), fraction=1.0, label="median |cos|")
-    _mark_references(cb.ax, ref, label=False)
-    fig.suptitle(f"Decision-axis overlap over the stream (task indices; random directions: median {ref['median']:.3f} "
-                 f"solid blue, RMS {ref['rms']:.3f} dashed)", fontsize=10)
+    _mark_references(cb.ax, ref)
+    fig.suptitle("Decision-axis overlap over the stream", fontsize=10)
+    _reference_legend(fig, ref, any(grey), y=0.0, ncol=3)
     return fig
 
 
@@ -320,8 +373,11 @@ def prop42_scatter(points: List[dict], run: RunData):
     for i, p in enumerate(points):
         cos = np.clip(np.array(p["cos"]), 1e-6, None)
         rhs = np.clip(np.array(p["bound"]), 1e-6, None)
-        ax.scatter(rhs, cos, s=12, alpha=0.7, color=palette[i % len(palette)],
-                   label=f"{_short(run.tasks[p['a']], 10)} / {_short(run.tasks[p['b']], 10)}")
+        grey = greyed(run)
+        dull = grey[p["a"]] or grey[p["b"]]
+        ax.scatter(rhs, cos, s=12, alpha=0.7, color=GREY if dull else palette[i % len(palette)],
+                   label=f"{_short(run.tasks[p['a']], 10)} / {_short(run.tasks[p['b']], 10)}"
+                   + (" (greyed)" if dull else ""))
         lo = min(lo, cos.min(), rhs.min())
         hi = max(hi, cos.max(), rhs.max())
     ax.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="y = x (the bound)")
@@ -342,12 +398,14 @@ def prop42_tightness(summary: dict, run: RunData):
     pairs = summary["prop42"]["pairs"]
     fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", max(len(pairs), 1))
+    grey = greyed(run)
     for i, p in enumerate(pairs):
-        label = f"{_short(p['names'][0], 10)} / {_short(p['names'][1], 10)}"
+        dull = grey[p["a"]] or grey[p["b"]]
+        label = f"{_short(p['names'][0], 10)} / {_short(p['names'][1], 10)}" + (" (greyed)" if dull else "")
         for ax, key in ((a1, "tightness"), (a2, "bound_vs_random")):
             pts = [(q["exp"], q["value"]) for q in p[key] if q["value"] is not None and q["value"] > 0]
             if pts:
-                ax.plot(*zip(*pts), marker="o", color=palette[i % len(palette)], label=label)
+                ax.plot(*zip(*pts), marker="o", color=GREY if dull else palette[i % len(palette)], label=label)
     for ax in (a1, a2):
         ax.axhline(1.0, color="black", lw=1, ls="--")
         ax.set_yscale("log")
@@ -368,17 +426,34 @@ def _series(run: RunData, metric: str, k: int):
 
 
 def collapse_curves(run: RunData):
-    """Directional CDNV and CDNV per task along the stream (log scale), and their ratio."""
+    """Directional CDNV and CDNV per task along the stream (log scale), and their ratio; a star where
+    each task was learned; greyed tasks drawn grey; a task whose geometry is undefined at some row is
+    named under the figure."""
     _, sns = plotting()
+    from matplotlib.lines import Line2D
     fig, (a1, a2) = subplots(1, 2, figsize=(10, 3.8))
     palette = sns.color_palette("tab10", run.T)
+    grey = greyed(run)
+    rows = sorted({r["exp"] for r in run.rows})
+    gaps = []
     for k in range(run.T):
+        colour = GREY if grey[k] else palette[k % 10]
+        tag = " (not learned)" if run.learned(k) is False else (" (watched)" if grey[k] else "")
         x, y = _series(run, DIR_CDNV, k)
-        a1.plot(x, y, marker="o", color=palette[k % 10], label=f"{_short(run.tasks[k])} dir-CDNV")
+        a1.plot(x, y, marker="o", color=colour, label=f"{_short(run.tasks[k])}{tag} dir-CDNV")
+        missing = [e for e in rows if e not in x]
+        if missing:
+            gaps.append(f"{run.tasks[k]}: undefined at row{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(map(str, missing))}")
+        L = run.learned_at[k] if k < len(run.learned_at) else None
+        if L is not None and L in x:
+            a1.plot([L], [y[x.index(L)]], marker="*", ms=13, color=colour, mec="black", mew=0.8, ls="")
         x, y = _series(run, CDNV, k)
-        a1.plot(x, y, marker="s", ls="--", color=palette[k % 10], alpha=0.6, label=f"{_short(run.tasks[k])} CDNV")
+        a1.plot(x, y, marker="s", ls="--", color=colour, alpha=0.6, label=f"{_short(run.tasks[k])} CDNV")
         x, y = _series(run, CDNV_RATIO, k)
-        a2.plot(x, y, marker="o", color=palette[k % 10], label=_short(run.tasks[k]))
+        a2.plot(x, y, marker="o", color=colour, label=_short(run.tasks[k]) + tag)
+        if L is not None and L in x:
+            a2.plot([L], [y[x.index(L)]], marker="*", ms=13, color=colour, mec="black", mew=0.8, ls="")
     for ax in (a1, a2):
         ax.set_yscale("log")
         ax.set_xlabel(EXP_LABEL)
@@ -387,8 +462,13 @@ def collapse_curves(run: RunData):
     a1.set_title("Directional CDNV (solid) and CDNV (dashed) per task")
     a2.set_ylabel("dir-CDNV / CDNV (log scale)")
     a2.set_title("Directional collapse: ratio of the two")
-    a1.legend(fontsize=6, ncol=2)
-    a2.legend(fontsize=7)
+    a1.legend(fontsize=6, ncol=2, loc="best")
+    star = Line2D([], [], marker="*", ms=10, color="white", mec="black", ls="", label="★ the task was learned here")
+    h, lab = a2.get_legend_handles_labels()
+    a2.legend(handles=h + [star], labels=lab + [star.get_label()], fontsize=7)
+    if gaps:
+        fig.text(0.01, -0.02, _wrap("Gaps: " + "; ".join(gaps) + " (no class pair resolved, or not measured: "
+                                    "see the table).", 160), fontsize=7, va="top")
     fig.tight_layout()
     return fig
 
@@ -401,17 +481,20 @@ def accuracy_heatmaps(run: RunData):
     fig, axes = subplots(nrows, ncols, squeeze=False,
                           figsize=(ncols * (0.55 * run.T + 2.8), nrows * (0.38 * (run.experiences + 1) + 1.6)))
     ylabels = ["before"] + [f"after {t}" for t in range(run.experiences)]
+    grey = greyed(run)
     for ax, key in zip(axes.flat, keys):
         m = run.matrices[key]
         heatmap(m, ax, vmin=0, vmax=1, cmap="viridis", annot=run.T <= 8, fmt=".2f",
                 xticklabels=[_short(t, 12) for t in run.tasks], yticklabels=ylabels,
                 cbar_kws={"label": "test accuracy (fraction)"})
+        _grey_cells(ax, grey)
         ax.set_title(f"{key.probe} probe, {key.protocol} protocol")
         ax.set_xlabel("task evaluated")
         ax.set_ylabel("row (experience just trained)")
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
-    fig.suptitle("Accuracy matrices (blank: frozen probe not yet fitted)", fontsize=10)
+    fig.suptitle("Accuracy matrices (blank: frozen probe not yet fitted"
+                 + ("; veiled grey columns: tasks not learned or only watched)" if any(grey) else ")"), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -483,8 +566,12 @@ def interference_graph(summary: dict, communities: List[List[int]]):
     pos = nx.circular_layout(g)
     palette = sns.color_palette("Set2", max(len(communities), 1))
     colour = {n: palette[i % len(palette)] for i, c in enumerate(communities) for n in c}
-    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=[colour.get(n, "lightgrey") for n in g.nodes], node_size=900)
-    nx.draw_networkx_labels(g, pos, ax=ax, labels={k: _short(n, 10) for k, n in enumerate(names)}, font_size=7)
+    grey_nodes = greyed_summary(summary)
+    nx.draw_networkx_nodes(g, pos, ax=ax, node_color=[GREY if grey_nodes[n] else colour.get(n, "lightgrey")
+                                                      for n in g.nodes], node_size=900)
+    grey = greyed_summary(summary)
+    nx.draw_networkx_labels(g, pos, ax=ax, labels={k: _short(n, 10) + ("\n(not learned)" if grey[k] else "")
+                                                   for k, n in enumerate(names)}, font_size=7)
     edges = list(g.edges(data=True))
     if edges:
         inter = np.array([d["interference"] for _, _, d in edges])
@@ -493,79 +580,130 @@ def interference_graph(summary: dict, communities: List[List[int]]):
         coll = nx.draw_networkx_edges(g, pos, ax=ax, width=widths, edge_color=overlap, edge_cmap=plt.cm.plasma,
                                       edge_vmin=0, edge_vmax=max(overlap.max(), 1e-9))
         fig.colorbar(coll, ax=ax, label="median |cos| between the tasks' axes (final)")
-    ax.set_title("Interference graph: edge width = accuracy drop while the later task was learned")
+    ax.set_title("Interference graph: edge width = accuracy drop\nwhile the later task was learned", fontsize=9)
     handles = [plt.Line2D([], [], marker="o", ls="", color=palette[i % len(palette)],
                           label="community: " + ", ".join(_short(names[n], 8) for n in c))
                for i, c in enumerate(communities)]
+    width_keys = []
+    if edges:
+        top = float(inter.max())
+        width_keys = ([plt.Line2D([], [], color="black", lw=1 + 12 * f, solid_capstyle="butt",
+                              label=f"drop {f * top:.2f}") for f in (1.0, 0.5, 0.1)] if top > 0 else
+                  [plt.Line2D([], [], color="black", lw=1, label="no accuracy drop on any edge")])
     if handles:
-        ax.legend(handles=handles, fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.25))
+        first = ax.legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2,
+                          frameon=False)
+        ax.add_artist(first)
+    if width_keys:
+        ax.legend(handles=width_keys, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.12),
+                  ncol=len(width_keys),
+                  frameon=False, handlelength=4, handletextpad=1.0, columnspacing=2.5,
+                  title="edge width: accuracy drop", title_fontsize=6)
     ax.axis("off")
     return fig
 
 
 def fewshot_curves(summary: dict):
-    """Few-shot NCC error and the Theorem 4.1 bound against shots per class, per task (final row)."""
+    """Few-shot NCC error and the Theorem 4.1 bound against shots per class, per task (final row), with
+    y = 1 (a bound above it says nothing: an error is at most 1) and a note naming the tasks whose bound
+    is undefined; greyed tasks drawn grey."""
     _, sns = plotting()
-    fig, ax = subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6.4, 4.2))
     palette = sns.color_palette("tab10", len(summary["tasks"]))
-    drew = False
+    grey = greyed_summary(summary)
+    drew, undefined = False, []
     for k, t in enumerate(summary["tasks"]):
         fs = [f for f in t["fewshot"] if f["error"] is not None]
         if not fs:
             continue
+        colour = GREY if grey[k] else palette[k % 10]
+        tag = " (not learned)" if t.get("learned") is False else (" (watched)" if grey[k] else "")
         m = [f["shots"] for f in fs]
-        ax.plot(m, [max(f["error"], 1e-4) for f in fs], marker="o", color=palette[k % 10],
-                label=f"{_short(t['name'])} error")
+        ax.plot(m, [max(f["error"], 1e-4) for f in fs], marker="o", color=colour,
+                label=f"{_short(t['name'])}{tag} error")
         b = [(f["shots"], f["bound"]) for f in fs if f["bound"] is not None]
         if b:
-            ax.plot(*zip(*b), marker="^", ls="--", color=palette[k % 10], label=f"{_short(t['name'])} bound")
+            ax.plot(*zip(*b), marker="^", ls="--", color=colour, label=f"{_short(t['name'])} bound")
+        if len(b) < len(fs):
+            gone = [f["shots"] for f in fs if f["bound"] is None]
+            undefined.append(f"{t['name']} (m = {', '.join(map(str, gone))})" if b else f"{t['name']} (every m)")
         drew = True
     ax.axvspan(0.8, 10, color="grey", alpha=0.12, label="m < 10: outside the theorem")
+    ax.axhline(1.0, color="black", lw=1.2, label="1: a bound above is vacuous")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("shots per class m (log scale)")
     ax.set_ylabel("NCC error (fraction, log scale)")
-    ax.set_title("Few-shot error (solid) and Theorem 4.1 bound (dashed), after the last experience")
+    ax.set_title("Few-shot error (solid) and Theorem 4.1 bound (dashed), after the last experience", fontsize=9)
     if drew:
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    notes = ["Every value above 1 is vacuous (an error is at most 1)."]
+    if undefined:
+        notes.append("Bound undefined (a class pair's margin is not positive) for: " + "; ".join(undefined) + ".")
+    fig.text(0.01, -0.01, _wrap(" ".join(notes), 110), fontsize=7, va="top")
     return fig
 
 
+def compare_task_set(runs: List[RunData], metrics=(DIR_CDNV, CDNV)) -> List[str]:
+    """The task names every run has, with every ``metrics`` value positive at every row the run measured."""
+    common = [n for n in runs[0].tasks if all(n in r.tasks for r in runs)]
+    keep = []
+    for name in common:
+        ok = True
+        for run in runs:
+            k = run.tasks.index(name)
+            rows = sorted({r["exp"] for r in run.rows})
+            for metric in metrics:
+                got = dict(run.series(metric, task=k))
+                ok = ok and all(got.get(e) is not None and got[e] > 0 for e in rows)
+        if ok:
+            keep.append(name)
+    return keep
+
+
 def compare_collapse(runs: List[RunData]):
-    """Mean directional CDNV and CDNV over tasks along the stream, one line per run."""
+    """Geometric-mean directional CDNV and CDNV along the stream, one line per run, over one task set
+    (the tasks every run defines at every row; named in the title)."""
     _, sns = plotting()
     fig, ax = subplots(figsize=(6.5, 4))
     palette = sns.color_palette("tab10", len(runs))
+    names = compare_task_set(runs)
     for i, run in enumerate(runs):
+        ks = [run.tasks.index(n) for n in names]
         for metric, ls in ((DIR_CDNV, "-"), (CDNV, "--")):
-            by_exp: Dict[int, List[float]] = {}
-            for r in run.rows:
-                if r["metric"] == metric:
-                    by_exp.setdefault(r["exp"], []).append(r["value"])
-            xs = sorted(by_exp)
-            ax.plot(xs, [float(np.exp(np.mean(np.log(by_exp[x])))) for x in xs], ls=ls, marker="o", color=palette[i],
-                    label=f"{run.label} {'dir-CDNV' if metric == DIR_CDNV else 'CDNV'}")
+            series = [dict(run.series(metric, task=k)) for k in ks]
+            xs = sorted(set.intersection(*(set(s) for s in series))) if series else []
+            if xs:
+                ax.plot(xs, [float(np.exp(np.mean([np.log(s[x]) for s in series]))) for x in xs], ls=ls,
+                        marker="o", color=palette[i], label=f"{_short(run.label, 40)} "
+                        f"{'dir-CDNV' if metric == DIR_CDNV else 'CDNV'}")
     ax.set_yscale("log")
     ax.set_xlabel(EXP_LABEL)
     ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("geometric mean over tasks (unitless, log scale)")
-    ax.set_title("Directional CDNV (solid) and CDNV (dashed) per run")
-    ax.legend(fontsize=6)
+    over = (f"over the {len(names)} tasks every run defines throughout: {', '.join(names)}" if names
+            else "no task is defined throughout in every run")
+    ax.set_title(_wrap("Directional CDNV (solid) and CDNV (dashed) per run, " + over, 70), fontsize=9)
+    if names:
+        ax.legend(fontsize=6)
     return fig
 
 
 def compare_orthogonality(runs: List[RunData]):
-    """The final median-|cos| heatmap of each run, side by side on one colour scale."""
+    """The final median-|cos| heatmap of each run, side by side on one colour scale, tasks by name."""
     mats = [cos_matrix(r, r.last) for r in runs]
     refs = [_references(r.feature_dim) for r in runs]
     vmax = max([np.nanmax(m) for m in mats if np.isfinite(m).any()] + [r["rms"] for r in refs]) * 1.05
-    fig, axes = subplots(1, len(runs), figsize=(3.6 * len(runs), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(runs), figsize=(4.0 * len(runs), 3.8), squeeze=False)
+    grey_any = False
     for ax, run, m, ref in zip(axes[0], runs, mats, refs):
-        _heatmap(ax, m, [str(k) for k in range(run.T)], vmax, ref, cbar=True, annotate=run.T <= 6)
-        ax.set_title(_short(run.label, 40), fontsize=8)
-    fig.suptitle("Decision-axis overlap after the last experience, per run (random directions: median, solid blue; "
-                 "RMS 1/√d, dashed)", fontsize=10)
+        grey = greyed(run)
+        grey_any = grey_any or any(grey)
+        _heatmap(ax, m, [_short(t, 8) for t in run.tasks], vmax, ref, cbar=True, annotate=run.T <= 6, grey=grey)
+        ax.set_title(_wrap(run.label, 34), fontsize=8)
+    fig.suptitle("Decision-axis overlap after the last experience, per run", fontsize=10)
     fig.tight_layout()
+    _reference_legend(fig, refs[0], grey_any, y=0.0, ncol=3 if len(runs) > 1 else 1)
     return fig
 
 
@@ -612,7 +750,8 @@ def paper_claims_figure(claims: dict, run: RunData):
         pts = [(v["bound"], max(v["fewshot_err"], 1e-4)) for (t, _, _), v in per.items()
                if t == k and "bound" in v and "fewshot_err" in v]
         if pts:
-            a3.scatter(*zip(*pts), s=14, alpha=0.7, color=palette[k % 10], label=_short(run.tasks[k]))
+            a3.scatter(*zip(*pts), s=14, alpha=0.7, color=GREY if greyed(run)[k] else palette[k % 10],
+                       label=_short(run.tasks[k]) + (" (greyed)" if greyed(run)[k] else ""))
             lo, hi = min(lo, *(min(p) for p in pts)), max(hi, *(max(p) for p in pts))
     a3.plot([lo, hi], [lo, hi], color="black", lw=1, ls="--", label="error = bound")
     a3.set_xscale("log", base=2)

@@ -20,16 +20,21 @@ from dncsim.analysis.bounds import orthogonality_bound
 from dncsim.analysis.names import (ACC, ACC_SEEN, AXIS_COS_MAX, AXIS_COS_MEDIAN, BOUND, BWT, FEWSHOT_ERR,
                                    FORGETTING_LAST, FORGETTING_MAX, FORGETTING_NORM, FROZEN, INTERFERENCE,
                                    LABELS_CRAMERS_V, LINEAR, NCC, PROP42_FRAC, PROP42_TIGHTNESS, PROP42_VS_RANDOM,
-                                   REFIT, ProbeKey)
+                                   REFIT, RESOLVED_PAIRS, ProbeKey)
 from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
 from dncsim.analysis.orthogonality import INDEPENDENCE_V_MAX, cross_task_cosines, random_abs_cos
 from dncsim.rundir import RunData
 
-__all__ = ["primary_key", "prop42_points", "run_summary", "findings", "MIN_PAIRS_FOR_CORRELATION", "WHEN"]
+__all__ = ["primary_key", "prop42_points", "run_summary", "findings", "undefined_reason", "task_set",
+           "MIN_PAIRS_FOR_CORRELATION", "WHEN", "GEOMETRY_METRICS", "STORY_DROP"]
 
 MIN_PAIRS_FOR_CORRELATION = 4
 #: the moments at which per-task scalars are summarised
 WHEN = ("init", "learned", "final")
+#: the per-task geometry scalars whose undefined values are named with a reason
+GEOMETRY_METRICS = ("dir_cdnv", "cdnv", "cdnv_ratio")
+#: an accuracy change (fraction) the story calls a fall; smaller changes count as kept
+STORY_DROP = 0.1
 
 
 def primary_key(run: RunData) -> ProbeKey:
@@ -70,12 +75,60 @@ def _task_summary(run: RunData, k: int, last: int, scalars: List[str]) -> dict:
         out["forgetting_max"][str(key)] = run.value(FORGETTING_MAX, last, k, key=key)
         out["forgetting_last"][str(key)] = run.value(FORGETTING_LAST, last, k, key=key)
         out["forgetting_norm"][str(key)] = run.value(FORGETTING_NORM, last, k, key=key)
+    out["acc_init"], out["gain_over_init"] = {}, {}
+    for key in run.probe_keys:
+        init = run.value(ACC, -1, k, key=ProbeKey(key.probe, REFIT))   # a frozen probe is first fitted when learned
+        out["acc_init"][str(key)] = init
+        learned = out["acc_learned"][str(key)]
+        out["gain_over_init"][str(key)] = None if init is None or learned is None else learned - init
     for metric in scalars:
         for when, exp in zip(WHEN, (-1, L, last)):
             out[f"{metric}_{when}"] = None if exp is None else run.value(metric, exp, k)
+    out["undefined"] = {f"{metric}_{when}": undefined_reason(run, metric, exp, k)
+                        for metric in GEOMETRY_METRICS if metric in scalars
+                        for when, exp in zip(WHEN, (-1, L, last))
+                        if exp is not None and out[f"{metric}_{when}"] is None}
+    grouped: dict = {}
+    for key, why in out["undefined"].items():
+        grouped.setdefault(why, []).append(key)
+    out["undefined_note"] = "; ".join(f"{', '.join(keys)}: {why}" for why, keys in grouped.items()) or None
     out["fewshot"] = [{"shots": m, "error": run.value(FEWSHOT_ERR, last, k, shots=m),
                        "bound": run.value(BOUND, last, k, shots=m)} for m in run.shots()]
+    missing = [f["shots"] for f in out["fewshot"] if f["error"] is not None and f["bound"] is None]
+    out["bound_undefined"] = (None if not missing else
+                              f"bound undefined at m = {', '.join(map(str, missing))}: some class pair's margin is "
+                              "not positive (its classes overlap more than their spread allows), so Theorem 4.1 "
+                              "gives no bound")
     return out
+
+
+def undefined_reason(run: RunData, metric: str, exp: int, k: int) -> str:
+    """Why a per-task geometry value is missing at a row: no class pair resolved (crossfit), or not measured."""
+    if run.value(RESOLVED_PAIRS, exp, k) == 0:
+        return ("no class pair resolved: every pair's bias-corrected squared mean gap is within the noise of "
+                "the class means (crossfit estimator)")
+    if any(r["exp"] == exp for r in run.rows):
+        return "not measured at this row"
+    return "the row was not measured (the run stopped before it)"
+
+
+def task_set(tasks: List[dict], keys) -> dict:
+    """The tasks with a positive value for every ``keys`` entry (``<metric>_<when>``), the others with the
+    reason: ``{"tasks": [names], "n": n, "left_out": [{"task", "reason"}]}``."""
+    inside, left = [], []
+    for t in tasks:
+        bad = [key for key in keys if t.get(key) is None or t[key] <= 0]
+        if not bad:
+            inside.append(t["name"])
+            continue
+        why: dict = {}
+        for key in bad:
+            metric, _, when = key.rpartition("_")
+            why.setdefault((when, t.get("undefined", {}).get(key) or "not positive"), []).append(metric)
+        reasons = [f"{' and '.join(ms)} {'before training' if when == 'init' else 'after the last experience'} "
+                   f"undefined ({r})" for (when, r), ms in why.items()]
+        left.append({"task": t["name"], "reason": "; ".join(dict.fromkeys(reasons))})
+    return {"tasks": inside, "n": len(inside), "left_out": left}
 
 
 def _pair_summary(run: RunData, a: int, b: int, last: int, primary: ProbeKey) -> dict:
@@ -157,6 +210,10 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
     under = sum(sum(c <= r for c, r in zip(p["cos"], p["bound"])) for p in points)
     inputs = run.training_inputs
     unlearned = [t["name"] for t in tasks if t["learned"] is False]
+    geo = (task_set(tasks, [f"{m}_{w}" for m in ("dir_cdnv", "cdnv") for w in ("init", "final")])
+           if "dir_cdnv" in scalars else {"tasks": [], "n": 0, "left_out": []})
+    same = [t for t in tasks if t["name"] in geo["tasks"]]
+    learned_tasks = [t for t in tasks if t["learned"] is not False]
     summary = {
         "run": {"name": run.name, "path": str(run.path), "status": run.manifest.get("status"),
                 "error": run.manifest.get("error"),
@@ -177,13 +234,16 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
         "tasks": tasks,
         "stream": {
             "bwt": {str(key): run.value(BWT, last, key=key) for key in run.probe_keys},
-            "geomean_dir_cdnv_init": _geomean(t.get("dir_cdnv_init") for t in tasks),
-            "geomean_dir_cdnv_final": _geomean(t.get("dir_cdnv_final") for t in tasks),
-            "geomean_cdnv_init": _geomean(t.get("cdnv_init") for t in tasks),
-            "geomean_cdnv_final": _geomean(t.get("cdnv_final") for t in tasks),
-            "mean_final_acc": _mean(t["final_acc"].get(str(primary)) for t in tasks if t["learned"] is not False),
-            "mean_forgetting": _mean(t["forgetting_max"].get(str(primary)) for t in tasks
-                                     if t["learned"] is not False)},
+            "geometry_task_set": geo,
+            "geomean_dir_cdnv_init": _geomean(t.get("dir_cdnv_init") for t in same),
+            "geomean_dir_cdnv_final": _geomean(t.get("dir_cdnv_final") for t in same),
+            "geomean_cdnv_init": _geomean(t.get("cdnv_init") for t in same),
+            "geomean_cdnv_final": _geomean(t.get("cdnv_final") for t in same),
+            "accuracy_task_set": {"tasks": [t["name"] for t in learned_tasks
+                                            if t["final_acc"].get(str(primary)) is not None],
+                                  "rule": "tasks not judged unlearned, with a final accuracy"},
+            "mean_final_acc": _mean(t["final_acc"].get(str(primary)) for t in learned_tasks),
+            "mean_forgetting": _mean(t["forgetting_max"].get(str(primary)) for t in learned_tasks)},
         "pairs": pairs,
         "random_abs_cos": random_abs_cos(d),
         "prop42": _prop42(run, last, n_axis, under),
@@ -234,15 +294,88 @@ def _change(before, after) -> str:
     return f"fell {factor:.1f}-fold" if factor >= 1 else f"rose {1 / factor:.1f}-fold"
 
 
+def _story_keys(keys) -> tuple:
+    """(frozen key, refit key) of one probe (linear first), either None when not measured."""
+    for probe in (LINEAR, NCC):
+        frozen, refit = str(ProbeKey(probe, FROZEN)), str(ProbeKey(probe, REFIT))
+        if frozen in keys or refit in keys:
+            return (frozen if frozen in keys else None), (refit if refit in keys else None)
+    return None, None
+
+
+def task_story(t: dict, experiences: int) -> str:
+    """One sentence on what happened to a task: learned or not, the gain over the untrained backbone,
+    and whether its frozen probe fell while a refit probe kept reading it (the axis moved) or both fell
+    (the information was lost)."""
+    frozen, refit = _story_keys(t["final_acc"])
+    lead = refit or frozen
+    name, L = t["name"], t["learned_at"]
+    init = t["acc_init"].get(lead)
+    probe = lead.split("/")[0]
+    if t["learned"] is None or L is None:
+        return (f"'{name}' was only watched: {probe}-probe accuracy (refit) {_num(init)} before training, "
+                f"{_num(t['final_acc'].get(lead))} at the end.")
+    at_l = t["acc_learned"].get(lead)
+    gain = t["gain_over_init"].get(lead)
+    head = (f"'{name}' (experience {L}): {probe}-probe accuracy {_num(at_l)} when learned, "
+            f"{_signed(gain)} over the untrained backbone's {_num(init)}")
+    if t["learned"] is False:
+        return f"'{name}' was not learned (experience {L}): {probe}-probe accuracy {_num(at_l)} right after it, " \
+               f"{_num(init)} before training; its later numbers measure nothing."
+    if gain is not None and gain < STORY_DROP / 2:
+        head += " (already readable before training)"
+    if L >= experiences - 1:
+        return head + "; learned last, so nothing came after it."
+    fl, ff = (t["acc_learned"].get(frozen), t["final_acc"].get(frozen)) if frozen else (None, None)
+    rl, rf = (t["acc_learned"].get(refit), t["final_acc"].get(refit)) if refit else (None, None)
+    frozen_fell = fl is not None and ff is not None and fl - ff >= STORY_DROP
+    refit_fell = rl is not None and rf is not None and rl - rf >= STORY_DROP
+    if frozen_fell and rf is not None and not refit_fell:
+        return head + (f"; its frozen probe then fell {_num(fl)} \u2192 {_num(ff)} while a refit probe still reads "
+                       f"{_num(rf)}: the information stays, the axis moved.")
+    if refit_fell:
+        return head + (f"; by the end a refit probe reads only {_num(rf)} (from {_num(rl)})"
+                       + (f" and the frozen one {_num(ff)}" if ff is not None else "")
+                       + ": the information was lost.")
+    if frozen_fell:
+        return head + f"; its frozen probe then fell {_num(fl)} \u2192 {_num(ff)} (no refit probe measured)."
+    kept = ", ".join(f"{p} {_num(v)}" for p, v in (("frozen", ff), ("refit", rf)) if v is not None)
+    return head + f"; kept to the end ({kept})."
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _signed(v) -> str:
+    return "n/a" if v is None else f"{0.0 if abs(v) < 0.005 else v:+.2f}"
+
+
+def _geometry_finding(st: dict, total: int) -> List[str]:
+    ts = st["geometry_task_set"]
+    left = "; ".join(f"{x['task']}: {x['reason']}" for x in ts["left_out"])
+    if st["geomean_dir_cdnv_init"] is None or st["geomean_dir_cdnv_final"] is None:
+        return [f"No task has directional CDNV and CDNV defined both before training and after the last experience, "
+                f"so there is no change over the stream to report ({left})."] if left else []
+    over = ("all " + str(total) + " tasks" if ts["n"] == total else
+            f"the {ts['n']} of {total} tasks defined both before and after training: {', '.join(ts['tasks'])}")
+    out = (f"Directional CDNV (geometric mean over {over}) "
+           f"{_change(st['geomean_dir_cdnv_init'], st['geomean_dir_cdnv_final'])} over the stream, from "
+           f"{st['geomean_dir_cdnv_init']:.3g} before training to {st['geomean_dir_cdnv_final']:.3g}; "
+           f"CDNV {_change(st['geomean_cdnv_init'], st['geomean_cdnv_final'])}, from "
+           f"{st['geomean_cdnv_init']:.3g} to {st['geomean_cdnv_final']:.3g}.")
+    if left:
+        out += f" Left out, undefined at one end: {left}."
+    return [out]
+
+
 def findings(summary: dict) -> List[str]:
-    """A few generated sentences with the numbers (used by every report format)."""
-    st, out = summary["stream"], _learned_findings(summary)
-    if st["geomean_dir_cdnv_init"] is not None and st["geomean_dir_cdnv_final"] is not None:
-        out.append(f"Directional CDNV (geometric mean over tasks) "
-                   f"{_change(st['geomean_dir_cdnv_init'], st['geomean_dir_cdnv_final'])} over the stream, from "
-                   f"{st['geomean_dir_cdnv_init']:.3g} before training to {st['geomean_dir_cdnv_final']:.3g}; "
-                   f"CDNV {_change(st['geomean_cdnv_init'], st['geomean_cdnv_final'])}, from "
-                   f"{st['geomean_cdnv_init']:.3g} to {st['geomean_cdnv_final']:.3g}.")
+    """A few generated sentences with the numbers (used by every report format): first what happened to
+    each task, then the run-level numbers, each over a stated task set."""
+    st = summary["stream"]
+    out = [task_story(t, summary["run"]["experiences"]) for t in summary["tasks"] if t["final_acc"]]
+    out += _learned_findings(summary)
+    out += _geometry_finding(st, len(summary["tasks"]))
     probe, proto = summary["primary"]["probe"], summary["primary"]["protocol"]
     inter = [p for p in summary["pairs"] if p["interference"] is not None]
     if inter:

@@ -63,9 +63,11 @@ def test_every_figure_is_in_every_format(report):
     for name in summary["figures"]:
         assert f"figures/{name}.png" in md and (report / "figures" / f"{name}.png").stat().st_size > 5000
         assert FIGURES[name] in html                    # every figure has its caption
-    for section in ("1. Run", "2. Orthogonality", "3. Proposition 4.2", "4. Directional collapse", "5. Interference",
-                    "6. Interference graph", "7. Few-shot", "Findings"):
-        assert section in html and section in md
+    for section in ("Run", "Orthogonality of decision axes", "Proposition 4.2", "Directional collapse",
+                    "Interference", "Interference graph", "Few-shot error", "Findings", "What happened to each task",
+                    "Every per-task measurement"):
+        assert f">{section}" in html and f"## {section}" in md
+    assert '<nav class="toc">' in html and html.count('<li><a href="#') == 9       # no comparison, no paper
     assert "http://" not in html and "https://" not in html          # self-contained
 
 
@@ -130,8 +132,12 @@ def test_summary_numbers_equal_the_run_files(four_task_run, report):
     assert ("linear-probe fits stopped at the step budget" in text) == (lp["at_budget"] > 0)
     assert checked > 20 and len(s["findings"]) >= 3
     assert resolved >= 2
-    geo = np.exp(np.mean(np.log([t["dir_cdnv_final"] for t in s["tasks"] if t["dir_cdnv_final"] is not None])))
-    assert s["stream"]["geomean_dir_cdnv_final"] == pytest.approx(geo)
+    both = [t for t in s["tasks"] if all(t[f"{m}_{w}"] for m in ("dir_cdnv", "cdnv") for w in ("init", "final"))]
+    assert s["stream"]["geometry_task_set"]["tasks"] == [t["name"] for t in both]
+    for m in ("dir_cdnv", "cdnv"):
+        for w in ("init", "final"):
+            geo = np.exp(np.mean(np.log([t[f"{m}_{w}"] for t in both])))
+            assert s["stream"][f"geomean_{m}_{w}"] == pytest.approx(geo)
 
 
 def test_one_task_run_renders_the_sections_that_apply(tmp_path):
@@ -174,7 +180,7 @@ def test_compare_sets_runs_side_by_side(four_task_run, supervised_run, tmp_path)
     assert {"compare_collapse", "compare_orthogonality"} <= set(s["figures"])
     labels = [r["label"] for r in s["comparison"]["rows"]]
     assert "simclr" in labels[0] and "supervised" in labels[1]
-    assert "8. Comparison" in (out / "index.html").read_text()
+    assert ">Comparison</h2>" in (out / "index.html").read_text()
 
 
 def test_missing_files_are_one_line_errors(four_task_run, tmp_path, capsys):
@@ -280,3 +286,148 @@ def test_the_heatmap_draws_what_seaborn_heatmap_draws(rows, cols, annot):
         ax.set_title("heatmap")
         pngs.append(figures.png_bytes(fig))
     assert pngs[0] == pngs[1]
+
+
+# --- one task set for every aggregate --------------------------------------------------------------------
+
+def _rows(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def _write_rows(path, rows):
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def undefined_final_geometry(src, dst, task: int):
+    """A copy of run ``src`` in which ``task``'s geometry after the last experience is undefined, as the
+    crossfit estimator leaves it when no class pair is resolved (no dir-CDNV, CDNV or ratio rows, and
+    ``resolved_pairs`` = 0)."""
+    import shutil
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report", "checkpoint*", "tb"))
+    rows = _rows(dst)
+    last = max(r["exp"] for r in rows)
+    geometry = (names.DIR_CDNV, names.CDNV, names.CDNV_RATIO, names.MEAN_GAP)
+    kept = []
+    for r in rows:
+        if r["exp"] == last and r["task"] == task and r["task_b"] is None and (
+                r["metric"] in geometry or r["metric"].startswith(tuple(m + "_ci" for m in geometry))):
+            continue
+        if r["exp"] == last and r["task"] == task and r["metric"] == names.RESOLVED_PAIRS:
+            r = dict(r, value=0)
+        kept.append(r)
+    _write_rows(dst, kept)
+    return dst
+
+
+def test_every_aggregate_is_over_one_stated_task_set(four_task_run, tmp_path):
+    """Task 2 ('size') has no geometry after the last experience: the findings' change, summary.json's
+    geometric means and the comparison's means are all over the tasks defined at both ends (in every
+    run), say how many, and name the task left out with the reason; the closing table says why n/a."""
+    from dncsim.analysis.closing import closing_notes
+    broken = undefined_final_geometry(four_task_run, tmp_path / "broken", task=2)
+    out = build_report(broken, tmp_path / "rep", compare=[four_task_run])
+    s = json.loads((out / "summary.json").read_text())
+    tasks = {t["name"]: t for t in s["tasks"]}
+    assert tasks["size"]["dir_cdnv_final"] is None
+    assert "no class pair resolved" in tasks["size"]["undefined"]["dir_cdnv_final"]
+    ts = s["stream"]["geometry_task_set"]
+    keep = [n for n, t in tasks.items() if all(t[f"{m}_{w}"] for m in ("dir_cdnv", "cdnv") for w in ("init", "final"))]
+    assert "size" not in keep and ts["tasks"] == keep and ts["n"] == len(keep) >= 2
+    assert [x["task"] for x in ts["left_out"]] == [n for n in tasks if n not in keep]
+    for m in ("dir_cdnv", "cdnv"):
+        for w in ("init", "final"):        # before and after over the same tasks
+            assert s["stream"][f"geomean_{m}_{w}"] == pytest.approx(
+                np.exp(np.mean(np.log([tasks[n][f"{m}_{w}"] for n in keep]))), rel=1e-12)
+    sentence = next(f for f in s["findings"] if f.startswith("Directional CDNV (geometric mean over"))
+    assert f"the {len(keep)} of 4 tasks defined both before and after training: {', '.join(keep)}" in sentence
+    assert "size: dir_cdnv and cdnv after the last experience undefined (no class pair resolved" in sentence
+    before, after = s["stream"]["geomean_dir_cdnv_init"], s["stream"]["geomean_dir_cdnv_final"]
+    assert f"from {before:.3g} before training to {after:.3g}" in sentence
+    # the comparison: the same task set for both runs, though the other run defines size
+    comp = s["comparison"]
+    assert comp["task_sets"]["geometry"] == [n for n in keep]
+    assert [x["task"] for x in comp["left_out"]][:1] == [n for n in tasks if n not in keep][:1]
+    other = {t["name"]: t for t in json.loads((build_report(four_task_run, tmp_path / "o") / "summary.json")
+                                              .read_text())["tasks"]}
+    assert other["size"]["dir_cdnv_final"] is not None
+    for row, by in zip(comp["rows"], (tasks, other)):
+        assert row["dir_cdnv"] == pytest.approx(np.exp(np.mean(np.log([by[n]["dir_cdnv_final"] for n in keep]))))
+    html, md = (out / "index.html").read_text(), (out / "report.md").read_text()
+    for text in (html, md):
+        assert f"n={len(keep)}" in text and "undefined" in text
+    run_data = load_run(broken)
+    notes = closing_notes(run_data.rows, run_data.tasks)
+    assert "n/a: size's dir-CDNV and CDNV undefined after the last experience: no class pair resolved" in notes
+
+
+def test_the_story_leads_with_each_task_and_its_gain_over_init(four_task_run, report):
+    s = json.loads((report / "summary.json").read_text())
+    rows = _rows(four_task_run)
+    ix = {(r["metric"], r["exp"], r["task"], r["probe"], r["protocol"]): r["value"] for r in rows}
+    for k, t in enumerate(s["tasks"]):
+        assert s["findings"][k].startswith(f"'{t['name']}'")           # one sentence per task, first
+        for key in t["final_acc"]:
+            probe, proto = key.split("/")
+            init = ix[(names.ACC, -1, k, probe, "refit")]
+            assert t["acc_init"][key] == init
+            assert t["gain_over_init"][key] == pytest.approx(t["acc_learned"][key] - init)
+    html = (report / "index.html").read_text()
+    assert html.count("<th>gain over init</th>") == len(s["tasks"][0]["final_acc"])
+
+
+def test_a_frozen_fall_with_a_refit_kept_reads_as_an_axis_that_moved():
+    from dncsim.analysis.report.summary import task_story
+    t = {"name": "color", "learned_at": 0, "learned": True,
+         "acc_init": {"linear/frozen": 0.5, "linear/refit": 0.5},
+         "acc_learned": {"linear/frozen": 1.0, "linear/refit": 1.0},
+         "gain_over_init": {"linear/frozen": 0.5, "linear/refit": 0.5},
+         "final_acc": {"linear/frozen": 0.23, "linear/refit": 1.0}}
+    assert task_story(t, 4).endswith("frozen probe then fell 1.00 \u2192 0.23 while a refit probe still reads "
+                                     "1.00: the information stays, the axis moved.")
+    t["final_acc"]["linear/refit"] = 0.4
+    assert task_story(t, 4).endswith("a refit probe reads only 0.40 (from 1.00) and the frozen one 0.23: "
+                                     "the information was lost.")
+
+
+def test_compare_pools_seeds_of_one_config_with_an_interval(four_task_run, tmp_path):
+    """A copy of the run under another seed, with one task's final accuracy moved, is pooled with it:
+    per task, the mean and its 95% t interval over the two seeds."""
+    import shutil
+
+    import yaml
+    from scipy.stats import t as student
+    twin = tmp_path / "seed2"
+    shutil.copytree(four_task_run, twin, ignore=shutil.ignore_patterns("report", "checkpoint*", "tb"))
+    cfg = yaml.safe_load((twin / "config.yaml").read_text())
+    cfg["seed"] = 2
+    (twin / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = _rows(twin)
+    last = max(r["exp"] for r in rows)
+    for r in rows:
+        if (r["metric"], r["exp"], r["task"], r["probe"], r["protocol"]) == (names.ACC, last, 1, "linear", "frozen"):
+            r["value"] = r["value"] - 0.1
+    _write_rows(twin, rows)
+    out = build_report(four_task_run, tmp_path / "rep", compare=[twin])
+    comp = json.loads((out / "summary.json").read_text())["comparison"]
+    assert len(comp["groups"]) == 1 and comp["groups"][0]["runs"] == 2 and "2 seeds: 1, 2" in comp["groups"][0]["label"]
+    first = json.loads((build_report(four_task_run, tmp_path / "o") / "summary.json").read_text())["tasks"][1]
+    a = first["final_acc"]["linear/frozen"]
+    cell = comp["groups"][0]["tasks"][first["name"]]["final_acc"]
+    vals = np.array([a, a - 0.1])
+    half = student.ppf(0.975, 1) * vals.std(ddof=1) / np.sqrt(2)
+    assert cell["value"] == pytest.approx(vals.mean()) and cell["n"] == 2
+    assert (cell["low"], cell["high"]) == pytest.approx((vals.mean() - half, vals.mean() + half))
+    assert f"[{cell['low']:.4g}, {cell['high']:.4g}]" in (out / "index.html").read_text()
+
+
+def test_the_measurements_table_is_a_csv_and_a_transposed_view(four_task_run, report):
+    import csv
+    s = json.loads((report / "summary.json").read_text())
+    table = list(csv.DictReader((report / "measurements.csv").read_text().splitlines()))
+    assert [r["task"] for r in table] == [t["name"] for t in s["tasks"]]
+    assert len(table[0]) == 3 + 3 * len(s["task_scalars"])
+    assert float(table[1]["dir_cdnv_init"]) == s["tasks"][1]["dir_cdnv_init"]
+    html, md = (report / "index.html").read_text(), (report / "report.md").read_text()
+    assert 'download="measurements.csv" href="data:text/csv;base64,' in html
+    widest = max(line.count("|") for line in md.splitlines() if line.startswith("|"))
+    assert widest - 1 <= 8                  # no 40-column table: the widest are the per-probe and few-shot ones

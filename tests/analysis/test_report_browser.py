@@ -1,5 +1,6 @@
 """The report opens in a real browser: headless Chromium (Debian's chromium and chromium-driver, which
-.ci/run installs) renders it without console errors, and none of its images is blank."""
+.ci/run installs) renders it without console errors, none of its images is blank, and the page never
+scrolls sideways at 1280 px (the width of a laptop screen) or 1920 px."""
 import json
 import shutil
 
@@ -47,10 +48,18 @@ def test_report_renders_in_headless_chromium(tmp_path):
         browser.get((out / "index.html").as_uri())
         assert browser.title.startswith("dncsim report")
         stats = browser.execute_script(IMAGE_STATS)
+        widths = {}
+        for width in (1280, 1920):
+            browser.set_window_size(width, 1000)
+            widths[width] = browser.execute_script(
+                "var d = document.documentElement; document.querySelectorAll('details').forEach("
+                "function (e) { e.open = true; }); return [d.scrollWidth, window.innerWidth];")
         errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     finally:
         browser.quit()
     assert errors == []
+    for width, (scroll, inner) in widths.items():
+        assert 1000 < inner <= width and scroll <= inner, (width, scroll, inner)   # no horizontal scroll
     assert len(stats) == len(figures) == 10
     for s in stats:
         assert s["complete"] and s["w"] > 200 and s["h"] > 150 and s["shown"] > 100, s

@@ -197,8 +197,8 @@ def test_the_closing_table_footnotes_an_undefined_geometry():
     text = final_summary(rows, ["color", "shape"], [SimpleNamespace(probe="ncc", protocol="refit")])
     lines = text.splitlines()
     assert lines[-3].split()[-2:] == ["0.5", "2"] and lines[-2].split()[-2:] == ["n/a", "n/a"]
-    assert lines[-1] == ("note: n/a dir-CDNV and CDNV: the estimator resolved no class pair of shape after the last "
-                         "experience (resolved_pairs 0), so its class geometry is undefined there")
+    assert lines[-1] == ("n/a: shape's dir-CDNV and CDNV undefined after the last experience: no class pair resolved "
+                         "(every pair's bias-corrected squared mean gap is within the noise of the class means)")
 
 
 @pytest.mark.slow
