@@ -96,6 +96,12 @@ class RunConfig(StrictModel):
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        from dncsim.rundir import plain_name
+        return v if v is None else plain_name(v, "--out or output.dir")
+
     @field_validator("device")
     @classmethod
     def _device(cls, v):
@@ -198,5 +204,6 @@ def run_from_mapping(data) -> RunConfig:
 def load_run_config(path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read, override and validate the run config at ``path``; ``name`` defaults to the file's stem."""
     data = apply_overrides(read_yaml(path), overrides)
-    data.setdefault("name", Path(path).stem)
+    if data.get("name") is None:
+        data["name"] = Path(path).stem
     return run_from_mapping(data)
