@@ -130,7 +130,8 @@ def test_a_run_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, nam
 
 STUDY_BASE = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
                            "stream": {"type": "factor", "attributes": ["color", "style"]}},
-              "backbone": {"name": "convnet", "width": 4, "feature_dim": 8}, "training": {"epochs": 1, "batch_size": 32},
+              "backbone": {"name": "convnet", "width": 4, "feature_dim": 8},
+              "training": {"epochs": 1, "batch_size": 32},
               "evaluation": {"linear_steps": 5}, "analysis": {"shots": [1], "episodes": 4},
               "output": {"report": False, "tensorboard": False, "checkpoints": False}}
 
