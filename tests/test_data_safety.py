@@ -2,7 +2,6 @@
 not theirs, run and study names are names (never paths), studies fail loudly and write nothing before
 their scheduler answers."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,27 @@ def precious(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def refused(monkeypatch):
+    """A run that gets as far as being built fails the test at once (every case here must be refused before)."""
+    import dncsim.simulator.run
+
+    def started(*args, **kwargs):
+        raise AssertionError("the run started")
+    monkeypatch.setattr(dncsim.simulator.run, "build_run", started)
+
+
+@pytest.fixture
+def study_refused(monkeypatch):
+    """A study that gets as far as running its runs fails the test at once."""
+    import dncsim.simulator.study
+
+    class Started:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the study started")
+    monkeypatch.setattr(dncsim.simulator.study, "_executor", Started)
+
+
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -39,7 +59,7 @@ def one_line_error(capsys) -> str:
 
 # --- --force deletes only run directories -----------------------------------------------------------------
 
-def test_force_never_deletes_a_folder_that_is_not_a_run_directory(tmp_path, capsys):
+def test_force_never_deletes_a_folder_that_is_not_a_run_directory(tmp_path, capsys, refused):
     """The issue's case: `dncsim run configs/quickstart.yaml --out precious --force`."""
     folder = precious(tmp_path)
     before = tree(folder)
@@ -53,7 +73,7 @@ def test_force_never_deletes_a_folder_that_is_not_a_run_directory(tmp_path, caps
 
 @pytest.mark.parametrize("manifest", ['{"name": "my web app", "version": 3}', "[1, 2]", '{"status": "draft"}',
                                       "not json"])
-def test_a_manifest_that_is_not_a_run_manifest_is_no_proof(tmp_path, capsys, manifest):
+def test_a_manifest_that_is_not_a_run_manifest_is_no_proof(tmp_path, capsys, refused, manifest):
     folder = precious(tmp_path)
     (folder / "manifest.json").write_text(manifest)
     (folder / "config.yaml").write_text("mine: true\n")
@@ -64,7 +84,7 @@ def test_a_manifest_that_is_not_a_run_manifest_is_no_proof(tmp_path, capsys, man
     assert tree(folder) == before
 
 
-def test_force_on_a_study_directory_deletes_nothing(tmp_path, capsys):
+def test_force_on_a_study_directory_deletes_nothing(tmp_path, capsys, refused):
     study = tmp_path / "study"
     (study / "runs" / "000-seed=0").mkdir(parents=True)
     (study / "study.json").write_text(json.dumps({"name": "s", "runs": []}))
@@ -112,7 +132,7 @@ BAD_NAMES = ["/tmp/somewhere", "../escape", "a/b", "..", ".", "a\\b", "", "  "]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_a_run_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, name):
+def test_a_run_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, refused, name):
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load(QUICKSTART.read_text())
     config["name"] = name
@@ -145,7 +165,7 @@ def study_file(tmp_path, **extra) -> Path:
 
 
 @pytest.mark.parametrize("name", ["../escape", "/tmp/somewhere", "a/b", ".."])
-def test_a_study_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, name):
+def test_a_study_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, study_refused, name):
     monkeypatch.chdir(tmp_path)
     path = study_file(tmp_path, name=name)
     assert main(["study", str(path)]) == 2
@@ -154,7 +174,7 @@ def test_a_study_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, n
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
-def test_a_study_never_writes_into_a_folder_that_is_not_a_study_directory(tmp_path, capsys):
+def test_a_study_never_writes_into_a_folder_that_is_not_a_study_directory(tmp_path, capsys, study_refused):
     folder = precious(tmp_path)
     (folder / "study.yaml").write_text("my own study file\n")
     before = tree(folder)
@@ -221,7 +241,7 @@ def test_a_study_with_one_failed_run_of_two_exits_1(tmp_path, capsys, in_process
 
 def test_an_unreachable_scheduler_writes_nothing(tmp_path, monkeypatch, capsys):
     import dncsim.simulator.study as study
-    monkeypatch.setattr(study, "SCHEDULER_TIMEOUT_S", 1)
+    monkeypatch.setattr(study, "SCHEDULER_TIMEOUT_S", 1, raising=False)
     out = tmp_path / "dask-study"
     path = study_file(tmp_path, out=str(out), engine="dask", scheduler="tcp://127.0.0.1:1")
     assert main(["study", str(path)]) == 2
@@ -234,7 +254,7 @@ def test_an_unreachable_scheduler_writes_nothing(tmp_path, monkeypatch, capsys):
     assert "scheduler: cannot connect" in one_line_error(capsys) and not out.exists()
 
 
-def test_the_name_check_is_the_schema_s(tmp_path):
+def test_names_are_checked_by_the_config_schemas():
     from dncsim.simulator.config import run_from_mapping
     from dncsim.simulator.study import StudyConfig
     with pytest.raises(DncsimError, match=r"^name: '\.\./x' is a path"):
@@ -242,4 +262,3 @@ def test_the_name_check_is_the_schema_s(tmp_path):
     assert run_from_mapping({"name": "tiny, run 1 (é)"}).name == "tiny, run 1 (é)"
     with pytest.raises(Exception, match="is a path"):
         StudyConfig.model_validate({"name": "a/b", "base": {}, "factors": {"seed": [0]}})
-    assert os.sep == "/"
