@@ -273,3 +273,23 @@ def test_no_kill_in_the_saves_after_a_fallback_leaves_no_good_generation(tmp_pat
     assert state["experiences_done"] == 3
     assert sorted(p.name for p in rd.path.iterdir() if p.suffix == ".pt") == [
         "checkpoint.damaged.pt", "checkpoint.previous.pt", "checkpoint.pt"]
+
+
+def test_a_damaged_older_generation_is_moved_aside_and_the_newest_used(tmp_path):
+    rd = RunDirectory(tmp_path / "run")
+    rd.prepare(RunDirectory.FRESH)
+    records = rd.save_checkpoint({"experiences_done": 1})
+    records = rd.save_checkpoint({"experiences_done": 2}, records)
+    rd.file("checkpoint.previous.pt").write_bytes(b"\0" * 10)
+    state, note = rd.load_checkpoint(records)
+    assert state["experiences_done"] == 2
+    assert note.endswith("checkpoint.previous.pt does not match any checksum in manifest.json (damaged or incomplete): "
+                         "resuming from the newest generation, after experience 1 (checkpoint.previous.pt kept as "
+                         "checkpoint.damaged.pt)")
+    assert [(r["file"], r["experiences_done"]) for r in rd.verified] == [("checkpoint.pt", 2)]
+    rd.quarantine_damaged()
+    assert sorted(p.name for p in rd.path.iterdir()) == ["checkpoint.damaged.pt", "checkpoint.pt"]
+    records = rd.save_checkpoint({"experiences_done": 3}, rd.verified)
+    assert [(r["file"], r["experiences_done"]) for r in records] == [("checkpoint.pt", 3),
+                                                                     ("checkpoint.previous.pt", 2)]
+    assert rd.load_checkpoint(records) == ({"experiences_done": 3}, None)

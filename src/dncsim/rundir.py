@@ -543,8 +543,9 @@ class RunDirectory:
         newest_recorded = max((int(r["experiences_done"]) for r in records), default=int(best["experiences_done"]))
         note = None
         if problems or int(best["experiences_done"]) < newest_recorded:
+            which = "newest" if self.verified[0]["file"] == CHECKPOINT else "previous"
             note = (f"{self.path}: {'; '.join(problems) or 'the newest checkpoint is missing'}: resuming from the "
-                    f"previous generation, after experience {int(best['experiences_done']) - 1}"
+                    f"{which} generation, after experience {int(best['experiences_done']) - 1}"
                     + (f" ({', '.join(self.damaged)} kept as {CHECKPOINT_DAMAGED})" if self.damaged else ""))
         return best, note
 
