@@ -219,7 +219,8 @@ def in_process(monkeypatch):
 
 def test_a_study_whose_runs_failed_exits_1_and_says_how_many(tmp_path, capsys, in_process):
     out = tmp_path / "all-failed"
-    path = study_file(tmp_path, out=str(out), factors={"scenario.stream.attributes": [["colour"], ["styel"]]})
+    path = study_file(tmp_path, out=str(out), factors={"scenario.stream.attributes": [["color", "colour"],
+                                                                                        ["color", "styel"]]})
     assert main(["study", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"dncsim study: error: 2 of 2 runs failed (see {out / 'study.json'}; rerun with --retry-failed)"
@@ -230,7 +231,8 @@ def test_a_study_whose_runs_failed_exits_1_and_says_how_many(tmp_path, capsys, i
 @pytest.mark.slow
 def test_a_study_with_one_failed_run_of_two_exits_1(tmp_path, capsys, in_process):
     out = tmp_path / "one-failed"
-    path = study_file(tmp_path, out=str(out), factors={"scenario.stream.attributes": [["color"], ["colour"]]})
+    path = study_file(tmp_path, out=str(out), factors={"scenario.stream.attributes": [["color", "style"],
+                                                                                        ["color", "colour"]]})
     assert main(["study", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"dncsim study: error: 1 of 2 runs failed (see {out / 'study.json'}; rerun with --retry-failed)"
