@@ -1,17 +1,19 @@
 """A scenario at a glance: a text summary of its experiences and attributes, and a PNG grid of example images."""
 from __future__ import annotations
 
+import io
 from itertools import combinations
-from pathlib import Path
+from typing import Optional
 
 import torch
 
 from dncsim.analysis.orthogonality import labeling_independence
 from dncsim.analysis.text_table import format_table
+from dncsim.common import atomic_write_bytes
 from dncsim.scenarios.sources import SourceData
 from dncsim.scenarios.streams import Scenario
 
-__all__ = ["describe", "describe_attributes", "save_example_grid"]
+__all__ = ["describe", "describe_attributes", "save_example_grid", "example_grid_png"]
 
 MAX_PAIRED = 12          # Cramér's V is computed among the first this many labelings
 MAX_PAIR_ROWS = 20       # pair rows shown (the most dependent first)
@@ -92,10 +94,20 @@ def describe_attributes(src: SourceData) -> str:
 
 
 def save_example_grid(sc: Scenario, path, *, per_experience: int = 8, split: str = "train") -> bool:
-    """Save a PNG with one row per experience: ``per_experience`` training images (classes taken in turn)
-    titled with their class name. Returns False (and writes nothing) for vector sources."""
-    if not sc.source.is_image:
+    """Save :func:`example_grid_png` to ``path`` (atomically; only a regular file is replaced). Returns
+    False (and writes nothing) for vector sources."""
+    png = example_grid_png(sc, per_experience=per_experience, split=split)
+    if png is None:
         return False
+    atomic_write_bytes(path, png)
+    return True
+
+
+def example_grid_png(sc: Scenario, *, per_experience: int = 8, split: str = "train") -> Optional[bytes]:
+    """A PNG with one row per experience: ``per_experience`` training images (classes taken in turn)
+    titled with their class name; None for vector sources."""
+    if not sc.source.is_image:
+        return None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,9 +136,7 @@ def save_example_grid(sc: Scenario, path, *, per_experience: int = 8, split: str
                               fontsize=8)
     fig.suptitle(f"{sc.source.name} - {sc.stream_type}: example {split} images per experience", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-    return True
+    return buf.getvalue()

@@ -182,10 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 # or a plotting library, so that a mistake is reported at once (tests/simulator/test_cli_imports.py).
 
 def _cmd_analyze(args) -> int:
-    from dncsim.common import atomic_write_json
+    from dncsim.common import output_file
 
-    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
-        raise DncsimError(f"--json: directory {Path(args.json).resolve().parent} does not exist")
+    json_out = output_file(args.json, "--json") if args.json is not None else None
+    to_stdout = args.json is not None and json_out is None       # the JSON is the output; the table goes aside
     import torch
 
     from dncsim.analysis.analyze import analyze_labelings, format_analysis
@@ -196,11 +196,24 @@ def _cmd_analyze(args) -> int:
                                episodes=args.episodes, seed=args.seed, ddof=args.ddof,
                                dtype=torch.float32 if args.float32 else torch.float64)
     result = {"file": str(ff.path), **result}
-    print(format_analysis(result, title=str(ff.path)))
+    print(format_analysis(result, title=str(ff.path)), file=sys.stderr if to_stdout else sys.stdout)
     if args.json is not None:
-        atomic_write_json(args.json, result)
-        print(f"\nwrote {args.json}")
+        _write_json(json_out, result)
     return 0
+
+
+def _write_json(path: Optional[Path], obj) -> None:
+    """``obj`` as strict JSON: into the file ``path`` (atomically, then "wrote PATH"), or for None onto
+    standard output alone."""
+    from dncsim.common import atomic_write_json
+
+    if path is None:
+        import json
+        sys.stdout.write(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+        sys.stdout.flush()
+    else:
+        atomic_write_json(path, obj)
+        print(f"\nwrote {path}")
 
 
 def _cmd_scenario(args) -> int:
@@ -211,18 +224,24 @@ def _cmd_scenario(args) -> int:
     watch = (read_yaml(args.config).get("evaluation") or {}).get("watch") or []
     if not isinstance(watch, list) or not all(isinstance(w, str) for w in watch):
         raise DncsimError(f"evaluation.watch: expected a list of labeling names; got {watch!r}")
-    png = Path(args.png) if args.png else Path(f"{Path(args.config).stem}_examples.png")
-    if not png.resolve().parent.is_dir():
-        raise DncsimError(f"--png: directory {png.resolve().parent} does not exist")
+    from dncsim.common import atomic_write_bytes, output_file
+
+    png = output_file(args.png if args.png is not None else f"{Path(args.config).stem}_examples.png", "--png")
+    text = sys.stderr if png is None else sys.stdout         # a PNG on standard output: the text goes aside
     from dncsim.scenarios.build import build_scenario
-    from dncsim.scenarios.preview import describe, save_example_grid
+    from dncsim.scenarios.preview import describe, example_grid_png
 
     sc = build_scenario(cfg, watch=watch)
-    print(describe(sc))
-    if save_example_grid(sc, png):
-        print(f"\nwrote {png}")
+    print(describe(sc), file=text)
+    image = example_grid_png(sc)
+    if image is None:
+        print("\ninputs are vectors: no example images", file=text)
+    elif png is None:
+        sys.stdout.buffer.write(image)
+        sys.stdout.flush()
     else:
-        print("\ninputs are vectors: no example images")
+        atomic_write_bytes(png, image)
+        print(f"\nwrote {png}")
     return 0
 
 
@@ -260,17 +279,19 @@ def _cmd_study(args) -> int:
 
 
 def _cmd_stats(args) -> int:
+    from dncsim.common import output_file
     from dncsim.simulator.stats_command import format_statistics, stats_for, write_json
 
-    if args.json is not None and not Path(args.json).resolve().parent.is_dir():
-        raise DncsimError(f"--json: directory {Path(args.json).resolve().parent} does not exist")
+    json_out = output_file(args.json, "--json") if args.json is not None else None
+    to_stdout = args.json is not None and json_out is None
     result = stats_for(args.table, outcome=args.outcome, predictor=args.predictor,
                        include_unlearned=args.include_unlearned, permutations=args.permutations,
                        bootstrap=args.bootstrap)
-    print(format_statistics(result))
+    print(format_statistics(result), file=sys.stderr if to_stdout else sys.stdout)
     if args.json is not None:
-        write_json(result, args.json)
-        print(f"wrote {args.json}")
+        write_json(result, json_out)
+        if json_out is not None:
+            print(f"wrote {json_out}")
     return 0
 
 

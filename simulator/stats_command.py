@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -144,4 +145,11 @@ def format_statistics(result: dict) -> str:
 
 
 def write_json(result: dict, out) -> None:
-    atomic_write_json(out, json.loads(json.dumps(result, default=str)))
+    """``result`` as strict JSON (values JSON has no type for as their text) into the file ``out``
+    (atomically), or onto standard output when ``out`` is None."""
+    data = json.loads(json.dumps(result, default=str))
+    if out is None:
+        sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        sys.stdout.flush()
+    else:
+        atomic_write_json(out, data)

@@ -37,7 +37,8 @@ from dncsim.simulator.config import run_from_mapping, set_values
 
 __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmClusterConfig", "AddressClusterConfig",
            "AdaptConfig", "ClusterConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
-           "DaskExecutor", "slurm_cluster", "wants_gpu", "claim_gpu", "run_study", "StudyFailed"]
+           "DaskExecutor", "slurm_cluster", "slurm_preflight", "slurm_job_end", "ClusterFailed", "wants_gpu",
+           "claim_gpu", "run_study", "StudyFailed"]
 
 
 class StatisticsConfig(StrictModel):
@@ -358,23 +359,106 @@ DASK_EXTRA = "pip install 'dncsim[dask]'"
 SCHEDULER_TIMEOUT_S = 20
 
 
+def _slurm_kwargs(cfg: SlurmClusterConfig, log_directory: Path) -> dict:
+    directives = list(cfg.job_extra_directives) + ([f"--gres=gpu:{cfg.gpus}"] if cfg.gpus else [])
+    worker_args = list(cfg.worker_args) + (["--resources", "GPU=1"] if cfg.gpus else [])
+    return dict(queue=cfg.queue, account=cfg.account, cores=cfg.processes, processes=cfg.processes, job_cpu=cfg.cores,
+                memory=cfg.memory, walltime=cfg.walltime, job_extra_directives=directives,
+                job_script_prologue=list(cfg.prologue), worker_extra_args=worker_args,
+                log_directory=str(log_directory), **cfg.options)
+
+
 def slurm_cluster(cfg: SlurmClusterConfig, log_directory: Path):
     """The ``dask_jobqueue.SLURMCluster`` of ``cfg``, not scaled yet (no job submitted: the caller scales
     it). Each job books ``cores`` CPUs, ``memory`` and ``gpus`` GPUs (``--gres=gpu:N``) for ``walltime``,
     and runs ``processes`` dask worker processes of one thread each (one run at a time each), started
-    with ``--resources GPU=1`` when the job has GPUs. Starts the scheduler in this process."""
+    with ``--resources GPU=1`` when the job has GPUs. Starts the scheduler in this process, which gives a
+    worker no run beyond the ones it runs and fails a run whose worker died (job cancelled, out of time
+    or memory) at once (allowed-failures 0)."""
     try:
+        import dask
         from dask_jobqueue import SLURMCluster
     except ImportError:
         raise DncsimError(f"cluster.kind: 'slurm' needs dask-jobqueue: {DASK_EXTRA}") from None
-    directives = list(cfg.job_extra_directives) + ([f"--gres=gpu:{cfg.gpus}"] if cfg.gpus else [])
-    worker_args = list(cfg.worker_args) + (["--resources", "GPU=1"] if cfg.gpus else [])
     Path(log_directory).mkdir(parents=True, exist_ok=True)
-    kwargs = {"silence_logs": "error", **cfg.options}
-    return SLURMCluster(queue=cfg.queue, account=cfg.account, cores=cfg.processes, processes=cfg.processes,
-                        job_cpu=cfg.cores, memory=cfg.memory, walltime=cfg.walltime, job_extra_directives=directives,
-                        job_script_prologue=list(cfg.prologue), worker_extra_args=worker_args,
-                        log_directory=str(log_directory), **kwargs)
+    # one run per worker thread at a time, none queued on a worker (a queued run would die with its job)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}):
+        return SLURMCluster(**{"silence_logs": "error", **_slurm_kwargs(cfg, log_directory)})
+
+
+class ClusterFailed(DncsimError):
+    """The cluster could not run the study (its jobs end without a worker, SLURM does not answer): exit 1."""
+
+    exit_code = 1
+
+
+#: words of SLURM's refusal -> what in the cluster section asked for it
+_SLURM_REFUSALS = (
+    ("partition", "cluster.queue names no partition this user may submit to (sinfo lists them)"),
+    ("account", "cluster.account is not an account of this user on that partition (sacctmgr show assoc)"),
+    ("time limit", "cluster.walltime exceeds the partition's time limit (sinfo -o '%P %l')"),
+    ("node configuration", "no node of the partition has cluster.cores CPUs, cluster.memory and cluster.gpus GPUs "
+                           "(sinfo -o '%P %c %m %G')"),
+    ("memory", "cluster.memory is more than the partition allows (sinfo -o '%P %m')"),
+    ("gres", "cluster.gpus: the partition offers no such GPUs (sinfo -o '%P %G')"),
+    ("qos", "a --qos in cluster.job_extra_directives is not allowed here"),
+    ("configuration source", "this machine has no SLURM configuration (slurm.conf, SLURM_CONF): start the study "
+                             "where jobs are submitted, such as the cluster's login node"),
+    ("slurm controller", "slurmctld does not answer from here (scontrol ping)"),
+)
+
+
+def slurm_preflight(cfg: SlurmClusterConfig) -> None:
+    """Ask SLURM whether it accepts the job (``sbatch --test-only`` of the job script; nothing is queued);
+    a refusal raises a one-line :class:`DncsimError` quoting SLURM's error and naming the key behind it."""
+    import inspect
+    import subprocess
+    import tempfile
+
+    from dask_jobqueue.core import Job
+    from dask_jobqueue.slurm import SLURMJob
+    accepted = set(inspect.signature(Job.__init__).parameters) | set(inspect.signature(SLURMJob.__init__).parameters)
+    with tempfile.TemporaryDirectory(prefix="dncsim-check-") as tmp:     # the study directory is not made yet
+        kwargs = {k: v for k, v in _slurm_kwargs(cfg, Path(tmp) / "logs").items() if k in accepted}
+        script = Path(tmp) / "job.sh"
+        script.write_text(SLURMJob(scheduler="tcp://127.0.0.1:8786", name="dncsim-check", **kwargs).job_script())
+        try:
+            done = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ClusterFailed(f"cluster: sbatch --test-only did not answer ({exc}); is SLURM reachable from "
+                                "here?") from None
+    if done.returncode == 0:
+        return
+    lines = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+    error = re.sub(r"^(sbatch: (error|fatal): |allocation failure: )", "",
+                   lines[-1] if lines else f"exit {done.returncode}")
+    hint = next((h for word, h in _SLURM_REFUSALS if word in error.lower()), "see the cluster section")
+    asked = ", ".join(f"{k} {v}" for k, v in (("queue", cfg.queue), ("cores", cfg.cores), ("memory", cfg.memory),
+                                               ("walltime", cfg.walltime), ("gpus", cfg.gpus)) if v)
+    raise DncsimError(f"cluster: SLURM refuses the job ({asked}): \"{error}\"; {hint}")
+
+
+_JOB_END = re.compile(r"\*\*\* JOB (\d+) ON \S+ (.+?) \*\*\*")
+
+
+def slurm_job_end(log_directory: Path, worker_address: str) -> Optional[str]:
+    """What SLURM said when it ended the job whose worker had ``worker_address`` (the ``*** JOB 12 ON node
+    CANCELLED AT ... ***`` line of its log, such as ``DUE TO TIME LIMIT`` or ``CANCELLED``), as
+    ``job 12: CANCELLED AT ... (log PATH)``; ``job 12 (log PATH)`` when SLURM wrote no such line; None
+    when no job log names the worker."""
+    for log in sorted(Path(log_directory).glob("*.err")) + sorted(Path(log_directory).glob("*.out")):
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        if worker_address not in text:
+            continue
+        found = _JOB_END.search(text)
+        if found:
+            return f"job {found.group(1)}: {found.group(2)} (log {log})"
+        job = re.search(r"(\d+)\.\w+$", log.name)
+        return f"job {job.group(1) if job else '?'} (log {log})"
+    return None
 
 
 def wants_gpu(run_config: dict, cluster) -> bool:
@@ -428,10 +512,14 @@ def claim_gpu() -> Optional[int]:
 
 class DaskExecutor:
     """dask.distributed on ``cluster`` (a :data:`ClusterConfig`): a LocalCluster of ``workers``
-    single-threaded worker processes, SLURM jobs (:func:`slurm_cluster`, scaled to ``scale`` jobs, enough
-    jobs for ``workers`` runs at once, or adaptively), or a running scheduler's workers. A spec with
-    ``gpu`` true is submitted with ``resources={'GPU': 1}``. ``scheduler``: an address (the same as
-    ``{kind: address}``)."""
+    single-threaded worker processes, SLURM jobs (:func:`slurm_cluster`: ``scale`` jobs, enough jobs for
+    ``workers`` runs at once, or ``adapt``; a job that ends is replaced while runs wait), or a running
+    scheduler's workers. A spec with ``gpu`` true is submitted with ``resources={'GPU': 1}``. On SLURM a run
+    whose job ended under it is failed naming SLURM's reason; jobs that all end before any worker reached
+    the scheduler stop the study with their log's last line. ``scheduler``: an address (``{kind: address}``)."""
+
+    #: seconds between the looks at the SLURM jobs while runs are waiting
+    watch_interval = 5.0
 
     def __init__(self, workers: int, scheduler: Optional[str] = None, cluster=None,
                  log_directory: Optional[Path] = None):
@@ -439,9 +527,13 @@ class DaskExecutor:
             cluster = AddressClusterConfig(address=scheduler) if scheduler else LocalClusterConfig()
         self.workers, self.cluster = workers, cluster
         self.log_directory = Path(log_directory) if log_directory is not None else Path("dask-logs")
+        self._checked, self._met_worker = False, False
 
     def check(self) -> None:
-        """The one-line errors that need nothing started: dask (and dask-jobqueue, SLURM's sbatch) missing."""
+        """The one-line errors that need nothing started: dask (and dask-jobqueue, SLURM's sbatch) missing, and
+        a job SLURM would refuse (:func:`slurm_preflight`)."""
+        if self._checked:
+            return
         import importlib.util
         import shutil
         if importlib.util.find_spec("distributed") is None:
@@ -452,6 +544,8 @@ class DaskExecutor:
             if shutil.which("sbatch") is None:
                 raise DncsimError("cluster.kind: 'slurm' needs SLURM's sbatch on PATH (start the study on a "
                                   "machine that submits jobs, such as the cluster's login node)")
+            slurm_preflight(self.cluster)
+        self._checked = True
 
     def _start(self):
         from dask.distributed import Client, LocalCluster
@@ -463,10 +557,11 @@ class DaskExecutor:
                 raise DncsimError(f"scheduler: cannot connect to {self.cluster.address} ({exc})") from None
         if kind == "slurm":
             cluster = slurm_cluster(self.cluster, self.log_directory)
-            if self.cluster.adapt is not None:
-                cluster.adapt(minimum_jobs=self.cluster.adapt.minimum, maximum_jobs=self.cluster.adapt.maximum)
-            else:
-                cluster.scale(jobs=self.cluster.scale or -(-self.workers // self.cluster.processes))
+            # a fixed number of jobs is adapt(n, n): the adaptive loop submits a job again when one ends
+            fixed = self.cluster.scale or -(-self.workers // self.cluster.processes)
+            adapt = self.cluster.adapt
+            low, high = (adapt.minimum, adapt.maximum) if adapt else (fixed, fixed)
+            cluster.adapt(minimum_jobs=low, maximum_jobs=high)
             return Client(cluster), cluster
         cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=40)
@@ -499,19 +594,69 @@ class DaskExecutor:
         from dask.distributed import as_completed as dask_completed
         if getattr(self, "_session", None) is None:
             self.open()
-        client = self._session[0]
+        client, cluster = self._session
         try:
             self._check_gpu_workers(client, specs)
             futures = {client.submit(fn, s, pure=False, key=f"dncsim-{s['name']}",
                                      resources={"GPU": 1} if s.get("gpu") else None): s for s in specs}
-            for f in dask_completed(list(futures)):
-                try:
-                    yield f.result()
-                except Exception as exc:      # noqa: BLE001 - a lost worker (KilledWorker) fails one run, not all
-                    yield {"name": futures[f]["name"], "status": "failed", "seconds": 0.0,
-                           "error": f"{type(exc).__name__}: {exc}; rerun with --retry-failed to resume it"}
+            done = dask_completed(list(futures))
+            watched = time.monotonic()
+            while not done.is_empty():
+                batch = done.next_batch(block=False)
+                for f in batch:
+                    try:
+                        yield f.result()
+                    except Exception as exc:      # noqa: BLE001 - a lost worker (KilledWorker) fails one run
+                        yield {"name": futures[f]["name"], "status": "failed", "seconds": 0.0,
+                               "error": self._lost(exc) + "; rerun with --retry-failed to resume it"}
+                if not batch:
+                    time.sleep(0.2)
+                if self.cluster.kind == "slurm" and time.monotonic() - watched > self.watch_interval:
+                    self._watch_slurm(client, cluster)
+                    watched = time.monotonic()
         finally:
             self.close()
+
+    def _lost(self, exc: Exception) -> str:
+        """The error of a run whose worker died: on SLURM, what SLURM said when it ended the job."""
+        text = f"{type(exc).__name__}: {exc}"
+        found = re.search(r"(tcp|tls|inproc|ucx)://[\w.:\[\]-]+?(?=\.? |\.$|$)", str(exc))
+        if self.cluster.kind != "slurm" or type(exc).__name__ != "KilledWorker" or not found:
+            return text
+        ended = slurm_job_end(self.log_directory, found.group(0))
+        return (f"its SLURM {ended}" if ended else f"its SLURM job ended (worker {found.group(0)})") + \
+            f", so the run stopped: {type(exc).__name__}"
+
+    def _watch_slurm(self, client, cluster) -> None:
+        """Stop the study when every SLURM job submitted so far has ended and no worker ever reached the
+        scheduler (the nodes cannot reach it, or the job fails before its worker starts), quoting the log."""
+        import subprocess
+        if self._met_worker or client.scheduler_info().get("workers"):
+            self._met_worker = True
+            return
+        ids = [str(job.job_id) for job in list(cluster.workers.values()) if getattr(job, "job_id", None)]
+        if not ids:
+            return
+        try:
+            out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(ids)],
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            return
+        states = dict(zip(out[::2], out[1::2]))
+        live = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING")
+        if any(states.get(i, "ENDED") in live for i in ids):
+            return
+        last = ""
+        for job in ids:
+            for log in sorted(self.log_directory.glob(f"*-{job}.*")):
+                lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+                telling = [ln for ln in lines if re.search(r"(?i)error|timed out|refused|unreachable|failed", ln)]
+                if lines:
+                    last = f"; {log}: {(telling or lines)[-1][:300]}"
+        ended = ", ".join(sorted({states.get(i, "ENDED") for i in ids}))
+        raise ClusterFailed(f"cluster: the SLURM jobs {', '.join(ids)} ended ({ended}) and no dask worker reached the "
+                            f"scheduler at {cluster.scheduler_address}: can the nodes reach this machine? (set "
+                            f"cluster.options.interface or scheduler_options.host to a network they share){last}")
 
 
 def _executor(cfg: StudyConfig, out: Path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -13,7 +14,7 @@ from dncsim.analysis.report.graph import interference_communities
 from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
 from dncsim.analysis.report.summary import _jsonable, prop42_points, run_summary
-from dncsim.common import DncsimError, atomic_write_bytes
+from dncsim.common import DncsimError, atomic_write_bytes, not_a_regular_file
 from dncsim.rundir import RunData, RunLock, load_run
 
 __all__ = ["build_report", "FIGURES"]
@@ -111,10 +112,26 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = (), *,
         others = [load_run(p) for p in compare]
         if not out.parent.is_dir():
             raise DncsimError(f"--out: directory {out.parent} does not exist")
+        _check_outputs(out)
         return _build(run, others, out, _wants_paper(run, paper))
     finally:
         if held is not None:
             held.release()
+
+
+def _check_outputs(out: Path) -> None:
+    """A DncsimError line, before anything is computed or written, when ``out`` or its ``figures``
+    folder is something other than a directory (or nothing), or a file the report replaces is not a
+    regular file (a symbolic link, a directory, a device...)."""
+    for folder in (out, out / "figures"):
+        kind = not_a_regular_file(folder) or ("a regular file" if os.path.lexists(folder) else None)
+        if kind not in (None, "a directory"):
+            raise DncsimError(f"--out: {folder} is {kind}, not a directory")
+    for path in [out / "summary.json", out / "report.md", out / "index.html",
+                 *(out / "figures" / f"{name}.png" for name in FIGURES)]:
+        kind = not_a_regular_file(path)
+        if kind is not None:
+            raise DncsimError(f"--out: {path} is {kind}, not a regular file; the report replaces only its own files")
 
 
 def _wants_paper(run: RunData, paper: Optional[bool]) -> bool:

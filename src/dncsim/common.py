@@ -15,7 +15,11 @@ fast, and nothing here knows about analysis, scenarios or the simulator.
 * :func:`csv_text` -- the one CSV writer (RFC 4180: CRLF line ends, fields quoted where needed).
 * :func:`atomic_write_bytes` / ``_text`` / ``_json`` -- the one writer: a temporary file in the
   target directory, fsynced, then renamed over the target, so a reader never sees a half-written
-  file and an interrupted write leaves the old file (or none).
+  file and an interrupted write leaves the old file (or none). It replaces only a regular file (or
+  creates one): a symbolic link, directory, device, FIFO or socket at the path is refused.
+* :func:`output_file` -- a user-chosen output file (``--json``, ``--png``): ``None`` for standard
+  output (``-``, ``/dev/stdout``), else the path, refused in one line unless it is a regular file or
+  nothing in an existing directory.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import io
 import json
 import os
 import re
+import stat
 import tempfile
 import typing
 from pathlib import Path
@@ -34,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = ["DncsimError", "RunFailed", "WriteFailed", "StrictModel", "one_line_error", "did_you_mean", "dotted",
            "model_classes", "read_yaml", "csv_text", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "lazy_import"]
+           "not_a_regular_file", "output_file", "STDOUT_NAMES", "lazy_import"]
 
 
 class DncsimError(ValueError):
@@ -223,10 +228,36 @@ def _umask() -> int:
     return mask
 
 
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def not_a_regular_file(path) -> Optional[str]:
+    """What is at ``path`` when it is neither nothing nor a regular file ("a symbolic link", "a
+    directory", "a character device", ...; a link is not followed), else None."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def _refuse_non_regular(path: Path) -> None:
+    kind = not_a_regular_file(path)
+    if kind is not None:
+        raise WriteFailed(f"{path}: is {kind}, not a regular file; not replaced (dncsim writes only regular files)",
+                          {"path": str(path), "kind": kind})
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a same-directory temporary file, fsynced, then
-    ``os.replace``; the file gets the usual permissions (0666 minus the umask)."""
+    ``os.replace``; the file gets the usual permissions (0666 minus the umask). Only a regular file
+    is replaced (or a new one created): anything else at ``path`` (a symbolic link, directory,
+    device, FIFO, socket) is a WriteFailed line and stays as it was."""
     path = Path(path)
+    _refuse_non_regular(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -235,6 +266,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _refuse_non_regular(path)                 # again: something may have appeared while writing
         os.replace(tmp, path)
     except OSError as exc:
         _remove(tmp)
@@ -267,6 +299,30 @@ def atomic_write_text(path, text: str) -> None:
 def atomic_write_json(path, obj) -> None:
     """Write ``obj`` as strict JSON (NaN/inf rejected) to ``path`` atomically, indented, newline-terminated."""
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+#: output paths that mean standard output
+STDOUT_NAMES = ("-", "/dev/stdout")
+
+
+def output_file(value, flag: str) -> Optional[Path]:
+    """The output file a user named with ``flag`` (e.g. ``--json``): None for standard output (``-`` or
+    ``/dev/stdout``), else the path. A DncsimError line when the path is empty, is anything but a
+    regular file or nothing (a symbolic link, directory, device, FIFO, socket), or its directory does
+    not exist."""
+    text = os.fspath(value)
+    if text in STDOUT_NAMES:
+        return None
+    if not text.strip():
+        raise DncsimError(f"{flag}: an empty path; give a file path (or - for standard output)")
+    path = Path(text)
+    kind = not_a_regular_file(path)
+    if kind is not None:
+        raise DncsimError(f"{flag}: {path} is {kind}, not a regular file; give a file path (or - for standard "
+                          f"output)")
+    if not path.resolve().parent.is_dir():
+        raise DncsimError(f"{flag}: directory {path.resolve().parent} does not exist")
+    return path
 
 
 def lazy_import(namespace: dict, where: dict, name: str):

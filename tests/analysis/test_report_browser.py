@@ -55,3 +55,42 @@ def test_report_renders_in_headless_chromium(tmp_path):
     for s in stats:
         assert s["complete"] and s["w"] > 200 and s["h"] > 150 and s["shown"] > 100, s
         assert s["colours"] > 8, s                      # a plot, not a blank or single-colour image
+
+
+# every element that data could have injected: handlers, <img src=x>, <svg>, <b>, and scripts with alert
+INJECTED = """
+var all = Array.from(document.querySelectorAll('*'));
+return {handlers: all.filter(function (e) { return Array.from(e.attributes).some(function (a) {
+          return a.name.indexOf('on') === 0; }); }).map(function (e) { return e.outerHTML.slice(0, 80); }),
+        imgs: Array.from(document.images).filter(function (i) { return !i.src.startsWith('data:image/png'); })
+                .map(function (i) { return i.outerHTML.slice(0, 80); }),
+        elements: Array.from(document.querySelectorAll('svg, b, a, script')).map(function (e) {
+          return e.outerHTML.slice(0, 80); }),
+        text: document.body.innerText, title: document.title};
+"""
+
+
+def test_a_report_of_hostile_names_runs_no_script_in_chromium(tmp_path):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.analysis.test_report_escaping import RUN_NAME, TASK_A, TASK_B, VALUES_A, hostile_run
+    run = hostile_run(tmp_path / "run")
+    out = build_report(run, compare=[run])
+    browser = chromium_driver()
+    try:
+        browser.get((out / "index.html").as_uri())
+        try:                                     # onerror/onload handlers would fire within this wait
+            WebDriverWait(browser, 3).until(expected_conditions.alert_is_present())
+            alert = browser.switch_to.alert.text
+        except TimeoutException:
+            alert = None
+        found = browser.execute_script(INJECTED)
+    finally:
+        browser.quit()
+    assert alert is None
+    assert found["handlers"] == [] and found["imgs"] == [] and found["elements"] == []
+    assert found["title"] == f"dncsim report: {RUN_NAME}"
+    for shown in (TASK_A, TASK_B, VALUES_A[0]):      # the payloads are on the page, as text
+        assert shown in found["text"]

@@ -206,3 +206,48 @@ def test_run_specs_of_a_slurm_gpu_study_ask_for_a_gpu_and_share_the_job_cpus(tmp
     assert seen["cluster"].kind == "slurm" and seen["logs"] == tmp_path / "study" / "dask-logs"
     assert "on SLURM (1 jobs x 2 runs, 2 GPUs each)" in (tmp_path / "log.txt").read_text()
     assert json.loads((tmp_path / "study" / "study.json").read_text())["engine"] == "dask"
+
+
+def test_a_run_lost_with_its_job_names_what_slurm_said(tmp_path):
+    """The error of a run whose worker died: the SLURM job whose log names the worker, and SLURM's line
+    (walltime, cancel); a log without SLURM's line still names the job; no log: the worker's address."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "dask-worker-41.err").write_text("distributed.worker - INFO - Start worker at: tcp://10.0.0.7:40111\n")
+    (logs / "dask-worker-42.err").write_text(
+        "distributed.worker - INFO - Start worker at: tcp://10.0.0.7:40222\n"
+        "slurmstepd: error: *** JOB 42 ON node7 CANCELLED AT 2026-12-07T03:00:01 DUE TO TIME LIMIT ***\n")
+    assert study.slurm_job_end(logs, "tcp://10.0.0.7:40222") == \
+        f"job 42: CANCELLED AT 2026-12-07T03:00:01 DUE TO TIME LIMIT (log {logs / 'dask-worker-42.err'})"
+    assert study.slurm_job_end(logs, "tcp://10.0.0.7:40111") == f"job 41 (log {logs / 'dask-worker-41.err'})"
+    assert study.slurm_job_end(logs, "tcp://10.0.0.7:1") is None
+
+    class KilledWorker(Exception):
+        pass
+
+    lost = KilledWorker("Attempted to run task 'dncsim-000-seed=0' on 1 different workers, but all those workers "
+                        "died while running it. The last worker that attempt to run the task was "
+                        "tcp://10.0.0.7:40222. Inspecting worker logs is often a good next step.")
+    executor = DaskExecutor(1, cluster=SlurmClusterConfig(), log_directory=logs)
+    assert executor._lost(lost) == (f"its SLURM job 42: CANCELLED AT 2026-12-07T03:00:01 DUE TO TIME LIMIT (log "
+                                    f"{logs / 'dask-worker-42.err'}), so the run stopped: KilledWorker")
+    local = DaskExecutor(1, cluster=LocalClusterConfig(), log_directory=logs)
+    assert local._lost(lost).startswith("KilledWorker: Attempted to run task")
+
+
+def test_a_machine_without_a_slurm_configuration_is_told_so_in_one_line(tmp_path, monkeypatch, capsys):
+    """An sbatch that cannot find its cluster (here a stand-in printing what Debian's sbatch prints without
+    slurm.conf): the study stops before writing anything, quoting SLURM and saying where to start it."""
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: fetch_config: DNS SRV lookup failed' >&2\n"
+                    "echo 'sbatch: fatal: Could not establish a configuration source' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    assert main(["study", str(study_file(tmp_path, cluster={"kind": "slurm", "options": QUIET}))]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert ('SLURM refuses the job (cores 4, memory 16GiB, walltime 04:00:00): "Could not establish a configuration '
+            'source"; this machine has no SLURM configuration (slurm.conf, SLURM_CONF): start the study where jobs '
+            "are submitted, such as the cluster's login node") in err, err
+    assert not (tmp_path / "study").exists()
