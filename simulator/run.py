@@ -168,7 +168,7 @@ def _best_effort(write, *args) -> None:
 
 
 def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False, argv: Optional[list] = None,
-        stream=None, quiet: bool = False, plugins: Sequence = ()) -> Path:
+        stream=sys.stderr, quiet: bool = False, plugins: Sequence = ()) -> Path:
     """Run ``cfg`` into directory ``out`` (resuming an unfinished run there); returns the directory.
 
     Everything that can fail on the user's input (config, data, devices, the directory) fails before
@@ -176,12 +176,12 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
     second run into it is refused, naming the holder). Resuming takes the newest checkpoint generation
     that verifies, and says so when it had to fall back (the damaged one is moved aside); a geometry row
     the checkpoint's rows need that is missing is refused in one line (the tables are rewritten from the
-    checkpoint). A run that fails on its way (training diverged, a file could not be written) records
-    ``status: failed`` with the reason and raises :class:`~dncsim.common.RunFailed`. Progress goes to
-    ``stream`` (default: ``sys.stderr`` at the call); ``quiet`` suppresses the final summary on stdout
-    (studies run many runs at once). ``plugins``: extra strategy plugins (checkpointed when stateful).
+    checkpoint). A run that fails on its way (training
+    diverged, a file could not be written) records ``status: failed`` with the reason and raises
+    :class:`~dncsim.common.RunFailed`. Progress goes to ``stream``; ``quiet`` suppresses the final summary
+    on stdout (studies run many runs at once). ``plugins``: extra strategy plugins (checkpointed when
+    stateful).
     """
-    stream = sys.stderr if stream is None else stream          # the current one (a test may have swapped it)
     directory = RunDirectory(out)
     config = cfg.model_dump(mode="json")
     directory.plan(config, resume=resume, force=force)           # fail fast, touching nothing
