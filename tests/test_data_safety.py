@@ -11,6 +11,7 @@ import yaml
 from dncsim.common import DncsimError
 from dncsim.rundir import RunDirectory
 from dncsim.simulator.cli import main
+from dncsim.simulator.run import run  # noqa: F401 - imported here, as the other run tests do, not under capsys
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
