@@ -9,6 +9,7 @@ import itertools
 import math
 from typing import Dict, Optional, Sequence
 
+import numpy as np
 import torch
 
 from dncsim.analysis.inputs import as_features, as_labels
@@ -58,6 +59,29 @@ def _fewshot_rows(x, y, geom, shots, ways, episodes, seed, dtype):
     return rows, limit
 
 
+#: largest |feature| (as a power of two) analysed as given, per accumulation dtype: fourth moments and
+#: squared gaps of features beyond it (or below its inverse) overflow (underflow) the dtype
+_SAFE_EXPONENT = {torch.float64: 64, torch.float32: 16}
+
+
+def _power_of_two_scaled(x: torch.Tensor, dtype: torch.dtype):
+    """``(x * 2**-e, e)``: features whose largest magnitude is outside [2**-k, 2**k] (k from
+    ``_SAFE_EXPONENT``) scaled by a power of two to a largest magnitude in [0.5, 1), else ``(x, 0)``.
+    Multiplying by a power of two is exact, so every scale-free result (CDNV, errors, bounds, cosines)
+    is the one of the features as given, without the overflow or underflow of their moments."""
+    k = _SAFE_EXPONENT.get(dtype, 16)
+    top = float(x.detach().abs().max())
+    if top == 0 or 2.0 ** -k <= top <= 2.0 ** k:
+        return x, 0
+    e = math.frexp(top)[1]
+    scaled = np.ldexp(x.detach().cpu().numpy().astype(np.float64), -e)     # exact, subnormals included
+    return torch.from_numpy(scaled).to(x.device), e
+
+
+def _unscaled(value, exponent: int):
+    return value if value is None or not exponent else math.ldexp(value, exponent)
+
+
 def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence[int] = (1, 5, 10, 20),
                       ways: Optional[int] = 2, episodes: int = 200, seed: int = 0, ddof: int = 0,
                       dtype: torch.dtype = torch.float64, device=None) -> dict:
@@ -71,7 +95,7 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
     labelings: the orthogonality summary with Prop. 4.2 (class-average variance, K-class form) and
     whether the two labelings are balanced and independent, which Prop. 4.2 assumes.
     """
-    x = as_features(features, device=device)
+    x, exponent = _power_of_two_scaled(as_features(features, device=device), dtype)
     if not labelings:
         raise DncsimError("no labelings given")
     ys = {k: as_labels(v, x.shape[0], name=f"labels '{k}'", device=x.device) for k, v in labelings.items()}
@@ -89,7 +113,7 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
         s = g.summary()
         rows, limit = _fewshot_rows(x, y, g, shots, ways, episodes, seed, dtype)
         out[name] = {"C": s["C"], "N": s["N"], "cdnv": s["cdnv"], "dir_cdnv": s["dir_cdnv"],
-                     "ratio": s["ratio"], "mean_gap": s["mean_gap"], "fewshot": rows,
+                     "ratio": s["ratio"], "mean_gap": _unscaled(s["mean_gap"], exponent), "fewshot": rows,
                      "bound_limit": limit}
     pairs = []
     for a, b in itertools.combinations(ys, 2):
@@ -106,7 +130,7 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
 
 
 def _num(v, fmt="{:.4g}"):
-    return "n/a" if v is None else fmt.format(v)
+    return "n/a" if v is None or not math.isfinite(v) else fmt.format(v)
 
 
 def format_analysis(result: dict, title: str = "") -> str:

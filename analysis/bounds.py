@@ -98,10 +98,9 @@ def ncc_error_bound(geom: ClassGeometry, m: ShotCounts, classes=None, *,
     ``(1/C') sum_{i in S} sum_{j in S, j != i} [4 Vt_ij + (sqrt E1 + sqrt E2 + sqrt E3)^2]
     / (1 + (v_j - v_i)/(m d2_ij))^2``
     with E1 = (4/m)(V^2 + V/4), E2 = V/m, E3 = (Theta + 2(m-1)V^2)/m^3, Vt = ``geom.dir_cdnv``,
-    V = ``geom.cdnv``, v = ``geom.var``, Theta = ``geom.theta`` (README, Theorem 4.1). The sum runs
-    over ordered pairs and is divided by C' (not by the number of pairs). The estimator convention
-    is the geometry's: ``class_geometry(..., ddof=1)`` reproduces the authors'
-    ``compute_new_error_bound`` exactly; ddof=0 plugs in population moments.
+    V = ``geom.cdnv``, v = ``geom.var``, Theta = ``geom.theta`` (docs, Methods, The bound); divided by C',
+    not by the number of pairs. ``class_geometry(..., ddof=1)`` reproduces the authors'
+    ``compute_new_error_bound`` exactly.
 
     ``m``: a shot count or a sequence (``inf`` gives the limit). ``classes``: see
     :func:`class_subsets`. Values for m < 10 are NaN (flagged ``below_range``) unless
@@ -159,7 +158,7 @@ def _largest_cubic_root(F: torch.Tensor, A: torch.Tensor, *, legacy: bool) -> to
     """Largest real root y* of y^3 - 8F y - 16FA = 0 (Cardano or trigonometric form).
 
     ``legacy=True`` reproduces the older ``bound_core`` variant's Cardano terms
-    cbrt(4F(2A +/- sqrt(A^2 - 8F/27))), which is not a root of that cubic (README, "Conventions").
+    cbrt(4F(2A +/- sqrt(A^2 - 8F/27))), which is not a root of that cubic (docs, Methods, Conventions).
     """
     thr = 8 * F / 27
     disc = A.square() - thr
@@ -182,7 +181,7 @@ def ncc_error_bound_prior(dir_cdnv, cdnv, m: ShotCounts) -> torch.Tensor:
     y^3 - 8F y - 16FA = 0 with F = 2 alpha A/B, a* = max(5, 2A + y*)).
     ``dir_cdnv`` = alpha: the mean directional CDNV over ordered pairs (``summary()['dir_cdnv']``
     with ddof=0). ``cdnv`` = beta IN THE AUTHORS' HALVED CONVENTION, i.e.
-    ``summary()['cdnv'] / 2`` (README, "Conventions"). Like the authors' code it has no (C'-1)
+    ``summary()['cdnv'] / 2`` (docs, Methods, Conventions). Like the authors' code it has no (C'-1)
     prefactor (exact for two classes). Inputs broadcast; returns a float64 tensor.
     """
     alpha, beta, mm = _broadcast64(dir_cdnv, cdnv, m)
@@ -234,22 +233,12 @@ def orthogonality_bound(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: s
                         pairs_b: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Prop. 4.2's right-hand side for every axis pair of labeling a against labeling b: (P_a, P_b).
 
-    ``k_class`` form (blog; any K): ``min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b))``;
-    ``binary`` form (README; both labelings must have K = 2):
-    ``min(2 (d_a/d_b) sqrt(V_a), 2 (d_b/d_a) sqrt(V_b))`` (the same number when K = 2).
-    d = |mu_i - mu_j| of the pair (distance, not squared). V, the normalised variance along the
-    pair's axis u, is chosen by ``variance``:
-
-    * ``class_average`` (default; the quantity the proof bounds, valid for any K): the
-      class-frequency-weighted mean over ALL K classes of the population variance along u, over d^2
-      (``geom.mean_axis_var / geom.d2``).
-    * ``pooled``: the population variance along u of the two classes' samples pooled (class-size
-      weighted) over d^2 -- the authors' notebook; equal to ``class_average`` when K = 2.
-    * ``worst``: max(dir_cdnv_ij, dir_cdnv_ji) with the geometry's ddof (the blog's wording).
-
-    The bound holds exactly (population estimator) when the two labelings are balanced and
-    independent on the same samples. Rows follow ``geom_a.pairs()``, columns ``geom_b.pairs()``
-    (or the (P, 2) row-index pairs given as ``pairs_a`` / ``pairs_b``, to evaluate a subset).
+    ``form``: ``k_class`` (any K) ``min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b))``, or ``binary``
+    (K = 2 for both; the same number) ``min(2 (d_a/d_b) sqrt(V_a), 2 (d_b/d_a) sqrt(V_b))``; d = |mu_i - mu_j|.
+    ``variance`` picks V: ``class_average`` (default; the class-weighted mean over all K classes of the
+    population variance along u, over d^2, the quantity the proof bounds), ``pooled`` (the two classes'
+    samples pooled: the authors' notebook) or ``worst`` (max(dir_cdnv_ij, dir_cdnv_ji)). Exact for balanced,
+    independent labelings. Rows ``geom_a.pairs()`` (or ``pairs_a``), columns ``geom_b.pairs()`` (or ``pairs_b``).
     """
     if geom_a.d != geom_b.d:
         raise DncsimError(f"the two labelings have feature dimensions {geom_a.d} and {geom_b.d}")

@@ -741,21 +741,11 @@ def balanced_pairs(labels) -> torch.Tensor:
 def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha: float = 0.05,
                                    seed: int = 0, scheme: str = "auto", task_ids=None) -> torch.Tensor:
     """(T, T, 2) percentile intervals (low, high) of the median |cos| between task a's and task b's decision
-    axes (plug-in class means), for every pair a < b of T tasks labelling the same ``features`` (N, d).
-    Entries other than the upper triangle a < b are NaN.
-
-    ``scheme="joint"``: pair by pair, exactly :func:`bootstrap_median_abs_cos` -- resampling within the
-    pair's joint classes (a, b) of the samples both label, seeded by ``seed + 31 ids[a] + ids[b]`` with
-    ``ids = task_ids`` (default 0..T-1), so every pair draws what the per-pair call draws. Each pair needs
-    its own resamples (B x N random draws), so the cost grows with the number of pairs, T (T - 1) / 2.
-    ``scheme="wild"``: :func:`_wild_median_abs_cos_tasks`, one wild bootstrap for all pairs (cost linear
-    in T; a different interval, within about 30% of the joint one, with the same coverage on exactly
-    balanced data). Both hold the joint cells fixed, as the design of the generated evaluation data does.
-    ``scheme="iid"``: :func:`_iid_median_abs_cos_tasks`, one bootstrap of the samples themselves for all
-    pairs (linear in T), which lets the cells' sizes vary as they do when the samples are drawn at random.
-    ``scheme="auto"`` (default): per pair, ``iid`` when the pair is not an exactly balanced design
-    (:func:`balanced_pairs`), else ``joint`` below ``AUTO_WILD_PAIRS`` pairs and ``wild`` from there on
-    (:func:`resolve_pair_scheme`)."""
+    axes (plug-in class means) for every pair a < b of T tasks labelling the same ``features`` (N, d); NaN
+    off the upper triangle. ``scheme``: ``joint`` (pair by pair, exactly :func:`bootstrap_median_abs_cos`,
+    seeded ``seed + 31 ids[a] + ids[b]``, ``ids = task_ids``), ``wild`` (:func:`_wild_median_abs_cos_tasks`)
+    or ``iid`` (:func:`_iid_median_abs_cos_tasks`), both one resampling for all pairs; ``auto`` per pair
+    (:func:`resolve_pair_scheme`). Which to use and why: docs, Methods, Estimators."""
     from dncsim.analysis.task_batch import task_labels
 
     x = as_features(features).to(F64)

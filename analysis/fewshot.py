@@ -7,7 +7,7 @@ classes as a query; the episode's error is the class-balanced query error
 (the m-shot support is a prefix of the 2m-shot one), as in the authors' code, so error curves over
 m are not blurred by independent resampling.
 
-``ncc_reference_protocol`` reproduces the authors' ``NCCCEvaluator`` (README, "Conventions").
+``ncc_reference_protocol`` reproduces the authors' ``NCCCEvaluator`` (docs, Methods, Conventions).
 """
 from __future__ import annotations
 

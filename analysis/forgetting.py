@@ -1,4 +1,4 @@
-"""Accuracy-matrix arithmetic: forgetting, backward and forward transfer (README, "Metrics").
+"""Accuracy-matrix arithmetic: forgetting, backward and forward transfer (docs, Methods, Metrics).
 
 ``R`` is an (E+1, T) matrix: row 0 is measured before any training, row t+1 after experience t;
 column k is task k; NaN marks an undefined entry (e.g. a frozen probe before its task was learned).

@@ -1,6 +1,6 @@
 """Pairwise class geometry of labelled features: CDNV, directional CDNV, decision axes.
 
-Definitions (paper: Luthra, Salunkhe, Galanti 2026; see README "Conventions"). For classes i, j with
+Definitions (paper: Luthra, Salunkhe, Galanti 2026; docs: Methods, Conventions). For classes i, j with
 means mu_i, within-class residuals r = x - mu_i and counts n_i:
 
 * ``var[i]``      v_i = tr Cov_i = sum_{x in i} |r|^2 / (n_i - ddof)
@@ -15,7 +15,7 @@ means mu_i, within-class residuals r = x - mu_i and counts n_i:
 
 Diagonals are NaN. Classes are sorted by label value; ``classes[k]`` is the label of row k.
 
-How it is computed (THEORY.md section 10): one pass accumulates per-class counts and sums
+How it is computed: one pass accumulates per-class counts and sums
 (the means); a second pass forms residuals R = X - M[y] and a single matrix product
 P = R Mc^T against the centred class means. ``P[n, j] - P[n, y_n] = r_n . (mu_j - mu_{y_n})``,
 so squaring and summing those rows per class gives every directional variance at once. There is
@@ -138,7 +138,7 @@ class ClassGeometry:
         ``dir_cdnv``: mean of ``dir_cdnv`` over the C(C-1) ordered pairs; ``ratio`` = dir_cdnv / cdnv;
         ``mean_gap``: mean distance |mu_i - mu_j| over unordered pairs; ``C``, ``d``, ``N``, ``ddof``.
         With ddof=0, ``dir_cdnv`` equals the authors' ``compute_directional_cdnv`` and ``cdnv / 2``
-        equals their ``compute_cdnv`` (README, "Conventions").
+        equals their ``compute_cdnv`` (docs, Methods, Conventions).
         """
         off = ~torch.eye(self.C, dtype=torch.bool, device=self.d2.device)
         cdnv = float(self.pair_values(self.cdnv).to(torch.float64).mean())
@@ -395,7 +395,7 @@ def class_geometry(features, labels, *, ddof: int = 0, dtype: torch.dtype = torc
     their Theorem 4.1 bound); the fourth moment is always a population mean. ``dtype`` is the
     accumulation precision (float64 by default; float32 is about twice as fast). ``device``
     defaults to the features' device. ``mean_axis_var``: compute the Prop. 4.2 class-average axis
-    variance (None: only when C <= 64). Raises DncsimError on bad input (see README, "Bad input").
+    variance (None: only when C <= 64). Raises DncsimError on bad input (see docs, Reliability).
     """
     x = as_features(features, device=device)
     y = as_labels(labels, x.shape[0], device=x.device)

@@ -24,11 +24,7 @@ TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "proto
 #: for the same configuration and seed (an estimator or its default, a probe's solver, an interval scheme).
 #: Every run records it in its manifest (``methods_revision``) and a resume refuses a run begun under
 #: another revision: its rows before and after the resume would be computed in two ways in one table.
-#: 1: pair intervals ``analysis.pair_bootstrap: auto`` choose ``iid`` for pairs whose joint classes are not
-#: balanced (runs begun before revisions were recorded have none). 2: every row records whether each
-#: task's linear-probe solve converged (``probe_converged``). 3: the linear probe is solved by L-BFGS in
-#: preconditioned variables (``probes.linear_preconditioners``) with a default budget of 2,000 iterations, so
-#: that it reaches the regularised optimum instead of stopping 100 iterations along the path to it.
+#: What each revision changed: documentation, Methods, Methods revisions.
 METHODS_REVISION = 3
 
 #: The default iteration budget of the linear probe: enough for the preconditioned solve to converge on

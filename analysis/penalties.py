@@ -15,7 +15,7 @@ measured value:
   not defined from the batch); with fewer than two classes left the penalty is an exact zero that is
   still connected to ``features`` (so ``backward`` works and gives zero gradients).
 
-Vectorised as in THEORY.md section 10 (one product of the residuals with the centred class means;
+Vectorised as ``class_geometry`` in ``analysis/geometry.py`` (one product of the residuals with the centred class means;
 no loop over pairs). Accumulates in the features' dtype (training runs in float32; pass float64 for
 checks).
 """

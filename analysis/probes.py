@@ -209,15 +209,14 @@ def fit_ncc_tasks(features, labels) -> list:
 
 
 def linear_preconditioners(features, inside, mean, std, weight_decay: float) -> tuple:
-    """The change of variables each task's linear probe is solved in: W = V @ A_t with A_t = (c R_t + lam I)^(-1/2),
-    R_t the (d, d) correlation matrix of the task's standardised features (ddof 0, over its samples, as the
-    probe standardises them), c = ``PRECONDITION_CURVATURE``, lam = max(``weight_decay``, 1e-6). c R_t + lam I
-    stands for the Hessian of the probe's objective in W (data curvature times R plus the L2), so in V the
-    problem is far better conditioned than in W on correlated features; the optimum (in W) is the same for
-    any invertible A_t. c = 0.01 (the curvature of fairly confident predictions) was the fastest of
-    1, 0.1, 0.03, 0.01, 0.003 and 0.001 over five feature sets (README, "Linear probe"). Tasks with the
-    same samples (``inside`` (T, N) 0/1 rows) share one A. Returns (A (U, d, d) float64 symmetric,
-    which (T,) int64: task t uses A[which[t]])."""
+    """The change of variables each task's linear probe is solved in: W = V @ A_t, A_t = (c R_t + lam I)^(-1/2).
+
+    R_t: the (d, d) correlation matrix of the task's standardised features (ddof 0); c =
+    ``PRECONDITION_CURVATURE`` (0.01, chosen for speed: docs, Benchmarks); lam = max(``weight_decay``, 1e-6).
+    c R_t + lam I stands for the objective's Hessian in W, so V is far better conditioned on correlated
+    features; the optimum in W is the same for any invertible A_t. Tasks on the same samples (``inside``
+    (T, N) 0/1 rows) share one A. Returns (A (U, d, d) float64 symmetric, which (T,): task t uses A[which[t]]).
+    """
     members, which = torch.unique(inside > 0, dim=0, return_inverse=True)
     d = features.shape[1]
     eye = torch.eye(d, dtype=torch.float64, device=features.device)
@@ -236,29 +235,12 @@ def fit_linear_tasks(features, labels, *, steps: int = LINEAR_STEPS, weight_deca
                      tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, precondition: bool = True):
     """:func:`fit_linear` for T tasks labelling the same ``features`` (N, d), solved together.
 
-    ``labels`` (T, N) int, -1 where a sample is not in a task. Each task keeps its own standardisation
-    (mean and std of its samples), loss (mean cross-entropy + ``weight_decay``/2 |W|^2) and its own
-    L-BFGS state: the algorithm is ``torch.optim.LBFGS(lr=1, max_iter=steps, history_size=history,
-    line_search_fn="strong_wolfe")`` with its default ``max_eval = steps * 5 // 4`` function evaluations,
-    transcribed so that every task runs its own copy of torch's control flow (memory update, two-loop
-    recursion, strong-Wolfe bracketing and zoom as coroutines) while the arithmetic of all tasks that
-    need an evaluation in the same round is shared: one product of the (N, d) features with their
-    stacked weights. Each task therefore takes the steps torch takes for it alone, up to the rounding of
-    dot products (float64); the T problems are independent. A task stops by torch's rules: largest
-    gradient entry at most ``tolerance_grad``, step or loss change below ``tolerance_change``, not a
-    descent direction, or a limit (``steps`` iterations, ``max_eval`` evaluations). Deterministic (zero
-    initialisation). Returns (probes, info): T LinearProbes and per task ``iterations`` (T,),
-    ``evaluations`` (T,), ``converged`` (T,) bool (False: stopped by a limit) and ``loss`` (T,) the
-    final objective.
-
-    With ``precondition`` (the default) the variables L-BFGS works in are V with W = V A_t
-    (:func:`linear_preconditioners`; the bias is not transformed), and the tolerances apply to V: torch's
-    algorithm on the same objective written in better-conditioned coordinates, whose optimum in W is the
-    same. On the features of trained backbones it converges in 38 iterations on average on 16-task rows and
-    in up to about 500 for a nearly separable task, where the plain solve (``precondition=False``, the
-    solver of methods revisions 1 and 2) needs 219-450 on average and mostly stopped at the old budget of
-    100 (README, "Linear probe"). The products run on features centred by their pooled
-    mean (the stored probe's ``mean`` is in the original coordinates).
+    ``labels`` (T, N) int, -1 where a sample is not in a task. Each task has its own standardisation, loss
+    (mean cross-entropy + ``weight_decay``/2 |W|^2) and L-BFGS state: ``torch.optim.LBFGS(lr=1,
+    max_iter=steps, history_size=history, line_search_fn="strong_wolfe")`` transcribed as per-task
+    coroutines whose evaluations share one product with the stacked weights, so each task takes torch's
+    steps for it alone. With ``precondition`` L-BFGS works in V, W = V A_t (:func:`linear_preconditioners`),
+    same optimum. Returns (T LinearProbes, info: ``iterations``, ``evaluations``, ``converged``, ``loss``).
     """
     f = as_features(features).to(torch.float64)
     N, d = f.shape

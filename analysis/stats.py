@@ -193,7 +193,7 @@ def probe_budget_note(tasks: List[dict], probe: str) -> Optional[str]:
         return None
     return (f"{any_budget} of {len(known)} task rows have linear-probe solves that stopped at the step budget "
             f"(evaluation.linear_steps), {frozen} of them in the frozen probe (the fit of the learned row): their "
-            "accuracies and forgetting are those of the budgeted solve (README, \"Linear probe\")")
+            "accuracies and forgetting are those of the budgeted solve (docs, Methods, Linear probe)")
 
 
 def within_task_ranks(rows: List[dict], columns: Sequence[str]) -> List[dict]:

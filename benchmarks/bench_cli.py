@@ -1,4 +1,4 @@
-"""How fast the CLI answers (issue 16, "A CLI that answers at once"): wall time of whole processes.
+"""How fast the CLI answers : wall time of whole processes.
 
 Targets on this 2-core machine: ``dncsim --help`` at most 0.8 s, a bad config's one-line error at
 most 1.5 s, ``dncsim analyze examples/multitask_features.npz`` within 1.5x of ``python -c "import

@@ -2,8 +2,8 @@
 population values are known: C isotropic Gaussian classes (sigma = 1) in d dimensions with every pair
 of means at squared distance --gap2, so the population directional CDNV is 1/gap2 for every ordered
 pair and the CDNV 2d/gap2. For samples per class / d in {0.25, 1, 4}, over --replicates data sets, it
-prints the mean relative bias (mean estimate / population - 1) of each estimator. The README's table
-is this script's output.
+prints the mean relative bias (mean estimate / population - 1) of each estimator. The table of
+docs/methods/estimators.md is this script's output.
 
     python benchmarks/bench_estimators.py [--d 64] [--classes 4] [--gap2 16] [--replicates 200]
 """

@@ -1,4 +1,4 @@
-"""Make examples/multitask_features.npz, the file the README's first command analyses.
+"""Make examples/multitask_features.npz, the example file of ``dncsim analyze`` and of the documentation.
 
 A factor model of what a self-supervised encoder does to the paper's synthetic multitask images:
 four independent, exactly balanced attributes (color 4, shape 4, size 3, style 2; a full factorial

@@ -60,9 +60,11 @@ class DomainIncrementalStream(StrictModel):
     """The same labels in every experience, inputs shifted per experience."""
 
     type: Literal["domain_incremental"] = "domain_incremental"
-    experiences: int = Field(ge=2)
-    shift: Literal["permute", "rotate", "color"] = "permute"
-    labeling: Optional[str] = None
+    experiences: int = Field(ge=2, description="number of experiences, each a new domain of the same task")
+    shift: Literal["permute", "rotate", "color"] = Field("permute",
+        description="the domain change per experience: a fixed pixel permutation, a rotation or a color transform")
+    labeling: Optional[str] = Field(None,
+        description="the labeling every experience trains (default: the source's first)")
     include_identity: bool = Field(True, description="the first experience sees unshifted inputs")
     max_rotation: float = Field(180.0, gt=0, le=360, description="rotate: the last experience's angle in degrees")
 
@@ -131,7 +133,9 @@ class FactorStream(StrictModel):
     type: Literal["factor"] = "factor"
     attributes: Optional[List[str]] = Field(None, min_length=1, description="attributes in stream order "
                                                                              "(default: every labeling of the source)")
-    hold: Literal["one", "subset", "none"] = "one"
+    hold: Literal["one", "subset", "none"] = Field("one",
+        description="what the attributes other than the varying one do: one (each fixed at one seeded value), subset "
+                    "(a random hold_fraction of its values), none (everything varies)")
     hold_fraction: float = Field(0.5, gt=0, lt=1, description="hold: subset -- share of each held attribute's "
                                                               "values kept (at least one, at most all but one)")
     samples_per_experience: Optional[int] = Field(None, ge=2, description="generated sources: training images "
@@ -162,9 +166,13 @@ StreamConfig = Annotated[Union[FactorStream, ClassIncrementalStream, TaskIncreme
 class ScenarioConfig(StrictModel):
     """A data source, a stream type and the seed that fixes every random choice in between."""
 
-    seed: int = Field(0, ge=0)
-    source: SourceConfig = Field(default_factory=ShapesConfig)
-    stream: StreamConfig = Field(default_factory=FactorStream)
+    seed: int = Field(0, ge=0,
+                      description="fixes every random choice of the scenario: generated images, splits, class order, "
+                                  "domain shifts")
+    source: SourceConfig = Field(default_factory=ShapesConfig,
+                                 description="where the samples and their labelings come from")
+    stream: StreamConfig = Field(default_factory=FactorStream,
+                                 description="how the samples are cut into a sequence of experiences")
 
 
 def scenario_from_mapping(data, *, prefix: str = "scenario") -> ScenarioConfig:

@@ -348,23 +348,14 @@ def _stream_npy_rows(path: Path, key: str, rows: np.ndarray, row_shape: tuple, c
 
 
 def load_dsprites(cfg: DSpritesConfig, seed: int) -> SourceData:
-    """dSprites from its official ``.npz``: (N, 1, 64, 64) binary images (or ``image_size``).
+    """dSprites from its official ``.npz``: (N, 1, 64, 64) images (or ``image_size``), 0/1 pixels as 0.0/1.0
+    (a file with pixels above 1 is read as 0..255 and divided by 255).
 
-    Keys read: ``imgs`` (N, S, S) uint8 (0/1 pixels, used as 0.0/1.0; a file with pixels above 1 is read
-    as 0..255 and divided by 255), ``latents_classes`` (N, 6) int (columns: color -- constant, ignored --,
-    shape, scale, orientation, pos_x, pos_y), ``latents_values`` (N, 6) float, optional, for names.
-    Attribute ids: the class indices found in the file, in sorted order (0..K-1; the official file's
-    own indices); names: shape ``square``, ``ellipse``, ``heart``, the others their latent value
-    (scale 0.5 ... 1, orientation in radians, positions in [0, 1]) or the class index without
-    ``latents_values``. ``bins: {orientation: 4}`` groups an attribute's K classes into that many
-    equal-width bins over the class indices (bin = id * bins // K: 40 orientations in 4 bins of 10;
-    32 positions in 3 bins of 11, 11, 10), each named ``first..last`` value. (dSprites' 40
-    orientations span [0, 2 pi] and a square repeats every 90 degrees: orientation classes are not all
-    visually distinct.)
-
-    ``np.load`` cannot memory-map an .npz, so ``imgs`` is streamed from the zip member front to back and
-    only the chosen rows are kept, ``chunk_mb`` at a time: one pass of decompression up to the last chosen
-    row; ``latents_classes`` (35 MB) is read whole. Split: seeded, ``test_fraction``.
+    Reads ``imgs``, ``latents_classes`` (N, 6: color, ignored; shape, scale, orientation, pos_x, pos_y)
+    and, for names, ``latents_values``. Attribute ids: the file's class indices in sorted order; ``bins``
+    groups them into equal-width bins (bin = id * bins // K). ``imgs`` is streamed from the zip member,
+    ``chunk_mb`` at a time, keeping only the chosen rows. Split: seeded, ``test_fraction``. File layout
+    and names: docs, How-to, Real datasets from disk.
     """
     path = _data_file(cfg.data_root, DSPRITES_FILE, "the dSprites .npz (imgs, latents_classes, latents_values)")
     table, row_shape = _dsprites_table(cfg, path)

@@ -9,7 +9,6 @@ The file format (what ``dncsim analyze`` reads and what the ``features`` scenari
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -19,6 +18,7 @@ import torch
 
 from dncsim.analysis.inputs import as_features
 from dncsim.common import DncsimError
+from dncsim.npzfile import NpzArchive
 from dncsim.scenarios.preprocessing import stratified_pick
 from dncsim.scenarios.source_config import FeaturesSourceConfig
 from dncsim.scenarios.sources import SourceData, Split
@@ -37,51 +37,62 @@ class FeatureFile:
     labelings: Dict[str, np.ndarray]
 
 
-def _is_label_array(a: np.ndarray, n: int) -> bool:
-    return a.ndim == 1 and a.shape[0] == n and (np.issubdtype(a.dtype, np.integer) or a.dtype == bool)
+def _is_label_header(shape: tuple, dtype: np.dtype, n: int) -> bool:
+    return len(shape) == 1 and shape[0] == n and dtype.kind in "iub"
 
 
 def load_feature_file(path, labels: Optional[Sequence[str]] = None) -> FeatureFile:
     """Read ``path`` (.npz) and return its features and labelings.
 
     ``labels``: the label arrays to use, in order (default: every 1-D integer array of length N, in
-    file order). Raises DncsimError, naming the file, when it is missing or not a readable .npz,
-    has no 2-D ``features`` array, when a requested label key is absent (listing the available
-    ones) or is not an integer array of length N, or when no label array is found.
+    file order). Only ``features`` and the chosen label arrays are read (``dncsim.npzfile``: headers
+    first, sizes checked against the file and the memory available, object arrays refused); other
+    members are never loaded. Raises DncsimError, naming the file, when it is missing or not a readable
+    .npz, has no 2-D numeric ``features`` array, when a requested label key is absent (listing the
+    available ones) or is not an integer array of length N, or when no label array is found.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DncsimError(f"{p}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DncsimError(f"{p}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
-    if "features" not in arrays:
-        raise DncsimError(f"{p}: no array named 'features' (found: {', '.join(sorted(arrays)) or 'none'})")
-    x = arrays.pop("features")
-    if x.ndim != 2:
-        raise DncsimError(f"{p}: 'features' must be 2-D (N, d); got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise DncsimError(f"{p}: 'features' must be numeric; got dtype {x.dtype}")
-    n = x.shape[0]
-    candidates = [k for k, a in arrays.items() if _is_label_array(a, n)]
-    if labels is None:
-        chosen = candidates
-        if not chosen:
-            raise DncsimError(f"{p}: no label array found: expected 1-D integer arrays of length {n} "
-                              f"(e.g. 'labels'); found: {', '.join(sorted(arrays)) or 'none'}")
-    else:
-        chosen = list(dict.fromkeys(labels))
-        for key in chosen:
-            if key not in arrays:
-                raise DncsimError(f"{p}: label key '{key}' not in the file; available label arrays: "
-                                  f"{', '.join(candidates) or 'none'}")
-            if not _is_label_array(arrays[key], n):
-                a = arrays[key]
-                raise DncsimError(f"{p}: '{key}' is not a label array: expected 1-D integers of length {n}, "
-                                  f"got shape {a.shape} dtype {a.dtype}")
-    return FeatureFile(path=p, features=x, labelings={k: arrays[k].astype(np.int64) for k in chosen})
+    with NpzArchive(p) as z:
+        names = z.names
+        if "features" not in z:
+            raise DncsimError(f"{p}: no array named 'features' (found: {', '.join(sorted(names)) or 'none'})")
+        shape, dtype = z.header("features")
+        if len(shape) != 2:
+            raise DncsimError(f"{p}: 'features' must be 2-D (N, d); got shape {shape}")
+        if dtype.kind not in "fiu":
+            raise DncsimError(f"{p}: 'features' must be real numbers (float or integer); got dtype {dtype}")
+        n = shape[0]
+        others = [k for k in names if k != "features"]
+
+        def candidates():
+            return [k for k in others if _is_label_header(*z.header(k), n)]
+
+        def available():       # for a message: what could have been asked for (unreadable members left out)
+            found = []
+            for k in others:
+                try:
+                    found += [k] if _is_label_header(*z.header(k), n) else []
+                except DncsimError:
+                    pass
+            return ", ".join(found) or "none"
+        if labels is None:
+            chosen = candidates()
+            if not chosen:
+                raise DncsimError(f"{p}: no label array found: expected 1-D integer arrays of length {n} "
+                                  f"(e.g. 'labels'); found: {', '.join(sorted(others)) or 'none'}")
+        else:
+            chosen = list(dict.fromkeys(labels))
+            for key in chosen:
+                if key not in z or key == "features":
+                    raise DncsimError(f"{p}: label key '{key}' not in the file; available label arrays: "
+                                      f"{available()}")
+                s, dt = z.header(key)
+                if not _is_label_header(s, dt, n):
+                    raise DncsimError(f"{p}: '{key}' is not a label array: expected 1-D integers of length {n}, "
+                                      f"got shape {s} dtype {dt}")
+        x = z.read("features")
+        labelings = {k: z.read(k).astype(np.int64) for k in chosen}
+    return FeatureFile(path=p, features=x, labelings=labelings)
 
 
 def _ids_and_names(train: np.ndarray, test: np.ndarray):
@@ -89,6 +100,16 @@ def _ids_and_names(train: np.ndarray, test: np.ndarray):
     values = np.unique(np.concatenate([train, test]))
     return (torch.from_numpy(np.searchsorted(values, train)), torch.from_numpy(np.searchsorted(values, test)),
             [str(v) for v in values.tolist()])
+
+
+def _float32_features(a: np.ndarray, name: str) -> torch.Tensor:
+    """``a`` as the float32 tensor training uses; DncsimError when a value is beyond float32's range."""
+    x = as_features(a, name=name)
+    top = float(x.abs().max())
+    if top > float(np.finfo(np.float32).max):
+        raise DncsimError(f"{name}: values up to {top:.3g} are beyond float32's range (3.4e+38) that training "
+                          "computes in; rescale the features")
+    return x.to(torch.float32)
 
 
 def load_features_source(cfg: FeaturesSourceConfig, seed: int) -> SourceData:
@@ -109,7 +130,8 @@ def load_features_source(cfg: FeaturesSourceConfig, seed: int) -> SourceData:
     train_labels, test_labels, names = {}, {}, {}
     for k in ff.labelings:
         train_labels[k], test_labels[k], names[k] = _ids_and_names(ltr[k], lte[k])
-    x = {s: as_features(a, name=f"{cfg.path} features").to(torch.float32) for s, a in (("train", xtr), ("test", xte))}
+    x = {s: _float32_features(a, f"{cfg.path if s == 'train' or cfg.test_path is None else cfg.test_path} features")
+         for s, a in (("train", xtr), ("test", xte))}
     return SourceData(name="features", train=Split(x["train"], train_labels), test=Split(x["test"], test_labels),
                       label_names=names, default_labeling=next(iter(ff.labelings)),
                       info={"path": str(cfg.path), "test_path": str(cfg.test_path) if cfg.test_path else None})

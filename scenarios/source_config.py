@@ -43,15 +43,21 @@ class ShapesConfig(StrictModel):
 
     name: Literal["shapes"] = "shapes"
     image_size: int = Field(32, ge=16, le=128, description="side of the square images in pixels")
-    shapes: List[ShapeName] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross"])
-    colors: List[ColorName] = Field(default_factory=lambda: ["red", "green", "blue", "yellow"])
-    sizes: List[SizeName] = Field(default_factory=lambda: ["small", "medium", "large"])
-    styles: List[StyleName] = Field(default_factory=lambda: ["filled", "outline"])
+    shapes: List[ShapeName] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross"],
+                                    description="values of the shape labeling (ids in list order)")
+    colors: List[ColorName] = Field(default_factory=lambda: ["red", "green", "blue", "yellow"],
+                                    description="values of the color labeling (ids in list order)")
+    sizes: List[SizeName] = Field(default_factory=lambda: ["small", "medium", "large"],
+                                  description="values of the size labeling (ids in list order)")
+    styles: List[StyleName] = Field(default_factory=lambda: ["filled", "outline"],
+                                    description="values of the style labeling (ids in list order)")
     train_repeats: int = Field(30, ge=1, description="training samples per (shape, color, size, style) cell")
     probe_repeats: int = Field(10, ge=1, description="probe-train samples per cell (evaluation data, rendered "
                                                      "independently of the training data)")
     test_repeats: int = Field(10, ge=1, description="test (probe-test) samples per (shape, color, size, style) cell")
-    nuisance: ShapesNuisance = Field(default_factory=ShapesNuisance)
+    nuisance: ShapesNuisance = Field(default_factory=ShapesNuisance,
+                                     description="variation that belongs to no labeling: position, rotation, noise, "
+                                                 "background")
 
     @field_validator("shapes", "colors", "sizes", "styles")
     @classmethod
@@ -89,10 +95,14 @@ class FeaturesSourceConfig(StrictModel):
     (default: all)."""
 
     name: Literal["features"] = "features"
-    path: Path
-    test_path: Optional[Path] = None
-    labelings: Optional[List[str]] = Field(None, min_length=1)
-    test_fraction: float = Field(0.25, gt=0, lt=1)
+    path: Path = Field(description="an .npz with 'features' (N, d) and one integer label array per labeling")
+    test_path: Optional[Path] = Field(None,
+        description="a second .npz for the test split (default: a seeded split of test_fraction)")
+    labelings: Optional[List[str]] = Field(None, min_length=1,
+                                           description="label arrays to use, in order (default: every label array)")
+    test_fraction: float = Field(0.25, gt=0, lt=1,
+                                 description="share held out for testing when there is no test_path (seeded, "
+                                             "stratified by the first labeling)")
 
 
 # --- torchvision data sets (scenarios/torchvision_sources.py) --------------------------------------
@@ -203,7 +213,8 @@ class DSpritesConfig(DiskSourceConfig):
     data_root: Path = Field(description="the .npz file, or a folder holding "
                                         "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz")
     attributes: List[DSpritesAttribute] = Field(
-        default_factory=lambda: ["shape", "scale", "orientation", "pos_x", "pos_y"], min_length=1)
+        default_factory=lambda: ["shape", "scale", "orientation", "pos_x", "pos_y"], min_length=1,
+        description="attributes turned into labelings, in order (the first is the default labeling)")
     bins: Dict[DSpritesBinnable, int] = Field(default_factory=dict, description="attribute -> number of equal-width "
                                                                                 "bins over its class indices")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="share of the samples held out for testing "
@@ -220,7 +231,7 @@ class Shapes3DConfig(DiskSourceConfig):
     data_root: Path = Field(description="the .h5 file, or a folder holding 3dshapes.h5")
     attributes: List[Shapes3DAttribute] = Field(
         default_factory=lambda: ["floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"],
-        min_length=1)
+        min_length=1, description="attributes turned into labelings, in order (the first is the default labeling)")
     bins: Dict[Shapes3DBinnable, int] = Field(default_factory=dict, description="attribute -> number of equal-width "
                                                                                 "bins over its class indices")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="share of the samples held out for testing "

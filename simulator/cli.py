@@ -2,8 +2,9 @@
 
 User mistakes (bad flags, files, data, configs) are reported as ONE line on stderr with exit
 status 2; nothing is written. A run that started and then failed (training diverged, a file could
-not be written) is one line and exit status 1, recorded in its run directory. Programming errors keep
-their traceback.
+not be written) is one line and exit status 1, recorded in its run directory. Ctrl-C, SIGTERM and
+SIGHUP end any command with one line and exit status 128 + the signal (130, 143, 129;
+``dncsim.simulator.interrupts``). Programming errors keep their traceback.
 """
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of example images per experience as a PNG.")
     s.add_argument("config", metavar="CONFIG.yaml", help="a YAML file with a 'scenario:' section")
     s.add_argument("--png", metavar="PATH", default=None,
-                   help="where to save the example grid (default: <config name>_examples.png here)")
+                   help="where to save the example grid (default: <config name>_examples.png in a new "
+                        "temporary directory; the path is printed)")
     s.set_defaults(func=_cmd_scenario)
 
     r = sub.add_parser("run", help="run a continual task-sequence scenario end to end",
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "axes), few-shot error against Theorem 4.1, cross-task orthogonality and "
                                    "forgetting. "
                                    "Everything is written to a run directory that resumes after an interruption.")
-    r.add_argument("config", metavar="CONFIG.yaml", help="the run configuration (README: Configuration)")
+    r.add_argument("config", metavar="CONFIG.yaml", help="the run configuration (docs: Reference, Configuration)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any config key by dotted path (repeatable), e.g. --set training.epochs=2")
     r.add_argument("--out", metavar="DIR", default=None, help="run directory (default: output.dir, else runs/<name>)")
@@ -149,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "skipped), aggregate tidy tables, test whether low directional variability "
                                     "predicts less forgetting (Spearman, cluster bootstrap CI, permutation p) and "
                                     "write a study report. Flags override the study file's keys of the same name.")
-    st.add_argument("study", metavar="STUDY.yaml", help="the study file (README: Studies)")
+    st.add_argument("study", metavar="STUDY.yaml", help="the study file (docs: Tutorials, A study)")
     st.add_argument("--engine", choices=("local", "dask"), default=None, help="local process pool or dask.distributed")
     st.add_argument("--workers", type=_positive_int, default=None, help="runs at once")
     st.add_argument("--scheduler", metavar="ADDRESS", default=None, help="dask scheduler address (tcp://host:8786)")
@@ -226,7 +228,7 @@ def _cmd_scenario(args) -> int:
         raise DncsimError(f"evaluation.watch: expected a list of labeling names; got {watch!r}")
     from dncsim.common import atomic_write_bytes, output_file
 
-    png = output_file(args.png if args.png is not None else f"{Path(args.config).stem}_examples.png", "--png")
+    png = output_file(args.png, "--png") if args.png is not None else _temporary_png(Path(args.config).stem)
     text = sys.stderr if png is None else sys.stdout         # a PNG on standard output: the text goes aside
     from dncsim.scenarios.build import build_scenario
     from dncsim.scenarios.preview import describe, example_grid_png
@@ -236,6 +238,8 @@ def _cmd_scenario(args) -> int:
     image = example_grid_png(sc)
     if image is None:
         print("\ninputs are vectors: no example images", file=text)
+        if args.png is None:
+            png.parent.rmdir()
     elif png is None:
         sys.stdout.buffer.write(image)
         sys.stdout.flush()
@@ -245,12 +249,22 @@ def _cmd_scenario(args) -> int:
     return 0
 
 
+def _temporary_png(stem: str) -> Path:
+    """``<stem>_examples.png`` in a new temporary directory: never the current directory (a checkout's root)
+    nor a run directory that ``dncsim run`` would then refuse as not a run directory."""
+    import tempfile
+    return Path(tempfile.mkdtemp(prefix="dncsim-scenario-")) / f"{stem}_examples.png"
+
+
 def _cmd_run(args) -> int:
+    from dncsim.rundir import RunDirectory
     from dncsim.simulator.config import load_run_config
 
     cfg = load_run_config(args.config, args.overrides)
     out = Path(args.out) if args.out else (cfg.output.dir or Path("runs") / cfg.name)
     cfg.output.dir = Path(out).resolve()
+    # a finished run, another config's or a foreign directory is refused here, before torch is imported
+    RunDirectory(out).plan(cfg.model_dump(mode="json"), resume=args.resume, force=args.force)
     from dncsim.simulator.run import run
 
     path = run(cfg, out, resume=args.resume, force=args.force, argv=sys.argv)
@@ -295,15 +309,44 @@ def _cmd_stats(args) -> int:
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``dncsim`` console script; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
+    """One line for an interruption (a run's says how far it got and how to resume); 128 + the signal."""
+    from dncsim.simulator.interrupts import signal_of
+    message = str(exc) or "interrupted"
+    # past a terminal's "^C"; a run's or study's message comes after its progress bar closed its line
+    lead = "\n" if message == "interrupted" and getattr(sys.stderr, "isatty", lambda: False)() else ""
     try:
+        print(f"{lead}{command}: {one_line(message)}", file=sys.stderr, flush=True)
+    except OSError:                      # SIGHUP: the terminal may be gone
+        pass
+    return 128 + signal_of(exc)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``dncsim`` console script; returns the exit status: 0, 1 (a run that failed), 2
+    (usage and config errors), 128 + the signal's number when SIGINT (Ctrl-C, 130), SIGTERM (143) or
+    SIGHUP (129) interrupted it."""
+    import threading
+
+    from dncsim.simulator.interrupts import install, restore
+    previous = install() if threading.current_thread() is threading.main_thread() else {}
+    try:
+        return _main(argv)
+    finally:
+        restore(previous)
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    command = "dncsim"
+    try:
+        args = build_parser().parse_args(argv)
+        command = f"dncsim {args.command}"
         return args.func(args)
     except DncsimError as exc:            # one line; 2 for usage, config and data errors, 1 for a failed run
-        print(f"dncsim {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"{command}: error: {one_line(str(exc))}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USAGE)
+    except KeyboardInterrupt as exc:     # Ctrl-C, SIGTERM, SIGHUP: no traceback
+        return _interrupted(command, exc)
     except BrokenPipeError:          # output piped into `head` and the like: not an error
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -32,9 +32,9 @@ class TrainingConfig(StrictModel):
 
     epochs: int = Field(1, ge=1, description="epochs per experience")
     batch_size: int = Field(256, ge=2, description="mini-batch size (before replay samples are added)")
-    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adam", description="the optimizer of the backbone and heads")
     lr: float = Field(1e-3, gt=0, description="learning rate")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="the optimizer's weight decay")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="number format of the training steps' forward pass and loss: fp32; bf16 or fp16 run "
@@ -60,7 +60,8 @@ class OutputConfig(StrictModel):
                                                 "loggers)")
     wandb_project: Optional[str] = Field(None, description="wandb project (default: the study's name for a study "
                                                            "run, else dncsim)")
-    checkpoints: bool = True
+    checkpoints: bool = Field(True,
+        description="write checkpoint.pt after every experience; without it an interrupted run restarts from scratch")
     report: bool = Field(True, description="write the orthogonality report (report/) when the run finishes")
     paper: Literal["auto", "always", "never"] = Field(
         "auto", description="the report's section on the paper's three claims (auto: for joint streams)")
@@ -83,18 +84,26 @@ class RunConfig(StrictModel):
     """A whole run: the scenario, the model and how it is trained, evaluated and analysed."""
 
     name: Optional[str] = Field(None, description="run name (default: the config file's name)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0,
+                      description="seeds model initialisation, shuffling, augmentation, probes and few-shot episodes")
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N")
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
-    scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
-    backbone: BackboneConfig = Field(default_factory=ConvNetConfig)
-    objective: ObjectiveConfig = Field(default_factory=SimCLRConfig)
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    strategy: StrategyConfig = Field(default_factory=NaiveConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    scenario: ScenarioConfig = Field(default_factory=ScenarioConfig,
+                                     description="the data source, the task stream and the evaluation tasks")
+    backbone: BackboneConfig = Field(default_factory=ConvNetConfig,
+                                     description="the shared representation; features before any projector are what "
+                                                 "analysis measures")
+    objective: ObjectiveConfig = Field(default_factory=SimCLRConfig, description="what trains the backbone")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig,
+                                   description="two random views per batch for the self-supervised objectives "
+                                               "(kornia, per sample)")
+    strategy: StrategyConfig = Field(default_factory=NaiveConfig, description="the continual-learning method")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="how each experience is trained")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig,
+                                         description="probes on frozen features after every experience")
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig,
+                                     description="geometry and few-shot error after every experience")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="what the run writes besides its metrics")
 
     @field_validator("name")
     @classmethod

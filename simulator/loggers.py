@@ -51,7 +51,7 @@ def _wandb_logger_class():
 
     class ScalarWandBLogger(WandBLogger):
         """Avalanche 0.6's WandBLogger, logging scalars itself: its own ``log_single_metric`` reads
-        ``wandb.viz``, which wandb no longer has (AttributeError on the first metric). dncsim's metrics
+        ``wandb.viz``, which current wandb lacks (AttributeError on the first metric). dncsim's metrics
         are all scalars; values of other types (images, tensors) are not logged."""
 
         def log_single_metric(self, name, value, x_plot):

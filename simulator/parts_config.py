@@ -323,7 +323,7 @@ class AxisDistillConfig(StrictModel):
 
     name: Literal["axis_distill"] = "axis_distill"
     weight: float = Field(1.0, ge=0, description="weight of the axis-distillation loss (same scale as distill's: "
-                                                 "README, Strategies)")
+                                                 "docs, Guide, Strategies)")
 
 
 class CumulativeConfig(StrictModel):

@@ -50,7 +50,10 @@ class StreamProgress(SupervisedPlugin):
 
     def experience_done(self, t: int) -> None:
         """Called by the run once experience ``t`` is trained, evaluated and saved."""
-        self.outer.update(1)
+        if t + 1 < self.total:
+            self.outer.update(1)
+        else:
+            self.outer.n += 1            # the final bar is drawn once, by close()
         if not self.tty:
             elapsed = time.perf_counter() - self.start
             finished = t + 1 - self.done_at_start

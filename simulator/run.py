@@ -20,12 +20,13 @@ import torch
 
 from dncsim.analysis.estimators import AUTO_WILD_PAIRS, balanced_pairs, resolve_pair_scheme
 from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
-from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
+from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX, RESOLVED_PAIRS
 from dncsim.analysis.text_table import format_table
-from dncsim.common import DncsimError, RunFailed
+from dncsim.common import DncsimError, RunFailed, WriteFailed
 from dncsim.rundir import RunDirectory, now, provenance
 from dncsim.simulator.build import RunParts, build_run
 from dncsim.simulator.config import RunConfig
+from dncsim.simulator.interrupts import Interrupted, deferred, signal_of
 from dncsim.simulator.loggers import attach_loggers, check_loggers, close_loggers, new_wandb_id
 from dncsim.simulator.progress import StreamProgress
 from dncsim.simulator.strategies import stateful_plugins
@@ -121,23 +122,33 @@ def restore(parts: RunParts, state: dict) -> int:
 # --- the run ------------------------------------------------------------------------------------------
 
 def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
-    """Per task after the last experience: accuracy (forgetting) per probe and protocol, dir-CDNV, CDNV."""
+    """Per task after the last experience: accuracy (forgetting) per probe and protocol, dir-CDNV, CDNV;
+    a geometry that is undefined there is ``n/a``, with a note saying why."""
     t = max(r["exp"] for r in rows)
     last = {(r["metric"], r["task"], r["probe"], r["protocol"]): r["value"] for r in rows if r["exp"] == t}
-    table = []
+    table, undefined = [], []
     for k, name in enumerate(tasks):
         row = [k, name]
         for key in keys:
             acc = last.get((ACC, k, key.probe, key.protocol))
             forg = last.get((FORGETTING_MAX, k, key.probe, key.protocol))
             row.append("n/a" if acc is None else f"{acc:.3f}" + ("" if forg is None else f" ({forg:+.3f})"))
-        row += ["n/a" if last.get((m, k, None, None)) is None else f"{last[(m, k, None, None)]:.4g}"
-                for m in (DIR_CDNV, CDNV)]
+        geometry = [last.get((m, k, None, None)) for m in (DIR_CDNV, CDNV)]
+        if None in geometry:
+            undefined.append((name, last.get((RESOLVED_PAIRS, k, None, None))))
+        row += ["n/a" if v is None else f"{v:.4g}" for v in geometry]
         table.append(row)
     out = format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
                        table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
-    note = convergence_finding(probe_convergence(rows))
-    return out if note is None else f"{out}\nnote: {note}"
+    notes = [convergence_finding(probe_convergence(rows))]
+    unresolved = [name for name, resolved in undefined if resolved == 0]
+    if unresolved:
+        notes.append(f"n/a dir-CDNV and CDNV: the estimator resolved no class pair of {', '.join(unresolved)} "
+                     "after the last experience (resolved_pairs 0), so its class geometry is undefined there")
+    if len(unresolved) < len(undefined):
+        notes.append(f"n/a dir-CDNV and CDNV: the class geometry of {', '.join(n for n, r in undefined if r != 0)} "
+                     "is undefined after the last experience")
+    return "\n".join([out] + [f"note: {n}" for n in notes if n is not None])
 
 
 def _write_results(parts: RunParts) -> None:
@@ -232,19 +243,19 @@ def pair_interval_hint(analysis, tasks, split: str = "test") -> Optional[str]:
                  f"{wild} share one wild bootstrap (balanced, 20 tasks or more)" if wild else "",
                  f"{counts['joint', True]} resample within their joint classes" if counts["joint", True] else ""]
         return (f"note: {total} task pairs share their samples; their median |cos| intervals: "
-                + ", ".join(p for p in parts if p) + " (analysis.pair_bootstrap: auto; README, Estimators)")
+                + ", ".join(p for p in parts if p) + " (analysis.pair_bootstrap: auto; docs, Methods, Estimators)")
     if unbalanced and scheme != "iid":
         return (f"note: {unbalanced} of {total} task pairs on the same samples have joint classes of unequal "
                 f"size; analysis.pair_bootstrap: {scheme} holds those sizes fixed, so their median |cos| "
                 "intervals are too narrow if the samples were drawn at random (iid or auto lets them vary; "
-                "README, Estimators)")
+                "docs, Methods, Estimators)")
     joint = counts["joint", True]
     if scheme != "joint" or joint < PAIR_HINT_PAIRS:
         return None
     return (f"note: {joint} task pairs share their samples; the interval of each pair's median |cos| resamples "
             f"that pair's joint classes (analysis.pair_bootstrap: {scheme}), a cost per evaluation that grows "
-            "with the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (README, "
-            "Speed)")
+            "with the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (docs: "
+            "Benchmarks)")
 
 
 def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:
@@ -260,8 +271,14 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
                               f"{'is' if len(missing) == 1 else 'are'} missing and cannot be recomputed from its "
                               "checkpoint (a row is measured with the model of its time); restore "
                               f"{'it' if len(missing) == 1 else 'them'} or use --force to start the run over")
-        directory.quarantine_damaged()          # never rotated over the good generation by the next save
-    directory.prepare(plan)
+    try:
+        if state is not None:
+            directory.quarantine_damaged()          # never rotated over the good generation by the next save
+        directory.prepare(plan)
+    except OSError as exc:
+        raise WriteFailed(f"{exc.filename or directory.path}: cannot prepare the run directory "
+                          f"({exc.strerror or exc})", {"path": str(exc.filename or directory.path),
+                                                       "errno": exc.errno}) from None
     if note:
         print(note, file=stream, flush=True)
     hint = pair_interval_hint(cfg.analysis, parts.evaluation.collection.tasks,
@@ -302,12 +319,14 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
                 "started": started, "finished": None, "experiences_done": done, "experiences_total": total,
                 "duration_s": duration, **provenance(), "command": argv, "training_inputs": stream_record(parts),
                 "checkpoints": generations}
-    if parts.device.type == "cuda":          # what bit-identical results on a GPU depend on (README: GPU)
+    if parts.device.type == "cuda":          # what bit-identical results on a GPU depend on (docs: How-to, GPUs)
         manifest["cuda"] = {"device_name": torch.cuda.get_device_name(parts.device), "cuda": torch.version.cuda,
                             "cudnn": torch.backends.cudnn.version()}
     if wandb_id is not None:
         manifest["wandb_run_id"] = wandb_id
     directory.write_manifest(manifest)
+    if state is not None and not quiet:
+        print(f"resuming after {done} of {total} experiences", file=stream, flush=True)
     t0 = time.perf_counter()
     progress = StreamProgress(parts.scenario, cfg.training.epochs, done, stream=stream)
     parts.strategy.plugins.append(progress)
@@ -317,18 +336,22 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
             if t < done:
                 continue
             parts.strategy.train(exp, eval_streams=[])
-            _write_results(parts)
-            elapsed = round(duration + time.perf_counter() - t0, 2)
-            if cfg.output.checkpoints:
-                manifest["checkpoints"] = directory.save_checkpoint(checkpoint_state(parts, t + 1, elapsed),
-                                                                    manifest["checkpoints"])
-            manifest.update(experiences_done=t + 1, duration_s=elapsed)
-            directory.write_manifest(manifest)
-            progress.experience_done(t)
-    except KeyboardInterrupt:
+            with deferred():             # a signal stops the run after these writes, never between them
+                _write_results(parts)
+                elapsed = round(duration + time.perf_counter() - t0, 2)
+                if cfg.output.checkpoints:
+                    manifest["checkpoints"] = directory.save_checkpoint(checkpoint_state(parts, t + 1, elapsed),
+                                                                        manifest["checkpoints"])
+                manifest.update(experiences_done=t + 1, duration_s=elapsed)
+                directory.write_manifest(manifest)
+                progress.experience_done(t)
+    except KeyboardInterrupt as exc:     # Ctrl-C; SIGTERM and SIGHUP too where the CLI installed its handlers
         manifest["status"] = "interrupted"
-        _best_effort(directory.write_manifest, manifest)
-        raise
+        with deferred(deliver=False):    # a second signal (the study's SIGTERM after Ctrl-C) is the same request
+            _best_effort(directory.write_manifest, manifest)
+            progress.close()
+        raise Interrupted(f"interrupted after {manifest['experiences_done']} of {total} experiences; run the same "
+                          "command again to resume", signal_of(exc)) from None
     except BaseException as exc:
         manifest["status"] = "failed"
         manifest["error"] = str(exc) if isinstance(exc, RunFailed) else f"{type(exc).__name__}: {exc}"

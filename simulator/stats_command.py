@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 
 from dncsim.analysis.names import PROBES, PROTOCOLS
 from dncsim.analysis.stats import study_statistics
-from dncsim.common import DncsimError, atomic_write_json, read_yaml
+from dncsim.common import DncsimError, atomic_write_json, json_text, read_yaml
 
 __all__ = ["read_table", "load_tables", "stats_for", "format_statistics"]
 
@@ -37,9 +37,10 @@ def _value(text: str):
 
 def read_table(path: Path) -> List[dict]:
     """A tidy table written by ``dncsim study`` (CSV): empty -> None, True/False -> bool, numbers -> float,
-    anything else a string. DncsimError naming the file when it is not a readable table."""
+    anything else a string; a byte-order mark (as spreadsheet programs write) is skipped. DncsimError
+    naming the file when it is not a readable table."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if not header:
@@ -145,11 +146,11 @@ def format_statistics(result: dict) -> str:
 
 
 def write_json(result: dict, out) -> None:
-    """``result`` as strict JSON (values JSON has no type for as their text) into the file ``out``
-    (atomically), or onto standard output when ``out`` is None."""
+    """``result`` as JSON (``dncsim.common.json_text``: non-finite numbers null, with a note) into the file
+    ``out`` (atomically), or onto standard output when ``out`` is None."""
     data = json.loads(json.dumps(result, default=str))
     if out is None:
-        sys.stdout.write(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        sys.stdout.write(json_text(data))
         sys.stdout.flush()
     else:
         atomic_write_json(out, data)

@@ -3,7 +3,7 @@
 A study directory holds ``study.yaml`` (the resolved study config), ``study.json`` (every run's
 factors, status, error and time; written after each run), ``runs/<name>/`` (ordinary run
 directories), and once runs finished: ``tasks.csv``, ``pairs.csv``, ``statistics.json`` and
-``report/`` (README, "Studies"). Finished runs are found and skipped; a failed run is recorded
+``report/`` (docs, Tutorials, A study). Finished runs are found and skipped; a failed run is recorded
 with its error and retried only on request; one failure never stops the others.
 
 Both engines run the same function, :func:`run_one`, on one spec per run: ``local`` in a process
@@ -44,13 +44,14 @@ __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmCluste
 class StatisticsConfig(StrictModel):
     """Which forgetting the hypothesis is tested on, and the resampling settings."""
 
-    probe: Literal["ncc", "linear"] = "linear"
-    protocol: Literal["refit", "frozen"] = "frozen"
-    forgetting: Literal["forgetting_max", "forgetting_last"] = "forgetting_max"
+    probe: Literal["ncc", "linear"] = Field("linear", description="the probe whose forgetting is the outcome")
+    protocol: Literal["refit", "frozen"] = Field("frozen", description="the protocol whose forgetting is the outcome")
+    forgetting: Literal["forgetting_max", "forgetting_last"] = Field("forgetting_max",
+        description="forgetting_max: the largest drop after learning; forgetting_last: the drop at the end")
     bootstrap: int = Field(2000, ge=100, description="cluster-bootstrap resamples (of runs)")
     permutations: int = Field(2000, ge=100, description="permutations for the p-value")
-    alpha: float = Field(0.05, gt=0, lt=1)
-    seed: int = Field(0, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1, description="level of the tests (1 - alpha intervals)")
+    seed: int = Field(0, ge=0, description="seed of the permutations and bootstraps")
     include_unlearned: bool = Field(False, description="keep tasks that were never learned (accuracy within the "
                                                        "margin of chance right after their experience) in the tests")
 
@@ -166,7 +167,8 @@ class StudyConfig(StrictModel):
     base: Union[Path, Dict[str, Any]] = Field(description="a run config file, or an inline run config mapping")
     set: Dict[str, Any] = Field(default_factory=dict, description="KEY.PATH: value overrides for every run")
     factors: Dict[str, List[Any]] = Field(description="KEY.PATH: [values]; the runs are their cartesian product")
-    engine: Literal["local", "dask"] = "local"
+    engine: Literal["local", "dask"] = Field("local",
+        description="local: a process pool on this machine; dask: dask.distributed on cluster (the dask extra)")
     workers: int = Field(2, ge=1, description="runs at once")
     threads_per_worker: Optional[int] = Field(None, ge=1, description="torch threads per run (default: cores / "
                                                                       "workers)")
@@ -177,7 +179,8 @@ class StudyConfig(StrictModel):
                                                "jobs through dask-jobqueue) or address (a running scheduler)")
     out: Optional[Path] = Field(None, description="study directory (default: studies/<name>)")
     retry_failed: bool = Field(False, description="run again the runs recorded as failed")
-    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig,
+                                         description="the outcome the tests read and how they resample")
 
     @field_validator("name")
     @classmethod
@@ -291,10 +294,15 @@ def _die_with_parent() -> None:
 
 
 def _run_in_child(fn, spec: dict, conn, parent: int) -> None:
+    from dncsim.simulator.interrupts import install, signal_of
     _die_with_parent()
     if os.getppid() != parent:          # the study died while this process started, before it could ask
         return
-    conn.send(fn(spec))
+    install()                           # SIGTERM from the study (and Ctrl-C) records the run as interrupted
+    try:
+        conn.send(fn(spec))
+    except KeyboardInterrupt as exc:    # no traceback: the study says it was interrupted
+        sys.exit(128 + signal_of(exc))
     conn.close()
 
 
@@ -316,6 +324,9 @@ class LocalExecutor:
     """Each run in its own spawned process (a clean interpreter with its own torch threads), at most
     ``workers`` at once. A process that dies without answering (the out-of-memory killer, a signal) is
     recorded as a failed run naming the signal, and the others go on; the processes die with the study."""
+
+    #: seconds the runs of an interrupted study get to record ``status: interrupted`` before they are killed
+    GRACE_S = 30.0
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -349,9 +360,14 @@ class LocalExecutor:
                     proc.join()
                     receive.close()
                     yield result if result is not None else _killed(spec, proc.exitcode, time.perf_counter() - start)
-        finally:
+        finally:                        # interrupted: each run records itself as interrupted, then stops
             for proc, *_ in running.values():
-                proc.kill()
+                proc.terminate()
+            deadline = time.perf_counter() + self.GRACE_S
+            for proc, *_ in running.values():
+                proc.join(max(0.0, deadline - time.perf_counter()))
+                if proc.is_alive():
+                    proc.kill()
 
 
 DASK_EXTRA = "pip install 'dncsim[dask]'"
@@ -775,15 +791,26 @@ def run_study(cfg: StudyConfig, *, stream=None) -> Path:
     tty = bool(getattr(stream, "isatty", lambda: False)())
     bar = tqdm(total=len(todo), desc="runs", unit="run", file=stream, disable=not tty, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for n, result in enumerate(executor.map_unordered(run_one, todo) if todo else [], start=1):
-        records[result["name"]].update(status=result["status"], error=result["error"], seconds=result["seconds"])
-        save()
-        bar.update(1)
-        if not tty:
-            elapsed = time.perf_counter() - t0
-            print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} s; "
-                  f"elapsed {_eta(elapsed)}, ETA {_eta(elapsed / n * (len(todo) - n))}"
-                  + (f" ({result['error']})" if result["error"] else ""), file=stream, flush=True)
+    results = executor.map_unordered(run_one, todo) if todo else iter([])
+    n = 0
+    try:
+        for n, result in enumerate(results, start=1):
+            records[result["name"]].update(status=result["status"], error=result["error"],
+                                           seconds=result["seconds"])
+            save()
+            bar.update(1)
+            if not tty:
+                elapsed = time.perf_counter() - t0
+                print(f"[{n}/{len(todo)}] {result['name']} {result['status']} in {result['seconds']:.0f} s; "
+                      f"elapsed {_eta(elapsed)}, ETA {_eta(elapsed / n * (len(todo) - n))}"
+                      + (f" ({result['error']})" if result["error"] else ""), file=stream, flush=True)
+    except KeyboardInterrupt as exc:    # Ctrl-C, SIGTERM, SIGHUP (dncsim.simulator.interrupts)
+        from dncsim.simulator.interrupts import Interrupted, signal_of
+        if hasattr(results, "close"):
+            results.close()             # stops the runs still going (each records status: interrupted)
+        bar.close()
+        raise Interrupted(f"interrupted after {n} of {len(todo)} runs; run the same command again to resume",
+                          signal_of(exc)) from None
     bar.close()
     failed = [r for r in records.values() if r["status"] == "failed"]
     if failed:

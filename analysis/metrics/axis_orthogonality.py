@@ -16,21 +16,12 @@ __all__ = ["AxisOrthogonality"]
 
 
 class AxisOrthogonality(Metric):
-    """Per task pair a < b: ``axis_cos_median`` and ``axis_cos_max`` (|cos| between every axis of a and
-    every one of b), ``axis_cos2_vs_random`` (mean cos^2 x d). For tasks labelling the same samples:
-    ``labels_cramers_v`` (Cramer's V of their contingency table on the geometry split) and -- with
-    ``bootstrap`` > 0 -- ``axis_cos_median_ci_low`` / ``_ci_high``, a 95% percentile interval by
-    ``bootstrap_median_abs_cos_tasks`` with scheme ``pair_bootstrap``: resampling within each pair's
-    joint classes (``joint``, seeded per pair as the per-pair call) or one wild bootstrap of the samples'
-    residuals around every task's class effects for all pairs (``wild``); ``auto`` takes ``wild`` for
-    batches of at least 20 tasks (190 pairs) and ``joint`` below (README, Estimators). For those that are
-    also independent (V <= ``INDEPENDENCE_V_MAX``, the assumption of Prop. 4.2; dependent pairs such as
-    fine and coarse classes get no Prop. 4.2 rows): ``prop42_frac`` (share of axis pairs under the bound --
-    on exactly balanced independent labelings it is 1 for any features, a property of the data),
-    ``prop42_tightness`` (median bound / median observed |cos|: how far the bound is above what the
-    features show) and ``prop42_bound_vs_random`` (median bound / random directions' median |cos| in d
-    dimensions: below 1 the bound forces more orthogonality than chance). Every pair's numbers come from
-    one product of all tasks' stacked axes (``orthogonality_tasks``). Stateless."""
+    """Per task pair a < b: ``axis_cos_median``, ``axis_cos_max`` (|cos| between their decision axes),
+    ``axis_cos2_vs_random`` (mean cos^2 x d); for tasks on the same samples ``labels_cramers_v`` and, with
+    ``bootstrap`` > 0, the 95% interval of the median by ``bootstrap_median_abs_cos_tasks`` (scheme
+    ``pair_bootstrap``); for independent pairs (V <= ``INDEPENDENCE_V_MAX``) the Prop. 4.2 rows
+    ``prop42_frac``, ``prop42_tightness``, ``prop42_bound_vs_random``. Definitions: docs, Methods, Metrics.
+    All pairs from one product of the stacked axes (``orthogonality_tasks``). Stateless."""
 
     name = "axis_orthogonality"
     emits = (AXIS_COS_MEDIAN, AXIS_COS_MAX, AXIS_COS2_VS_RANDOM, LABELS_CRAMERS_V, PROP42_FRAC, PROP42_TIGHTNESS,

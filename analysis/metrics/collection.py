@@ -65,9 +65,9 @@ class MetricCollection:
 
     def state_dict(self) -> dict:
         """The rows travel as one JSON string (``rows_json``, exactly ``json.dumps(rows)``; floats as
-        ``repr``, so exactly): pickling the growing table dict by dict made every checkpoint cost O(rows)
-        Python callbacks. Each row is encoded once (the table only grows between checkpoints; a row
-        object that is no longer the one encoded at its position is encoded again)."""
+        ``repr``, so exactly), which costs one string per checkpoint rather than O(rows) Python callbacks.
+        Each row is encoded once (the table only grows between checkpoints; a row object that is not the
+        one encoded at its position is encoded again)."""
         cache = self.__dict__.setdefault("_row_json", [])
         keep = 0
         while keep < min(len(cache), len(self.rows)) and cache[keep][0] is self.rows[keep]:

@@ -17,7 +17,7 @@ class ForgettingTransfer(Metric):
     ``forgetting_last`` and ``forgetting_norm`` per task learned before t (watched tasks have none),
     ``bwt`` (when some task was learned before t), ``fwt`` of the task learned next (refit), and the
     ``interference`` of experience t on every task learned earlier (frozen; ``task_b`` is the task
-    learned in experience t). Definitions: README, Metrics. Stateless."""
+    learned in experience t). Definitions: docs, Methods, Metrics. Stateless."""
 
     name = "forgetting_transfer"
     emits = (FORGETTING_MAX, FORGETTING_LAST, FORGETTING_NORM, BWT, FWT, INTERFERENCE)

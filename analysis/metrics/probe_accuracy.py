@@ -31,7 +31,7 @@ def probe_convergence(rows, learned_at=None) -> Optional[dict]:
     converging), ``tasks_at_budget`` {task name: such solves, in task order} and ``frozen_at_budget``: the
     names, in task order, of the tasks whose frozen probe -- the fit of the row they were learned in,
     ``learned_at`` (a list by task index; None: not known, the list stays empty) -- is such a solve.
-    None when the table has no such rows (no linear probe, or a run before methods revision 2)."""
+    None when the table has no such rows (no linear probe, or a table without ``probe_converged`` rows)."""
     fits = [r for r in rows if r["metric"] == PROBE_CONVERGED]
     if not fits:
         return None
@@ -54,7 +54,7 @@ def convergence_finding(stats: Optional[dict]) -> Optional[str]:
     return (f"{stats['at_budget']} of {stats['fits']} linear-probe fits stopped at the step budget "
             f"(evaluation.linear_steps) before converging, in {len(tasks)} task(s) ({named}): "
             "their accuracies are those of the budgeted solve and a larger budget can move them by a point or "
-            "more (README, \"Linear probe\").")
+            "more (docs, Methods, Linear probe).")
 
 
 def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linear_steps: int = LINEAR_STEPS,
@@ -66,21 +66,12 @@ def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linea
 
 
 class ProbeAccuracy(Metric):
-    """``acc`` per task, probe and protocol: test accuracy of a probe fit on the task's probe-train split.
-
-    Probes: ``ncc`` (nearest class mean) and ``linear`` (multinomial logistic regression). Protocols:
-    ``refit`` (fit on the current features) and ``frozen`` (fit at the row where the task is learned,
-    ``t == task.learned_at``, and kept). State: ``accuracy`` -- the matrices R[t + 1, k], (experiences + 1)
-    x tasks (row 0 before training; NaN where undefined), published for later metrics as
-    ``row.products["accuracy"]`` -- and ``frozen``, the kept probes. With ``max_train_samples`` each
-    task's probes fit on one seeded subset. Tasks sharing probe-train features fit their probes together
-    (``fit_ncc_tasks``, ``fit_linear_tasks``: the same probes as fitting each alone).
-
-    ``probe_converged`` per task and row (key linear/refit; the frozen probe is the fit of the row the task
-    was learned in): 1 when that row's linear solve met one of L-BFGS's stopping tolerances, 0 when it
-    stopped at the ``linear_steps`` budget -- its accuracy is then that of the budgeted iterate, not of the
-    regularised optimum, and a larger budget can move it (README, "Linear probe").
-    """
+    """``acc`` per task, probe (``ncc``, ``linear``) and protocol (``refit``: fit on the current features;
+    ``frozen``: fit at the row the task is learned in and kept): test accuracy of a probe fit on the task's
+    probe-train split; ``probe_converged`` per task and row (1: the linear solve met an L-BFGS tolerance, 0:
+    it stopped at ``linear_steps``). State: ``accuracy`` (the matrices R[t + 1, k], NaN where undefined;
+    ``row.products["accuracy"]`` for later metrics) and ``frozen``, the kept probes. Tasks sharing
+    probe-train features fit together (``fit_ncc_tasks``, ``fit_linear_tasks``). Definitions: docs, Methods."""
 
     name = "probe_accuracy"
     emits = (ACC, PROBE_CONVERGED)

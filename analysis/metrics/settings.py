@@ -18,8 +18,13 @@ __all__ = ["EvaluationConfig", "AnalysisConfig"]
 class EvaluationConfig(StrictModel):
     """Probes on frozen backbone features after every experience, for every task."""
 
-    probes: List[Literal["ncc", "linear"]] = Field(default_factory=lambda: ["ncc", "linear"], min_length=1)
-    protocols: List[Literal["refit", "frozen"]] = Field(default_factory=lambda: ["refit", "frozen"], min_length=1)
+    probes: List[Literal["ncc", "linear"]] = Field(default_factory=lambda: ["ncc", "linear"], min_length=1,
+                                                   description="ncc: nearest class mean; linear: multinomial "
+                                                               "logistic regression solved to its optimum")
+    protocols: List[Literal["refit", "frozen"]] = Field(default_factory=lambda: ["refit", "frozen"], min_length=1,
+                                                        description="refit: a probe fit on the current features; "
+                                                                    "frozen: the probe fit right after the task was "
+                                                                    "learned, kept")
     linear_steps: int = Field(LINEAR_STEPS, ge=1, description="most L-BFGS iterations of the linear probe")
     linear_weight_decay: float = Field(1e-4, ge=0, description="L2 penalty of the linear probe")
     batch_size: int = Field(1024, ge=1, description="batch size of feature extraction")
@@ -31,18 +36,21 @@ class EvaluationConfig(StrictModel):
 
 
 class AnalysisConfig(StrictModel):
-    """Geometry measured after every experience (see README, Conventions)."""
+    """Geometry measured after every experience (see docs, Methods, Conventions)."""
 
-    shots: List[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1)
+    shots: List[int] = Field(default_factory=lambda: [1, 5, 10, 20], min_length=1,
+                             description="support samples per class of the few-shot episodes and the Theorem 4.1 "
+                                         "bound")
     ways: int = Field(2, ge=2, description="classes per few-shot episode")
-    episodes: int = Field(100, ge=1)
-    ddof: Literal[0, 1] = 0
+    episodes: int = Field(100, ge=1, description="few-shot episodes per shot count")
+    ddof: Literal[0, 1] = Field(0,
+        description="delta degrees of freedom of the within-class variances: 0 population, 1 unbiased")
     split: Literal["train", "test"] = Field("test", description="split the geometry and few-shot episodes use")
     normalize: Literal["none", "l2"] = Field("none", description="features every probe and measurement sees: as "
                                                                  "the backbone gives them, or scaled to unit L2 "
                                                                  "norm (the paper's from-scratch figures)")
     estimator: Literal["crossfit", "plugin"] = Field("crossfit", description="estimator of the per-task "
-                                                     "dir-CDNV, CDNV, ratio and mean gap (README, Estimators)")
+                                                     "dir-CDNV, CDNV, ratio and mean gap (docs, Methods, Estimators)")
     crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")
     bootstrap: int = Field(100, ge=0, le=10000, description="within-class bootstrap resamples for the 95% intervals "
                                                             "of the per-task summaries (0: none)")
@@ -58,7 +66,7 @@ class AnalysisConfig(StrictModel):
                                                                     "iid unless the pair is an exactly balanced "
                                                                     "design, then joint below 190 pairs on the "
                                                                     "same samples (20 tasks), wild from there on "
-                                                                    "(README, Estimators)")
+                                                                    "(docs, Methods, Estimators)")
 
     @field_validator("shots")
     @classmethod

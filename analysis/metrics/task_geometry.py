@@ -12,7 +12,7 @@ _FIELDS = ((DIR_CDNV, "dir_cdnv"), (CDNV, "cdnv"), (CDNV_RATIO, "ratio"), (MEAN_
 
 
 class TaskGeometry(Metric):
-    """Per task, on the geometry split (README, Conventions and Estimators): ``dir_cdnv`` (mean over
+    """Per task, on the geometry split (docs, Methods, Conventions and Estimators): ``dir_cdnv`` (mean over
     ordered class pairs), ``cdnv`` (mean over unordered pairs, no factor 1/2), ``cdnv_ratio`` and
     ``mean_gap``, by the ``plugin`` estimator (``ClassGeometry.summary()``, the authors' numbers) or the
     ``crossfit`` one (axes and variances from independent halves, squared gaps corrected for the noise of

@@ -1,7 +1,6 @@
 """Assemble the report: numbers, figures, then the HTML, Markdown and JSON files (written atomically)."""
 from __future__ import annotations
 
-import json
 import os
 from functools import partial
 from pathlib import Path
@@ -14,7 +13,7 @@ from dncsim.analysis.report.graph import interference_communities
 from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
 from dncsim.analysis.report.summary import _jsonable, prop42_points, run_summary
-from dncsim.common import DncsimError, atomic_write_bytes, not_a_regular_file
+from dncsim.common import DncsimError, WriteFailed, atomic_write_bytes, json_text, not_a_regular_file
 from dncsim.rundir import RunData, RunLock, load_run
 
 __all__ = ["build_report", "FIGURES"]
@@ -165,10 +164,14 @@ def _build(run: RunData, others: Sequence[RunData], out: Path, paper: bool = Fal
 
     html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, FIGURES), **common)
     md = env.get_template("report.md.j2").render(**common)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "figures").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteFailed(f"{out}: cannot create the report directory ({exc.strerror or exc})",
+                          {"path": str(out), "errno": exc.errno}) from None
     for name, png in figs.items():
         atomic_write_bytes(out / "figures" / f"{name}.png", png)
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(out / "summary.json", json_text(summary).encode())
     atomic_write_bytes(out / "report.md", md.encode())
     atomic_write_bytes(out / "index.html", html.encode())
     return out

@@ -33,7 +33,7 @@ _THEMED = False
 def plotting():
     """``(pyplot, seaborn)``, imported on first use with the Agg backend (unless the process already
     chose a backend through pyplot) and the report's seaborn theme (whitegrid, paper), set once per
-    process as importing this module used to."""
+    process."""
     global _THEMED
     if not _THEMED:
         import matplotlib

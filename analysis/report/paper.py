@@ -1,32 +1,17 @@
-"""The paper's three claims (Luthra, Salunkhe, Galanti 2026), checked on one run's files.
+"""The paper's three claims (Luthra, Salunkhe, Galanti 2026), checked on one run's files (``RunData``).
 
-Read from the metrics table of a run whose evaluation tasks are attributes labelling the same samples
-(the ``joint`` stream: successive blocks of training over one data set, the paper's setting). Every
-number here is computed from ``RunData`` only; thresholds are the issue's acceptance levels, fixed
-here, never tuned to the data.
+For a run whose evaluation tasks are attributes labelling the same samples (a ``joint`` stream). The
+levels are fixed constants, never tuned to the data:
 
-* **S1 -- directional collapse.** Per measured point, the geometric mean over attributes of
-  dir-CDNV / CDNV (``cdnv_ratio`` rows, the run's estimator). Reproduced when it falls at least
-  ``S1_FALL`` -fold from before training to the end *and* ends at most 1 / ``S1_GAP`` (dir-CDNV at
-  least 8x below CDNV). Attributes without a ratio at both ends (crossfit leaves a labeling out while
-  no class pair is resolved) are left out of both means, and named.
-* **S2 -- Theorem 4.1.** Every (attribute, point, shot count m) with both a few-shot NCC error and a
-  bound (the bound is undefined where a class pair's margin is not positive): the bound is at least the
-  error everywhere, and per attribute the Pearson correlation of bound and error over (m, point) is at
-  least ``S2_RHO``. Reproduced when both hold for every attribute. As the paper computes it: over every
-  shot count it plots, m < 10 included (the theorem is stated for m >= 10; below that the bound is
-  the same formula extrapolated), Pearson on the raw values. On the paper's own MAE numbers (THEORY.md
-  section 9, C' = 2, m = 1..50) raw Pearson over all m gives 0.996 (train) and 0.971 (test), matching
-  the reported 0.99, whereas log values give 0.90 / 0.71 and m >= 10 alone 0.92 / -0.94. The
-  correlation over m >= 10 only is reported beside it (``rho_in_range``), and so is the correlation
-  across shot counts at each point of training on its own (``rho_by_point``, ``rho_per_point_min``:
-  the paper's procedure, which has one representation). Pooled over points, raw Pearson is dominated
-  by the bound at initialisation (often 10^3 to 10^5, against errors below 0.5); the verdict keeps
-  the pooled definition all the same.
-* **S3 -- near-orthogonality.** At the end, for every pair of attributes on the same samples, median
-  |cos| between their decision axes at most ``S3_MAX`` (2^-3) and below ``S3_RANDOM_FACTOR`` x the
-  median |cos| of random directions in d dimensions (exact, about 0.674/sqrt(d)). The Prop. 4.2 bound's
-  tightness is reported beside it.
+* **S1, directional collapse**: the geometric mean over attributes of dir-CDNV / CDNV falls at least
+  ``S1_FALL``-fold from before training to the end and ends at most 1 / ``S1_GAP``.
+* **S2, Theorem 4.1**: the bound is at least the few-shot NCC error at every (attribute, point, m)
+  where it is defined, and per attribute their raw Pearson correlation over (m, point), every shot
+  count included, is at least ``S2_RHO``; ``rho_in_range`` (m >= 10) and ``rho_by_point`` beside it.
+* **S3, near-orthogonality**: at the end every pair of attributes has median |cos| at most ``S3_MAX``
+  and below ``S3_RANDOM_FACTOR`` x the random level.
+
+Why these definitions: documentation, Methods, The paper check.
 """
 from __future__ import annotations
 
@@ -49,7 +34,7 @@ S2_RHO = 0.9
 S3_MAX = 2.0 ** -3
 S3_RANDOM_FACTOR = 2.0
 
-#: what the paper reports, as the report quotes it (THEORY.md section 9)
+#: what the paper reports, as the report quotes it (documentation: Methods, The paper check)
 PAPER_NUMBERS = {
     "S1": "training from scratch (SimCLR, VICReg, DINO, MAE): dir-CDNV falls from about 2^-1 to 2^-5 while "
           "CDNV stays around 2^1 to 2^3",

@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from dncsim.analysis.aggregate import pair_rows, rows_to_csv, task_rows
-from dncsim.common import atomic_write_bytes
+from dncsim.common import atomic_write_bytes, json_text
 from dncsim.analysis.report.figures import plotting, png_bytes, subplots
 from dncsim.analysis.report.render import environment, figure_embedder, fmt
 from dncsim.analysis.stats import study_statistics
@@ -160,7 +160,7 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
         {"tests": [], "notes": ["no finished runs"], "primary": None, "classical": None,
          "joint": None, "pairs_primary": None, "verdict": ["No finished runs: nothing to test."],
          "outcome": None, "interference": None}
-    atomic_write_bytes(study_dir / "statistics.json", (json.dumps(stats, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(study_dir / "statistics.json", json_text(stats).encode())
     state = json.loads((study_dir / "study.json").read_text())
     summary = {"study": cfg.name, "engine": cfg.engine, "factors": cfg.factors, "runs": state["runs"],
                "rows": {"tasks": len(tasks), "pairs": len(pairs)}, "statistics": stats}
@@ -175,5 +175,5 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
     atomic_write_bytes(report / "index.html", env.get_template("study.html.j2").render(
         figure=figure_embedder(figs, STUDY_FIGURES), **common).encode())
     atomic_write_bytes(report / "report.md", env.get_template("study.md.j2").render(**common).encode())
-    atomic_write_bytes(report / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(report / "summary.json", json_text(summary).encode())
     return report

@@ -144,7 +144,7 @@ def _spearman(x, y) -> Optional[dict]:
 
 
 def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
-    """Everything ``summary.json`` holds for one run (see README, "Report"); ``points``: the
+    """Everything ``summary.json`` holds for one run (see docs, Reading a report); ``points``: the
     :func:`prop42_points` of the last row when the caller already has them."""
     last = run.last
     primary = primary_key(run)

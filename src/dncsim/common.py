@@ -27,6 +27,7 @@ import csv
 import difflib
 import io
 import json
+import math
 import os
 import re
 import stat
@@ -38,8 +39,8 @@ from typing import Any, List, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = ["DncsimError", "RunFailed", "WriteFailed", "StrictModel", "one_line_error", "did_you_mean", "dotted",
-           "model_classes", "read_yaml", "csv_text", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "not_a_regular_file", "output_file", "STDOUT_NAMES", "lazy_import"]
+           "model_classes", "read_yaml", "csv_text", "json_text", "finite_json", "atomic_write_bytes",
+           "atomic_write_text", "atomic_write_json", "not_a_regular_file", "output_file", "STDOUT_NAMES", "lazy_import"]
 
 
 class DncsimError(ValueError):
@@ -220,6 +221,41 @@ def csv_lines(rows) -> List[str]:
     return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
+# --- JSON ---------------------------------------------------------------------------------------------
+
+#: the key :func:`json_text` adds to a mapping that held non-finite numbers
+NON_FINITE = "non_finite"
+
+
+def finite_json(obj, _path: str = "", _found: Optional[List[str]] = None):
+    """``(copy, paths)``: ``obj`` (dicts, lists, tuples, scalars) with every NaN or infinite float
+    (numpy's included) replaced by None, and the dotted paths (``pairs[0].tightness``) of those replaced."""
+    found = [] if _found is None else _found
+    if isinstance(obj, dict):
+        out = {k: finite_json(v, f"{_path}.{k}" if _path else str(k), found)[0] for k, v in obj.items()}
+    elif isinstance(obj, (list, tuple)):
+        out = [finite_json(v, f"{_path}[{i}]", found)[0] for i, v in enumerate(obj)]
+    elif isinstance(obj, float) or type(obj).__module__ == "numpy" and hasattr(obj, "item"):
+        out = obj.item() if hasattr(obj, "item") else obj
+        if isinstance(out, float) and not math.isfinite(out):
+            found.append(_path or "(value)")
+            out = None
+    else:
+        out = obj
+    return out, found
+
+
+def json_text(obj, *, indent: Optional[int] = 2) -> str:
+    """The one JSON encoder of everything dncsim writes: strict JSON (no NaN/Infinity tokens, which most
+    readers reject), newline-terminated. A non-finite number is written as null; a mapping at the top
+    level then gets ``non_finite``: ``{"note", "count", "paths"}`` (the first 100 paths) saying so."""
+    clean, paths = finite_json(obj)
+    if paths and isinstance(clean, dict):
+        clean[NON_FINITE] = {"note": "NaN or infinite values written as null", "count": len(paths),
+                             "paths": paths[:100]}
+    return json.dumps(clean, indent=indent, allow_nan=False) + "\n"
+
+
 # --- atomic writes ------------------------------------------------------------------------------------
 
 def _umask() -> int:
@@ -297,8 +333,9 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_json(path, obj) -> None:
-    """Write ``obj`` as strict JSON (NaN/inf rejected) to ``path`` atomically, indented, newline-terminated."""
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    """Write ``obj`` as :func:`json_text` (strict JSON, non-finite numbers as null with a note) to ``path``
+    atomically."""
+    atomic_write_text(path, json_text(obj))
 
 
 #: output paths that mean standard output

@@ -1,7 +1,7 @@
 """The run directory: the one module that writes and reads it (the contract between a run and
 everything that reads runs: reports, studies, ``dncsim stats``).
 
-Files (README, "Outputs"), every one written atomically (``dncsim.common.atomic_write_bytes``):
+Files (docs, Reference, Outputs), every one written atomically (``dncsim.common.atomic_write_bytes``):
 
 * ``config.yaml`` -- the resolved run configuration;
 * ``manifest.json`` -- status (``running``, ``finished``, ``failed``, ``interrupted``), progress,
@@ -40,8 +40,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dncsim.common import (DncsimError, atomic_write_bytes, atomic_write_json, atomic_write_text, csv_lines,
-                           csv_text, is_atomic_temporary)
+from dncsim.common import (DncsimError, WriteFailed, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                           csv_lines, csv_text, is_atomic_temporary)
 
 __all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
@@ -199,24 +199,48 @@ def geometry_npz_bytes(geoms: Dict[int, object]) -> bytes:
     return buf.getvalue()
 
 
+def _check_geometry_shapes(path, k: int, headers: Dict[str, tuple]) -> None:
+    """DncsimError unless task k's geometry fields (name -> (shape, dtype)) are numeric with the shapes of
+    ``ClassGeometry.to_arrays``: ``classes`` (C,), ``means`` (C, d), (C,) vectors, (C, C) matrices, ``ddof`` ()."""
+    if "classes" not in headers or "means" not in headers:
+        missing = ", ".join(f for f in ("classes", "means") if f not in headers)
+        raise DncsimError(f"{path}: task {k}: geometry arrays lack {missing}")
+    c = headers["classes"][0][0] if len(headers["classes"][0]) == 1 else -1
+    means = headers["means"][0]
+    d = means[1] if len(means) == 2 else -1
+    want = {"classes": (c,), "counts": (c,), "means": (c, d), "var": (c,), "m4": (c,), "ddof": ()}
+    for name, (shape, dtype) in headers.items():
+        expected = want.get(name, (c, c))
+        if c < 1 or d < 1 or shape != expected or dtype.kind not in "fiub":
+            raise DncsimError(f"{path}: task {k}: '{name}' has shape {shape} dtype {dtype}; expected {expected} "
+                              "numbers (damaged, or written by another dncsim version?)")
+
+
 def load_geometry(path) -> Dict[int, object]:
-    """Task index -> ClassGeometry from a ``geometry/row_<r>.npz`` file."""
+    """Task index -> ClassGeometry from a ``geometry/row_<r>.npz`` file (only the fields ``from_arrays``
+    needs are read; ``dncsim.npzfile``). DncsimError naming the file when it is not a readable geometry
+    file: not an .npz, damaged, a member that is not ``task<k>/<field>``, or no task at all."""
     from dncsim.analysis.geometry import ClassGeometry
+    from dncsim.npzfile import NpzArchive
+    fields_ = ClassGeometry.__dataclass_fields__
     out = {}
-    try:
-        with np.load(path) as z:
-            tasks = sorted({int(k.split("/")[0][4:]) for k in z.files})
-            for k in tasks:
-                prefix = f"task{k}/"
-                arrays = {name[len(prefix):]: z[name] for name in z.files if name.startswith(prefix)}
-                try:
-                    out[k] = ClassGeometry.from_arrays(arrays)
-                except DncsimError as exc:
-                    raise DncsimError(f"{path}: task {k}: {exc} (written by another dncsim version?)") from None
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DncsimError):
-            raise
-        raise DncsimError(f"{path}: not a readable geometry file ({exc})") from None
+    with NpzArchive(path, "geometry file (.npz)") as z:
+        tasks: Dict[int, List[str]] = {}
+        for name in z.names:
+            head, sep, field_ = name.partition("/")
+            if not (sep and head.startswith("task") and head[4:].isascii() and head[4:].isdigit()):
+                raise DncsimError(f"{path}: array '{name}' is not task<k>/<field> (not a geometry file)")
+            tasks.setdefault(int(head[4:]), []).append(field_)
+        if not tasks:
+            raise DncsimError(f"{path}: holds no task's geometry")
+        for k in sorted(tasks):
+            _check_geometry_shapes(path, k, {f: z.header(f"task{k}/{f}") for f in tasks[k] if f in fields_})
+            arrays = {f: z.read(f"task{k}/{f}") for f in tasks[k] if f in fields_}
+            try:
+                out[k] = ClassGeometry.from_arrays(arrays)
+            except (DncsimError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+                raise DncsimError(f"{path}: task {k}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                                  " (damaged, or written by another dncsim version?)") from None
     return out
 
 
@@ -278,7 +302,11 @@ class RunLock:
         is waited for, up to ``DYING_HOLDER_WAIT`` seconds: a run restarted right after a kill resumes."""
         import fcntl
         import time
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WriteFailed(f"{self.path}: cannot create the lock file ({exc.strerror or exc})",
+                              {"path": str(self.path), "errno": exc.errno}) from None
         deadline = None
         while True:
             try:
@@ -426,8 +454,13 @@ class RunDirectory:
                         p.unlink()
 
     def lock(self, what: str = "dncsim run") -> RunLock:
-        """Create the directory if needed and take its lock (see :class:`RunLock`)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Create the directory if needed and take its lock (see :class:`RunLock`); WriteFailed (one line,
+        exit status 1) when the directory cannot be created or written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteFailed(f"{self.path}: cannot create the run directory ({exc.strerror or exc})",
+                              {"path": str(self.path), "errno": exc.errno}) from None
         return RunLock(self.path).acquire(what)
 
     def write_config(self, config: dict) -> None:
@@ -707,11 +740,139 @@ class RunData:
         return next(iter(self.geometry().values())).d
 
 
+#: the config keys RunData's accessors read: dotted path -> what it must hold
+_CONFIG_KEYS = ("objective.name", "strategy.name", "backbone.name", "scenario.source.name", "scenario.stream.type")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_json(path: Path, kind: type, what: str):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DncsimError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DncsimError(f"{path}: not a text file (expected {what})") from None
+    except (ValueError, RecursionError) as exc:
+        raise DncsimError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:100] if str(exc) else exc!r}); "
+                          f"expected {what}") from None
+    if not isinstance(data, kind):
+        raise DncsimError(f"{path}: expected {what}; got a JSON {type(data).__name__}")
+    return data
+
+
+def _check_config(path: Path, config) -> dict:
+    if not isinstance(config, dict):
+        raise DncsimError(f"{path}: expected a run configuration (a YAML mapping)")
+    for key in _CONFIG_KEYS:
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, str):
+            raise DncsimError(f"{path}: '{key}' is {'missing' if node is None else repr(node)[:60]}; expected a name")
+    for key, ok in (("name", lambda v: isinstance(v, str)), ("seed", _is_int),
+                    ("output", lambda v: isinstance(v, dict))):
+        if config.get(key) is not None and not ok(config[key]):
+            raise DncsimError(f"{path}: '{key}' is {repr(config[key])[:60]}, not a valid {key}")
+    return config
+
+
+def _check_manifest(path: Path, manifest: dict) -> dict:
+    for key in ("versions", "training_inputs"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            raise DncsimError(f"{path}: '{key}' must be a mapping; got a {type(manifest[key]).__name__}")
+    experiences = (manifest.get("training_inputs") or {}).get("experiences")
+    if experiences is not None and not (isinstance(experiences, list)
+                                        and all(isinstance(e, dict) for e in experiences)):
+        raise DncsimError(f"{path}: 'training_inputs.experiences' must be a list of mappings")
+    return manifest
+
+
+def _read_rows(path: Path, n_tasks: int, experiences: int) -> List[dict]:
+    """The rows of ``metrics.jsonl``, each checked: a mapping with every table column, of its type, task
+    indices below ``n_tasks`` and experiences in [-1, ``experiences``)."""
+    cols = _columns()
+    kinds = {"exp": _is_int, "task": _is_int, "task_b": _is_int, "shots": _is_int, "value": _is_number}
+    rows = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DncsimError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DncsimError(f"{path}: not a text file (expected JSON lines)") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except (ValueError, RecursionError):
+            raise DncsimError(f"{path}: line {n} is not valid JSON") from None
+        if not isinstance(r, dict):
+            raise DncsimError(f"{path}: line {n} is a JSON {type(r).__name__}; expected a row (a mapping)")
+        missing = [c for c in cols if c not in r]
+        if missing:
+            raise DncsimError(f"{path}: line {n} lacks {', '.join(missing)}")
+        for c in cols:
+            v = r[c]
+            required = c in ("exp", "metric", "value")
+            if v is None and not required:
+                continue
+            if not kinds.get(c, lambda x: isinstance(x, str))(v):
+                expected = "an integer" if c in _INT_COLUMNS else "a number" if c == "value" else "a string"
+                raise DncsimError(f"{path}: line {n}: '{c}' is {repr(v)[:40]}; expected {expected}")
+        if not -1 <= r["exp"] < experiences or any(r[c] is not None and not 0 <= r[c] < n_tasks
+                                                    for c in ("task", "task_b")):
+            raise DncsimError(f"{path}: line {n}: experience {r['exp']}, task {r['task']}, task_b {r['task_b']} "
+                              f"outside the run's {experiences} experiences and {n_tasks} tasks")
+        rows.append(r)
+    if not rows:
+        raise DncsimError(f"{path}: is empty (no measurements)")
+    return rows
+
+
+def _read_accuracy(path: Path):
+    """(tasks, learned_at, matrices) from ``accuracy.json``, checked: task names, one ``learned_at`` entry
+    per task, and at least one matrix, all of the same (E+1, T) shape with numbers or null."""
+    from dncsim.analysis.names import ProbeKey
+    acc = _read_json(path, dict, "the accuracy matrices (a JSON object)")
+    tasks, mats = acc.get("tasks"), acc.get("matrices")
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise DncsimError(f"{path}: 'tasks' must be a non-empty list of task names")
+    learned_at = acc.get("learned_at", list(range(len(tasks))))
+    if not isinstance(learned_at, list) or len(learned_at) != len(tasks) or \
+            not all(v is None or _is_int(v) for v in learned_at):
+        raise DncsimError(f"{path}: 'learned_at' must list one experience (or null) per task ({len(tasks)})")
+    if not isinstance(mats, dict) or not mats:
+        raise DncsimError(f"{path}: 'matrices' must map probe/protocol keys to accuracy matrices; got "
+                          f"{'an empty mapping' if mats == {} else 'nothing' if mats is None else type(mats).__name__}")
+    matrices, shape = {}, None
+    for k, m in mats.items():
+        try:
+            key = ProbeKey.parse(k)
+        except DncsimError as exc:
+            raise DncsimError(f"{path}: matrices: {exc}") from None
+        ok = isinstance(m, list) and m and all(isinstance(row, list) and len(row) == len(tasks) and
+                                                all(v is None or _is_number(v) for v in row) for row in m)
+        if not ok or (shape is not None and len(m) != shape):
+            raise DncsimError(f"{path}: matrix '{k}' is not a list of rows of {len(tasks)} numbers (or null)"
+                              + (f", {shape} rows like the others" if shape is not None else ""))
+        shape = len(m)
+        matrices[key] = np.array([[np.nan if v is None else v for v in row] for row in m], dtype=np.float64)
+    return tasks, learned_at, matrices
+
+
 def load_run(path) -> RunData:
-    """Load a run directory; DncsimError naming the directory and the missing or unreadable file."""
+    """Load a run directory, checking every file against what the readers of a run need (the config keys
+    of the accessors, the table's columns and types, the matrices' shapes, the geometry files' presence);
+    DncsimError naming the file and what is wrong, so that a hand-edited or damaged run is one line."""
     import yaml
 
-    from dncsim.analysis.names import ProbeKey
     p = Path(path)
     if not p.is_dir():
         raise DncsimError(f"{p}: no such run directory")
@@ -723,21 +884,20 @@ def load_run(path) -> RunData:
     if not geometry_rows:
         raise DncsimError(f"{p}: missing {GEOMETRY}/row_*.npz")
     try:
-        config = yaml.safe_load((p / CONFIG).read_text())
-        manifest = json.loads((p / MANIFEST).read_text())
-        rows = [json.loads(line) for line in (p / METRICS_JSONL).read_text().splitlines() if line.strip()]
-        acc = json.loads((p / ACCURACY).read_text())
-        matrices = {ProbeKey.parse(k): np.array([[np.nan if v is None else v for v in row] for row in m],
-                                                 dtype=np.float64)
-                    for k, m in acc["matrices"].items()}
-        tasks = list(acc["tasks"])
-        learned_at = list(acc.get("learned_at", range(len(tasks))))
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise DncsimError(f"{p}: a run file is not readable ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not rows:
-        raise DncsimError(f"{p}: {METRICS_JSONL} is empty")
-    if not isinstance(config, dict):
-        raise DncsimError(f"{p}: {CONFIG} is not a run configuration")
+        config = yaml.safe_load((p / CONFIG).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DncsimError(f"{p / CONFIG}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DncsimError(f"{p / CONFIG}: not a text file (expected YAML)") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise DncsimError(f"{p / CONFIG}: not valid YAML ({type(exc).__name__})") from None
+    config = _check_config(p / CONFIG, config)
+    manifest = _check_manifest(p / MANIFEST, _read_json(p / MANIFEST, dict, "the run's manifest (a JSON object)"))
+    tasks, learned_at, matrices = _read_accuracy(p / ACCURACY)
+    experiences = next(iter(matrices.values())).shape[0] - 1
+    rows = _read_rows(p / METRICS_JSONL, len(tasks), experiences)
+    for g in geometry_rows:
+        if g.stat().st_size == 0:
+            raise DncsimError(f"{g}: empty file (expected a geometry file)")
     return RunData(path=p, config=config, manifest=manifest, rows=rows, tasks=tasks, matrices=matrices,
                    geometry_rows=geometry_rows, learned_at=learned_at)

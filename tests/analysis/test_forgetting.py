@@ -1,4 +1,4 @@
-"""Accuracy-matrix arithmetic on a hand-made matrix (README, Metrics)."""
+"""Accuracy-matrix arithmetic on a hand-made matrix (docs, Methods, Metrics)."""
 import math
 
 import pytest

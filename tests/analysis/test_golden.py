@@ -1,7 +1,7 @@
 """Every value in tests/data/golden.json (the authors' code at commit 947f1410) reproduced.
 
 float64 accumulation within 1e-9 relative of the float64 reference, float32 within 1e-5 of the
-float32 reference. The convention mapping tested here is the README's "Conventions" table.
+float32 reference. The convention mapping tested here is the table of docs/methods/conventions.md.
 """
 import math
 

@@ -83,7 +83,8 @@ def test_s3_limit_is_the_smaller_of_two_to_the_minus_three_and_twice_random(cos,
 
 
 def test_s2_computes_the_correlation_as_the_paper_did_on_its_own_numbers():
-    """THEORY.md section 9, MAE on mini-ImageNet, C' = 2, train split: the paper reports rho = 0.99."""
+    """The authors' MAE numbers on mini-ImageNet, C' = 2, train split (documentation: Methods, The paper
+    check): the paper reports rho = 0.99."""
     shots = [1, 5, 10, 20, 50]
     err = [1 - a for a in (0.8585, 0.9598, 0.9626, 0.9640, 0.9672)]
     bound = [57.437, 9.466, 4.417, 2.164, 0.9432]

@@ -357,7 +357,7 @@ def test_iid_pair_intervals_cover_where_the_joint_cells_are_of_random_size():
     the other tasks' class effects; the conditional intervals (joint, wild) hold it fixed and under-cover
     (measured here 0.67 and 0.65 over 120 intervals, d = 64, effects 0.5), the iid bootstrap, which
     ``auto`` takes for such pairs, lets it vary and covers far better (0.87; below the nominal 0.95 still:
-    0.92, 0.87, 0.91 at effects 0.2, 0.5, 1, where joint gives 0.83, 0.67, 0.54 -- README, Estimators)."""
+    0.92, 0.87, 0.91 at effects 0.2, 0.5, 1, where joint gives 0.83, 0.67, 0.54 -- docs, Methods, Estimators)."""
     rate = _pair_coverage(False, 0.5, 64, 40, ("joint", "wild", "iid"))
     assert rate["iid"] >= 0.8, rate
     assert rate["iid"] - max(rate["joint"], rate["wild"]) >= 0.1, rate

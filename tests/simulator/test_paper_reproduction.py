@@ -5,7 +5,7 @@ About 8 minutes on 2 cores, so it is left out of the default run (marker ``repro
 is asserted at the paper module's fixed levels (S1; the bound above the error everywhere); what does
 not (S2's correlation pooled over points of training) or only by less than its block-to-block noise
 (S3, whose shape pairs sit at the limit and cross it from block to block) is asserted as far as it
-holds robustly, with a margin for other CPUs and BLAS builds (README: Reproducing the paper).
+holds robustly, with a margin for other CPUs and BLAS builds (docs: Methods, The paper check).
 """
 import json
 from pathlib import Path
@@ -35,7 +35,7 @@ def test_the_shipped_paper_config_reproduces_the_papers_claims(tmp_path, monkeyp
     assert s1["fall"] >= S1_FALL and s1["gap_final"] >= S1_GAP and not s1["left_out"]
     # S2: the bound is above the error at every measured point and shot count where it is defined, and
     # across shot counts at each point it tracks the error; pooled over points the raw correlation is
-    # dominated by the bound at initialisation (README: Reproducing the paper), so the verdict is not asserted
+    # dominated by the bound at initialisation (docs: Methods, The paper check), so the verdict is not asserted
     assert s2["points"] >= 4 * 11 * 3 and not s2["violations"], paper["findings"][1]
     assert min(p["rho_per_point_min"] for p in s2["per_attribute"]) >= 0.75
     # S3: the typical pair of attributes is near-orthogonal at the end; shape / size and shape / style

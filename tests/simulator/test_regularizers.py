@@ -98,7 +98,7 @@ def _dir_and_orth(out):
 
 @pytest.mark.slow
 def test_directional_cdnv_falls_monotonically_with_the_weight_while_the_orthogonal_variance_does_not(tmp_path):
-    """Dose response (README: Regularisers). Two seeds averaged per weight, SimCLR, every label known."""
+    """Dose response (docs: Guide, Objectives). Two seeds averaged per weight, SimCLR, every label known."""
     res = {}
     for w in (0, 0.3, 3, 30):
         per_seed = [_dir_and_orth(run(run_from_mapping(config(w, epochs=3, seed=s)), tmp_path / f"w{w}_{s}",
