@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR", default=None, help="run directory (default: output.dir, else runs/<name>)")
     r.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory "
                                                          "(also automatic when running into one)")
-    r.add_argument("--force", action="store_true", help="delete whatever the run directory holds and start over")
+    r.add_argument("--force", action="store_true", help="start over in a dncsim run directory (its run files are "
+                                                        "deleted; a folder that is not one is refused)")
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="the orthogonality report of a run (HTML, Markdown, JSON)",

@@ -115,6 +115,12 @@ class RunConfig(StrictModel):
                                      description="geometry and few-shot error after every experience")
     output: OutputConfig = Field(default_factory=OutputConfig, description="what the run writes besides its metrics")
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        from dncsim.rundir import plain_name
+        return v if v is None else plain_name(v, "--out or output.dir")
+
     @field_validator("device")
     @classmethod
     def _device(cls, v):
@@ -319,5 +325,6 @@ def check_memory(cfg, available: Optional[int] = None) -> None:
 def load_run_config(path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read, override and validate the run config at ``path``; ``name`` defaults to the file's stem."""
     data = apply_overrides(read_yaml(path), overrides)
-    data.setdefault("name", Path(path).stem)
+    if data.get("name") is None:
+        data["name"] = Path(path).stem
     return run_from_mapping(data)

@@ -178,7 +178,9 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
     Everything that can fail on the user's input (config, data, devices, the directory) fails before
     the directory is created or touched. The run holds the directory's lock for its whole life (a
     second run into it is refused, naming the holder). Resuming takes the newest checkpoint generation
-    that verifies, and says so when it had to fall back. A run that fails on its way (training
+    that verifies, and says so when it had to fall back (the damaged one is moved aside); a geometry row
+    the checkpoint's rows need that is missing is refused in one line (the tables are rewritten from the
+    checkpoint). A run that fails on its way (training
     diverged, a file could not be written) records ``status: failed`` with the reason and raises
     :class:`~dncsim.common.RunFailed`. Progress goes to ``stream``; ``quiet`` suppresses the final summary
     on stdout (studies run many runs at once). ``plugins``: extra strategy plugins (checkpointed when
@@ -255,7 +257,16 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
     previous = directory.manifest() or {}
     state, note = (directory.load_checkpoint(previous.get("checkpoints")) if plan == RunDirectory.RESUME
                    else (None, None))
+    if state is not None:
+        missing = directory.missing_rows(state["evaluation"]["done"])
+        if missing:
+            raise DncsimError(f"{directory.path}: {', '.join(missing)} of this unfinished run "
+                              f"{'is' if len(missing) == 1 else 'are'} missing and cannot be recomputed from its "
+                              "checkpoint (a row is measured with the model of its time); restore "
+                              f"{'it' if len(missing) == 1 else 'them'} or use --force to start the run over")
     try:
+        if state is not None:
+            directory.quarantine_damaged()          # never rotated over the good generation by the next save
         directory.prepare(plan)
     except OSError as exc:
         raise WriteFailed(f"{exc.filename or directory.path}: cannot prepare the run directory "
@@ -295,7 +306,7 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
     else:
         directory.write_config(config)
     total = len(parts.scenario.experiences)
-    generations = previous.get("checkpoints", []) if state is not None else []
+    generations = directory.verified if state is not None else []
     manifest = {"name": cfg.name, "status": "running", "seed": cfg.seed, "device": str(parts.device),
                 "threads": torch.get_num_threads(), "pid": os.getpid(), "host": socket.gethostname(),
                 "started": started, "finished": None, "experiences_done": done, "experiences_total": total,

@@ -32,14 +32,14 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
-from dncsim.common import (DncsimError, StrictModel, UserPath, atomic_write_json, atomic_write_text, one_line_error,
-                           read_yaml)
+from dncsim.common import (DncsimError, RunFailed, StrictModel, UserPath, atomic_write_json, atomic_write_text,
+                           is_atomic_temporary, one_line_error, read_yaml)
 from dncsim.simulator.config import MAX_THREADS, run_from_mapping, set_values
 
 __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmClusterConfig", "AddressClusterConfig",
            "AdaptConfig", "ClusterConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
            "DaskExecutor", "slurm_cluster", "slurm_preflight", "slurm_job_end", "ClusterFailed", "wants_gpu",
-           "claim_gpu", "run_study"]
+           "claim_gpu", "run_study", "StudyFailed"]
 
 
 class StatisticsConfig(StrictModel):
@@ -196,6 +196,12 @@ class StudyConfig(StrictModel):
                              f"{type(v).__name__} {v!r}")
         return v
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        from dncsim.rundir import plain_name
+        return v if v is None else plain_name(v, "--out or out:")
+
     @field_validator("factors")
     @classmethod
     def _factors(cls, v):
@@ -343,6 +349,12 @@ class LocalExecutor:
     def __init__(self, workers: int):
         self.workers = workers
 
+    def open(self) -> None:
+        """Nothing to connect to (see :meth:`DaskExecutor.open`)."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
     def map_unordered(self, fn, specs: Sequence[dict]) -> Iterator[dict]:
         from multiprocessing.connection import wait
         ctx = multiprocessing.get_context("spawn")
@@ -377,6 +389,8 @@ class LocalExecutor:
 
 
 DASK_EXTRA = "pip install 'dncsim[dask]'"
+#: seconds a study waits for the scheduler of ``cluster: {kind: address}`` (or ``scheduler:``) to answer
+SCHEDULER_TIMEOUT_S = 20
 
 
 def _slurm_kwargs(cfg: SlurmClusterConfig, log_directory: Path) -> dict:
@@ -572,7 +586,7 @@ class DaskExecutor:
         kind = self.cluster.kind
         if kind == "address":
             try:
-                return Client(self.cluster.address, timeout="20s"), None
+                return Client(self.cluster.address, timeout=f"{SCHEDULER_TIMEOUT_S}s"), None
             except (OSError, TimeoutError) as exc:
                 raise DncsimError(f"scheduler: cannot connect to {self.cluster.address} ({exc})") from None
         if kind == "slurm":
@@ -596,10 +610,25 @@ class DaskExecutor:
                               "start the workers with: dask worker ADDRESS --nthreads 1 --resources GPU=1 "
                               "(one worker process per GPU)")
 
-    def map_unordered(self, fn, specs: Sequence[dict]) -> Iterator[dict]:
+    def open(self) -> None:
+        """Connect to the scheduler (or start the cluster) now; the next :meth:`map_unordered` uses that
+        connection (without it, it connects itself) and closes it when done."""
         self.check()
+        self._session = self._start()
+
+    def close(self) -> None:
+        client, cluster = getattr(self, "_session", None) or (None, None)
+        self._session = None
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    def map_unordered(self, fn, specs: Sequence[dict]) -> Iterator[dict]:
         from dask.distributed import as_completed as dask_completed
-        client, cluster = self._start()
+        if getattr(self, "_session", None) is None:
+            self.open()
+        client, cluster = self._session
         try:
             self._check_gpu_workers(client, specs)
             futures = {client.submit(fn, s, pure=False, key=f"dncsim-{s['name']}",
@@ -620,9 +649,7 @@ class DaskExecutor:
                     self._watch_slurm(client, cluster)
                     watched = time.monotonic()
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            self.close()
 
     def _lost(self, exc: Exception) -> str:
         """The error of a run whose worker died: on SLURM, what SLURM said when it ended the job."""
@@ -686,25 +713,52 @@ def _eta(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
+class StudyFailed(RunFailed):
+    """A study whose runs ran, some of them failing: exit status 1 once its tables and report are written."""
+
+
+def _check_out(out: Path) -> Optional[dict]:
+    """The ``study.json`` of study directory ``out`` (None when ``out`` is new or empty). DncsimError when
+    ``out`` is not a directory, or is one that holds anything but a dncsim study (its ``study.json``, a
+    mapping with a ``runs`` list, is the proof; temporary files of unfinished writes and a ``dask-logs``
+    folder alone do not count): a study writes its files there and must not overwrite another's."""
+    if out.exists() and not out.is_dir():
+        raise DncsimError(f"out: {out} exists and is not a directory")
+    if not out.is_dir():
+        return None
+    try:
+        state = json.loads((out / "study.json").read_text())
+    except FileNotFoundError:
+        state = None
+    except (OSError, ValueError):
+        state = "unreadable"
+    if isinstance(state, dict) and isinstance(state.get("runs"), list):
+        return state
+    if state is None and all(is_atomic_temporary(p.name) or p.name == "dask-logs" for p in out.iterdir()):
+        return None
+    raise DncsimError(f"out: {out} exists and is not a dncsim study directory"
+                      + (" (study.json is not a study record)" if state is not None else "")
+                      + "; choose another --out or out: (a new or empty directory)")
+
+
+def run_study(cfg: StudyConfig, *, stream=None) -> Path:
     """Run every run of the grid that is not finished yet (failed ones only with ``retry_failed``),
-    then aggregate, test and report. Returns the study directory."""
+    then aggregate, test and report. Returns the study directory; :class:`StudyFailed` (after the tables
+    and the report) when any run failed. Nothing is written before the study directory is known to be a
+    study's (or new) and the dask scheduler, if any, answered."""
+    stream = sys.stderr if stream is None else stream
     specs = expand_grid(cfg)            # every run config validated before anything heavy is imported
     out = Path(cfg.out) if cfg.out else Path("studies") / cfg.name
+    state = _check_out(out)
     executor = _executor(cfg, out)
     if isinstance(executor, DaskExecutor):
         executor.check()                # dask, dask-jobqueue, sbatch: before anything is written
-    if out.exists() and not out.is_dir():
-        raise DncsimError(f"out: {out} is a file, not a study directory")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "study.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     state_path = out / "study.json"
     previous = {}
-    if state_path.exists():
-        try:
-            previous = {r["name"]: r for r in json.loads(state_path.read_text())["runs"]}
-        except (ValueError, KeyError):
-            previous = {}
+    try:
+        previous = {r["name"]: r for r in (state or {})["runs"]}
+    except (KeyError, TypeError):
+        previous = {}
     cluster = cfg.dask_cluster if cfg.engine == "dask" else None
     if cfg.threads_per_worker:
         threads = cfg.threads_per_worker
@@ -732,7 +786,15 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
                                        "workers": cfg.workers, "threads_per_worker": threads,
                                        "runs": [records[spec["name"]] for spec in specs]})
 
-    save()
+    if todo:
+        executor.open()                 # the scheduler answers (or the cluster starts) before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save()                          # study.json first: it is what makes the directory a study's
+        atomic_write_text(out / "study.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    except BaseException:
+        executor.close()
+        raise
     skipped = len(specs) - len(todo)
     where = ""
     if cluster is not None and cluster.kind == "slurm":
@@ -777,5 +839,8 @@ def run_study(cfg: StudyConfig, *, stream=sys.stderr) -> Path:
 
     report = build_study_report(out, [(Path(records[spec["name"]]["path"]), spec["factors"]) for spec in finished], cfg)
     print(f"study directory: {out}\nreport: {report / 'index.html'}", file=stream)
+    if failed:
+        raise StudyFailed(f"{len(failed)} of {len(specs)} runs failed (see {state_path}; rerun with "
+                          "--retry-failed)")
     return out
 

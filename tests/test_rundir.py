@@ -204,3 +204,92 @@ def test_a_class_incremental_run_writes_a_table_every_reader_parses(tmp_path):
     assert run_data.tasks == sorted({r["task_name"] for r in jsonl if r["task_name"]}, key=run_data.tasks.index)
     assert all(", " in t for t in run_data.tasks) and run_data.stream == "class_incremental"
     assert metrics_csv_text(jsonl).encode() == (out / "metrics.csv").read_bytes()
+
+
+class Killed(BaseException):
+    """What SIGKILL does to a process in the middle of a write: it stops there, its temporary file stays."""
+
+
+def test_no_kill_in_the_saves_after_a_fallback_leaves_no_good_generation(tmp_path, monkeypatch):
+    """Generations 1 and 2 saved, generation 2 damaged: the resume falls back to 1, moves 2 aside, saves 2
+    and 3 again. Killed at every file operation of that (the saves and the manifests that record them), the
+    next resume finds a generation that verifies, and it is the one its record names."""
+    import os
+    import shutil
+
+    import dncsim.common
+
+    def generation(n):
+        return {"experiences_done": n, "w": torch.full((64,), float(n))}
+    base = RunDirectory(tmp_path / "base")
+    base.prepare(RunDirectory.FRESH)
+    records = base.save_checkpoint(generation(1))
+    records = base.save_checkpoint(generation(2), records)
+    base.write_manifest({"status": "interrupted", "checkpoints": records})
+    data = bytearray(base.file("checkpoint.pt").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    base.file("checkpoint.pt").write_bytes(bytes(data))
+
+    def resume(rd):
+        state, note = rd.load_checkpoint(rd.manifest()["checkpoints"])
+        return state, note
+
+    def after_fallback(rd):
+        state, note = resume(rd)
+        assert state["experiences_done"] == 1 and "checkpoint.pt does not match any checksum" in note
+        rd.quarantine_damaged()
+        records = rd.verified
+        rd.write_manifest({"status": "running", "checkpoints": records})
+        for n in (2, 3):
+            records = rd.save_checkpoint(generation(n), records)
+            rd.write_manifest({"status": "running", "checkpoints": records})
+
+    real_replace, operations = os.replace, []
+    monkeypatch.setattr(os, "replace", lambda src, dst: (operations.append(dst), real_replace(src, dst))[1])
+    after_fallback(RunDirectory(shutil.copytree(base.path, tmp_path / "whole")))
+    monkeypatch.undo()
+    assert [p.name for p in operations] == ["checkpoint.damaged.pt", "manifest.json",       # the bad one moved aside
+                                            "checkpoint.pt", "manifest.json",               # no rotation: 1 stays
+                                            "checkpoint.previous.pt", "checkpoint.pt", "manifest.json"]
+    for k in range(len(operations) + 1):
+        rd = RunDirectory(shutil.copytree(base.path, tmp_path / f"killed-{k}"))
+        calls = []
+
+        def killing(src, dst):
+            calls.append(dst)
+            if len(calls) > k:
+                raise Killed
+            return real_replace(src, dst)
+        monkeypatch.setattr(os, "replace", killing)
+        monkeypatch.setattr(dncsim.common, "_remove", lambda tmp: None)
+        if k < len(operations):
+            with pytest.raises(Killed):
+                after_fallback(rd)
+        else:
+            after_fallback(rd)
+        monkeypatch.undo()
+        state, _ = resume(RunDirectory(rd.path))
+        assert state["experiences_done"] >= 1 and torch.equal(state["w"], generation(state["experiences_done"])["w"])
+    assert state["experiences_done"] == 3
+    assert sorted(p.name for p in rd.path.iterdir() if p.suffix == ".pt") == [
+        "checkpoint.damaged.pt", "checkpoint.previous.pt", "checkpoint.pt"]
+
+
+def test_a_damaged_older_generation_is_moved_aside_and_the_newest_used(tmp_path):
+    rd = RunDirectory(tmp_path / "run")
+    rd.prepare(RunDirectory.FRESH)
+    records = rd.save_checkpoint({"experiences_done": 1})
+    records = rd.save_checkpoint({"experiences_done": 2}, records)
+    rd.file("checkpoint.previous.pt").write_bytes(b"\0" * 10)
+    state, note = rd.load_checkpoint(records)
+    assert state["experiences_done"] == 2
+    assert note.endswith("checkpoint.previous.pt does not match any checksum in manifest.json (damaged or incomplete): "
+                         "resuming from the newest generation, after experience 1 (checkpoint.previous.pt kept as "
+                         "checkpoint.damaged.pt)")
+    assert [(r["file"], r["experiences_done"]) for r in rd.verified] == [("checkpoint.pt", 2)]
+    rd.quarantine_damaged()
+    assert sorted(p.name for p in rd.path.iterdir()) == ["checkpoint.damaged.pt", "checkpoint.pt"]
+    records = rd.save_checkpoint({"experiences_done": 3}, rd.verified)
+    assert [(r["file"], r["experiences_done"]) for r in records] == [("checkpoint.pt", 3),
+                                                                     ("checkpoint.previous.pt", 2)]
+    assert rd.load_checkpoint(records) == ({"experiences_done": 3}, None)

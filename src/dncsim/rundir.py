@@ -13,7 +13,8 @@ Files (docs, Reference, Outputs), every one written atomically (``dncsim.common.
   training), plus its class pairs and unit decision axes;
 * ``checkpoint.pt`` and ``checkpoint.previous.pt`` -- the state after the last two finished
   experiences (two generations; the manifest holds each one's SHA-256, so a damaged newest one is
-  detected and the run resumes from the previous one);
+  detected and the run resumes from the previous one); a generation that failed its check is moved to
+  ``checkpoint.damaged.pt`` and never rotated over a good one;
 * ``.dncsim.lock`` -- the lock a run (or a report written into the directory) holds for its whole
   life (an OS file lock: released by the OS when the process dies, so it never blocks a resume);
 * ``tb/`` (TensorBoard events, streamed by Avalanche's logger) and ``report/``.
@@ -44,7 +45,7 @@ from dncsim.common import (DncsimError, WriteFailed, atomic_write_bytes, atomic_
 
 __all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
-           "CHECKPOINT", "TENSORBOARD", "REPORT"]
+           "CHECKPOINT", "TENSORBOARD", "REPORT", "plain_name"]
 
 CONFIG = "config.yaml"
 MANIFEST = "manifest.json"
@@ -54,10 +55,33 @@ ACCURACY = "accuracy.json"
 GEOMETRY = "geometry"
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREVIOUS = "checkpoint.previous.pt"
+CHECKPOINT_DAMAGED = "checkpoint.damaged.pt"
 LOCK = ".dncsim.lock"
 TENSORBOARD = "tb"
 REPORT = "report"
 REQUIRED_FILES = (CONFIG, MANIFEST, METRICS_JSONL, ACCURACY)
+#: what a run writes into its directory (``wandb``: the wandb logger's folder); ``--force`` deletes these
+#: and nothing else
+OWNED = (CONFIG, METRICS_CSV, METRICS_JSONL, ACCURACY, GEOMETRY, CHECKPOINT, CHECKPOINT_PREVIOUS, CHECKPOINT_DAMAGED,
+         TENSORBOARD, REPORT, "wandb")
+STATUSES = ("running", "finished", "failed", "interrupted")
+
+
+def plain_name(name: str, where: str = "--out") -> str:
+    """``name`` when it can name one folder (a run's or a study's): not empty, no ``/`` or ``\\``, not
+    ``.`` or ``..``, no NUL. ValueError otherwise (for a pydantic validator), saying that ``where`` chooses
+    the location."""
+    if not name.strip():
+        raise ValueError("expected a name; got an empty one")
+    if "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise ValueError(f"{name!r} is a path; a name is one folder name (no '/', '\\', '..'); choose the "
+                         f"location with {where}")
+    return name
+
+
+def is_run_manifest(manifest) -> bool:
+    """Whether ``manifest`` (a parsed ``manifest.json``) is a dncsim run's: a mapping with a run status."""
+    return isinstance(manifest, dict) and manifest.get("status") in STATUSES
 
 _INT_COLUMNS = ("exp", "task", "task_b", "shots")
 
@@ -346,12 +370,13 @@ class RunDirectory:
 
     def plan(self, config: dict, *, resume: bool, force: bool) -> str:
         """What running ``config`` here means, without touching anything: ``fresh`` (nothing here yet),
-        ``resume`` (an unfinished run of the same configuration) or ``replace`` (``force``: delete what
-        is here first). DncsimError when the directory must not be used: a finished run without
-        ``force``, an unfinished run of another configuration (naming the first differing key), a
-        directory that is not a run directory, ``resume`` with no directory.
+        ``resume`` (an unfinished run of the same configuration) or ``replace`` (``force`` on a dncsim run
+        directory: delete its run files first). DncsimError when the directory must not be used: a finished
+        run without ``force``, an unfinished run of another configuration (naming the first differing key),
+        a directory that is not a run directory (whatever ``force`` says), ``resume`` with no directory.
 
-        A resume also needs the run to have begun under this dncsim's ``METHODS_REVISION``
+        A run directory is one whose ``manifest.json`` is a run manifest (:func:`is_run_manifest`). A resume
+        also needs the run to have begun under this dncsim's ``METHODS_REVISION``
         (``dncsim.analysis.names``): otherwise its table would mix two ways of computing its numbers.
 
         A directory with no manifest is ``fresh`` when it holds nothing but the lock, temporary files of
@@ -363,18 +388,25 @@ class RunDirectory:
             return self.FRESH
         if not self.path.is_dir():
             raise DncsimError(f"--out: {self.path} exists and is not a directory")
-        if force:
-            return self.REPLACE
         manifest = self.manifest()
+        if manifest is not None and not is_run_manifest(manifest):
+            raise DncsimError(f"{self.path} exists and is not a dncsim run directory ({MANIFEST} is not a run "
+                              "manifest); choose another --out (a new or empty directory)")
         if manifest is None:
             stray = [p.name for p in self.path.iterdir() if p.name != LOCK and not is_atomic_temporary(p.name)]
             if stray and not (stray == [CONFIG] and self._config_difference(config) is None):
                 raise DncsimError(f"{self.path} exists and is not a dncsim run directory; choose another --out "
-                                  "or use --force")
+                                  "(a new or empty directory)")
             return self.FRESH
+        if force:
+            return self.REPLACE
         if manifest.get("status") == "finished":
             raise DncsimError(f"{self.path} holds a finished run; use --force to overwrite it or --out for a new "
                               "directory")
+        if self.stored_config() is None:
+            raise DncsimError(f"{self.path}: {CONFIG} of this unfinished run is missing or unreadable, so it cannot "
+                              "be checked against this configuration; use --force to start over or --out for a "
+                              "new directory")
         diff = self._config_difference(config)
         if diff is not None:
             raise DncsimError(f"{self.path} holds an unfinished run with a different configuration (first "
@@ -400,18 +432,20 @@ class RunDirectory:
         return _first_difference(stored, new)
 
     def prepare(self, plan: str) -> None:
-        """Carry out a :meth:`plan`: create the directory; for ``replace``, delete its old contents (all
-        but the lock, which the caller holds); otherwise delete the temporary files that writes of a killed
-        process left behind (here and in ``geometry/``: a checkpoint's can be as large as the model)."""
+        """Carry out a :meth:`plan`: create the directory; for ``replace``, delete the run's files (the names
+        in ``OWNED`` and temporary files of unfinished writes; ``manifest.json`` last, so a replace cut short
+        leaves a run directory); otherwise delete the temporary files that writes of a killed process left
+        behind (here and in ``geometry/``: a checkpoint's can be as large as the model). Files the run did
+        not write stay."""
         self.path.mkdir(parents=True, exist_ok=True)
         if plan == self.REPLACE:
             for p in self.path.iterdir():
-                if p.name == LOCK:
-                    continue
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
+                if p.name in OWNED or (is_atomic_temporary(p.name) and p.is_file()):
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+            self.file(MANIFEST).unlink(missing_ok=True)
             return
         for folder in (self.path, self.path / GEOMETRY):
             if folder.is_dir():
@@ -474,33 +508,40 @@ class RunDirectory:
         atomic_write_bytes(self.path / GEOMETRY / f"row_{t + 1:03d}.npz", geometry_npz_bytes(geoms))
 
     def save_checkpoint(self, state: dict, generations: Sequence[dict] = ()) -> List[dict]:
-        """Write ``state`` as the newest checkpoint generation: the current ``checkpoint.pt`` becomes
-        ``checkpoint.previous.pt`` (a rename), then the new one is written atomically. ``generations``:
-        the records the manifest held so far. Returns the records to put in the manifest: per file on
-        disk, newest first, ``file``, ``experiences_done``, ``sha256``, ``bytes``."""
+        """Write ``state`` as the newest checkpoint generation. ``generations``: the records of the verified
+        generations on disk (what the manifest holds). The current ``checkpoint.pt`` becomes
+        ``checkpoint.previous.pt`` (a rename) only when a record vouches for it; otherwise the atomic write
+        replaces it and ``checkpoint.previous.pt`` stays, so at every moment a recorded good generation is
+        on disk. Returns the records to put in the manifest: per file on disk, newest first, ``file``,
+        ``experiences_done``, ``sha256``, ``bytes``."""
         import torch
         buf = io.BytesIO()
         torch.save(state, buf)
         data = buf.getvalue()
         newest = {"file": CHECKPOINT, "experiences_done": int(state["experiences_done"]),
                   "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        previous = [dict(g, file=CHECKPOINT_PREVIOUS) for g in generations if g.get("file") == CHECKPOINT]
-        if self.file(CHECKPOINT).exists():
+        current = next((g for g in generations if g.get("file") == CHECKPOINT), None)
+        kept = next((g for g in generations if g.get("file") == CHECKPOINT_PREVIOUS), None)
+        if current is not None and self.file(CHECKPOINT).exists():
             try:
                 os.replace(self.file(CHECKPOINT), self.file(CHECKPOINT_PREVIOUS))
             except OSError as exc:
                 raise DncsimError(f"{self.file(CHECKPOINT)}: cannot keep it as the previous generation "
                                   f"({exc.strerror or exc})") from None
+            kept = dict(current, file=CHECKPOINT_PREVIOUS)
         atomic_write_bytes(self.file(CHECKPOINT), data)
-        return [newest] + previous[:1]
+        return [newest] + ([kept] if kept is not None else [])
 
     def load_checkpoint(self, generations: Optional[Sequence[dict]] = None):
         """The newest readable, verified checkpoint generation: ``(state, note)``, or ``(None, None)`` when
         there is no checkpoint. A generation is verified when its SHA-256 matches a manifest record
         (``generations``; without records, when it loads) and it loads with ``torch.load(weights_only=True)``.
         ``note`` is one line when the newest generation had to be passed over. DncsimError when files
-        exist but none can be used."""
+        exist but none can be used. Afterwards ``verified`` holds the records of the usable files (``file``
+        where each one is now, newest first) and ``damaged`` the names of the others (see
+        :meth:`quarantine_damaged`)."""
         import torch
+        self.verified, self.damaged = [], []
         files = [f for f in (CHECKPOINT, CHECKPOINT_PREVIOUS) if self.file(f).exists()]
         if not files:
             return None, None
@@ -512,26 +553,47 @@ class RunDirectory:
             record = next((r for r in records if r.get("sha256") == sha), None)
             if records and record is None:
                 problems.append(f"{name} does not match any checksum in manifest.json (damaged or incomplete)")
+                self.damaged.append(name)
                 continue
             try:
                 state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             except Exception as exc:      # noqa: BLE001 - any unreadable file is the same problem
                 problems.append(f"{name} is unreadable ({type(exc).__name__})")
+                self.damaged.append(name)
                 continue
             if record is not None and int(state.get("experiences_done", -1)) != int(record["experiences_done"]):
                 problems.append(f"{name} holds another experience than its record says")
+                self.damaged.append(name)
                 continue
             usable.append(state)
+            self.verified.append({"file": name, "experiences_done": int(state["experiences_done"]), "sha256": sha,
+                                  "bytes": len(data)})
         if not usable:
             raise DncsimError(f"{self.path}: no usable checkpoint ({'; '.join(problems)}); use --force to start the "
                               "run over")
+        self.verified.sort(key=lambda r: -r["experiences_done"])
         best = max(usable, key=lambda s: int(s["experiences_done"]))
         newest_recorded = max((int(r["experiences_done"]) for r in records), default=int(best["experiences_done"]))
         note = None
         if problems or int(best["experiences_done"]) < newest_recorded:
+            which = "newest" if self.verified[0]["file"] == CHECKPOINT else "previous"
             note = (f"{self.path}: {'; '.join(problems) or 'the newest checkpoint is missing'}: resuming from the "
-                    f"previous generation, after experience {int(best['experiences_done']) - 1}")
+                    f"{which} generation, after experience {int(best['experiences_done']) - 1}"
+                    + (f" ({', '.join(self.damaged)} kept as {CHECKPOINT_DAMAGED})" if self.damaged else ""))
         return best, note
+
+    def quarantine_damaged(self) -> None:
+        """Move the generations :meth:`load_checkpoint` found damaged to ``checkpoint.damaged.pt`` (the
+        last one moved stays there), so that no later save rotates one over a good generation."""
+        for name in getattr(self, "damaged", []):
+            if self.file(name).exists():
+                os.replace(self.file(name), self.file(CHECKPOINT_DAMAGED))
+        self.damaged = []
+
+    def missing_rows(self, rows: Iterable[int]) -> List[str]:
+        """The geometry files (``geometry/row_<t + 1>.npz``) of evaluated rows ``t`` that are not on disk."""
+        return [f"{GEOMETRY}/row_{t + 1:03d}.npz" for t in rows
+                if not (self.path / GEOMETRY / f"row_{t + 1:03d}.npz").is_file()]
 
     def discard_rows_after(self, experiences_done: int) -> None:
         """Delete the geometry files of rows after ``experiences_done`` experiences (resuming from an older

@@ -7,7 +7,7 @@ import yaml
 
 from dncsim.analysis import DncsimError
 from dncsim.simulator.cli import main
-from dncsim.simulator.study import expand_grid, load_study_config, run_study
+from dncsim.simulator.study import StudyFailed, expand_grid, load_study_config, run_study
 
 BASE = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
                      "stream": {"type": "factor", "attributes": ["shape", "color", "style"]}},
@@ -51,7 +51,9 @@ def test_local_study_with_a_failure_then_resume(tmp_path):
     attributes = [["shape", "color", "style"], ["shape", "colour"]]
     path = study_file(tmp_path, factors={"objective.name": ["simclr", "supervised"],
                                          "scenario.stream.attributes": attributes})
-    out = run_study(load_study_config(path))
+    with pytest.raises(StudyFailed, match=r"^2 of 4 runs failed \(see .*study.json; rerun with --retry-failed\)$"):
+        run_study(load_study_config(path))
+    out = tmp_path / "s"
     state = json.loads((out / "study.json").read_text())
     status = {r["name"]: r["status"] for r in state["runs"]}
     assert sorted(status.values()) == ["failed", "failed", "finished", "finished"]
@@ -75,11 +77,13 @@ def test_local_study_with_a_failure_then_resume(tmp_path):
     # resume: finished runs are skipped, failures are not retried unless asked
     finished = [Path(r["path"]) for r in state["runs"] if r["status"] == "finished"]
     stamps = [(p / "manifest.json").stat().st_mtime_ns for p in finished]
-    run_study(load_study_config(path))
+    with pytest.raises(StudyFailed):
+        run_study(load_study_config(path))
     assert stamps == [(p / "manifest.json").stat().st_mtime_ns for p in finished]
     again = json.loads((out / "study.json").read_text())
     assert [r["status"] for r in again["runs"]] == [r["status"] for r in state["runs"]]
-    run_study(load_study_config(path, {"retry_failed": True}))
+    with pytest.raises(StudyFailed, match="^2 of 4 runs failed"):
+        run_study(load_study_config(path, {"retry_failed": True}))
     retried = json.loads((out / "study.json").read_text())
     assert sum(r["status"] == "failed" for r in retried["runs"]) == 2          # retried, failed again
     assert stamps == [(p / "manifest.json").stat().st_mtime_ns for p in finished]

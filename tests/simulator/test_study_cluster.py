@@ -190,6 +190,9 @@ def test_run_specs_of_a_slurm_gpu_study_ask_for_a_gpu_and_share_the_job_cpus(tmp
         def check(self):
             pass
 
+        def open(self):
+            pass
+
         def map_unordered(self, fn, specs):
             seen["specs"], seen["cluster"], seen["logs"] = list(specs), self.cluster, self.log_directory
             return iter([])

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from dncsim.simulator.cli import main
-from dncsim.simulator.study import load_study_config, run_study
+from dncsim.simulator.study import StudyFailed, load_study_config, run_study
 from tests.simulator.live_slurm import LiveSlurm, unavailable
 
 pytest.importorskip("dask_jobqueue")
@@ -114,8 +114,10 @@ def test_slurm_jobs_run_the_study_a_cancelled_job_fails_its_run_and_retry_resume
     watcher = threading.Thread(target=cancel_when_a_run_is_half_done, args=(slurm, tmp_path / "slurm" / "runs", found))
     watcher.start()
     t0 = time.perf_counter()
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}):       # replace the job sooner
-        out = run_study(load_study_config(path), stream=open(tmp_path / "log.txt", "w"))
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
+            pytest.raises(StudyFailed, match="^1 of 3 runs failed"):                # replace the job sooner
+        run_study(load_study_config(path), stream=open(tmp_path / "log.txt", "w"))
+    out = tmp_path / "slurm"
     watcher.join()
     first = time.perf_counter() - t0
     log = (tmp_path / "log.txt").read_text()
