@@ -41,7 +41,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dncsim.common import (DncsimError, WriteFailed, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                           csv_lines, csv_text, is_atomic_temporary)
+                           csv_lines, csv_text, is_atomic_temporary, load_yaml_text)
 
 __all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "read_metrics_csv", "accuracy_matrices",
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
@@ -364,8 +364,8 @@ class RunDirectory:
     def stored_config(self) -> Optional[dict]:
         import yaml
         try:
-            return yaml.safe_load(self.file(CONFIG).read_text())
-        except (OSError, yaml.YAMLError):
+            return load_yaml_text(self.file(CONFIG).read_text(encoding="utf-8"), str(self.file(CONFIG)))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, DncsimError):
             return None
 
     def plan(self, config: dict, *, resume: bool, force: bool) -> str:
@@ -884,7 +884,7 @@ def load_run(path) -> RunData:
     if not geometry_rows:
         raise DncsimError(f"{p}: missing {GEOMETRY}/row_*.npz")
     try:
-        config = yaml.safe_load((p / CONFIG).read_text(encoding="utf-8"))
+        config = load_yaml_text((p / CONFIG).read_text(encoding="utf-8"), str(p / CONFIG))
     except OSError as exc:
         raise DncsimError(f"{p / CONFIG}: cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
