@@ -373,3 +373,12 @@ def test_report_on_a_hand_edited_run_is_one_line_naming_the_file(tmp_path, capsy
     err = one_line(capsys, main(["report", str(run_dir), "--out", str(tmp_path / "rep")]))
     assert f"{run_dir}/" in err and message in err, err
     assert not (tmp_path / "rep").exists()
+
+
+def test_label_names_with_escape_sequences_never_reach_the_terminal_raw():
+    """A table cell holding ESC / CSI sequences (a label name from a user's file) prints them escaped."""
+    from dncsim.analysis.text_table import format_table
+
+    text = format_table(["task", "value"], [["\x1b[2Jred\u202e", 1.0]], title="t\x1b]0;x\x07")
+    assert "\x1b" not in text and "\u202e" not in text and "\x07" not in text
+    assert "\\x1b[2Jred\\u202e" in text and text.splitlines()[0] == "t\\x1b]0;x\\x07"
