@@ -211,7 +211,7 @@ def test_a_study_out_that_is_a_file_is_one_line_and_the_file_survives(tmp_path, 
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump({"base": str(ROOT / "configs" / "quickstart.yaml"), "factors": {"seed": [0]},
                                      "out": str(out)}))
-    refused(capsys, ["study", study], f"out: {out} is a file, not a study directory")
+    refused(capsys, ["study", study], f"out: {out} exists and is not a directory")
     assert out.read_text() == "thesis\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "s.yaml"]
 
 

@@ -73,7 +73,10 @@ return {handlers: all.filter(function (e) { return Array.from(e.attributes).some
           return a.name.indexOf('on') === 0; }); }).map(function (e) { return e.outerHTML.slice(0, 80); }),
         imgs: Array.from(document.images).filter(function (i) { return !i.src.startsWith('data:image/png'); })
                 .map(function (i) { return i.outerHTML.slice(0, 80); }),
-        elements: Array.from(document.querySelectorAll('svg, b, a, script')).map(function (e) {
+        elements: Array.from(document.querySelectorAll('svg, b, a, script')).filter(function (e) {
+          var href = e.getAttribute('href') || '';     // the report's own contents links and CSV download
+          return !(e.tagName === 'A' && (href.indexOf('#') === 0 || href.indexOf('data:text/csv;base64,') === 0));
+        }).map(function (e) {
           return e.outerHTML.slice(0, 80); }),
         text: document.body.innerText, title: document.title};
 """

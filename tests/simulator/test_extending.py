@@ -54,7 +54,10 @@ def test_a_registered_per_task_metric_appears_everywhere(tmp_path, monkeypatch):
     for k, task in enumerate(summary["tasks"]):
         assert (task["feature_norm_init"], task["feature_norm_learned"], task["feature_norm_final"]) == \
             (mine[(-1, k)], mine[(k, k)], mine[(2, k)])
-    assert "feature_norm when learned" in (out / "report" / "index.html").read_text()
+    html = (out / "report" / "index.html").read_text()
+    assert '<td class="text">feature_norm</td>' in html          # a row of the per-task measurements view
+    header = (out / "report" / "measurements.csv").read_text().splitlines()[0].split(",")
+    assert {"feature_norm_init", "feature_norm_learned", "feature_norm_final"} <= set(header)
     table = task_rows(load_run(out), {"seed": 2})
     assert [r["feature_norm_learned"] for r in table] == [mine[(k, k)] for k in range(3)]
     assert [r["feature_norm_final"] for r in table] == [mine[(2, k)] for k in range(3)]

@@ -115,7 +115,7 @@ def test_a_joint_run_measures_every_labeling_along_training_and_checks_the_paper
     assert "paper_claims" in s["figures"] and set(s["paper"]) >= {"S1", "S2", "S3", "paper", "findings"}
     assert [f.split(" ")[0] for f in s["paper"]["findings"]] == ["S1", "S2", "S3"]
     assert len(s["paper"]["S3"]["pairs"]) == 3 and s["paper"]["points"] == [-1, 0, 1, 2]
-    assert "9. The paper's claims" in (report / "index.html").read_text()
+    assert '<h2 id="paper">The paper\'s claims' in (report / "index.html").read_text()
     # --paper on a run of another kind adds the section; output.paper: never (or auto) leaves it out
     factor = run(run_from_mapping(config({"type": "factor", "attributes": ["color", "style"]}, "simclr")),
                  tmp_path / "factor", quiet=True)
