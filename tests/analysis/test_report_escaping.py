@@ -141,8 +141,8 @@ def test_run_report_html_and_markdown_escape_every_name_and_value(hostile, repor
     assert "| \\<img src=x onerror=alert(1)\\> | \\*b\\*\\|\\`c\\`\\_\\[l\\](y) \\&amp; \\#h |" in md
     rendered = MarkdownIt("commonmark").enable("table").render(md)
     page = assert_nothing_injected(rendered, shown=NAMES)
-    assert {tag for tag, _ in page.elements} <= {"h1", "h2", "h3", "a", "p", "img", "table", "thead", "tbody", "tr", "th",
-                                                  "td", "ul", "li", "em", "strong", "code"}
+    assert {tag for tag, _ in page.elements} <= {"h1", "h2", "h3", "a", "p", "img", "table", "thead", "tbody", "tr",
+                                                  "th", "td", "ul", "li", "em", "strong", "code"}
 
 
 def test_every_markdown_table_row_has_its_header_width(report):
