@@ -1,11 +1,9 @@
 """Batched random augmentation on tensors: the two views of self-supervised objectives.
 
-:func:`build_augment` gives a module whose ``forward(x)`` returns one random view of a batch, parameters
-drawn per sample from torch's global RNG, on the batch's device; :func:`two_views` calls it twice.
-Images (B, C, H, W) float in [0, 1] go through ``kornia.augmentation`` and stay in [0, 1]; vectors
-(B, D) get feature-scaled noise and masking. The defaults (translate, flip, brightness/contrast/
-saturation jitter) keep every ``shapes`` attribute; ``resized_crop`` destroys size, ``hue`` and
-``grayscale_p`` destroy color, ``blur_p`` damages style (all off by default). Color parts skip 1-channel images.
+:func:`build_augment` gives a module whose ``forward(x)`` returns one random view of a batch, drawn per
+sample from torch's global RNG; :func:`two_views` calls it twice. Images (B, C, H, W) in [0, 1] use
+``kornia.augmentation``; vectors (B, D) get noise and masking. The defaults keep every ``shapes``
+attribute; ``resized_crop`` destroys size, ``hue``/``grayscale_p`` color, ``blur_p`` style (all off).
 """
 from __future__ import annotations
 

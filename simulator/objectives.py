@@ -1,12 +1,10 @@
 """Training objectives: a mini-batch (and, when ``uses_views``, two augmented views) -> a scalar loss.
 
-Names: ``simclr``, ``vicreg``, ``barlow_twins``, ``byol``, ``simsiam`` (self-supervised, train a
-projection head and, for byol/simsiam, a prediction head), ``supervised`` (one linear head per task
-label) and ``none`` (frozen random backbone; constant zero loss, no parameters, ``trains_backbone`` False).
-
-Conventions: the caller owns the backbone and passes it to every call; optimise it with the objective's
-trainable parameters and call ``after_update(backbone)`` after each step (BYOL's EMA target). Call
-``prepare_tasks({task: classes})`` before moving to a device, building the optimizer or loading a state.
+``simclr``, ``vicreg``, ``barlow_twins``, ``byol``, ``simsiam`` (self-supervised, with heads),
+``supervised`` (one linear head per task label), ``none`` (frozen random backbone, zero loss,
+``trains_backbone`` False). The caller owns the backbone and passes it to every call; call
+``after_update(backbone)`` after each step. Call ``prepare_tasks({task: classes})`` before moving to a
+device, building the optimizer or loading a state.
 """
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """Regularisers added to any objective's loss (``objective.regularizers``), as Avalanche plugins.
 
-``dir_variance`` (:class:`DirectionalVariancePenalty`): adds ``weight`` x the batch's directional CDNV
-(ddof 0, ordered class pairs) of the current task's labelled samples' features, caught by a forward hook
-(first view, or the clean batch); class means from the batch; classes with < 2 labelled samples skipped.
-Labels outside a seeded stratified fraction are hidden (-1; :func:`labelled_mask`). ``weight: 0`` installs nothing.
+``dir_variance`` (:class:`DirectionalVariancePenalty`): ``weight`` x the batch's directional CDNV (ddof 0,
+ordered pairs, batch means) of the current task's labelled samples' features (forward hook); classes
+with < 2 labelled samples skipped; unlabelled: :func:`labelled_mask`. ``weight: 0`` installs nothing.
 
-``axis_distill`` (:class:`AxisDistillation`): stores unit axes u_ij (i < j) after each experience and a
-frozen f_old; later adds weight x (d/2) x mean ((f - f_old) . u)^2 / mean ||f_old||^2.
+``axis_distill`` (:class:`AxisDistillation`): stores unit axes u_ij (i < j) and a frozen f_old after each
+experience; later adds weight x (d/2) x mean ((f - f_old) . u)^2 / mean ||f_old||^2.
 """
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
 """Continual strategies on Avalanche's SupervisedTemplate, trained by any objective.
 
-``DncsimStrategy`` hands the batch (and views) to the objective, which returns the loss. It slices
-mini-batches from tensors (``TensorBatches``), builds the optimizer once, and sends per-iteration
-callbacks only to plugins that implement them (:func:`iteration_hooks`). ``training.precision``
-``bf16``/``fp16`` autocasts the forward pass and loss (fp16 with a checkpointed GradScaler).
+``DncsimStrategy`` hands the batch (and views) to the objective, which returns the loss; it slices
+batches from tensors (``TensorBatches``), builds the optimizer once, and calls per-iteration hooks
+only on plugins that implement them. ``training.precision`` ``bf16``/``fp16`` autocasts forward and loss.
 
-Strategies: ``naive``, ``replay``, ``ewc`` / ``mas`` / ``si`` (importances from the trained objective),
-``distill``, ``cumulative``, ``joint`` (all experiences at once).
+Strategies: ``naive``, ``replay``, ``ewc`` / ``mas`` / ``si``, ``distill``, ``cumulative``, ``joint``.
 """
 from __future__ import annotations
 
