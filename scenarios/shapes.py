@@ -1,14 +1,12 @@
 """``shapes``: the embedded default source, procedurally rendered labelled RGB images.
 
-Four labelings -- ``shape``, ``color``, ``size``, ``style`` -- form a balanced full factorial: each
-combination appears ``repeats`` times, so labelings are exactly balanced and pairwise independent.
-Nuisances (position, rotation, noise, background) are drawn independently of the labels.
+Labelings ``shape``, ``color``, ``size``, ``style`` form a balanced full factorial (``repeats`` per
+combination): exactly balanced, pairwise independent. Nuisances (position, rotation, noise,
+background) are drawn independently of the labels.
 
 * images: (N, 3, H, W) float32 in [0, 1], H = W = ``image_size``;
 * labels: name -> (N,) int64 ids 0..K-1 in config-list order;
 * seeding: a private ``torch.Generator``; same inputs give identical tensors.
-
-Values: ``COLORS``, ``SIZES`` (fractions of the image side), ``STYLES``.
 """
 from __future__ import annotations
 
