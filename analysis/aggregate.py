@@ -2,9 +2,9 @@
 
 ``task_rows``: one row per (run, task): the run's factors, ``learned_at`` / ``learned``, each per-task
 metric when learned and at the end (``<metric>_learned``, ``<metric>_final``), axis overlap with later
-tasks, accuracy, forgetting and BWT per probe and protocol, and (linear probe) ``probe_converged_learned``
-and ``probe_at_budget``. ``pair_rows``: one row per (run, pair a < b): axis overlap when b was learned and
-the measured interference of b on a. Per-probe columns: ``<metric>/<probe>/<protocol>``.
+tasks, accuracy, forgetting and BWT per probe and protocol, ``probe_converged_learned`` and
+``probe_at_budget``. ``pair_rows``: one row per (run, pair a < b): axis overlap when b was learned and
+the interference of b on a. Per-probe columns: ``<metric>/<probe>/<protocol>``.
 """
 from __future__ import annotations
 

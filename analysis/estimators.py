@@ -1,12 +1,11 @@
 """Estimators of the geometry summaries with less bias than the plug-in, and bootstrap intervals.
 
-**Crossfit** (:func:`crossfit_geometry`): each class is split in halves ``splits`` times; axes from one
-half, variance along them from the other (ddof 1); the squared gap is debiased,
-D2_ij = |mu^_i - mu^_j|^2 - v_i/n_i - v_j/n_j. Pairs with D2 <= 0 are NaN, counted in ``undefined_pairs``.
+**Crossfit** (:func:`crossfit_geometry`): classes split in halves ``splits`` times; axes from one half,
+variance along them from the other (ddof 1); squared gap debiased,
+D2_ij = |mu^_i - mu^_j|^2 - v_i/n_i - v_j/n_j. Pairs with D2 <= 0 are NaN (``undefined_pairs``).
 
 **Bootstrap** (:func:`bootstrap_summaries`, :func:`bootstrap_median_abs_cos`): resampling within classes
-(or joint classes), batched as weightings ``W`` (B, N), float64; (1 - alpha) percentile intervals.
-Derivations: docs, Methods, Estimators.
+(or joint classes), batched as weightings (B, N), float64; percentile intervals. See docs, Methods.
 """
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
 """Names used in the metrics table, defined once (metrics write them; reports and studies read them).
 
-The metrics table is long-format, one row per measurement, with columns ``TABLE_COLUMNS``:
-``exp`` (index of the experience just trained; -1 before training), ``task`` (index; empty for
-stream-level rows), ``task_name``, ``task_b`` (second task of pairwise rows), ``metric``, ``probe``,
-``protocol``, ``shots`` and ``value``. :func:`table_row` builds one row; every row of every table
-is built by it.
-
-A probe and a protocol together are a :class:`ProbeKey`; its one text form is ``"<probe>/<protocol>"``
-(``"linear/frozen"``), used for the accuracy matrices, summary keys and the suffix of study-table
-columns (``forgetting_max/linear/frozen``).
+The table is long-format, columns ``TABLE_COLUMNS``: ``exp`` (-1 before training), ``task``,
+``task_name``, ``task_b`` (pairwise rows), ``metric``, ``probe``, ``protocol``, ``shots``, ``value``;
+every row is built by :func:`table_row`. A :class:`ProbeKey`'s text form is ``"<probe>/<protocol>"``.
 """
 from __future__ import annotations
 
