@@ -1,12 +1,12 @@
-"""Pairwise class geometry of labelled features: CDNV, directional CDNV, decision axes (docs, Methods, Conventions).
+"""Pairwise class geometry of labelled features: CDNV, directional CDNV, decision axes (docs, Methods).
 
 * ``var[i]`` v_i = sum_{x in i} |x - mu_i|^2 / (n_i - ddof); ``m4[i]`` population mean of |r|^4
 * ``d2[i, j]`` |mu_i - mu_j|^2; ``cdnv[i, j]`` (v_i + v_j) / d2_ij (symmetric, no 1/2)
 * ``dir_cdnv[i, j]`` Var_{x in i}(u_ij . x) / d2_ij, u_ij = (mu_j - mu_i)/|.| (ORDERED)
-* ``theta[i, j]`` (M4_i + M4_j) / d2_ij^2; ``mean_axis_var[i, j]`` Prop. 4.2's class-average variance
+* ``theta[i, j]`` (M4_i + M4_j) / d2_ij^2; ``mean_axis_var`` Prop. 4.2's class-average variance
 
-Diagonals NaN; classes sorted by label (``classes[k]``). Two mergeable passes, no loop over pairs:
-:func:`class_geometry`, :func:`streaming_class_geometry`, :class:`GeometryAccumulator`.
+Diagonals NaN; classes sorted by label. Two mergeable passes, no loop over pairs
+(:func:`class_geometry`, :func:`streaming_class_geometry`).
 """
 from __future__ import annotations
 

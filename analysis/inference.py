@@ -1,11 +1,10 @@
 """Inference on study tables whose rows are clustered by run.
 
 :func:`primary_analysis`: OLS of a forgetting on the standardised log directional CDNV when learned,
-fixed effects for run, task identity and position in the stream (aliased factors dropped, noted),
-errors clustered by run: CR1 with t on G - 1 df; a wild cluster bootstrap p below ``few_clusters``
-runs; no inference below 3. Verdict: ``supported`` (interval above 0), ``contradicted`` (below) or
-``inconclusive``, with the minimal detectable effect at 80% power. A stratified run-level
-permutation p is a check. The pairs analysis uses the same machinery. Rationale: docs, Methods.
+fixed effects for run, task identity and stream position (aliased ones dropped, noted), run-clustered
+CR1 errors, t on G - 1 df; a wild cluster bootstrap p below ``few_clusters`` runs; none below 3.
+Verdict: ``supported`` (interval above 0), ``contradicted`` (below) or ``inconclusive``, with the
+80%-power minimal detectable effect; a run-level permutation p as a check. Rationale: docs, Methods.
 """
 from __future__ import annotations
 
