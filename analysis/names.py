@@ -21,8 +21,8 @@ TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "proto
 #: What each revision changed: documentation, Methods, Methods revisions.
 METHODS_REVISION = 3
 
-#: The default iteration budget of the linear probe: enough for the preconditioned solve to converge on
-#: the features measured (tens of iterations; up to about 1,100 for a nearly separable task).
+#: The default iteration budget of the linear probe, above what the preconditioned solve needs to
+#: converge (measured iterations: docs, Benchmarks).
 LINEAR_STEPS = 2000
 
 # probes and protocols
