@@ -128,9 +128,8 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _fp16_needs_cuda(self):
-        """fp16 autocast on the CPU (no fast fp16 kernels) ran about 90x slower than fp32 on the convnet here:
-        refused. With ``device: auto`` the device is only known when the run is built
-        (``simulator.devices.check_precision``)."""
+        """fp16 on the CPU (no fast fp16 kernels) is refused. With ``device: auto`` the device is known only
+        when the run is built (``simulator.devices.check_precision``)."""
         if self.training.precision == "fp16" and self.device == "cpu":
             raise ValueError(FP16_ON_CPU)
         return self
