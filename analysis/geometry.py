@@ -5,7 +5,7 @@
 * ``dir_cdnv[i, j]`` Var_{x in i}(u_ij . x) / d2_ij, u_ij = (mu_j - mu_i)/|.| (ORDERED)
 * ``theta[i, j]`` (M4_i + M4_j) / d2_ij^2; ``mean_axis_var`` Prop. 4.2's class-average variance
 
-Diagonals NaN; classes sorted by label. Mergeable passes, no loop over pairs
+Diagonals NaN; classes sorted by label. No loop over pairs
 (:func:`class_geometry`, :func:`streaming_class_geometry`).
 """
 from __future__ import annotations
