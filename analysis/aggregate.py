@@ -1,18 +1,10 @@
-"""Tidy tables over many runs, from runs as ``dncsim.rundir.load_run`` reads them (never from models).
+"""Tidy tables over many runs, from ``RunData`` (``dncsim.rundir.load_run``) to rows of plain values.
 
-Pure: a run comes in as a ``RunData`` (its table, matrices and accessors), rows of plain values go
-out; reading the files is the run directory's job.
-
-``task_rows``: one row per (run, task) with the run's factors, the experience the task is learned in
-(``learned_at``; empty for a watched task) and whether it was learned (``learned``), every per-task
-scalar metric of the table when the task was learned and at the end (``<metric>_learned``,
-``<metric>_final``: e.g. ``dir_cdnv_learned``), the overlap of its axes with later tasks' axes, and its
-accuracy, forgetting (max, last, normalised) and the run's BWT under every probe and protocol, and with a
-linear probe ``probe_converged_learned`` (whether the solve of its learned row -- its frozen linear probe --
-converged: 1/0) and ``probe_at_budget`` (how many of its rows' linear solves stopped at the step budget).
-``pair_rows``: one row per (run, task pair a < b) with whether each was learned, the axis overlap when
-b was learned and the measured interference of b on a. Column names for
-per-probe values are ``<metric>/<probe>/<protocol>``.
+``task_rows``: one row per (run, task): the run's factors, ``learned_at`` / ``learned``, each per-task
+metric when learned and at the end (``<metric>_learned``, ``<metric>_final``), axis overlap with later
+tasks, accuracy, forgetting and BWT per probe and protocol, ``probe_converged_learned`` and
+``probe_at_budget``. ``pair_rows``: one row per (run, pair a < b): axis overlap when b was learned and
+the interference of b on a. Per-probe columns: ``<metric>/<probe>/<protocol>``.
 """
 from __future__ import annotations
 

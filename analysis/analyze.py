@@ -87,13 +87,11 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
                       dtype: torch.dtype = torch.float64, device=None) -> dict:
     """Geometry, few-shot error vs Theorem 4.1, and pairwise orthogonality of labelings of ``features``.
 
-    ``features`` (N, d); ``labelings`` name -> labels (N,) int. For each labeling: C, N, the scalar
-    CDNV (mean over unordered pairs), directional CDNV (mean over ordered pairs) and their ratio
-    (``ddof`` as in ``class_geometry``), the mean gap, and for each shot count the ``ways``-way NCC
-    error over ``episodes`` seeded episodes with the Theorem 4.1 bound averaged over the same class
-    subsets (shot counts a class is too small for are skipped with a note). For each pair of
-    labelings: the orthogonality summary with Prop. 4.2 (class-average variance, K-class form) and
-    whether the two labelings are balanced and independent, which Prop. 4.2 assumes.
+    ``features`` (N, d); ``labelings`` name -> labels (N,) int. Per labeling: C, N, CDNV (unordered pairs),
+    directional CDNV (ordered pairs), their ratio (``ddof`` as ``class_geometry``), mean gap, and per shot
+    count the ``ways``-way NCC error over ``episodes`` seeded episodes with the bound on the same subsets
+    (too-large shot counts skipped, noted). Per pair of labelings: the orthogonality summary with Prop. 4.2
+    and whether they are balanced and independent.
     """
     x, exponent = _power_of_two_scaled(as_features(features, device=device), dtype)
     if not labelings:

@@ -34,12 +34,9 @@ ShotCounts = Union[int, float, Sequence[Union[int, float]], torch.Tensor]
 class BoundResult:
     """Theorem 4.1 evaluated for S shot counts and E class subsets.
 
-    ``m`` (S,) float64 shot counts; ``value`` (S, E) the bound, NaN where it does not apply;
-    ``limit`` (E,) the m -> infinity value (1/C') sum 4 dirCDNV_ij; ``below_range`` (S,) bool, m < 10
-    (outside the theorem; the value there is NaN unless ``extrapolate=True`` was asked for);
-    ``nonpositive_margin`` (S, E) bool, some ordered pair of the subset has
-    1 + (v_j - v_i)/(m d2_ij) <= 0, where the theorem's denominator (the expected NCC margin) vanishes
-    or changes sign: always NaN; ``subsets`` (E, k) row indices into the geometry's classes.
+    ``m`` (S,) float64; ``value`` (S, E), NaN where the bound does not apply; ``limit`` (E,) the m -> inf
+    value; ``below_range`` (S,) bool, m < 10 (NaN unless ``extrapolate``); ``nonpositive_margin`` (S, E)
+    bool, some ordered pair has 1 + (v_j - v_i)/(m d2_ij) <= 0 (always NaN); ``subsets`` (E, k) class rows.
     """
 
     m: torch.Tensor
@@ -92,20 +89,12 @@ def class_subsets(geom: ClassGeometry, classes=None) -> torch.Tensor:
 
 def ncc_error_bound(geom: ClassGeometry, m: ShotCounts, classes=None, *,
                     extrapolate: bool = False) -> BoundResult:
-    """Theorem 4.1: upper bound on the m-shot NCC error over a class subset, for many m and subsets.
+    """Theorem 4.1: upper bound on the m-shot NCC error over class subsets, for many m (docs, Methods, The bound).
 
-    For the subset S (C' = |S| classes):
-    ``(1/C') sum_{i in S} sum_{j in S, j != i} [4 Vt_ij + (sqrt E1 + sqrt E2 + sqrt E3)^2]
-    / (1 + (v_j - v_i)/(m d2_ij))^2``
-    with E1 = (4/m)(V^2 + V/4), E2 = V/m, E3 = (Theta + 2(m-1)V^2)/m^3, Vt = ``geom.dir_cdnv``,
-    V = ``geom.cdnv``, v = ``geom.var``, Theta = ``geom.theta`` (docs, Methods, The bound); divided by C',
-    not by the number of pairs. ``class_geometry(..., ddof=1)`` reproduces the authors'
-    ``compute_new_error_bound`` exactly.
-
-    ``m``: a shot count or a sequence (``inf`` gives the limit). ``classes``: see
-    :func:`class_subsets`. Values for m < 10 are NaN (flagged ``below_range``) unless
-    ``extrapolate=True``, which computes them as the authors' figures do; a pair whose denominator
-    1 + (v_j - v_i)/(m d2) is <= 0 makes its subset's value NaN (flagged ``nonpositive_margin``).
+    Per subset of C' classes: (1/C') sum over ordered pairs of [4 Vt_ij + (sqrt E1 + sqrt E2 + sqrt E3)^2]
+    / (1 + (v_j - v_i)/(m d2_ij))^2, from ``geom`` (``dir_cdnv``, ``cdnv``, ``var``, ``theta``); ddof=1
+    matches the authors' code. ``m``: a count or sequence (``inf``: the limit). ``classes``: see
+    :func:`class_subsets`. m < 10 gives NaN unless ``extrapolate``; a non-positive margin gives NaN.
     """
     ms = _shots(m).to(geom.d2.device)
     idx = class_subsets(geom, classes)
@@ -174,15 +163,11 @@ def _largest_cubic_root(F: torch.Tensor, A: torch.Tensor, *, legacy: bool) -> to
 
 
 def ncc_error_bound_prior(dir_cdnv, cdnv, m: ShotCounts) -> torch.Tensor:
-    """The earlier bound (Luthra et al. 2025) with the optimised a*, as the authors compute it.
+    """The bound of Luthra et al. (2025) with the optimised a*, as the authors compute it.
 
-    ``E(a) = alpha (1/2 - 2/a - 2^{3/2}/(a m))^{-2} + B a`` with A = 2 + 2^{3/2}/m,
-    B = (2 sqrt(beta/m) + 2 beta/sqrt(m) + beta/m)/4, minimised exactly over a (largest root of
-    y^3 - 8F y - 16FA = 0 with F = 2 alpha A/B, a* = max(5, 2A + y*)).
-    ``dir_cdnv`` = alpha: the mean directional CDNV over ordered pairs (``summary()['dir_cdnv']``
-    with ddof=0). ``cdnv`` = beta IN THE AUTHORS' HALVED CONVENTION, i.e.
-    ``summary()['cdnv'] / 2`` (docs, Methods, Conventions). Like the authors' code it has no (C'-1)
-    prefactor (exact for two classes). Inputs broadcast; returns a float64 tensor.
+    E(a) = alpha (1/2 - 2/a - 2^{3/2}/(a m))^{-2} + B a, minimised exactly (a* = max(5, 2A + y*), y* the
+    largest cubic root). ``dir_cdnv`` = alpha (ordered pairs, ddof=0); ``cdnv`` = beta in the authors'
+    halved convention (``summary()['cdnv'] / 2``). No (C'-1) prefactor. Inputs broadcast; float64 tensor.
     """
     alpha, beta, mm = _broadcast64(dir_cdnv, cdnv, m)
     if bool((mm < 1).any()) or bool((alpha < 0).any()) or bool((beta <= 0).any()):
@@ -231,14 +216,12 @@ def _axis_variance(geom: ClassGeometry, variance: str, pairs: torch.Tensor) -> t
 def orthogonality_bound(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form: str = "k_class",
                         variance: str = "class_average", pairs_a: Optional[torch.Tensor] = None,
                         pairs_b: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Prop. 4.2's right-hand side for every axis pair of labeling a against labeling b: (P_a, P_b).
+    """Prop. 4.2's right-hand side for every axis pair of labeling a against b: (P_a, P_b).
 
-    ``form``: ``k_class`` (any K) ``min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b))``, or ``binary``
-    (K = 2 for both; the same number) ``min(2 (d_a/d_b) sqrt(V_a), 2 (d_b/d_a) sqrt(V_b))``; d = |mu_i - mu_j|.
-    ``variance`` picks V: ``class_average`` (default; the class-weighted mean over all K classes of the
-    population variance along u, over d^2, the quantity the proof bounds), ``pooled`` (the two classes'
-    samples pooled: the authors' notebook) or ``worst`` (max(dir_cdnv_ij, dir_cdnv_ji)). Exact for balanced,
-    independent labelings. Rows ``geom_a.pairs()`` (or ``pairs_a``), columns ``geom_b.pairs()`` (or ``pairs_b``).
+    ``form``: ``k_class`` min((d_a/d_b) sqrt(2 K_b V_a), (d_b/d_a) sqrt(2 K_a V_b)) or ``binary`` (K = 2).
+    ``variance`` picks V: ``class_average`` (default, what the proof bounds), ``pooled`` (the authors'
+    notebook) or ``worst``. Exact for balanced, independent labelings. Rows ``geom_a.pairs()`` (or
+    ``pairs_a``), columns ``geom_b.pairs()`` (or ``pairs_b``).
     """
     if geom_a.d != geom_b.d:
         raise DncsimError(f"the two labelings have feature dimensions {geom_a.d} and {geom_b.d}")

@@ -1,29 +1,10 @@
-"""From correlation to cause: the regulariser's randomised weight as an instrument.
+"""The regulariser's randomised weight as an instrument for the causal effect of directional CDNV.
 
-A study that randomises ``objective.regularizers.0.weight`` (the dose of the directional-variance
-regulariser) over runs can estimate the *causal* effect of a task's directional CDNV on its
-forgetting, by instrumental variables (Angrist & Pischke 2009, ch. 4):
-
-* the **first stage**: effect of the dose on the mediator, log2 of the task's directional CDNV when
-  it was learned (``dir_cdnv_learned``);
-* the **reduced form**: effect of the dose on the outcome (a forgetting);
-* their ratio, the **causal estimate** (Wald / two-stage least squares with one instrument): the
-  change in forgetting per doubling of directional CDNV that the dose brings about. Valid when the
-  dose moves forgetting only through the mediator (the exclusion restriction: the regulariser also
-  moves the class means and the rest of the geometry, so "through directional CDNV" means through
-  everything the penalty changes along with it -- which is why the same is done with classical CDNV
-  as the mediator: if the dose moves CDNV as much, the data cannot tell the two apart).
-
-Conventions: rows are tasks (one per run and task, learned tasks only unless the caller says
-otherwise); the dose enters as its step in the sorted list of distinct weights (0, 1, 2, ... -- the
-shipped levels 0, 1, 5, 25 are about 5x apart past the control); fixed effects for
-task identity and strategy (the weight is randomised independently of both, so they only sharpen
-the estimates); errors clustered by run (every task of a run shares its dose and its backbone), the
-small-sample ("debiased") correction of linearmodels' ``IV2SLS``. The first stage's strength is the
-cluster-robust Wald F of the instrument; below 10 the instrument is called weak and the causal
-interval is not to be trusted (Stock & Yogo 2005). The per-strategy table: mean over runs of the
-mean forgetting of the run's earlier tasks (all but the last learned) and of the accuracy of each
-task right after it was learned, with t intervals over runs.
+Rows are tasks (learned only by default). First stage: dose step -> log2 ``dir_cdnv_learned``;
+reduced form: dose -> forgetting; their ratio (2SLS, linearmodels ``IV2SLS``, debiased) is the change
+in forgetting per doubling. The dose is its step among the sorted distinct weights; fixed effects for
+task identity and strategy; errors clustered by run. Instrument strength: cluster-robust Wald F (weak
+below 10). The same is run with CDNV as mediator. Details: docs, Methods.
 """
 from __future__ import annotations
 

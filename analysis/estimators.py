@@ -1,35 +1,11 @@
 """Estimators of the geometry summaries with less bias than the plug-in, and bootstrap intervals.
 
-**Why.** The plug-in directional CDNV uses the class means twice: to point the axis u_ij and to measure
-the variance along it, and its squared mean gap |mu^_i - mu^_j|^2 is inflated by the sampling noise
-of the means, E|mu^_i - mu^_j|^2 = d_ij^2 + tr S_i / n_i + tr S_j / n_j. Both biases grow as the
-classes get closer or the samples fewer -- the barely-learned tasks -- and differ from task to task.
+**Crossfit** (:func:`crossfit_geometry`): classes split in halves ``splits`` times; axes from one half,
+variance along them from the other (ddof 1); squared gap debiased,
+D2_ij = |mu^_i - mu^_j|^2 - v_i/n_i - v_j/n_j. Pairs with D2 <= 0 are NaN (``undefined_pairs``).
 
-**Crossfit** (:func:`crossfit_geometry`). Each class is split at random into two halves (sizes
-floor/ceil of n_i/2), ``splits`` times. For each split and each way round, the axes come from the
-class means of one half, u^A_ij = (mu^A_j - mu^A_i)/|.|, and the variance along them from the other
-half, with the unbiased (n - 1) divisor: s^B_ij = sum_{x in i, B} ((x - mu^B_i) . u^A_ij)^2 / (n^B_i - 1).
-Given u^A, s^B_ij is exactly unbiased for u^A' Sigma_i u^A (the halves are independent); for isotropic
-classes that is the axis variance itself. The 2 x ``splits`` estimates are averaged. The squared gap
-is the full-sample one with its sampling bias removed,
-
-    D2_ij = |mu^_i - mu^_j|^2 - v_i / n_i - v_j / n_j,     v_i = sum_{x in i} |x - mu^_i|^2 / (n_i - 1),
-
-unbiased for d_ij^2 (mu^_i - mu^_j has mean mu_i - mu_j and covariance Sigma_i/n_i + Sigma_j/n_j).
-Then dir_cdnv_ij = s_ij / D2_ij (ordered) and cdnv_ij = (v_i + v_j) / D2_ij. A pair whose D2 is not
-positive (classes closer than their sampling noise can resolve) is undefined (NaN) and left out of
-the summary means, which say how many pairs they lost (``undefined_pairs``).
-
-**Bootstrap** (:func:`bootstrap_summaries`, :func:`bootstrap_median_abs_cos`): samples are resampled
-with replacement within each class (multinomial weights; B resamples done together as a batch of
-weightings, no Python loop over resamples); the estimator (plug-in or crossfit, where a crossfit
-resample splits the original samples so a duplicated sample never sits in both halves) is recomputed
-on each; the (1 - alpha) percentile interval is reported. The median |cos| between two labelings'
-axes resamples within their joint classes when those are an exactly balanced design, else the samples
-themselves (``scheme``; :func:`bootstrap_median_abs_cos_tasks`).
-
-Every computation is batched over weightings: ``W`` (B, N) non-negative sample weights, class sums by
-``index_add``, the projections of residuals onto the axes by one product per chunk of samples, float64.
+**Bootstrap** (:func:`bootstrap_summaries`, :func:`bootstrap_median_abs_cos`): resampling within classes
+(or joint classes), batched as weightings (B, N), float64; percentile intervals. See docs, Methods.
 """
 from __future__ import annotations
 
@@ -643,11 +619,10 @@ def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", 
                               centres=None) -> list:
     """:func:`bootstrap_summaries` for T tasks labelling the same ``features`` (N, d), computed together.
 
-    ``labels`` (T, N) int (negative: not in the task); ``seeds`` (T,) per-task seeds, each task drawing
-    exactly the resamples (and, for crossfit, halves) of the per-task call with that seed; ``centres``
-    (crossfit only): the tasks' point-estimate summaries when already computed (else they are). Returns T
-    dicts name -> (low, high), equal to the per-task calls to float64 rounding; a task whose estimate is
-    undefined gets NaN intervals. The plug-in estimator runs task by task (:func:`bootstrap_summaries`)."""
+    ``labels`` (T, N) int (negative: not in the task); ``seeds`` (T,), each task drawing the resamples of
+    the per-task call with that seed; ``centres`` (crossfit): precomputed point summaries. Returns T dicts
+    name -> (low, high), equal to the per-task calls; undefined estimates give NaN intervals.
+    """
     x, lab = _centred_tasks(features, labels)
     seeds = [0] * lab.T if seeds is None else list(seeds)
     nan = {k: (float("nan"), float("nan")) for k in ("dir_cdnv", "cdnv", "ratio")}
@@ -740,12 +715,12 @@ def balanced_pairs(labels) -> torch.Tensor:
 
 def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, alpha: float = 0.05,
                                    seed: int = 0, scheme: str = "auto", task_ids=None) -> torch.Tensor:
-    """(T, T, 2) percentile intervals (low, high) of the median |cos| between task a's and task b's decision
-    axes (plug-in class means) for every pair a < b of T tasks labelling the same ``features`` (N, d); NaN
-    off the upper triangle. ``scheme``: ``joint`` (pair by pair, exactly :func:`bootstrap_median_abs_cos`,
-    seeded ``seed + 31 ids[a] + ids[b]``, ``ids = task_ids``), ``wild`` (:func:`_wild_median_abs_cos_tasks`)
-    or ``iid`` (:func:`_iid_median_abs_cos_tasks`), both one resampling for all pairs; ``auto`` per pair
-    (:func:`resolve_pair_scheme`). Which to use and why: docs, Methods, Estimators."""
+    """(T, T, 2) percentile intervals of the median |cos| between tasks a and b's axes, pairs a < b.
+
+    Tasks label the same ``features`` (N, d); NaN off the upper triangle. ``scheme``: ``joint`` (pair by
+    pair, seeded ``seed + 31 ids[a] + ids[b]``), ``wild`` or ``iid`` (one resampling for all pairs), or
+    ``auto`` (:func:`resolve_pair_scheme`). See docs, Methods, Estimators.
+    """
     from dncsim.analysis.task_batch import task_labels
 
     x = as_features(features).to(F64)
@@ -920,17 +895,12 @@ def _pair_intervals(med: torch.Tensor, T: int, alpha: float) -> torch.Tensor:
 
 def _wild_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, alpha: float = 0.05,
                                seed: int = 0) -> torch.Tensor:
-    """The ``wild`` scheme of :func:`bootstrap_median_abs_cos_tasks`: one wild bootstrap serves every pair.
+    """The ``wild`` scheme: one wild bootstrap serves every pair.
 
-    The samples are fitted by an additive model of every task's
-    class effects (least squares on the one-hot labels of all T tasks); resample r perturbs every class
-    mean by the mean of its samples' residuals times Rademacher signs s_rn (one sign per sample, shared by
-    all tasks, residuals scaled by sqrt(N / (N - rank))), mu*_tc = mu_tc + sum_{n in c} s_rn e_n / n_c.
-    So a class mean varies only with the noise around the joint effects of all tasks, as under resampling
-    within the joint classes of a pair (:func:`bootstrap_median_abs_cos`), while the cost grows linearly
-    with T (one product over each task's class cells per batch of resamples, then one (T P)^2 product of
-    the stacked axes). Seeded by ``seed``. ``x`` (N, d) float64 and ``lab`` (``task_labels``) as the caller
-    validated them. Entries other than the upper triangle a < b are NaN."""
+    Samples are fitted by an additive model of all tasks' class effects; resample r shifts each class mean
+    by its samples' residuals times shared Rademacher signs (scaled by sqrt(N / (N - rank))). Cost is
+    linear in T. Seeded by ``seed``. ``x`` (N, d) float64, ``lab`` validated. NaN off the upper triangle.
+    """
     x = x - x.mean(dim=0, keepdim=True)
     T, N = lab.idx.shape
     onehot = lab.onehot()                                                 # (T, N, C)
@@ -953,14 +923,12 @@ _IID_SEED_OFFSET = 0x9E3779B9
 
 def _iid_median_abs_cos_tasks(x: torch.Tensor, lab, *, resamples: int = 200, alpha: float = 0.05,
                               seed: int = 0) -> torch.Tensor:
-    """The ``iid`` scheme of :func:`bootstrap_median_abs_cos_tasks`: one bootstrap of the samples serves
-    every pair. Resample r draws N samples with replacement from the N (multinomial counts w_rn, shared by
-    all tasks) and recomputes every class mean as the weighted mean of its samples,
-    mu*_tc = sum_{n in c} w_rn x_n / sum_{n in c} w_rn, so the sizes of the joint cells (class of a, class
-    of b) vary from resample to resample as they do between random draws of the samples, and with them
-    the share of b's class effects in a's class means -- a variation both conditional schemes hold fixed.
-    A class that a resample leaves empty drops out of that resample's medians. Cost linear in T, as
-    ``wild``. Seeded by ``seed + _IID_SEED_OFFSET``. Entries other than the upper triangle a < b are NaN."""
+    """The ``iid`` scheme: one bootstrap of the samples (multinomial weights shared by all tasks) serves every pair.
+
+    Class means are reweighted means, so joint cell sizes vary as between random draws. A class left empty
+    drops out of that resample. Cost linear in T. Seeded by ``seed + _IID_SEED_OFFSET``. NaN off the upper
+    triangle.
+    """
     x = x - x.mean(dim=0, keepdim=True)
     T, N = lab.idx.shape
     gen = torch.Generator().manual_seed(int(seed) + _IID_SEED_OFFSET)

@@ -1,13 +1,9 @@
 """Few-shot nearest-class-centre (NCC) error: random episodes, and the authors' protocol.
 
-``ncc_fewshot_error`` is dncsim's estimator of err^NCC_{m,C'}: per episode draw ``ways`` classes,
-``shots`` support samples per class (their mean is the centre) and use every other sample of those
-classes as a query; the episode's error is the class-balanced query error
-(1/C') sum_i P(h(x) != i). Episodes are vectorised; supports for several shot counts are nested
-(the m-shot support is a prefix of the 2m-shot one), as in the authors' code, so error curves over
-m are not blurred by independent resampling.
-
-``ncc_reference_protocol`` reproduces the authors' ``NCCCEvaluator`` (docs, Methods, Conventions).
+``ncc_fewshot_error`` estimates err^NCC_{m,C'}: each episode draws ``ways`` classes and ``shots`` support
+samples per class (their mean is the centre); every other sample of those classes is a query; the error
+is class-balanced, (1/C') sum_i P(h(x) != i). Supports for several shot counts are nested (the m-shot
+support is a prefix of the 2m-shot one). ``ncc_reference_protocol``: the authors' ``NCCCEvaluator``.
 """
 from __future__ import annotations
 
@@ -89,13 +85,10 @@ def ncc_reference_protocol(train_features, train_labels, eval_features, eval_lab
                            shots: int, repeat: int = 1, classes: Optional[Sequence[int]] = None) -> List[float]:
     """The authors' few-shot NCC protocol (``NCCCEvaluator``), reproduced exactly; one accuracy per repeat.
 
-    For repeat r and each class c of ``classes`` (sorted; default all train classes): take c's
-    indices in the stored train order, re-seed with ``r`` and keep ``randperm(n_c)[:shots]`` (all
-    n_c samples when n_c < shots); the centre is their mean. Every eval sample of the selected
-    classes is a query (support points too, when evaluating on the train split); prediction is the
-    nearest centre by ``torch.cdist`` in the input dtype; accuracy is the plain sample mean (not
-    class-balanced). The global torch RNG is untouched (a private generator seeded ``r``).
-    Returns accuracies (1 - error), as the authors report them.
+    Per repeat r and class c of ``classes`` (sorted; default all): support = ``randperm(n_c)[:shots]`` of
+    c's train indices with a private generator seeded ``r`` (all when n_c < shots); every eval sample of
+    those classes is a query; nearest centre by ``torch.cdist``; accuracy is the plain sample mean (not
+    class-balanced). Returns accuracies (1 - error).
     """
     xt = as_features(train_features, name="train features")
     yt = as_labels(train_labels, xt.shape[0], name="train labels")
@@ -150,12 +143,10 @@ def ncc_fewshot_error_tasks(features, labels, *, shots, ways: Optional[int] = 2,
                             dtype: torch.dtype = torch.float64) -> list:
     """:func:`ncc_fewshot_error` for T tasks labelling the same ``features`` (N, d), computed together.
 
-    ``labels`` (T, N) int (negative: not in the task); ``seeds`` (T,) per-task seeds (default 0): task t
-    draws exactly the episodes of ``ncc_fewshot_error(features[in t], labels[t][in t], seed=seeds[t])``
-    and gets the same errors (up to float rounding of the distances). Per task, one product scores every
-    sample against every episode's centres for every shot count; errors are counted per class by one
-    product with the class memberships. Returns T FewShotResults, or the DncsimError the per-task call
-    would raise for that task (returned, not raised)."""
+    ``labels`` (T, N) int (negative: not in the task); ``seeds`` (T,) (default 0): task t draws exactly the
+    episodes of the per-task call with ``seed=seeds[t]`` and gets the same errors (up to float rounding).
+    Returns T FewShotResults, or for a task the DncsimError the per-task call would raise (returned, not raised).
+    """
     from dncsim.analysis.task_batch import task_labels
 
     x = as_features(features)

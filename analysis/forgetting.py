@@ -1,11 +1,9 @@
 """Accuracy-matrix arithmetic: forgetting, backward and forward transfer (docs, Methods, Metrics).
 
-``R`` is an (E+1, T) matrix: row 0 is measured before any training, row t+1 after experience t;
-column k is task k; NaN marks an undefined entry (e.g. a frozen probe before its task was learned).
-``learned_at`` gives, per task, the experience in which it is learned (None: a task that is only
-watched, which has no forgetting); by default task k is learned in experience k. Every function takes
-``t``, the experience just trained, so that values "so far" can be tracked along the stream; a task
-not yet learned, or learned at ``t`` itself, has no forgetting (NaN).
+``R`` (E+1, T): row 0 before training, row t+1 after experience t; column k is task k; NaN is undefined.
+``learned_at``: per task, the experience it is learned in (default k; None: watched, no forgetting).
+Every function takes ``t``, the experience just trained; a task not yet learned, or learned at ``t``,
+has no forgetting (NaN).
 """
 from __future__ import annotations
 

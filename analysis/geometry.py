@@ -1,27 +1,12 @@
-"""Pairwise class geometry of labelled features: CDNV, directional CDNV, decision axes.
+"""Pairwise class geometry of labelled features: CDNV, directional CDNV, decision axes (docs, Methods).
 
-Definitions (paper: Luthra, Salunkhe, Galanti 2026; docs: Methods, Conventions). For classes i, j with
-means mu_i, within-class residuals r = x - mu_i and counts n_i:
+* ``var[i]`` v_i = sum_{x in i} |x - mu_i|^2 / (n_i - ddof); ``m4[i]`` population mean of |r|^4
+* ``d2[i, j]`` |mu_i - mu_j|^2; ``cdnv[i, j]`` (v_i + v_j) / d2_ij (symmetric, no 1/2)
+* ``dir_cdnv[i, j]`` Var_{x in i}(u_ij . x) / d2_ij, u_ij = (mu_j - mu_i)/|.| (ORDERED)
+* ``theta[i, j]`` (M4_i + M4_j) / d2_ij^2; ``mean_axis_var`` Prop. 4.2's class-average variance
 
-* ``var[i]``      v_i = tr Cov_i = sum_{x in i} |r|^2 / (n_i - ddof)
-* ``m4[i]``       M4_i = sum_{x in i} |r|^4 / n_i                       (always the population mean)
-* ``d2[i, j]``    |mu_i - mu_j|^2                                         (symmetric)
-* ``cdnv[i, j]``  (v_i + v_j) / d2_ij                                     (symmetric, no factor 1/2)
-* ``dir_cdnv[i, j]``  Var_{x in i}(u_ij . x) / d2_ij with u_ij = (mu_j - mu_i)/|mu_j - mu_i|
-  (ORDERED: the variance of class i along the axis pointing to class j; ddof as for ``var``)
-* ``theta[i, j]`` (M4_i + M4_j) / d2_ij^2
-* ``mean_axis_var[i, j]``  class-frequency-weighted mean over ALL classes c of the population
-  variance of class c along u_ij (the quantity in the proof of Prop. 4.2), symmetric.
-
-Diagonals are NaN. Classes are sorted by label value; ``classes[k]`` is the label of row k.
-
-How it is computed: one pass accumulates per-class counts and sums
-(the means); a second pass forms residuals R = X - M[y] and a single matrix product
-P = R Mc^T against the centred class means. ``P[n, j] - P[n, y_n] = r_n . (mu_j - mu_{y_n})``,
-so squaring and summing those rows per class gives every directional variance at once. There is
-no Python loop over class pairs. Both passes are mergeable across shards, so the same code serves
-one-shot calls (:func:`class_geometry`) and data streamed in batches
-(:func:`streaming_class_geometry`, :class:`ClassMeans`, :class:`GeometryAccumulator`).
+Diagonals NaN; classes sorted by label. No loop over pairs
+(:func:`class_geometry`, :func:`streaming_class_geometry`).
 """
 from __future__ import annotations
 
@@ -390,12 +375,10 @@ def class_geometry(features, labels, *, ddof: int = 0, dtype: torch.dtype = torc
                    device=None, mean_axis_var: Optional[bool] = None) -> ClassGeometry:
     """Pairwise class geometry of ``features`` (N, d) float with ``labels`` (N,) int.
 
-    ``ddof`` 0 divides within-class sums by n_i (population, the authors' scalar CDNV and
-    directional CDNV), 1 by n_i - 1 (unbiased, the authors' ``compute_pairwise_metrics`` and hence
-    their Theorem 4.1 bound); the fourth moment is always a population mean. ``dtype`` is the
-    accumulation precision (float64 by default; float32 is about twice as fast). ``device``
-    defaults to the features' device. ``mean_axis_var``: compute the Prop. 4.2 class-average axis
-    variance (None: only when C <= 64). Raises DncsimError on bad input (see docs, Reliability).
+    ``ddof`` 0: population (the authors' CDNV and directional CDNV); 1: unbiased (their Theorem 4.1
+    bound); the fourth moment is always a population mean. ``dtype``: accumulation precision (float64).
+    ``device``: default the features'. ``mean_axis_var``: compute Prop. 4.2's variance (None: when
+    C <= 64). Raises DncsimError on bad input.
     """
     x = as_features(features, device=device)
     y = as_labels(labels, x.shape[0], device=x.device)
@@ -429,14 +412,10 @@ def streaming_class_geometry(batches: Batches, *, ddof: int = 0, dtype: torch.dt
 def class_geometry_tasks(features, labels, *, ddof: int = 0, mean_axis_var: Optional[bool] = None) -> list:
     """:func:`class_geometry` for T tasks labelling the same ``features`` (N, d), computed together.
 
-    ``labels`` (T, N) int (negative: the sample is not in that task; see ``analysis.task_batch``). Every
-    accumulated sum comes from two products shared by all tasks -- class sums (T C x N)(N x d) and the
-    projections X M^T (N x d)(d x T C) -- with residual moments expanded through them
-    (|r|^2 = |x|^2 - 2 x.mu + |mu|^2, r.mu_j = x.mu_j - mu_i.mu_j) on features centred by their mean, in
-    float64; so the cost grows with T only through those products. Returns a list of T results, each a
-    :class:`ClassGeometry` equal to ``class_geometry(features[in task], labels[in task])`` to float64
-    rounding, or the error (:class:`UndefinedGeometry` or DncsimError) that call would raise -- returned,
-    not raised, so one undefined task does not stop the others.
+    ``labels`` (T, N) int (negative: not in the task; ``analysis.task_batch``). All sums come from two
+    float64 products shared by the tasks. Returns T results, each equal to the per-task
+    ``class_geometry`` to float64 rounding, or the error that call would raise
+    (:class:`UndefinedGeometry` or DncsimError), returned rather than raised.
     """
     from dncsim.analysis.task_batch import task_labels
 

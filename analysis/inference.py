@@ -1,38 +1,10 @@
-"""Inference a reviewer accepts on study tables whose rows are clustered by run.
+"""Inference on study tables whose rows are clustered by run.
 
-**The primary analysis** (:func:`primary_analysis`): ordinary least squares of the outcome (a
-forgetting, per probe and protocol) on the predictor -- the standardised log of a task's directional
-CDNV when it was learned -- with fixed effects for the run, task identity and position in the stream
-(the experience the task was learned in), and the run as the unit of clustering. The run fixed
-effects hold fixed everything that is constant within a run -- objective, strategy, seed, and any
-run-level shock that could move directional CDNV and forgetting together (a backbone that trained
-badly) -- so the slope comes from within-run, within-task contrasts alone; objective and strategy are
-then part of the run effects (a design whose runs hold one task each falls back to objective and
-strategy fixed effects, with a note). Why OLS with cluster-robust errors rather than a mixed model:
-fixed effects hold the nuisances fixed without assuming how they are distributed, and the
-cluster-robust covariance is consistent whatever the correlation of rows within a run, where a
-random-intercept model is right only if that one random effect is the whole story (statsmodels
-``OLS(...).fit(cov_type="cluster")``; Cameron & Miller 2015, "A practitioner's guide to
-cluster-robust inference").
-
-* Small-sample corrected errors: CR1 (the G/(G-1) x (n-1)/(n-k) correction) with t on G - 1 degrees of
-  freedom for G runs, which keeps its coverage down to 6 runs in the suite's simulations; with fewer
-  than ``few_clusters`` (10) runs a wild cluster bootstrap p (Webb's six-point weights, the null
-  imposed; Webb 2014, MacKinnon & Webb 2018) is reported beside it as a check. Below 3 runs there is
-  no inference: the result says so.
-* A factor that adds nothing to the design's rank is aliased with the ones before it -- objective
-  and strategy are constant within a run; with a fixed stream order position in the stream *is* task
-  identity -- and is left out, with a note.
-* The verdict reads from the primary test alone: ``supported`` when the interval lies above 0 (tasks
-  with lower directional CDNV forget less), ``contradicted`` when it lies below 0, else
-  ``inconclusive``, with the minimal detectable effect at 80% power, (t_{1-alpha/2} + t_{0.8}) x SE with
-  G - 1 degrees of freedom (Bloom 1995, "Minimum detectable effects").
-* A permutation p-value as a check that assumes nothing about the errors: whole runs' predictor
-  vectors are permuted among runs of the same stratum (same objective, strategy and tasks), task by
-  task, never single rows; the coefficient's t statistic is recomputed by Frisch-Waugh-Lovell.
-
-The same machinery serves the pairs analysis (interference of a later task on an earlier one against
-their axis overlap, with pair identity, objective and strategy fixed).
+:func:`primary_analysis`: OLS of a forgetting on the standardised log directional CDNV when learned,
+fixed effects for run, task identity and stream position (aliased ones dropped, noted), run-clustered
+CR1 errors, t on G - 1 df; a wild cluster bootstrap p below ``few_clusters`` runs; none below 3.
+Verdict: ``supported`` (interval above 0), ``contradicted`` (below) or ``inconclusive``, with the
+80%-power minimal detectable effect; a run-level permutation p as a check. Rationale: docs, Methods.
 """
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
 """Names used in the metrics table, defined once (metrics write them; reports and studies read them).
 
-The metrics table is long-format, one row per measurement, with columns ``TABLE_COLUMNS``:
-``exp`` (index of the experience just trained; -1 before training), ``task`` (index; empty for
-stream-level rows), ``task_name``, ``task_b`` (second task of pairwise rows), ``metric``, ``probe``,
-``protocol``, ``shots`` and ``value``. :func:`table_row` builds one row; every row of every table
-is built by it.
-
-A probe and a protocol together are a :class:`ProbeKey`; its one text form is ``"<probe>/<protocol>"``
-(``"linear/frozen"``), used for the accuracy matrices, summary keys and the suffix of study-table
-columns (``forgetting_max/linear/frozen``).
+The table is long-format, columns ``TABLE_COLUMNS``: ``exp`` (-1 before training), ``task``,
+``task_name``, ``task_b`` (pairwise rows), ``metric``, ``probe``, ``protocol``, ``shots``, ``value``;
+every row is built by :func:`table_row`. A :class:`ProbeKey`'s text form is ``"<probe>/<protocol>"``.
 """
 from __future__ import annotations
 
@@ -27,8 +21,8 @@ TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "proto
 #: What each revision changed: documentation, Methods, Methods revisions.
 METHODS_REVISION = 3
 
-#: The default iteration budget of the linear probe: enough for the preconditioned solve to converge on
-#: the features measured (tens of iterations; up to about 1,100 for a nearly separable task).
+#: The default iteration budget of the linear probe, above what the preconditioned solve needs to
+#: converge (measured iterations: docs, Benchmarks).
 LINEAR_STEPS = 2000
 
 # probes and protocols

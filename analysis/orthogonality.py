@@ -86,16 +86,10 @@ def orthogonality_summary(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form:
                           variance: str = "class_average", max_axes: int = 2048, seed: int = 0) -> dict:
     """How orthogonal labeling a's decision axes are to labeling b's, and the Prop. 4.2 check.
 
-    Keys: ``axis_pairs`` (P_a * P_b), ``median_abs_cos``, ``max_abs_cos``, ``mean_cos2``,
-    ``random_cos2`` (= 1/d, the mean cos^2 of two independent random directions),
-    ``cos2_vs_random`` (mean_cos2 * d; 1 = as aligned as random directions, below 1 = more
-    orthogonal), ``median_bound`` (median Prop. 4.2 right-hand side), ``frac_under_bound`` (share of
-    axis pairs with |cos| <= bound), ``form`` and ``variance`` as passed (see
-    ``analysis.bounds.orthogonality_bound``), ``axes_sampled``. Plain Python numbers.
-
-    A labeling with more than ``max_axes`` class-pair axes (K > 64 by default) is summarised on a
-    seeded uniform sample of ``max_axes`` of them (``axes_sampled`` True), which keeps memory at
-    max_axes^2 values however many classes there are.
+    Keys (plain numbers): ``axis_pairs``, ``median_abs_cos``, ``max_abs_cos``, ``mean_cos2``, ``random_cos2``
+    (1/d), ``cos2_vs_random`` (1 = as random), ``median_bound``, ``frac_under_bound`` (|cos| <= bound),
+    ``form`` and ``variance`` (``analysis.bounds.orthogonality_bound``), ``axes_sampled``: True when a
+    labeling has more than ``max_axes`` axes and a seeded uniform sample of them is used.
     """
     gen = torch.Generator().manual_seed(int(seed))
     pa, pb = _sample_pairs(geom_a, max_axes, gen), _sample_pairs(geom_b, max_axes, gen)
@@ -191,15 +185,11 @@ def _stacked_axes(geoms, variance: str, form: str):
 
 
 def orthogonality_tasks(geoms, *, form: str = "k_class", variance: str = "class_average") -> dict:
-    """:func:`orthogonality_summary` for every pair of T geometries at once, from one product of the
-    stacked unit axes (T P x d)(d x T P).
+    """:func:`orthogonality_summary` for every pair of T geometries, from one product of stacked unit axes.
 
-    Returns (T, T) float64 tensors ``median_abs_cos``, ``max_abs_cos``, ``mean_cos2``, ``cos2_vs_random``,
-    ``median_bound`` and ``frac_under_bound``, symmetric in (a, b) except the bound's entries, which are
-    those of ``orthogonality_summary(geoms[a], geoms[b])`` for a < b (read the upper triangle; the
-    diagonal compares a task with itself and is not meaningful). Equal to the pairwise calls to float64
-    rounding (medians are lower medians, as ``torch.median``). Needs every task's axes in full
-    (T x P <= ``MAX_STACKED_AXES``; DncsimError otherwise -- use the pairwise call, which samples axes).
+    Returns (T, T) float64 tensors of the summary's numeric keys; read the upper triangle a < b (the bound
+    is asymmetric; the diagonal is meaningless). Equal to the pairwise calls to float64 rounding (lower
+    medians). Needs T x P <= ``MAX_STACKED_AXES``, else DncsimError (use the pairwise call).
     """
     if form not in ("k_class", "binary"):
         raise DncsimError(f"form must be 'k_class' or 'binary'; got {form!r}")

@@ -1,23 +1,10 @@
 """Differentiable batch estimates of the geometry, for use as training penalties.
 
-Pure torch, like the rest of ``analysis``: tensors in, a scalar tensor out, gradients through
-everything (class means, axes and residuals alike). The conventions are those of
-:func:`dncsim.analysis.geometry.class_geometry`, so that on the same batch the penalty *is* the
-measured value:
-
-* ``directional_cdnv_penalty(f, y)`` = ``class_geometry(f, y, ddof=ddof).summary()["dir_cdnv"]``:
-  the mean over ordered pairs (i, j), i != j, of the classes present, of
-  Vtilde_ij = mean_{x in i} ((f(x) - mu_i) . (mu_j - mu_i))^2 / |mu_j - mu_i|^4 (ddof 0; ddof 1
-  divides by n_i - 1), i.e. the within-class variance of class i along the unit axis u_ij over the
-  squared mean gap. Only the variance *along* the axes enters; the within-class variance orthogonal
-  to them contributes nothing and receives no gradient from the penalty except through the means.
-* Classes with fewer than ``min_count`` samples in the batch are left out (their mean and variance are
-  not defined from the batch); with fewer than two classes left the penalty is an exact zero that is
-  still connected to ``features`` (so ``backward`` works and gives zero gradients).
-
-Vectorised as ``class_geometry`` in ``analysis/geometry.py`` (one product of the residuals with the centred class means;
-no loop over pairs). Accumulates in the features' dtype (training runs in float32; pass float64 for
-checks).
+Tensors in, a scalar tensor out, gradients through means, axes and residuals. Same conventions as
+:func:`dncsim.analysis.geometry.class_geometry`: ``directional_cdnv_penalty(f, y)`` equals
+``class_geometry(f, y, ddof=ddof).summary()["dir_cdnv"]``, the mean over ordered pairs of class i's
+variance along u_ij over d2_ij. Classes with fewer than ``min_count`` samples are left out; with fewer
+than two classes the result is a zero still connected to ``features``. Accumulates in the features' dtype.
 """
 from __future__ import annotations
 

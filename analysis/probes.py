@@ -95,13 +95,12 @@ def probe_from_arrays(arrays: dict):
 
 
 def fit_linear(features, labels, *, steps: int = LINEAR_STEPS, weight_decay: float = 1e-4) -> LinearProbe:
-    """Fit multinomial logistic regression by full-batch L-BFGS (float64, zero initialisation, so the
-    result is deterministic). Features are standardised with the training mean and std (std floored at
-    1e-8); the loss is mean cross-entropy + ``weight_decay``/2 * |W|^2; at most ``steps`` iterations of
-    L-BFGS in preconditioned variables (:func:`linear_preconditioners`), which reaches that objective's
-    optimum in tens to a few hundred iterations on trained features. The solver is
-    :func:`fit_linear_tasks` with one task, so fitting a task alone and fitting it in a batch of tasks
-    give the same probe (to float rounding)."""
+    """Fit multinomial logistic regression by full-batch L-BFGS (float64, zero init, deterministic).
+
+    Features standardised by the training mean and std (floored at 1e-8); loss = mean cross-entropy +
+    ``weight_decay``/2 |W|^2; at most ``steps`` iterations in preconditioned variables
+    (:func:`linear_preconditioners`). Same solver as :func:`fit_linear_tasks` with one task.
+    """
     f = as_features(features)
     y = as_labels(labels, f.shape[0], device=f.device)
     _classes(y)
@@ -209,13 +208,11 @@ def fit_ncc_tasks(features, labels) -> list:
 
 
 def linear_preconditioners(features, inside, mean, std, weight_decay: float) -> tuple:
-    """The change of variables each task's linear probe is solved in: W = V @ A_t, A_t = (c R_t + lam I)^(-1/2).
+    """The variables each task's linear probe is solved in: W = V @ A_t, A_t = (c R_t + lam I)^(-1/2).
 
-    R_t: the (d, d) correlation matrix of the task's standardised features (ddof 0); c =
-    ``PRECONDITION_CURVATURE`` (0.01, chosen for speed: docs, Benchmarks); lam = max(``weight_decay``, 1e-6).
-    c R_t + lam I stands for the objective's Hessian in W, so V is far better conditioned on correlated
-    features; the optimum in W is the same for any invertible A_t. Tasks on the same samples (``inside``
-    (T, N) 0/1 rows) share one A. Returns (A (U, d, d) float64 symmetric, which (T,): task t uses A[which[t]]).
+    R_t: (d, d) correlation of the task's standardised features (ddof 0); c = ``PRECONDITION_CURVATURE``;
+    lam = max(``weight_decay``, 1e-6). The optimum in W is unchanged. Tasks on the same samples
+    (``inside`` (T, N) rows) share one A. Returns (A (U, d, d) float64, which (T,)): task t uses A[which[t]].
     """
     members, which = torch.unique(inside > 0, dim=0, return_inverse=True)
     d = features.shape[1]
@@ -235,12 +232,10 @@ def fit_linear_tasks(features, labels, *, steps: int = LINEAR_STEPS, weight_deca
                      tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, precondition: bool = True):
     """:func:`fit_linear` for T tasks labelling the same ``features`` (N, d), solved together.
 
-    ``labels`` (T, N) int, -1 where a sample is not in a task. Each task has its own standardisation, loss
-    (mean cross-entropy + ``weight_decay``/2 |W|^2) and L-BFGS state: ``torch.optim.LBFGS(lr=1,
-    max_iter=steps, history_size=history, line_search_fn="strong_wolfe")`` transcribed as per-task
-    coroutines whose evaluations share one product with the stacked weights, so each task takes torch's
-    steps for it alone. With ``precondition`` L-BFGS works in V, W = V A_t (:func:`linear_preconditioners`),
-    same optimum. Returns (T LinearProbes, info: ``iterations``, ``evaluations``, ``converged``, ``loss``).
+    ``labels`` (T, N) int, -1 outside a task. Each task has its own standardisation, loss and L-BFGS state
+    (torch's ``LBFGS(lr=1, max_iter=steps, history_size=history, line_search_fn="strong_wolfe")``,
+    transcribed per task); ``precondition``: see :func:`linear_preconditioners`. Returns (T LinearProbes,
+    info: ``iterations``, ``evaluations``, ``converged``, ``loss``).
     """
     f = as_features(features).to(torch.float64)
     N, d = f.shape

@@ -1,17 +1,12 @@
-"""The statistics of a study, from its tidy tables (what ``dncsim study`` and ``dncsim stats`` report).
+"""The statistics of a study from its tidy tables (``dncsim study`` / ``dncsim stats``).
 
-Rows of a study table are clustered: tasks of one run share a backbone, so they are not independent;
-every statistic here says what its unit of resampling or permutation is.
+Rows are clustered by run; each statistic names its unit of resampling or permutation.
 
-* **The primary test** (``analysis.inference.primary_analysis``): forgetting regressed on the
-  standardised log directional CDNV when learned, with run, task and position fixed, run-clustered
-  errors. The verdict (``supported`` | ``contradicted`` | ``inconclusive``) reads from it alone. The
-  same model for classical CDNV, both together, and axis overlap against pairwise interference.
-* **Descriptive correlations**: Spearman rho overall, per objective and within task, with a cluster
-  bootstrap interval (whole runs resampled; reported only with at least ``MIN_CLUSTERS_FOR_INTERVAL``
-  runs, since a percentile cluster bootstrap over fewer is far too narrow) and a permutation p-value
-  that permutes whole runs' predictor vectors among runs of the same stratum (same objective, strategy
-  and tasks), aligned by task -- never single rows.
+* **Primary test** (``analysis.inference.primary_analysis``): the verdict reads from it alone; the same
+  model for CDNV, both, and axis overlap against interference.
+* **Descriptive correlations**: Spearman rho overall, per objective and within task; cluster-bootstrap
+  intervals (runs resampled; only with ``MIN_CLUSTERS_FOR_INTERVAL`` runs or more) and run-level
+  stratified permutation p-values.
 """
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """Tasks that label the same samples, measured together: the label layout every batched function shares.
 
-A *task batch* is T labelings of one set of N samples (features (N, d) computed once). Its labels are a
-(T, N) int matrix; a negative entry means the sample is not part of that task (a task on a subset, such
-as a probe-train subsample or one part of a class-incremental stream). :class:`TaskLabels` turns that
-matrix into class indices per task (classes sorted by label value, as every per-task function does),
-padded to the largest number of classes C with a mask, so that one product serves all tasks.
+A task batch is T labelings of N samples: a (T, N) int matrix, negative where a sample is not in the
+task. :class:`TaskLabels` maps it to class indices per task (classes sorted by label value), padded to
+the largest class count C with a mask, so one product serves all tasks.
 """
 from __future__ import annotations
 

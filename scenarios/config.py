@@ -2,15 +2,12 @@
 
 ```yaml
 scenario:
-  seed: 0                      # data generation, splits, class order, domain shifts
-  source: {name: shapes, ...}  # shapes | digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | features |
-                               # dsprites | shapes3d | celeba_attributes | image_table
-  stream: {type: factor, hold: one}   # factor | multilabel | joint | class_incremental | task_incremental |
-                                      # domain_incremental
+  seed: 0                             # data, splits, class order, domain shifts
+  source: {name: shapes, ...}         # see docs, Reference, Configuration
+  stream: {type: factor, hold: one}
 ```
-Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the key
-(``load_scenario_config``); checks that need the data (a labeling the source does not have, a
-class split that does not divide) happen when the scenario is built.
+Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the key;
+checks that need the data happen when the scenario is built.
 """
 from __future__ import annotations
 

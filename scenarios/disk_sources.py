@@ -1,31 +1,9 @@
 """Multi-attribute image sources read from disk: ``dsprites``, ``shapes3d``, ``celeba_attributes``, ``image_table``.
 
-Each loader first reads the attribute table only (no image), turns every chosen attribute into class
-ids 0..K-1 with readable names, chooses the samples of each split (``_select``), and only then reads
-the images of the chosen samples, in file order and in chunks, so a 2.6 GB dSprites or a 5.9 GB (as
-pixels) 3dshapes file is never held whole unless every sample is asked for.
-
-Common to all four:
-
-* images: (N, C, S, S) float32 in [0, 1] -- bytes / 255, as the torchvision sources (dSprites' 0/1
-  pixels stay 0.0/1.0); S = ``image_size`` when set, resized in batches by
-  ``preprocessing.resize_images`` (bilinear, antialiased), never one image at a time;
-* labelings: one per chosen attribute, named after it, in the order of ``attributes``; the first is
-  the default labeling;
-* splits: the dataset's own (CelebA's official partition; an image table's ``split`` column) or
-  else a seeded split of ``test_fraction`` stratified by attribute combination;
-* ``max_samples``: at most this many samples, train and test together, shared in proportion to
-  the splits' sizes; every pick is drawn by generators seeded with ``derived_seed(seed, name, ...)``;
-* ``balance`` (see ``scenarios/subsample.py``): ``combinations`` (``true``) -- the same number of
-  samples for every combination of the chosen attributes, so every attribute is exactly balanced and
-  the attributes are exactly mutually independent (Cramér's V = 0, Prop. 4.2's assumptions) in each
-  split; with a seeded split it balances first and then gives every combination the same test count,
-  so train and test are both full factorials. ``classes`` -- every class of every chosen attribute
-  equally frequent in each split, as many samples as allow it; nothing is guaranteed for the joint
-  (the attributes are in general dependent, possibly more than in the full data; ``dncsim scenario``
-  prints Cramér's V per pair). Attributes not chosen are controlled by neither.
-
-A missing or malformed file is one DncsimError line naming the path and what was expected.
+Each loader reads the attribute table, maps each chosen attribute to ids 0..K-1 with names, picks each
+split's samples (``_select``), then reads only those images, in chunks. Images: (N, C, S, S) float32 in
+[0, 1]. Labelings follow ``attributes``. Splits: the dataset's own, else seeded by ``test_fraction``.
+``max_samples`` and ``balance``: see ``scenarios/subsample.py``. Bad files: one DncsimError line.
 """
 from __future__ import annotations
 
@@ -348,14 +326,11 @@ def _stream_npy_rows(path: Path, key: str, rows: np.ndarray, row_shape: tuple, c
 
 
 def load_dsprites(cfg: DSpritesConfig, seed: int) -> SourceData:
-    """dSprites from its official ``.npz``: (N, 1, 64, 64) images (or ``image_size``), 0/1 pixels as 0.0/1.0
-    (a file with pixels above 1 is read as 0..255 and divided by 255).
+    """dSprites from its official ``.npz``: (N, 1, 64, 64) images (or ``image_size``), pixels 0.0/1.0.
 
-    Reads ``imgs``, ``latents_classes`` (N, 6: color, ignored; shape, scale, orientation, pos_x, pos_y)
-    and, for names, ``latents_values``. Attribute ids: the file's class indices in sorted order; ``bins``
-    groups them into equal-width bins (bin = id * bins // K). ``imgs`` is streamed from the zip member,
-    ``chunk_mb`` at a time, keeping only the chosen rows. Split: seeded, ``test_fraction``. File layout
-    and names: docs, How-to, Real datasets from disk.
+    Reads ``imgs`` (streamed, ``chunk_mb`` at a time, chosen rows only), ``latents_classes`` (shape, scale,
+    orientation, pos_x, pos_y; color ignored) and ``latents_values`` for names. ``bins`` groups ids into
+    equal-width bins (id * bins // K). Split: seeded, ``test_fraction``. Layout: docs, How-to.
     """
     path = _data_file(cfg.data_root, DSPRITES_FILE, "the dSprites .npz (imgs, latents_classes, latents_values)")
     table, row_shape = _dsprites_table(cfg, path)
@@ -425,12 +400,9 @@ def _shapes3d_table(cfg: Shapes3DConfig, path: Path):
 def load_shapes3d(cfg: Shapes3DConfig, seed: int) -> SourceData:
     """3dshapes from its official ``.h5``: (N, 3, 64, 64) RGB images (or ``image_size``).
 
-    Datasets read: ``images`` (N, S, S, 3) uint8, ``labels`` (N, 6) float (floor_hue, wall_hue,
-    object_hue, scale, shape, orientation). Every attribute's float values map to class ids by their
-    sorted unique values over the whole file (names: the values, e.g. hue ``0.1``, orientation ``-30``;
-    shape ``0``..``3``); ``bins`` as for dsprites. ``labels`` (23 MB) is read whole, ``images`` never:
-    h5py reads only the chosen rows, sorted, ``chunk_mb`` at a time. Split: seeded, ``test_fraction``.
-    h5py is imported here only.
+    Reads ``labels`` (N, 6: floor_hue, wall_hue, object_hue, scale, shape, orientation) whole; each
+    attribute's sorted unique values are its class ids and names. ``images`` rows are read only where
+    chosen, sorted, ``chunk_mb`` at a time. ``bins`` as for dsprites. Split: seeded, ``test_fraction``.
     """
     path = _data_file(cfg.data_root, SHAPES3D_FILE, "the 3dshapes .h5 (images, labels)")
     table = _shapes3d_table(cfg, path)
@@ -549,17 +521,12 @@ def _celeba_table(cfg: CelebAAttributesConfig, folder: Path):
 
 
 def load_celeba_attributes(cfg: CelebAAttributesConfig, seed: int) -> SourceData:
-    """CelebA's aligned faces with chosen binary attributes as labelings (ids 0 = ``no`` (-1 in the
-    file), 1 = ``yes``).
+    """CelebA aligned faces with chosen binary attributes as labelings (0 = ``no`` (-1 in the file), 1 = ``yes``).
 
-    Reads torchvision's layout, ``<data_root>/celeba/`` (or ``data_root`` itself when it holds the
-    files): ``list_attr_celeba.txt`` (a count, the 40 attribute names, then ``<file> -1|1 ...`` per image),
-    ``list_eval_partition.txt`` (``<file> 0|1|2``: train, valid, test) and ``img_align_celeba/<file>``.
-    The files are read directly, not through ``torchvision.datasets.CelebA``, whose integrity check
-    (MD5 of the archive) cannot be satisfied by anything but the original download. Splits: the
-    official partition, train = 0 and test = 2; valid = 1 is left out unless ``validation: train`` or
-    ``test`` adds it. Images (218x178 RGB) are center-cropped to 178x178 and resized to ``image_size``
-    (64; none keeps 178) in batches of 512; only the chosen samples' JPEGs are decoded.
+    Reads torchvision's layout under ``<data_root>/celeba/`` (or ``data_root``): ``list_attr_celeba.txt``,
+    ``list_eval_partition.txt``, ``img_align_celeba/`` directly (no MD5 check). Splits: official, train = 0,
+    test = 2; valid = 1 only with ``validation``. Images are center-cropped to 178x178 and resized to
+    ``image_size`` (64; none keeps 178); only chosen JPEGs are decoded.
     """
     folder = _celeba_folder(cfg.data_root)
     table, files = _celeba_table(cfg, folder)
@@ -646,17 +613,13 @@ def _image_table(cfg: ImageTableConfig):
 
 
 def load_image_table(cfg: ImageTableConfig, seed: int) -> SourceData:
-    """Any folder of images labelled by a CSV: the custom dataset path.
+    """Any folder of images labelled by a CSV ``path,attr1,attr2,...`` (``path`` relative to ``root``).
 
-    ``table``: a CSV whose header is ``path,attr1,attr2,...``; ``path`` is relative to ``root`` (or
-    absolute), every other column an attribute (``attributes`` picks some; default all), except an
-    optional ``split`` column of ``train``/``test`` (otherwise a seeded split of ``test_fraction``,
-    stratified by attribute combination). Values are strings or integers: a column whose every value
-    is an integer is ordered numerically (``2`` before ``10``), any other column as strings (Python's
-    code-point order); class ids follow that sorted order, names are the values. Images (any format
-    Pillow reads) are converted to RGB (``grayscale: true``: one grey channel), center-cropped to a
-    square and resized to ``image_size`` in batches of equal-sized images; without ``image_size`` they
-    must all have the same size. Every row's image must exist (checked before any is decoded).
+    Every other column is an attribute (``attributes`` picks some), except an optional ``split`` column
+    (``train``/``test``; else seeded by ``test_fraction``). Integer columns sort numerically, others as
+    strings; class ids follow that order. Images are converted to RGB (or grey with ``grayscale``),
+    center-cropped and resized to ``image_size`` (without it, all must share one size). Every image must
+    exist (checked before decoding).
     """
     table, paths = _image_table(cfg)
 

@@ -42,14 +42,12 @@ def _is_label_header(shape: tuple, dtype: np.dtype, n: int) -> bool:
 
 
 def load_feature_file(path, labels: Optional[Sequence[str]] = None) -> FeatureFile:
-    """Read ``path`` (.npz) and return its features and labelings.
+    """Read ``path`` (.npz): its ``features`` (N, d) and the chosen labelings.
 
-    ``labels``: the label arrays to use, in order (default: every 1-D integer array of length N, in
-    file order). Only ``features`` and the chosen label arrays are read (``dncsim.npzfile``: headers
-    first, sizes checked against the file and the memory available, object arrays refused); other
-    members are never loaded. Raises DncsimError, naming the file, when it is missing or not a readable
-    .npz, has no 2-D numeric ``features`` array, when a requested label key is absent (listing the
-    available ones) or is not an integer array of length N, or when no label array is found.
+    ``labels``: label arrays to use, in order (default: every 1-D integer array of length N, file order).
+    Only those members are read (``dncsim.npzfile``). DncsimError naming the file when it is missing or
+    unreadable, lacks a 2-D numeric ``features``, a requested key is absent (listing those present) or not
+    an integer array of length N, or no label array is found.
     """
     p = Path(path)
     with NpzArchive(p) as z:

@@ -1,37 +1,12 @@
-"""``shapes``: the embedded default data source, procedurally rendered labelled RGB images.
+"""``shapes``: the embedded default source, procedurally rendered labelled RGB images.
 
-Every image shows one shape on a grey background and carries four labelings, the factors of a
-BALANCED FULL FACTORIAL design: ``shape``, ``color``, ``size`` and ``style``. Every combination of
-the configured values appears exactly ``repeats`` times, so each labeling is exactly balanced and
-every pair of labelings is exactly independent. Nuisance variation (position, rotation, pixel
-noise, background brightness) is drawn independently of the labels and belongs to no labeling.
-
-Conventions:
+Labelings ``shape``, ``color``, ``size``, ``style`` form a balanced full factorial (``repeats`` per
+combination): exactly balanced, pairwise independent. Nuisances (position, rotation, noise,
+background) are drawn independently of the labels.
 
 * images: (N, 3, H, W) float32 in [0, 1], H = W = ``image_size``;
-* labels: labeling name -> (N,) int64 class ids 0..K-1 in the order of the config lists (with
-  ``shapes: [star, circle]``, star is 0 and circle is 1);
-* seeding: a private ``torch.Generator`` seeded with the given seed (the global RNG is untouched);
-  the same (config, repeats, seed) gives bit-identical tensors.
-
-Catalogue (each labeling takes 2 or more of these, in any order):
-
-* shape: circle, square, triangle (corners slightly rounded), cross, star (five points), crescent,
-  heart -- all distinguishable under any rotation (no diamond: it is a rotated square);
-* color: red, green, blue, yellow, magenta, cyan, orange, purple (fixed RGB, see ``COLORS``);
-* size: small, medium, large, xlarge (nominal radius 0.16, 0.2, 0.25, 0.32 of the image side);
-* style: filled; outline (a band just inside the boundary, 0.28 of the radius wide); striped (the
-  inside, cut into stripes fixed to the shape's frame, so they rotate with it).
-
-Nuisance: a uniform rotation; a uniform offset of the centre within the room the image's shape
-and size leave inside a 1-pixel border; Gaussian noise on every pixel and channel; a uniform
-background grey level around 0.45.
-
-Rendering is vectorised: pixel coordinates are mapped into each image's shape frame (translated,
-rotated, scaled by the size) and each shape's exact signed distance function is evaluated for all
-images of that shape at once; edges are anti-aliased over one pixel. Shapes are scaled to about
-equal area at the same size, so the size label, not the shape, sets how much of the image is
-covered. Sizes are fractions of the image side, so every ``image_size`` shows the same picture.
+* labels: name -> (N,) int64 ids 0..K-1 in config-list order;
+* seeding: a private ``torch.Generator``; same inputs give identical tensors.
 """
 from __future__ import annotations
 
@@ -290,14 +265,12 @@ def _sub_seed(seed: int, split: str) -> int:
 
 
 def load_shapes(cfg: ShapesConfig, seed: int) -> SourceData:
-    """The ``shapes`` source: train and test splits rendered with different sub-seeds of ``seed``.
+    """The ``shapes`` source: train, test and probe splits rendered with different sub-seeds of ``seed``.
 
-    train: ``cfg.train_repeats`` images per cell (generator seed 2 * seed), test: ``cfg.test_repeats``
-    (seed 2 * seed + 1), probe (probe-train): ``cfg.probe_repeats`` (a seed derived apart); each split
-    is its own balanced full factorial design, so every labeling is exactly balanced and every pair
-    exactly independent on the evaluation data. See :func:`generate_shapes` for tensor shapes and label
-    conventions. ``label_names`` lists each labeling's value names in label-id order; the default
-    labeling is shape; ``render`` draws new images for any labels (:func:`render_shapes`).
+    train: ``cfg.train_repeats`` per cell (seed 2 * seed); test: ``cfg.test_repeats`` (2 * seed + 1);
+    probe: ``cfg.probe_repeats`` (a derived seed). Each split is its own balanced full factorial. See
+    :func:`generate_shapes` for shapes and labels; the default labeling is shape; ``render`` draws new
+    images for any labels (:func:`render_shapes`).
     """
     splits = {}
     for split, repeats in (("train", cfg.train_repeats), ("test", cfg.test_repeats), ("probe", cfg.probe_repeats)):

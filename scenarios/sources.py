@@ -1,14 +1,9 @@
 """What every data source produces: labelled train and test tensors with readable label names.
 
-A source knows nothing of streams or training. ``SourceData`` holds the master tensors that every
-experience of a stream indexes into (``sample_idx``), so analysis can fetch an experience's data
-by indexing instead of iterating a DataLoader.
-
-Evaluation data (what probes and geometry are measured on after every experience) are a probe-train
-and a probe-test split on which every labeling is defined: for sources read from disk the train and
-test splits themselves; a generated source renders an independent ``probe`` split with its own seed,
-so that probes never see the images an experience trained on, and can ``render`` new inputs for any
-labels (the factor stream renders each experience's training images afresh).
+A source knows nothing of streams. ``SourceData`` holds the tensors that every experience indexes into
+(``sample_idx``). Evaluation data are a probe-train and a probe-test split on which every labeling is
+defined: for disk sources the train and test splits; a generated source renders an independent
+``probe`` split and can ``render`` new inputs for any labels.
 """
 from __future__ import annotations
 
@@ -47,14 +42,12 @@ class Split:
 
 @dataclass(frozen=True)
 class SourceData:
-    """A labelled data source: ``train`` and ``test`` splits, and for every labeling its value names.
+    """A labelled data source: ``train`` and ``test`` splits and, per labeling, its value names.
 
-    ``label_names[labeling][k]`` is the readable name of class id k (e.g. ``"red"`` for color 0).
-    ``default_labeling`` is used by class- and domain-incremental streams when none is configured.
-    ``info`` holds source-specific facts for summaries (generator settings, file paths).
-    ``probe``: an independent probe-train split (generated sources; None: the train split serves as
-    probe-train). ``render(labels, seed) -> x``: new inputs for given label arrays (labeling -> (n,)
-    ids), deterministic in ``seed`` (generated sources only).
+    ``label_names[labeling][k]``: the name of class id k. ``default_labeling``: for class- and
+    domain-incremental streams. ``info``: source facts for summaries. ``probe``: an independent
+    probe-train split, or None (train serves). ``render(labels, seed) -> x``: new inputs for label
+    arrays, deterministic in ``seed`` (generated sources only).
     """
 
     name: str

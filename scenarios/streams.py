@@ -1,19 +1,11 @@
 """Avalanche task streams from a SourceData: class-, task- and domain-incremental, multilabel and factor.
 
-A scenario is two things. Its **training stream** says what data each experience trains on: an
-Avalanche benchmark (``train_stream``, ``test_stream``) whose experience datasets carry ``targets``,
-task labels and ``sample_idx``, so Avalanche's strategies, metrics and loggers work unchanged, plus an
-:class:`ExperienceInfo` per experience. Its **evaluation tasks** (:class:`EvaluationTaskInfo`) say
-which labelings are probed, on which evaluation data (the source's probe-train and probe-test splits,
-``SourceData.evaluation_split``), after every experience, and in which experience each is learned (or
-none: a task that is only watched).
+The **training stream** is an Avalanche benchmark whose datasets carry ``targets``, task labels and
+``sample_idx``, plus an :class:`ExperienceInfo` per experience. The **evaluation tasks**
+(:class:`EvaluationTaskInfo`) are the labelings probed on the evaluation split after every experience,
+each with the experience it is learned in (or none: watched only, ``watch``).
 
-Streams: ``multilabel`` (the same inputs every experience, a different labeling each), ``factor``
-(experience k trains on data where attribute k varies and the others are held), ``class_incremental``
-and ``task_incremental`` (the classes of one labeling split over experiences), ``domain_incremental``
-(the same labels, shifted inputs). The evaluation task of experience k is what it learns, measured on
-the evaluation data: for a class split, the classes of experience k; for a domain stream, the shifted
-evaluation data. ``watch`` adds labelings that are only watched.
+Streams: ``multilabel``, ``factor``, ``class_incremental``, ``task_incremental``, ``domain_incremental``.
 """
 from __future__ import annotations
 
@@ -39,14 +31,11 @@ Shift = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class ExperienceInfo:
-    """What one training experience is: its labeling, classes, task label and where its samples come from.
+    """One training experience: its labeling, classes, task label and where its samples come from.
 
-    ``train_idx`` (n,) int64 indexes the experience's training data -- its own ``pool`` (a factor
-    stream on a generated source renders every experience afresh) or else the source's train split;
-    ``test_idx`` indexes the source's test split (Avalanche's test stream). ``shift`` (domain streams)
-    maps source inputs (n, ...) to this experience's inputs. ``name`` is a short readable description.
-    Factor streams: ``varying`` is the attribute that varies, ``held`` maps every other attribute of
-    the stream to the value names it is restricted to.
+    ``train_idx`` (n,) int64 indexes its ``pool`` (rendered afresh) or the source's train split;
+    ``test_idx`` the source's test split. ``shift`` (domain streams) maps source inputs to this
+    experience's. Factor streams: ``varying`` attribute, and ``held`` (attribute -> allowed value names).
     """
 
     index: int

@@ -1,20 +1,11 @@
 """Seeded stratified picks and exactly balanced subsamples of samples labelled by several attributes.
 
-Numpy only (scipy's MILP solver for ``balance: classes``, imported on use). Samples are described by
-``codes``: an (N, A) int64 array, column a holding attribute a's class ids 0..K_a-1; a *combination*
-(a cell) is one row value. Every function returns sorted int64 positions into the N samples and is
-deterministic in the state of the ``numpy.random.Generator`` it is given.
+``codes``: (N, A) int64, column a holding attribute a's ids 0..K_a-1. Each function returns sorted
+int64 positions, deterministic in the given ``numpy.random.Generator``.
 
-* :func:`stratified_take` -- k samples, every combination in proportion (floor or ceil of its share).
-* :func:`balanced_combinations` -- the same count m for every one of the prod(K_a) combinations: every
-  attribute exactly balanced and the attributes exactly mutually independent (Cramér's V = 0 for every
-  pair) in the subsample. Needs every combination present.
-* :func:`balanced_classes` -- every class of every attribute equally frequent (each attribute exactly
-  balanced), as large as possible. The joint is not controlled beyond a tie-break: among the largest
-  such subsamples the one whose counts per combination are closest to equal (sum of absolute
-  deviations) is taken. That is not the least dependent one, and where rare combinations force the
-  others to compensate, the attributes can be more dependent than in the full data: independence is
-  guaranteed only by :func:`balanced_combinations`.
+* :func:`stratified_take` -- k samples, every combination in proportion.
+* :func:`balanced_combinations` -- equal count per combination (exact independence); needs all present.
+* :func:`balanced_classes` -- every class of every attribute equally frequent (scipy MILP); joint not controlled.
 """
 from __future__ import annotations
 

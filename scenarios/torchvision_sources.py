@@ -153,15 +153,10 @@ def _subset(labels: torch.Tensor, limit: Optional[int], rng: np.random.Generator
 def load_torchvision_source(cfg: TorchvisionConfig, seed: int) -> SourceData:
     """Load the dataset ``cfg.name`` from ``cfg.data_root`` through its torchvision class.
 
-    Images: (N, 1, 28, 28) for the MNIST family, (N, 3, 32, 32) for CIFAR (or (N, C, S, S) with
-    S = ``cfg.image_size``, resized bilinearly), float32 in [0, 1] (bytes / 255), in file order.
-    Labelings, ids 0..K-1 in the dataset's own order with names from torchvision's ``classes``:
-    ``"class"`` for MNIST, Fashion-MNIST, KMNIST and CIFAR-10; ``"fine"`` (100 classes, the default)
-    and ``"coarse"`` (20 superclasses, names from ``coarse_label_names`` in ``meta``) for CIFAR-100.
-    ``max_train`` / ``max_test`` keep a stratified subset (every class in proportion, file order
-    kept) drawn by private generators seeded with ``(seed, 0)`` and ``(seed, 1)``: deterministic for a seed.
-    Raises DncsimError (one line) when data_root or a needed file is missing (and ``download`` is
-    false), or when torchvision rejects or cannot read the files.
+    Images: (N, 1, 28, 28) MNIST family, (N, 3, 32, 32) CIFAR (or S = ``image_size``), float32 in [0, 1].
+    Labelings: ``"class"``; CIFAR-100 ``"fine"`` (default) and ``"coarse"``; ids in the dataset's order.
+    ``max_train`` / ``max_test``: stratified subsets, seeded by ``(seed, 0)`` / ``(seed, 1)``. DncsimError
+    when data_root or a file is missing (without ``download``) or torchvision cannot read the files.
     """
     facts = _FACTS[cfg.name]
     root = cfg.data_root.expanduser()

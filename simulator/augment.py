@@ -1,37 +1,9 @@
 """Batched random augmentation on tensors: the two views of self-supervised objectives.
 
-:func:`build_augment` gives a module whose ``forward(x)`` returns ONE random view of a whole batch,
-with parameters drawn independently for every sample, on the batch's device; :func:`two_views`
-calls it twice. Images, (B, C, H, W) float in [0, 1], go through ``kornia.augmentation`` and stay
-in [0, 1]; vectors, (B, D) float, get feature-scaled noise and feature masking. Every random draw
-comes from torch's global RNG, so ``torch.manual_seed`` makes the views reproducible.
-
-What each image augmentation does to the attributes of the ``shapes`` source (shape, color, size,
-style; position and rotation are nuisances there):
-
-* ``translate`` (pad by replicating the border, crop back at a random offset): moves the shape, a
-  nuisance. Keeps every attribute; a shape near the border may lose a few edge pixels.
-* ``flip`` (horizontal): every shapes shape has a mirror axis and rotation is a nuisance, so a
-  mirrored shape is the same shape. Keeps every attribute (it would change the chirality of digits
-  or letters).
-* ``rotation``: a nuisance for shapes, but it mixes up rotation-sensitive classes elsewhere (6 and
-  9 among digits) and fills the corners with border pixels: off by default.
-* ``resized_crop``: enlarges the content by about 1/sqrt(scale) per side (scale drawn from
-  ``crop_scale``) and can cut the shape off. The size labels are absolute fractions of the image
-  side, so this DESTROYS size: off by default.
-* ``brightness``, ``contrast``, ``saturation``: scale lightness and chroma but keep the hue, and the
-  color labels differ in hue. Keep every attribute; applied with probability ``jitter_p``.
-* ``hue``: rotates the hue by up to ``hue`` turns; 0.1 (36 degrees) already mixes red, orange and
-  yellow. DESTROYS color: 0 by default.
-* ``grayscale_p``: removes all chroma. DESTROYS color: 0 by default.
-* ``blur_p`` (Gaussian, sigma 0.1 to 2 pixels): washes out outline bands (about 1.4 pixels wide for
-  a small shape at 32x32) and stripes (period about 3.8 pixels). Damages style: 0 by default.
-* ``noise_std``: Gaussian pixel noise; the shapes source already adds its own: 0 by default.
-
-So the defaults (translate 4, flip, brightness/contrast/saturation 0.3 with probability 0.8) keep
-shape, color, size and style all recoverable, and every labeling of the default data stays a fair
-target for the learned representation. On 1-channel images the parts that need color (saturation,
-hue, grayscale) are skipped; brightness and contrast still apply.
+:func:`build_augment` gives a module whose ``forward(x)`` returns one random view of a batch, drawn per
+sample from torch's global RNG; :func:`two_views` calls it twice. Images (B, C, H, W) in [0, 1] use
+``kornia.augmentation``; vectors (B, D) get noise and masking. The defaults keep every ``shapes``
+attribute; ``resized_crop`` destroys size, ``hue``/``grayscale_p`` color, ``blur_p`` style (all off).
 """
 from __future__ import annotations
 

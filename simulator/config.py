@@ -1,11 +1,8 @@
 """The one run configuration schema: every section and key of a ``dncsim run`` YAML file.
 
-Validated before anything runs: unknown keys, wrong types and out-of-range values raise a one-line
-DncsimError naming the dotted key (with accepted values and a did-you-mean). ``--set a.b=value``
-overrides any key by dotted path; values are parsed as YAML (``--set training.lr=0.01``,
-``--set scenario.stream.labelings=[color,shape]``; within the limits of ``dncsim.common.YAML_LIMITS``).
-:func:`run_from_mapping` also refuses a config whose data and model would not fit in this machine's
-memory (:func:`memory_needed`), before anything is allocated.
+Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the dotted key.
+``--set a.b=value`` overrides any key; values are parsed as YAML within ``dncsim.common.YAML_LIMITS``.
+:func:`run_from_mapping` also refuses a config that would not fit in memory (:func:`memory_needed`).
 """
 from __future__ import annotations
 
@@ -131,9 +128,8 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _fp16_needs_cuda(self):
-        """fp16 autocast on the CPU (no fast fp16 kernels) ran about 90x slower than fp32 on the convnet here:
-        refused. With ``device: auto`` the device is only known when the run is built
-        (``simulator.devices.check_precision``)."""
+        """fp16 on the CPU (no fast fp16 kernels) is refused. With ``device: auto`` the device is known only
+        when the run is built (``simulator.devices.check_precision``)."""
         if self.training.precision == "fp16" and self.device == "cpu":
             raise ValueError(FP16_ON_CPU)
         return self

@@ -1,13 +1,9 @@
-"""Where and how a run computes: the device's process-wide settings, tensors placed on it once, and
-``torch.compile`` of the backbone (``training.precision`` itself is the strategy's:
-``simulator.strategies.DncsimStrategy.autocast``).
+"""Where and how a run computes (precision itself: ``DncsimStrategy.autocast``).
 
-* ``deterministic_environment`` and ``configure_device`` (``training.deterministic``): on CUDA,
-  deterministic algorithms, ``CUBLAS_WORKSPACE_CONFIG`` and cuDNN's autotuner off, or the autotuner on;
-  TF32 off either way. Nothing on the CPU, which is deterministic for a given machine, thread count and seed.
-* ``on_device``: source tensors go to the device once (training data, evaluation inputs) instead of one
-  host-to-device copy per mini-batch.
-* ``compile_backbone`` / ``guard_compiled`` (``training.compile``): in place, with one-line errors.
+* ``deterministic_environment`` / ``configure_device`` (``training.deterministic``): on CUDA,
+  deterministic algorithms and cuDNN autotuner off, or the autotuner on; TF32 off either way.
+* ``on_device``: source tensors moved to the device once.
+* ``compile_backbone`` / ``guard_compiled`` (``training.compile``): in place, one-line errors.
 """
 from __future__ import annotations
 

@@ -28,15 +28,11 @@ __all__ = ["FeatureExtractor", "evaluation_tasks", "AvalancheEvaluation", "metri
 
 
 class FeatureExtractor:
-    """``features(task, split)``: backbone features (n, d) of an evaluation task's probe-train (``train``)
-    or probe-test (``test``) samples with the current weights (scaled to unit L2 norm when
-    ``normalize`` is ``"l2"``, ``analysis.normalize``).
+    """``features(task, split)``: backbone features (n, d) of a task's probe-train (``train``) or probe-test
+    (``test``) samples, current weights, float32 (no autocast); unit L2 norm when ``normalize`` is ``"l2"``.
 
-    Tasks without a domain shift share the evaluation tensors, so their features are computed once per
-    evaluation row for the whole split and indexed per task; shifted tasks get their own.
-    ``clear()`` drops the cache (called at the start of every row). On a CUDA device the evaluation inputs
-    are copied there once, for the whole run (``simulator.devices.on_device``), not batch by batch at every
-    row; the features stay there, in float32 (no autocast: ``training.precision`` is for training steps).
+    Tasks without a domain shift share one feature computation per row and split; shifted tasks get
+    their own. ``clear()`` drops the cache (at the start of every row).
     """
 
     def __init__(self, sc: Scenario, device: torch.device, batch_size: int, model: Optional[torch.nn.Module] = None,

@@ -1,16 +1,11 @@
 """The run's loggers (``output.loggers``): Avalanche's, streaming every metric as the run goes.
 
-* ``tensorboard``: Avalanche's ``TensorboardLogger`` into ``<run dir>/tb/``;
-* ``wandb``: Avalanche's ``WandBLogger`` (``pip install 'dncsim[wandb]'``) with its files in
-  ``<run dir>/wandb/``, **offline** unless the user has set ``WANDB_MODE`` (nothing leaves the machine by
-  default; ``wandb sync <dir>`` uploads an offline run later). Project ``output.wandb_project``
-  (default ``dncsim``; a study's runs default to the study's name), run name and config from the run,
-  and a stable run id kept in the manifest (``wandb_run_id``), so a resumed run continues the same
-  wandb run.
+* ``tensorboard``: ``TensorboardLogger`` into ``<run dir>/tb/``;
+* ``wandb``: ``WandBLogger`` (``dncsim[wandb]``), files in ``<run dir>/wandb/``, offline unless
+  ``WANDB_MODE`` is set; project ``output.wandb_project``; the run id is kept in the manifest
+  (``wandb_run_id``) so a resume continues the same wandb run.
 
-Both get the MetricValues of the run's evaluation: ``dncsim/<metric>...`` scalars with step = row r
-(see ``simulator.evaluation``). The run directory's own files (``metrics.csv`` ...) do not depend on
-them.
+Both get ``dncsim/<metric>...`` scalars with step = row r. The run directory's files do not depend on them.
 """
 from __future__ import annotations
 

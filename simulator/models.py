@@ -1,25 +1,9 @@
-"""Backbones: the networks whose output is the representation that analysis measures.
+"""Backbones: inputs (B, C, H, W) or (B, D) float32 -> features (B, feature_dim), before any head.
 
-Every backbone maps a batch of inputs to a batch of features:
-
-* images: x of shape (B, C, H, W), float32 (the sources give values in [0, 1]);
-* vectors: x of shape (B, D), float32;
-* output: (B, feature_dim), the representation itself, before any projector or classifier head.
-
-Four architectures, chosen by ``backbone.name`` in the config:
-
-* ``mlp``: flattens any input, then hidden Linear(-BatchNorm)-ReLU layers and a Linear to ``feature_dim``;
-* ``convnet``: 4 blocks of conv3x3-BN-ReLU and a 2x2 max-pool (channels ``width``, 2x, 4x, 8x; a
-  block pools only while the spatial size is at least 2), global average pooling, Linear to ``feature_dim``;
-* ``resnet18``: torchvision's ResNet-18 with a CIFAR-style stem (3x3 conv, stride 1, no max-pool), built
-  with ``weights=None`` (nothing is downloaded); its 512 pooled features, or a Linear to ``feature_dim``;
-* ``timm``: any timm architecture, ``timm.create_model(model, pretrained=False, num_classes=0)`` (nothing
-  is downloaded), its weights read from a local file (safetensors or a torch state dict); the features
-  are timm's pooled features (``num_features`` wide). See :class:`TimmBody` for the inputs (channels,
-  resizing, normalisation) and :func:`timm_stages` for what ``trainable`` freezes.
-
-Weights are initialised from torch's global RNG, so ``torch.manual_seed`` makes them reproducible
-(a timm backbone with ``weights`` then has exactly the file's values).
+``backbone.name``: ``mlp`` (Linear(-BatchNorm)-ReLU layers); ``convnet`` (4 conv3x3-BN-ReLU-maxpool
+blocks, global average pool, Linear); ``resnet18`` (torchvision, CIFAR stem, ``weights=None``);
+``timm`` (``pretrained=False, num_classes=0``, weights from a local file; see :class:`TimmBody`
+and :func:`timm_stages`). Nothing is downloaded. Initialisation uses torch's global RNG.
 """
 from __future__ import annotations
 
@@ -117,15 +101,12 @@ def _import_timm():
 
 
 class TimmBody(nn.Module):
-    """A timm model behind the input handling its weights expect, all on the device and per batch.
+    """A timm model behind the input handling its weights expect, on the device, per batch.
 
-    ``forward(x)``: (B, C, H, W) -> 1-channel images repeated to the model's 3 channels -> resized to
-    ``input_size`` x ``input_size`` (bilinear, antialiased when shrinking; skipped when the size already
-    fits) -> standardised with ``mean``/``std`` (when given) -> ``net(x)``, timm's pooled features (B, D).
-
-    ``frozen``: names of submodules of ``net`` whose parameters are all frozen; they stay in eval mode
-    when the model trains (their batch-norm statistics and dropout do not move either), so frozen
-    features really stay fixed. ``""`` names ``net`` itself.
+    ``forward(x)``: (B, C, H, W); 1 channel repeated to 3; resized to ``input_size`` (bilinear, antialiased
+    when shrinking); standardised with ``mean``/``std`` when given; -> timm's pooled features (B, D).
+    ``frozen``: names of submodules of ``net`` (``""`` = ``net``) whose parameters are frozen; they stay in
+    eval mode while training, so their batch-norm statistics and dropout stay fixed too.
     """
 
     def __init__(self, net: nn.Module, in_chans: int, input_size: Optional[int], mean=None, std=None,

@@ -1,46 +1,10 @@
-"""Training objectives: one mini-batch (and, for self-supervised learning, two augmented views) -> one scalar loss.
+"""Training objectives: a mini-batch (and, when ``uses_views``, two augmented views) -> a scalar loss.
 
-One objective trains the shared backbone over the whole stream. The training loop (elsewhere) hands it
-the backbone, the clean batch ``x``, the labels ``y``, the task labels ``t`` and, when ``uses_views``
-is True, two augmented views ``(v1, v2)`` of ``x``.
-
-=============  ================================================================  ===========================
-name           what the loss optimises                                           what trains
-=============  ================================================================  ===========================
-simclr         NT-Xent (InfoNCE): each view's projection must pick out the        backbone, projection head
-               other view of the same sample among the batch (temperature)
-vicreg         VICReg: invariance (MSE between the views' projections) plus a     backbone, projection head
-               variance hinge and a covariance penalty per view
-barlow_twins   Barlow Twins: the views' cross-correlation matrix towards the      backbone, projection head
-               identity (off-diagonal terms weighted by ``lambda_param``)
-byol           BYOL: negative cosine between the online prediction of one view    backbone, projection head,
-               and the EMA target's projection of the other, symmetrised          prediction head
-simsiam        SimSiam: negative cosine between the prediction of one view and    backbone, projection head,
-               the stop-gradient projection of the other, symmetrised             prediction head
-supervised     cross-entropy of the labels through the sample's own task head     backbone, one linear head
-               (one linear head per task label)                                   per task
-none           nothing: the floor, a backbone frozen at its random                nothing
-               initialisation
-=============  ================================================================  ===========================
-
-Conventions:
-
-- The caller owns the backbone and passes it to every call; an objective never stores it, so its
-  weights are saved once, by the caller. BYOL's target network is a deep copy of the backbone (and of
-  the projection head) taken at build time; it is part of the objective's ``state_dict`` but its
-  parameters do not require grad: it moves only by EMA in ``after_update``.
-- Optimise ``backbone.parameters()`` together with the objective's parameters that require grad, and
-  call ``after_update(backbone)`` after every optimizer step.
-- Self-supervised objectives (``uses_views``) need ``views`` and ignore ``x``, ``y`` and ``t``. The
-  supervised objective uses ``x``, ``y`` and ``t`` and ignores ``views``.
-- Task labels: ``prepare_tasks({task: number of classes})`` creates one head per task label of the
-  stream; a task's labels are its class ids ``0..K-1``. A class-incremental stream has the single task
-  0 with all its classes. A batch may mix tasks (replay); each sample goes through its own task's head
-  and the loss is the mean over samples, i.e. the per-task means weighted by group size. Heads are
-  created on the CPU in float32: call ``prepare_tasks`` before moving the objective to a device, before
-  building the optimizer, and before loading a saved ``state_dict``.
-- ``none`` has ``trains_backbone`` False and no parameters: the caller must not step an optimizer.
-  Its loss is a constant zero scalar that does not require grad (calling ``backward`` on it raises).
+``simclr``, ``vicreg``, ``barlow_twins``, ``byol``, ``simsiam`` (self-supervised, with heads),
+``supervised`` (one linear head per task label), ``none`` (frozen random backbone, zero loss,
+``trains_backbone`` False). The caller owns the backbone and passes it to every call; call
+``after_update(backbone)`` after each step. Call ``prepare_tasks({task: classes})`` before moving to a
+device, building the optimizer or loading a state.
 """
 from __future__ import annotations
 

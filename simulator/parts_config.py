@@ -299,12 +299,10 @@ class ReplayConfig(StrictModel):
 class RegularizerConfig(StrictModel):
     """A quadratic anchor on the backbone, strength/2 * sum_i importance_i (theta_i - theta*_i)^2.
 
-    ewc: importance = mean squared gradient of the objective's loss (empirical Fisher, one gradient
-    per mini-batch); mas: mean absolute gradient; si: the path integral of -gradient x update over
-    the experience, normalised by the squared total change plus ``si_damping``. Each experience's
-    importances are rescaled to mean 1 over the backbone's parameters (so ``strength`` means the same
-    for the three modes and does not depend on the loss's scale), then added to the earlier ones with
-    ``decay`` applied to those; the anchor is the latest weights.
+    ewc: mean squared gradient of the objective's loss (empirical Fisher); mas: mean absolute gradient;
+    si: path integral of -gradient x update over the experience over (squared total change + ``si_damping``).
+    Each experience's importances are rescaled to mean 1, then added to the earlier ones times ``decay``;
+    the anchor is the latest weights.
     """
 
     name: Literal["ewc", "mas", "si"]

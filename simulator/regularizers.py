@@ -1,41 +1,11 @@
 """Regularisers added to any objective's loss (``objective.regularizers``), as Avalanche plugins.
 
-``dir_variance`` (:class:`DirectionalVariancePenalty`): on every training batch of experience k it adds
-``weight`` x the batch's directional CDNV of the backbone features of the current task's *labelled*
-samples (``dncsim.analysis.penalties.directional_cdnv_penalty``: the within-class variance along each
-decision axis u_ij over the squared mean gap, mean over ordered class pairs, ddof 0 -- exactly what
-``class_geometry`` measures on the same batch). The variance orthogonal to the axes does not enter.
+``dir_variance`` (:class:`DirectionalVariancePenalty`): ``weight`` x the batch's directional CDNV (ddof 0,
+ordered pairs, batch means) of the current task's labelled samples' features (forward hook); classes
+with < 2 labelled samples skipped; unlabelled: :func:`labelled_mask`. ``weight: 0`` installs nothing.
 
-Conventions:
-
-* Features: those the objective itself computed on this batch, caught by a forward hook (no extra
-  pass, no batch-norm side effects): the first augmented view for self-supervised objectives, the
-  clean batch for the supervised one -- the same choice as the ``distill`` strategy.
-* Class means from the batch, not a running average across batches: the penalty's gradient must
-  reach the means (pulling them apart lowers directional CDNV as much as narrowing the classes does),
-  and a running average would describe a backbone that has since moved. Classes with fewer than 2
-  labelled samples in a batch are left out of that batch's penalty.
-* Labelled samples: a fixed, seeded, class-stratified fraction F of each experience's training
-  samples (:func:`labelled_mask`; round(F n_c) of each class's n_c, at least 2); the others' labels
-  are hidden (set to -1) in the training tensors, so with a self-supervised objective this is a
-  semi-supervised continual setting. Supervised objectives require F = 1.
-* Current task: samples whose task label is the experience's (replayed samples of other task labels
-  are not penalised; in a class-incremental stream, task label 0, replayed classes count too).
-* ``weight: 0`` is the control: the plugin is not installed and no label is hidden, so the run is
-  bit-identical to one without the regulariser.
-
-``axis_distill`` (:class:`AxisDistillation`, a strategy): at the end of experience k it stores the
-unit decision axes u_ij = (mu_j - mu_i)/|mu_j - mu_i| (i < j) of every evaluation task learned at k,
-from the class means of the backbone's features on that task's probe-train data, and freezes a copy
-f_old of the backbone. During every later experience it adds
-
-    weight x (d / 2) x mean over the batch and the stored axes of ((f(x) - f_old(x)) . u)^2 / mean ||f_old(x)||^2
-
-on the same input as ``distill`` (the first view, or the clean batch). The scale matches ``distill``'s
-``weight x mean(1 - cos)``: with d orthonormal axes the sum over them is |f - f_old|^2, and for a
-small move at fixed norm 1 - cos = |f - f_old|^2 / (2 |f_old|^2), so at the same weight constraining
-every direction would cost what ``distill`` costs (``distill`` also learns a predictor in between).
-Movement orthogonal to the stored axes is free.
+``axis_distill`` (:class:`AxisDistillation`): stores unit axes u_ij (i < j) and a frozen f_old after each
+experience; later adds weight x (d/2) x mean ((f - f_old) . u)^2 / mean ||f_old||^2.
 """
 from __future__ import annotations
 

@@ -175,16 +175,11 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
         stream=sys.stderr, quiet: bool = False, plugins: Sequence = ()) -> Path:
     """Run ``cfg`` into directory ``out`` (resuming an unfinished run there); returns the directory.
 
-    Everything that can fail on the user's input (config, data, devices, the directory) fails before
-    the directory is created or touched. The run holds the directory's lock for its whole life (a
-    second run into it is refused, naming the holder). Resuming takes the newest checkpoint generation
-    that verifies, and says so when it had to fall back (the damaged one is moved aside); a geometry row
-    the checkpoint's rows need that is missing is refused in one line (the tables are rewritten from the
-    checkpoint). A run that fails on its way (training
-    diverged, a file could not be written) records ``status: failed`` with the reason and raises
-    :class:`~dncsim.common.RunFailed`. Progress goes to ``stream``; ``quiet`` suppresses the final summary
-    on stdout (studies run many runs at once). ``plugins``: extra strategy plugins (checkpointed when
-    stateful).
+    Input errors fail before the directory is touched. The run holds the directory's lock throughout.
+    A resume takes the newest verified checkpoint (saying so when it falls back); a missing geometry row it
+    needs is refused in one line. A failed run records ``status: failed`` and raises
+    :class:`~dncsim.common.RunFailed`. Progress goes to ``stream``; ``quiet`` drops the final summary;
+    ``plugins`` are extra strategy plugins.
     """
     directory = RunDirectory(out)
     config = cfg.model_dump(mode="json")
@@ -204,13 +199,12 @@ PAIR_HINT_PAIRS = AUTO_WILD_PAIRS
 
 
 def pair_interval_hint(analysis, tasks, split: str = "test") -> Optional[str]:
-    """One line about the intervals of the median |cos| of the pairs of tasks labelling the same samples
-    (with ``analysis.bootstrap`` > 0), or None. Pairs count within a group of tasks on the same samples;
-    a pair is balanced when its joint classes on the ``split`` labels are an exactly balanced design
-    (:func:`balanced_pairs`). Under ``pair_bootstrap: auto``: how many pairs take the iid bootstrap (not
-    balanced) or the wild one (balanced, from 20 tasks on), when any does. Under ``joint`` or ``wild``:
-    that pairs which are not balanced get intervals that hold their random cell sizes fixed; else, from
-    ``PAIR_HINT_PAIRS`` pairs resampled pair by pair, that their cost dominates."""
+    """One line about the median |cos| intervals of task pairs on the same samples, or None.
+
+    A pair is balanced when its joint classes are an exactly balanced design (:func:`balanced_pairs`).
+    ``auto``: how many pairs take the iid or wild bootstrap. ``joint``/``wild``: that unbalanced pairs hold
+    their random cell sizes fixed; else, from ``PAIR_HINT_PAIRS`` pairs, that their cost dominates.
+    """
     if not analysis.bootstrap:
         return None
     groups: dict = {}

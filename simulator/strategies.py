@@ -1,32 +1,10 @@
-"""Continual strategies on Avalanche's SupervisedTemplate, trained by any objective (SSL or supervised).
+"""Continual strategies on Avalanche's SupervisedTemplate, trained by any objective.
 
-``DncsimStrategy`` is a SupervisedTemplate whose forward pass hands the batch (and two augmented
-views when the objective wants them) to the objective, which returns the loss. Everything else --
-the loop, callbacks, plugins, loggers -- is Avalanche's. Two things are replaced for speed and
-correctness:
+``DncsimStrategy`` hands the batch (and views) to the objective, which returns the loss; it slices
+batches from tensors (``TensorBatches``), builds the optimizer once, and calls per-iteration hooks
+only on plugins that implement them. ``training.precision`` ``bf16``/``fp16`` autocasts forward and loss.
 
-* the data loader: mini-batches are sliced from tensors (``TensorBatches``) instead of collated
-  sample by sample from Avalanche datasets, which keeps per-iteration overhead out of the hot path;
-* the optimizer is built once over the model's trainable parameters and never re-created
-  (Avalanche's ``make_optimizer`` would re-register every parameter);
-* the per-iteration callbacks (before/after forward, backward, update, iteration) go only to the
-  plugins that implement them (:func:`iteration_hooks`): Avalanche calls every plugin on every event,
-  and its evaluation plugin copies the experience and visits every metric and logger each time,
-  which is most of the per-iteration cost of the loop on a small model.
-
-``training.precision`` (``precision``): ``bf16`` and ``fp16`` run the backbone's forward pass and the
-objective's loss under ``torch.autocast`` (fp16 with a ``torch.amp.GradScaler``, whose state the
-checkpoint carries: :meth:`DncsimStrategy.precision_state`); the augmentation before it and the
-plugins' penalty terms after it run in fp32 (:class:`BatchFeatures` hands them fp32 features), and so
-does the optimizer on fp32 weights.
-
-Strategies (``StrategyConfig``): ``naive`` (sequential fine-tuning), ``replay`` (a buffer of past
-inputs mixed into every batch), ``ewc`` / ``mas`` / ``si`` (a quadratic anchor on the backbone whose
-importances come from the objective actually trained: Avalanche's EWC calls the loss with labels
-and crashes under an SSL loss, and its SI is a silent no-op on CPU), ``distill`` (CaSSLe-style
-feature distillation through a predictor from current to frozen previous features),
-``cumulative`` (all data seen so far) and ``joint`` (all experiences at once, trained at the first
-experience; later experiences only evaluate: the non-continual upper bound).
+Strategies: ``naive``, ``replay``, ``ewc`` / ``mas`` / ``si``, ``distill``, ``cumulative``, ``joint``.
 """
 from __future__ import annotations
 

@@ -1,15 +1,9 @@
 """``dncsim study``: many runs over a grid of config factors, then statistics and a study report.
 
-A study directory holds ``study.yaml`` (the resolved study config), ``study.json`` (every run's
-factors, status, error and time; written after each run), ``runs/<name>/`` (ordinary run
-directories), and once runs finished: ``tasks.csv``, ``pairs.csv``, ``statistics.json`` and
-``report/`` (docs, Tutorials, A study). Finished runs are found and skipped; a failed run is recorded
-with its error and retried only on request; one failure never stops the others.
-
-Both engines run the same function, :func:`run_one`, on one spec per run: ``local`` in a process
-pool, ``dask`` on a dask.distributed cluster (``cluster:``): a LocalCluster, SLURM jobs through
-dask-jobqueue, or a running scheduler's workers. A run whose device is a GPU takes the worker resource
-``GPU=1`` and holds one GPU of its worker's machine (:func:`claim_gpu`).
+A study directory holds ``study.yaml``, ``study.json`` (each run's factors, status, error, time),
+``runs/<name>/`` and, once runs finished, ``tasks.csv``, ``pairs.csv``, ``statistics.json``, ``report/``.
+Finished runs are skipped; failed ones retried only on request. Engines: ``local`` (process pool) and
+``dask`` (:func:`run_one` per spec); a GPU run takes worker resource ``GPU=1`` (:func:`claim_gpu`).
 """
 from __future__ import annotations
 
@@ -545,12 +539,12 @@ def claim_gpu() -> Optional[int]:
 
 
 class DaskExecutor:
-    """dask.distributed on ``cluster`` (a :data:`ClusterConfig`): a LocalCluster of ``workers``
-    single-threaded worker processes, SLURM jobs (:func:`slurm_cluster`: ``scale`` jobs, enough jobs for
-    ``workers`` runs at once, or ``adapt``; a job that ends is replaced while runs wait), or a running
-    scheduler's workers. A spec with ``gpu`` true is submitted with ``resources={'GPU': 1}``. On SLURM a run
-    whose job ended under it is failed naming SLURM's reason; jobs that all end before any worker reached
-    the scheduler stop the study with their log's last line. ``scheduler``: an address (``{kind: address}``)."""
+    """dask.distributed on ``cluster`` (:data:`ClusterConfig`): a LocalCluster of ``workers`` single-threaded
+    processes, SLURM jobs (:func:`slurm_cluster`: ``scale``, enough for ``workers``, or ``adapt``), or a
+    running ``scheduler``'s workers. A ``gpu`` spec gets ``resources={'GPU': 1}``. On SLURM a run whose job
+    ended is failed with SLURM's reason; if all jobs end before reaching the scheduler, the study stops
+    with their log's last line.
+    """
 
     #: seconds between the looks at the SLURM jobs while runs are waiting
     watch_interval = 5.0

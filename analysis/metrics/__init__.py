@@ -1,13 +1,9 @@
 """Evaluation as small metric objects (torchmetrics style), run together by a MetricCollection.
 
-``DEFAULT_METRICS`` is the registration: the metric classes every run measures, in order (a metric
-may read what an earlier one published, as ``forgetting_transfer`` reads ``probe_accuracy``'s
-matrices). :func:`build_collection` instantiates them from a run's ``evaluation:`` and ``analysis:``
-sections. Pure analysis: tensors in, table rows out; the simulator adapts it to Avalanche.
-
-Every name here is imported on first use (the metrics need torch; ``settings``, the config
-sections, does not), so validating a run config loads no torch. Register a metric by adding its
-class to ``_WHERE`` (where it lives) and its name to ``_DEFAULT_METRICS`` (when it is measured).
+``DEFAULT_METRICS``: the metric classes every run measures, in order (a metric may read what an
+earlier one published). :func:`build_collection` builds them from ``evaluation:`` and ``analysis:``.
+Names are imported on first use, so validating a config loads no torch. Register a metric by adding
+its class to ``_WHERE`` and its name to ``_DEFAULT_METRICS``.
 """
 from __future__ import annotations
 

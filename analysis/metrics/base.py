@@ -1,18 +1,11 @@
-"""Metric objects, the torchmetrics way: each declares its state, is updated once per evaluation row,
-computes that row's measurements, and saves and restores its state as plain tensors.
+"""Metric objects, the torchmetrics way: declared state, one update per evaluation row, plain-tensor state.
 
-An *evaluation row* is one moment of the stream: ``t`` = the experience just trained (-1 before
-training). A :class:`Row` carries what every metric of that moment may read: the tasks, their
-backbone features (``row.features(k, split)``), each task's class geometry (computed once, shared
-by every metric that asks), and ``products`` that earlier metrics of the collection publish for later
-ones (the accuracy matrices, for forgetting). Metrics never see a model, a strategy or a file:
-tensors in, table rows out.
+A :class:`Row` (``t`` = experience just trained, -1 before training) carries the tasks, their features
+(``row.features(k, split)``), shared class geometry and ``products`` published by earlier metrics.
 
-Writing a metric: subclass :class:`Metric`, set ``name`` and ``emits`` (the metric names it writes),
-declare state with ``add_state`` in ``__init__``, and implement ``update(row)``, calling
-``self.measure(row, metric, value, ...)`` for each measurement. ``compute()`` returns the latest
-row's measurements; ``state_dict()`` / ``load_state_dict()`` need no code. Then add the class to
-``DEFAULT_METRICS`` in ``analysis/metrics/__init__.py``.
+Writing a metric: subclass :class:`Metric`, set ``name`` and ``emits``, declare state with
+``add_state``, implement ``update(row)`` calling ``self.measure(...)``; then register it in
+``analysis/metrics/__init__.py``.
 """
 from __future__ import annotations
 

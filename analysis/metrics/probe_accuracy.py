@@ -26,12 +26,12 @@ def probe_train_subset(k: int, n: int, max_samples: Optional[int], seed: int) ->
 
 
 def probe_convergence(rows, learned_at=None) -> Optional[dict]:
-    """How the linear-probe solves of a metrics table ended, from its ``probe_converged`` rows: ``fits``
-    (task x row solves), ``at_budget`` (those that stopped at ``evaluation.linear_steps`` before
-    converging), ``tasks_at_budget`` {task name: such solves, in task order} and ``frozen_at_budget``: the
-    names, in task order, of the tasks whose frozen probe -- the fit of the row they were learned in,
-    ``learned_at`` (a list by task index; None: not known, the list stays empty) -- is such a solve.
-    None when the table has no such rows (no linear probe, or a table without ``probe_converged`` rows)."""
+    """How a table's linear-probe solves ended, from its ``probe_converged`` rows, or None without them.
+
+    ``fits`` (task x row solves), ``at_budget`` (stopped at ``evaluation.linear_steps``),
+    ``tasks_at_budget`` {task name: count} and ``frozen_at_budget`` (tasks whose frozen probe, fit at
+    ``learned_at`` -- by task index, None: unknown -- is such a solve), in task order.
+    """
     fits = [r for r in rows if r["metric"] == PROBE_CONVERGED]
     if not fits:
         return None
@@ -66,12 +66,12 @@ def fit_probe(probe: str, features: torch.Tensor, labels: torch.Tensor, *, linea
 
 
 class ProbeAccuracy(Metric):
-    """``acc`` per task, probe (``ncc``, ``linear``) and protocol (``refit``: fit on the current features;
-    ``frozen``: fit at the row the task is learned in and kept): test accuracy of a probe fit on the task's
-    probe-train split; ``probe_converged`` per task and row (1: the linear solve met an L-BFGS tolerance, 0:
-    it stopped at ``linear_steps``). State: ``accuracy`` (the matrices R[t + 1, k], NaN where undefined;
-    ``row.products["accuracy"]`` for later metrics) and ``frozen``, the kept probes. Tasks sharing
-    probe-train features fit together (``fit_ncc_tasks``, ``fit_linear_tasks``). Definitions: docs, Methods."""
+    """``acc`` per task, probe (``ncc``, ``linear``) and protocol (``refit``, or ``frozen``: fit when learned).
+
+    Test accuracy of a probe fit on the task's probe-train split; ``probe_converged`` per task and row (1:
+    met an L-BFGS tolerance, 0: stopped at ``linear_steps``). State: ``accuracy`` (R[t + 1, k], NaN where
+    undefined; published as ``row.products["accuracy"]``) and ``frozen``. Definitions: docs, Methods.
+    """
 
     name = "probe_accuracy"
     emits = (ACC, PROBE_CONVERGED)

@@ -12,14 +12,12 @@ _FIELDS = ((DIR_CDNV, "dir_cdnv"), (CDNV, "cdnv"), (CDNV_RATIO, "ratio"), (MEAN_
 
 
 class TaskGeometry(Metric):
-    """Per task, on the geometry split (docs, Methods, Conventions and Estimators): ``dir_cdnv`` (mean over
-    ordered class pairs), ``cdnv`` (mean over unordered pairs, no factor 1/2), ``cdnv_ratio`` and
-    ``mean_gap``, by the ``plugin`` estimator (``ClassGeometry.summary()``, the authors' numbers) or the
-    ``crossfit`` one (axes and variances from independent halves, squared gaps corrected for the noise of
-    the means; then also ``resolved_pairs``, and the summaries are absent while no pair is resolved).
-    With ``bootstrap`` > 0: ``<metric>_ci_low`` / ``_ci_high``, the 95% percentile interval over that many
-    within-class resamples of the same estimator. Seeds derive from (seed, row, task). Tasks sharing their
-    geometry-split samples are estimated together (``*_tasks`` functions: the per-task numbers). Stateless."""
+    """Per task, on the geometry split: ``dir_cdnv`` (ordered pairs), ``cdnv`` (unordered, no 1/2),
+    ``cdnv_ratio``, ``mean_gap``, by the ``plugin`` or ``crossfit`` estimator (then also
+    ``resolved_pairs``; summaries absent while none is resolved). With ``bootstrap`` > 0:
+    ``<metric>_ci_low`` / ``_ci_high``, 95% percentile intervals. Seeds derive from (seed, row, task).
+    Stateless. See docs, Methods.
+    """
 
     name = "task_geometry"
     emits = tuple(m for m, _ in _FIELDS) + (RESOLVED_PAIRS,) + tuple(

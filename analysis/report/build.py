@@ -207,13 +207,12 @@ def compact_measurements(summary: dict) -> List[dict]:
 
 def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = (), *, lock: bool = True,
                  paper: Optional[bool] = None) -> Path:
-    """Write ``index.html`` (self-contained), ``report.md`` (+ ``figures/*.png``) and ``summary.json`` for
-    the run in ``run_dir`` into ``out`` (default: ``<run_dir>/report``); ``compare`` adds other runs side by
-    side; ``paper`` adds (True) or leaves out (False) the section on the paper's claims (None: the run's
-    ``output.paper``; auto = joint streams). Returns the output directory. A run directory missing files
-    is a one-line DncsimError. Writing into the run directory takes its lock (``lock``; the run writing
-    its own report already holds it), so a report is never written while a run is still changing the
-    files."""
+    """Write ``index.html``, ``report.md`` (+ ``figures/*.png``) and ``summary.json`` for ``run_dir`` into ``out``.
+
+    ``out`` defaults to ``<run_dir>/report``; ``compare``: other runs side by side; ``paper``: the paper
+    section on/off (None: ``output.paper``). Returns the output directory. Missing files: one-line
+    DncsimError. Writing into the run directory takes its lock (``lock``: False when already held).
+    """
     run_path = Path(run_dir)
     out = Path(out) if out is not None else run_path / "report"
     inside = out.resolve().is_relative_to(run_path.resolve())

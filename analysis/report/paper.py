@@ -1,17 +1,14 @@
-"""The paper's three claims (Luthra, Salunkhe, Galanti 2026), checked on one run's files (``RunData``).
+"""The paper's three claims (Luthra, Salunkhe, Galanti 2026), checked on one ``joint``-stream run (``RunData``).
 
-For a run whose evaluation tasks are attributes labelling the same samples (a ``joint`` stream). The
-levels are fixed constants, never tuned to the data:
+Levels are fixed constants:
 
-* **S1, directional collapse**: the geometric mean over attributes of dir-CDNV / CDNV falls at least
-  ``S1_FALL``-fold from before training to the end and ends at most 1 / ``S1_GAP``.
-* **S2, Theorem 4.1**: the bound is at least the few-shot NCC error at every (attribute, point, m)
-  where it is defined, and per attribute their raw Pearson correlation over (m, point), every shot
-  count included, is at least ``S2_RHO``; ``rho_in_range`` (m >= 10) and ``rho_by_point`` beside it.
-* **S3, near-orthogonality**: at the end every pair of attributes has median |cos| at most ``S3_MAX``
-  and below ``S3_RANDOM_FACTOR`` x the random level.
+* **S1**: geometric-mean dir-CDNV / CDNV falls at least ``S1_FALL``-fold and ends at most 1 / ``S1_GAP``.
+* **S2**: the bound is at least the few-shot NCC error wherever defined, and per attribute the Pearson
+  correlation over (m, point) is at least ``S2_RHO``.
+* **S3**: at the end every attribute pair has median |cos| at most ``S3_MAX`` and below
+  ``S3_RANDOM_FACTOR`` x random.
 
-Why these definitions: documentation, Methods, The paper check.
+Definitions: docs, Methods, The paper check.
 """
 from __future__ import annotations
 

@@ -1,19 +1,14 @@
 """dncsim: directional neural collapse in continual multitask learning.
 
-The public API, importable from here (each name is imported on first use, so ``import dncsim`` and
-configuration validation stay fast)::
+Public API, imported on first use so ``import dncsim`` stays fast::
 
     import dncsim
     g = dncsim.class_geometry(features, labels)       # features (N, d), labels (N,)
-    g.summary()["dir_cdnv"]
     dncsim.ncc_error_bound(g, [10, 20])
     run_dir = dncsim.run(dncsim.load_run_config("configs/quickstart.yaml"), "runs/quickstart")
     dncsim.build_report(run_dir)
 
-Subpackages: ``dncsim.analysis`` (pure geometry, bounds, metrics, statistics, reports),
-``dncsim.scenarios`` (data sources and Avalanche task streams), ``dncsim.simulator`` (backbones,
-objectives, strategies, the run loop, studies, the CLI); ``dncsim.common`` (errors, config base,
-YAML, atomic writes) and ``dncsim.rundir`` (the run directory) are shared by all three.
+Subpackages: ``analysis``, ``scenarios``, ``simulator``; ``common`` and ``rundir`` are shared by all three.
 """
 from __future__ import annotations
 

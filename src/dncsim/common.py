@@ -1,28 +1,10 @@
-"""What every part of dncsim shares: the user-error type, strict config models with one-line messages,
-YAML reading and atomic file writes.
+"""What every part of dncsim shares; imports no torch, Avalanche or plotting library.
 
-Nothing here imports torch, Avalanche or plotting libraries, so validating a configuration stays
-fast, and nothing here knows about analysis, scenarios or the simulator.
-
-* :class:`DncsimError` -- the one exception type for mistakes a user can make (bad data, bad
-  config, bad files). It subclasses ``ValueError`` so Python callers can catch either; the CLI
-  catches it once and prints its message as a single line with exit status 2. Programming errors
-  keep their ordinary exception types and tracebacks.
-* :class:`StrictModel` -- the base of every config section (unknown keys are errors), and
-  :func:`one_line_error`, which turns a pydantic ``ValidationError`` into ONE line naming the dotted
-  key, what was given and what is accepted (with a did-you-mean).
-* :func:`read_yaml` / :func:`load_yaml_text` -- YAML with limits (:data:`YAML_LIMITS`: size, nesting,
-  aliases, values counted through aliases, integer digits) checked while it is read, before anything
-  is built from it; one line naming the file (or flag) and the limit otherwise.
-* :func:`printable` -- a message as one printable line of bounded length (control characters escaped).
-* :func:`csv_text` -- the one CSV writer (RFC 4180: CRLF line ends, fields quoted where needed).
-* :func:`atomic_write_bytes` / ``_text`` / ``_json`` -- the one writer: a temporary file in the
-  target directory, fsynced, then renamed over the target, so a reader never sees a half-written
-  file and an interrupted write leaves the old file (or none). It replaces only a regular file (or
-  creates one): a symbolic link, directory, device, FIFO or socket at the path is refused.
-* :func:`output_file` -- a user-chosen output file (``--json``, ``--png``): ``None`` for standard
-  output (``-``, ``/dev/stdout``), else the path, refused in one line unless it is a regular file or
-  nothing in an existing directory.
+* :class:`DncsimError` -- the user-error type (a ``ValueError``); the CLI prints it as one line, exit 2.
+* :class:`StrictModel` / :func:`one_line_error` -- config sections (unknown keys are errors), one-line messages.
+* :func:`read_yaml` / :func:`load_yaml_text` -- YAML checked against :data:`YAML_LIMITS` while read.
+* :func:`printable`, :func:`csv_text` (RFC 4180), :func:`output_file`.
+* :func:`atomic_write_bytes` / ``_text`` / ``_json`` -- temp file, fsync, rename; regular files only.
 """
 from __future__ import annotations
 

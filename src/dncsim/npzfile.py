@@ -1,11 +1,9 @@
-""".npz archives read member by member, for files a user hands over (feature files) and run directories'
-geometry files.
+""".npz archives read member by member (feature files, run directories' geometry files).
 
-:class:`NpzArchive` opens the zip, reads each member's ``.npy`` header on its own (shape, dtype) and loads
-an array only when asked for it, after checking that its declared size is what the member holds and fits
-in the memory available. Object arrays are refused (``allow_pickle`` stays off). Every problem -- not a
-zip, a plain ``.npy``, a damaged header, a corrupt deflate stream, a truncated member, a bad CRC -- is one
-DncsimError naming the file and, where there is one, the member.
+:class:`NpzArchive` reads each member's ``.npy`` header (shape, dtype) and loads an array only on request,
+after checking its declared size against the member and the memory available. Object arrays are refused.
+Every problem (not a zip, damaged header or stream, truncated member, bad CRC) is one DncsimError naming
+the file and member.
 """
 from __future__ import annotations
 

@@ -1,26 +1,11 @@
-"""The run directory: the one module that writes and reads it (the contract between a run and
-everything that reads runs: reports, studies, ``dncsim stats``).
+"""The run directory: the one module that writes and reads it (docs, Reference, Outputs).
 
-Files (docs, Reference, Outputs), every one written atomically (``dncsim.common.atomic_write_bytes``):
+Files, each written atomically: ``config.yaml``, ``manifest.json`` (status; only ``finished`` means
+complete), ``metrics.csv`` / ``metrics.jsonl``, ``accuracy.json``, ``geometry/row_<r>.npz`` (row 0 =
+before training), ``checkpoint.pt`` / ``checkpoint.previous.pt`` (two generations, SHA-256 in the manifest;
+a failed one goes to ``checkpoint.damaged.pt``), ``.dncsim.lock`` (an OS file lock), ``tb/``, ``report/``.
 
-* ``config.yaml`` -- the resolved run configuration;
-* ``manifest.json`` -- status (``running``, ``finished``, ``failed``, ``interrupted``), progress,
-  seed, device, times, versions, git commit, command; only ``finished`` means complete;
-* ``metrics.csv`` / ``metrics.jsonl`` -- the metrics table (``analysis.names.TABLE_COLUMNS``; the CSV
-  written with the csv module, so any task name round-trips);
-* ``accuracy.json`` -- the accuracy matrices, a view of the table's ``acc`` rows;
-* ``geometry/row_<r>.npz`` -- every task's ``ClassGeometry.to_arrays()`` at row r (0 = before
-  training), plus its class pairs and unit decision axes;
-* ``checkpoint.pt`` and ``checkpoint.previous.pt`` -- the state after the last two finished
-  experiences (two generations; the manifest holds each one's SHA-256, so a damaged newest one is
-  detected and the run resumes from the previous one); a generation that failed its check is moved to
-  ``checkpoint.damaged.pt`` and never rotated over a good one;
-* ``.dncsim.lock`` -- the lock a run (or a report written into the directory) holds for its whole
-  life (an OS file lock: released by the OS when the process dies, so it never blocks a resume);
-* ``tb/`` (TensorBoard events, streamed by Avalanche's logger) and ``report/``.
-
-Writing: :class:`RunDirectory`. Reading: :func:`load_run` -> :class:`RunData`, whose accessors
-(``objective``, ``strategy``, ``seed``, ...) are the only place that knows the config's layout.
+Writing: :class:`RunDirectory`. Reading: :func:`load_run` -> :class:`RunData`.
 """
 from __future__ import annotations
 
@@ -369,19 +354,14 @@ class RunDirectory:
             return None
 
     def plan(self, config: dict, *, resume: bool, force: bool) -> str:
-        """What running ``config`` here means, without touching anything: ``fresh`` (nothing here yet),
-        ``resume`` (an unfinished run of the same configuration) or ``replace`` (``force`` on a dncsim run
-        directory: delete its run files first). DncsimError when the directory must not be used: a finished
-        run without ``force``, an unfinished run of another configuration (naming the first differing key),
-        a directory that is not a run directory (whatever ``force`` says), ``resume`` with no directory.
+        """What running ``config`` here means, touching nothing: ``fresh``, ``resume`` (an unfinished run of the
+        same configuration and ``METHODS_REVISION``) or ``replace`` (``force`` on a run directory).
 
-        A run directory is one whose ``manifest.json`` is a run manifest (:func:`is_run_manifest`). A resume
-        also needs the run to have begun under this dncsim's ``METHODS_REVISION``
-        (``dncsim.analysis.names``): otherwise its table would mix two ways of computing its numbers.
-
-        A directory with no manifest is ``fresh`` when it holds nothing but the lock, temporary files of
-        unfinished writes and a ``config.yaml`` of this same configuration: a run killed before it wrote its
-        first manifest (nothing was measured yet)."""
+        A directory without a manifest is ``fresh`` if it holds only the lock, temporary files and a
+        ``config.yaml`` of this configuration. DncsimError for a finished run without ``force``, an unfinished
+        run of another configuration (naming the first differing key) or revision, a directory that is not a
+        run directory, or ``resume`` with no directory.
+        """
         if not self.path.exists():
             if resume:
                 raise DncsimError(f"--resume: {self.path} does not exist")
@@ -533,13 +513,12 @@ class RunDirectory:
         return [newest] + ([kept] if kept is not None else [])
 
     def load_checkpoint(self, generations: Optional[Sequence[dict]] = None):
-        """The newest readable, verified checkpoint generation: ``(state, note)``, or ``(None, None)`` when
-        there is no checkpoint. A generation is verified when its SHA-256 matches a manifest record
-        (``generations``; without records, when it loads) and it loads with ``torch.load(weights_only=True)``.
-        ``note`` is one line when the newest generation had to be passed over. DncsimError when files
-        exist but none can be used. Afterwards ``verified`` holds the records of the usable files (``file``
-        where each one is now, newest first) and ``damaged`` the names of the others (see
-        :meth:`quarantine_damaged`)."""
+        """The newest verified checkpoint generation: ``(state, note)``, or ``(None, None)`` without one.
+
+        Verified: its SHA-256 matches a manifest record (or, without records, it loads) and it loads with
+        ``weights_only=True``. ``note`` is one line when the newest was passed over. DncsimError when files exist
+        but none is usable. Sets ``verified`` (usable records, newest first) and ``damaged``.
+        """
         import torch
         self.verified, self.damaged = [], []
         files = [f for f in (CHECKPOINT, CHECKPOINT_PREVIOUS) if self.file(f).exists()]
