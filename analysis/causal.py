@@ -1,10 +1,10 @@
 """The regulariser's randomised weight as an instrument for the causal effect of directional CDNV.
 
 Rows are tasks (learned only by default). First stage: dose step -> log2 ``dir_cdnv_learned``;
-reduced form: dose -> forgetting; their ratio (2SLS, linearmodels ``IV2SLS``, debiased) is the change
-in forgetting per doubling. The dose is its step among the sorted distinct weights; fixed effects for
-task identity and strategy; errors clustered by run. Instrument strength: cluster-robust Wald F (weak
-below 10). The same is run with CDNV as mediator. Details: docs, Methods.
+reduced form: dose -> forgetting; their ratio (2SLS) is the change in forgetting per doubling. The dose
+is its step among the sorted distinct weights; fixed effects for task identity and strategy; run-clustered
+CR2 errors and t on Bell-McCaffrey df, as in the primary test (analysis/clustered.py). Instrument
+strength: cluster-robust Wald F (weak below 10). The same is run with CDNV as mediator. Details: docs, Methods.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from scipy import stats as sps
 
+from dncsim.analysis.clustered import cluster_fit
 from dncsim.common import DncsimError
 
 __all__ = ["DOSE_COLUMN", "instrumental_analysis", "strategy_table", "causal_sentences", "WEAK_F"]
@@ -31,31 +32,36 @@ def _num(v) -> Optional[float]:
 
 
 def _design(rows, outcome: str, mediator: str, dose: str, controls: Sequence[str]):
-    import pandas as pd
-
+    """Outcome y, log2 mediator x, dose step, run codes, the exogenous columns (intercept and the dummies of
+    the controls that vary, first level dropped), the dose levels and the controls used."""
     keep = []
     for r in rows:
         y, m, z = _num(r.get(outcome)), _num(r.get(mediator)), _num(r.get(dose))
         if y is None or m is None or z is None or m <= 0 or r.get("run") is None:
             continue
-        keep.append({"y": y, "x": math.log2(m), "z": z, "run": str(r["run"]),
-                     **{c: str(r.get(c)) for c in controls}})
+        keep.append((y, math.log2(m), z, str(r["run"]), [str(r.get(c)) for c in controls]))
     if not keep:
         raise DncsimError(f"no task row has {outcome}, {mediator} and {dose}")
-    df = pd.DataFrame(keep)
-    levels = sorted(df["z"].unique())
-    df["step"] = df["z"].map({v: float(i) for i, v in enumerate(levels)})
-    exog = pd.DataFrame({"const": 1.0}, index=df.index)
-    for c in controls:
-        if df[c].nunique() > 1:
-            exog = exog.join(pd.get_dummies(df[c], prefix=c, drop_first=True, dtype=float))
-    return df, exog, levels
+    y = np.array([k[0] for k in keep])
+    x = np.array([k[1] for k in keep])
+    z = np.array([k[2] for k in keep])
+    levels = sorted(set(z.tolist()))
+    step = np.searchsorted(np.array(levels), z).astype(float)
+    _, runs = np.unique([k[3] for k in keep], return_inverse=True)
+    exog, used = [np.ones(len(keep))], []
+    for i, c in enumerate(controls):
+        values = np.array([k[4][i] for k in keep])
+        others = sorted(set(values.tolist()))
+        if len(others) > 1:
+            used.append(c)
+            exog += [(values == v).astype(float) for v in others[1:]]
+    return y, x, step, runs, np.column_stack(exog), levels, used
 
 
-def _coef(res, name: str, alpha: float) -> dict:
-    ci = res.conf_int(level=1 - alpha).loc[name]
-    return {"estimate": float(res.params[name]), "se": float(res.std_errors[name]),
-            "ci_low": float(ci.iloc[0]), "ci_high": float(ci.iloc[1]), "p": float(res.pvalues[name])}
+def _coef(fit, j: int, alpha: float) -> dict:
+    low, high = fit.interval(alpha)
+    return {"estimate": float(fit.params[j]), "se": float(fit.se[j]), "df": float(fit.df[j]),
+            "ci_low": float(low[j]), "ci_high": float(high[j]), "p": float(fit.p_values()[j])}
 
 
 def instrumental_analysis(rows: Sequence[dict], outcome: str, mediator: str = "dir_cdnv_learned", *,
@@ -63,30 +69,26 @@ def instrumental_analysis(rows: Sequence[dict], outcome: str, mediator: str = "d
                           alpha: float = 0.05) -> dict:
     """First stage, reduced form and causal (2SLS) estimate (module docstring) of ``mediator`` (log2)
     on ``outcome`` with the dose step of ``dose`` as the instrument. DncsimError when the design
-    cannot identify it (one dose level, fewer than 3 runs)."""
-    from linearmodels.iv import IV2SLS
-
-    df, exog, levels = _design(rows, outcome, mediator, dose, controls)
-    runs = df["run"].nunique()
+    cannot identify it (one dose level, fewer than 3 runs, collinear controls)."""
+    y, x, step, runs, exog, levels, used = _design(rows, outcome, mediator, dose, controls)
+    n_runs = int(runs.max()) + 1
     if len(levels) < 2:
         raise DncsimError(f"{dose}: one level ({levels[0]:g}) in the tasks table; the instrument must vary")
-    if runs < 3:
-        raise DncsimError(f"{runs} run(s): at least 3 are needed for inference over runs")
-    clusters = df["run"].astype("category").cat.codes
-    fit = dict(cov_type="clustered", clusters=clusters, debiased=True)
-    z = df[["step"]]
-    first = IV2SLS(df["x"], exog.join(z), None, None).fit(**fit)
-    reduced = IV2SLS(df["y"], exog.join(z), None, None).fit(**fit)
-    iv = IV2SLS(df["y"], exog, df[["x"]], z).fit(**fit)
-    fs = _coef(first, "step", alpha)
+    if n_runs < 3:
+        raise DncsimError(f"{n_runs} run(s): at least 3 are needed for inference over runs")
+    Z = np.column_stack([exog, step])
+    last = Z.shape[1] - 1
+    first = cluster_fit(Z, x, runs, terms=[last])
+    reduced = cluster_fit(Z, y, runs, terms=[last])
+    iv = cluster_fit(np.column_stack([exog, x]), y, runs, instruments=Z, terms=[last])
+    fs = _coef(first, last, alpha)
     f_stat = (fs["estimate"] / fs["se"]) ** 2 if fs["se"] > 0 else float("inf")
     return {"outcome": outcome, "mediator": mediator, "dose": dose, "levels": [float(v) for v in levels],
-            "n_rows": int(len(df)), "n_runs": int(runs), "controls": [c for c in controls if df[c].nunique() > 1],
+            "n_rows": int(len(y)), "n_runs": n_runs, "controls": used,
             "first_stage": fs, "first_stage_F": float(f_stat), "weak_instrument": bool(f_stat < WEAK_F),
-            "reduced_form": _coef(reduced, "step", alpha), "causal": _coef(iv, "x", alpha),
+            "reduced_form": _coef(reduced, last, alpha), "causal": _coef(iv, last, alpha),
             "method": "2SLS, dose step as the instrument, fixed effects for "
-                      f"{', '.join(c for c in controls if df[c].nunique() > 1) or 'nothing'}; run-clustered "
-                      "errors with the small-sample correction (linearmodels IV2SLS, debiased)"}
+                      f"{', '.join(used) or 'nothing'}; run-clustered CR2 errors, t on Bell-McCaffrey df"}
 
 
 def _t_interval(values, alpha: float) -> dict:

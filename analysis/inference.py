@@ -2,20 +2,21 @@
 
 :func:`primary_analysis`: OLS of a forgetting on the standardised log directional CDNV when learned,
 fixed effects for run, task identity and stream position (aliased ones dropped, noted), run-clustered
-CR1 errors, t on G - 1 df; a wild cluster bootstrap p below ``few_clusters`` runs; none below 3.
+CR2 errors, t on Bell-McCaffrey df (analysis/clustered.py); a wild cluster bootstrap p below
+``few_clusters`` runs; none below 3.
 Verdict: ``supported`` (interval above 0), ``contradicted`` (below) or ``inconclusive``, with the
 80%-power minimal detectable effect; a run-level permutation p as a check. Rationale: docs, Methods.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from scipy import stats as sps
 
+from dncsim.analysis.clustered import ClusterFit, cluster_fit
 from dncsim.common import DncsimError
 
 __all__ = ["Design", "build_design", "fit_cluster_ols", "wild_cluster_bootstrap", "permutation_p",
@@ -155,26 +156,22 @@ def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], 
                   factors=factors)
 
 
-def fit_cluster_ols(design: Design):
-    """statsmodels OLS with CR1 cluster-robust covariance (clusters: runs) and t with G - 1 df."""
-    import statsmodels.api as sm
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sm.OLS(design.y, design.X).fit(cov_type="cluster", cov_kwds={"groups": design.clusters},
-                                             use_t=True)
+def fit_cluster_ols(design: Design) -> ClusterFit:
+    """OLS of the design with run-clustered CR2 errors; degrees of freedom for the predictors."""
+    return cluster_fit(design.X, design.y, design.clusters, terms=sorted(design.predictors.values()))
 
 
-def _cr1_t(X_other_resid_x, y_resid, clusters, G, n, k):
-    """Vectorised FWL: coefficient and CR1 t for one column, for every column of y_resid (n, B) and the
-    partialled predictor x~ (n,) or (n, B)."""
+def _cluster_t(X_other_resid_x, y_resid, clusters, G):
+    """Vectorised FWL: coefficient and CR0 standard error of one column, for every column of y_resid (n, B)
+    and the partialled predictor x~ (n,) or (n, B). The bootstrap and the permutation compare t statistics
+    of one design with each other, so no small-sample factor is applied (a constant one would cancel)."""
     xt = X_other_resid_x if X_other_resid_x.ndim == 2 else X_other_resid_x[:, None]
     sxx = (xt * xt).sum(0)
     beta = (xt * y_resid).sum(0) / sxx
     e = y_resid - xt * beta
     scores = np.zeros((G, e.shape[1]))
     np.add.at(scores, clusters, xt * e)
-    c = (G / (G - 1)) * ((n - 1) / (n - k))
-    se = np.sqrt(c * (scores ** 2).sum(0)) / sxx
+    se = np.sqrt((scores ** 2).sum(0)) / sxx
     return beta, se
 
 
@@ -190,34 +187,34 @@ def wild_cluster_bootstrap(design: Design, j: int, *, draws: int = 999, seed: in
     """Wild cluster bootstrap of coefficient j with Webb weights: ``(p, ci_low, ci_high)`` -- p from the
     restricted bootstrap (WCR, the null imposed), the interval from the unrestricted bootstrap-t (WCU)."""
     rng = np.random.default_rng(seed)
-    G, n, k = design.n_clusters, len(design.y), design.X.shape[1]
+    G = design.n_clusters
     xt, yt, M = _residualise(design, j)
-    beta, se = _cr1_t(xt, yt[:, None], design.clusters, G, n, k)
+    beta, se = _cluster_t(xt, yt[:, None], design.clusters, G)
     v = WEBB_WEIGHTS[rng.integers(0, 6, size=(G, draws))][design.clusters]          # (n, draws)
     # restricted: the null beta_j = 0 imposed; y* = fitted_r + v * resid_r; in FWL form y~* = M y*
     resid_r = yt                                          # residuals of y on the other columns
     fitted_r = design.y - resid_r
     y_star = fitted_r[:, None] + v * resid_r[:, None]
-    b_r, se_r = _cr1_t(xt, M @ y_star, design.clusters, G, n, k)
+    b_r, se_r = _cluster_t(xt, M @ y_star, design.clusters, G)
     t_obs = beta[0] / se[0]
     p = float((1 + np.sum(np.abs(b_r / se_r) >= abs(t_obs))) / (1 + draws))
     # unrestricted: y* = fitted + v * resid; t* = (b* - b) / se*
     resid_u = yt - xt * beta[0]
     y_star = (design.y - resid_u)[:, None] + v * resid_u[:, None]
-    b_u, se_u = _cr1_t(xt, M @ y_star, design.clusters, G, n, k)
+    b_u, se_u = _cluster_t(xt, M @ y_star, design.clusters, G)
     t_star = (b_u - beta[0]) / se_u
     lo_q, hi_q = np.quantile(t_star, [alpha / 2, 1 - alpha / 2])
     return p, float(beta[0] - hi_q * se[0]), float(beta[0] - lo_q * se[0])
 
 
 def permutation_p(design: Design, j: int, *, permutations: int = 999, seed: int = 0) -> Optional[float]:
-    """Two-sided permutation p of coefficient j's CR1 t statistic, permuting whole runs' predictor vectors
+    """Two-sided permutation p of coefficient j's cluster-robust t statistic, permuting whole runs' predictor vectors
     among runs of the same stratum (aligned by the row key); None when no stratum holds two runs."""
     rng = np.random.default_rng(seed)
-    G, n, k = design.n_clusters, len(design.y), design.X.shape[1]
+    G, n = design.n_clusters, len(design.y)
     x = design.X[:, j]
     xt, yt, M = _residualise(design, j)
-    beta, se = _cr1_t(xt, yt[:, None], design.clusters, G, n, k)
+    beta, se = _cluster_t(xt, yt[:, None], design.clusters, G)
     t_obs = abs(beta[0] / se[0])
     rows_of = {}
     for i, (c, key) in enumerate(zip(design.clusters, design.row_keys)):
@@ -240,7 +237,7 @@ def permutation_p(design: Design, j: int, *, permutations: int = 999, seed: int 
                     if key in rows_of[src]:
                         xb[i] = x[rows_of[src][key]]
         X_perm[:, b] = xb
-    b_p, se_p = _cr1_t(M @ X_perm, np.repeat(yt[:, None], permutations, 1), design.clusters, G, n, k)
+    b_p, se_p = _cluster_t(M @ X_perm, np.repeat(yt[:, None], permutations, 1), design.clusters, G)
     return float((1 + np.sum(np.abs(b_p / se_p) >= t_obs - 1e-12)) / (1 + permutations))
 
 
@@ -268,7 +265,7 @@ def primary_analysis(rows: Sequence[dict], outcome: str, predictors: Sequence[st
                      few_clusters: int = 10, draws: int = 999, permutations: int = 999, seed: int = 0,
                      fixed=None, log_predictors: bool = True, key: str = "task_name", excluded_rows: int = 0) -> dict:
     """Fit the design (see the module docstring) and report, per predictor, ``estimate`` (change of the
-    outcome per standard deviation of the (log) predictor), ``ci_low``, ``ci_high``, ``p``, ``method``,
+    outcome per standard deviation of the (log) predictor), ``se``, ``df``, ``ci_low``, ``ci_high``, ``p``, ``method``,
     ``permutation_p``, ``mde`` (80% power), and for the first predictor the ``verdict``; plus ``n_rows``,
     ``n_runs``, ``excluded_rows``, ``dropped_rows``, ``notes``, ``terms``. DncsimError for fewer than
     3 runs or a design that cannot be fitted."""
@@ -289,7 +286,8 @@ def primary_analysis(rows: Sequence[dict], outcome: str, predictors: Sequence[st
     if len(design.y) <= design.X.shape[1]:
         raise DncsimError(f"{len(design.y)} rows for {design.X.shape[1]} terms: the model cannot be fitted")
     fit = fit_cluster_ols(design)
-    df = G - 1
+    low, high = fit.interval(alpha)
+    pvalues = fit.p_values()
     result = {"outcome": outcome, "predictors": list(predictors), "n_rows": len(design.y), "n_runs": G,
               "excluded_rows": int(excluded_rows), "dropped_rows": design.n_dropped, "notes": list(design.notes),
               "terms": design.terms, "coefficients": {}}
@@ -299,13 +297,13 @@ def primary_analysis(rows: Sequence[dict], outcome: str, predictors: Sequence[st
                                f"wild cluster bootstrap p (Webb weights, {draws} draws) as a check")
     held = ", ".join(design.factors) or "nothing"
     for p_name, j in design.predictors.items():
-        est = float(fit.params[j])
-        se = float(fit.bse[j])
-        lo, hi = (float(v) for v in fit.conf_int(alpha)[j])
+        se, df = float(fit.se[j]), float(fit.df[j])
         mde = (sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(0.8, df)) * se
         result["coefficients"][p_name] = {
-            "estimate": est, "se": se, "ci_low": lo, "ci_high": hi, "p": float(fit.pvalues[j]),
-            "method": f"OLS with fixed effects for {held}; run-clustered CR1 errors, t({df})",
+            "estimate": float(fit.params[j]), "se": se, "df": df, "ci_low": float(low[j]), "ci_high": float(high[j]),
+            "p": float(pvalues[j]),
+            "method": f"OLS with fixed effects for {held}; run-clustered CR2 errors, t on {df:.1f} "
+                      "Bell-McCaffrey df",
             "wild_bootstrap_p": (wild_cluster_bootstrap(design, j, draws=draws, seed=seed, alpha=alpha)[0]
                                  if few else None),
             "permutation_p": permutation_p(design, j, permutations=permutations, seed=seed) if permutations else None,
