@@ -3,8 +3,8 @@
 Rows are tasks (learned only by default). First stage: dose step -> log2 ``dir_cdnv_learned``;
 reduced form: dose -> forgetting; their ratio (2SLS) is the change in forgetting per doubling. The dose
 is its step among the sorted distinct weights; fixed effects for task identity and strategy; run-clustered
-CR2 errors and t on Bell-McCaffrey df, as in the primary test (analysis/clustered.py). Instrument
-strength: cluster-robust Wald F (weak below 10). The same is run with CDNV as mediator. Details: docs, Methods.
+CR2 errors, t on Bell-McCaffrey df (analysis/clustered.py). Instrument strength: cluster-robust Wald F
+(weak below 10). The same is run with CDNV as mediator. Details: docs, Methods.
 """
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
 """Least squares (OLS or 2SLS) with cluster-robust errors that stay right when fixed effects are nested
-in the clusters: CR2 (bias-reduced linearisation) and a t reference on Bell-McCaffrey degrees of freedom.
+in the clusters: CR2 and a t reference on Bell-McCaffrey degrees of freedom.
 
-CR2 scales each cluster's residuals by ``(I - H_gg)^(-1/2)`` (H the hat matrix of the design, of the
-projected design for 2SLS), so the variance estimate is unbiased when the errors are independent and
-homoskedastic; with run fixed effects ``I - H_gg`` is singular along the cluster's constant vector,
-which the residuals never touch, and the Moore-Penrose root is used. No parameter count enters, so
-nested fixed effects need no rule. Batched: a leading axis of ``X`` and ``y`` fits many data sets.
+CR2 scales each cluster's residuals by ``(I - H_gg)^(-1/2)`` (H: hat matrix of the design, projected
+for 2SLS): unbiased under independent homoskedastic errors. Run fixed effects make ``I - H_gg``
+singular along the cluster's constant vector, which residuals never touch: the Moore-Penrose root.
+No parameter count enters. Batched over a leading axis of ``X`` and ``y``.
 """
 from __future__ import annotations
 

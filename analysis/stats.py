@@ -219,7 +219,7 @@ def _try(fn, *args, **kw):
 def _primary_record(result: dict, predictor: str) -> dict:
     c = result["coefficients"][predictor]
     return {"predictor": predictor, "outcome": result["outcome"], "estimate": c["estimate"], "se": c["se"],
-            "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p": c["p"], "verdict": result["verdict"],
+            "df": c["df"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p": c["p"], "verdict": result["verdict"],
             "mde_80": c["mde_80"], "method": c["method"], "permutation_p": c["permutation_p"],
             "wild_bootstrap_p": c["wild_bootstrap_p"], "n_rows": result["n_rows"], "n_runs": result["n_runs"],
             "excluded_rows": result["excluded_rows"], "dropped_rows": result["dropped_rows"],
