@@ -261,6 +261,10 @@ def test_bad_settings_raise_one_clear_error_each():
                      (dict(estimator="debiased"), "jackknife")]:
         with pytest.raises(DncsimError, match=word):
             E.bootstrap_summaries(x, y, **kw)
+    with pytest.raises(DncsimError, match="alpha"):
+        E.bootstrap_median_abs_cos(x, y, (torch.arange(40) // 2) % 2, alpha=2)
+    with pytest.raises(DncsimError, match="resamples"):
+        E.bootstrap_median_abs_cos_tasks(x, torch.stack([y, y]), resamples=0)
     with pytest.raises(DncsimError, match="groups"):
         E.jackknife_summaries(x, y, groups=1)
     with pytest.raises(DncsimError, match="alpha"):
