@@ -1,11 +1,11 @@
 """The debiased estimator of dir-CDNV and CDNV (the default; docs, Methods, Estimators).
 
 One kernel, batched over T tasks labelling the same samples and B 0/1 sample masks (the interval
-replicates), float64, no loop over pairs, tasks or masks (chunks only). Per class: Omega, an unbiased
-estimate of the covariance of the class mean (iid: from the residuals; strata: from the within-cell
-residuals of the joint cells of the other labelings), Sigma = residual scatter / n + Omega; the
-numerator delta' Sigma_i delta less the trace terms tr(Sigma Omega) (iid: a pair-leave-out form with
-an unbiased tr(Sigma^2)); the squared gap less tr Omega_i + tr Omega_j; second-order ratio terms.
+replicates), float64, no loop over pairs, tasks or masks (chunks only). Per class, Omega estimates the
+covariance of the class mean without bias (iid: from the residuals; strata: from the within-cell
+residuals of the other labelings' joint cells); Sigma = residual scatter / n + Omega. Numerator:
+delta' Sigma_i delta less tr(Sigma Omega) terms; squared gap less tr Omega_i + tr Omega_j; then
+second-order ratio terms.
 """
 from __future__ import annotations
 
