@@ -12,7 +12,7 @@ from dncsim.analysis.orthogonality import orthogonality_tasks, permutation_null_
 from dncsim.common import DncsimError
 
 K, CELL, D = 4, 12, 96            # two balanced 4-class labelings, 12 samples per joint cell, d = 96
-REPLICATES, DRAWS = 60, 99
+REPLICATES, DRAWS = 100, 99
 
 
 def factorial_labels(gen: torch.Generator, k: int = K, cell: int = CELL) -> torch.Tensor:
@@ -139,7 +139,7 @@ def test_pairs_without_common_samples_are_left_out_and_bad_arguments_are_refused
         permutation_null_tasks(x, y[:, :10])
 
 
-# --- controls of the verdict "orthogonal beyond the null" (60 replicates, 99 draws, a 5% test) -----------------------
+# --- controls of the verdict "orthogonal beyond the null" (100 replicates, 99 draws, a 5% test) -----------------------
 
 def _signal_free(spectrum):
     def design(gen):
