@@ -206,9 +206,10 @@ def format_analysis(result: dict, title: str = "") -> str:
                  "random directions"], null_rows,
                 title=f"Orthogonality against the permutation null ({draws} relabelings of the same samples, "
                       f"same class sizes)")]
-            lines.append("  beyond the null: the observed median |cos| is at or below the null's 5% level (null p "
-                         "<= 0.05): the axes are more orthogonal than random relabelings' axes in these features. "
-                         "Random directions' median |cos| is a reference line, not the test.")
+            lines.append("  null p: share of relabelings whose median |cos| is at or below the observed, (1 + #)/(1 + "
+                         "draws); beyond the null: null p <= 0.05, the axes are more orthogonal than random "
+                         "relabelings' axes in these features. Random directions' median |cos| is a reference, "
+                         "not the test.")
         elif draws and len(result["pairs"]):
             lines.append("  (no permutation null: a labeling has more than 2048 axes)")
         if any(p["axes_sampled"] for p in result["pairs"]):

@@ -409,8 +409,8 @@ def findings(summary: dict) -> List[str]:
         which = "" if not beyond or len(beyond) == len(tested) else (
             ": " + ", ".join(f"{p['names'][0]} / {p['names'][1]}" for p in beyond))
         out.append(f"After the last experience {len(beyond)} of {len(tested)} task pairs on the same samples had "
-                   f"decision axes more orthogonal than the permutation null (median |cos| at or below the 5% "
-                   f"level of random relabelings of the same samples in the same features){which}.")
+                   f"decision axes more orthogonal than the permutation null (null p <= 0.05: at most 5% of random "
+                   f"relabelings of the same samples in the same features gave a median |cos| as low){which}.")
     out.extend(_prop42_findings(summary["prop42"]))
     return out
 
