@@ -254,29 +254,27 @@ _NULL_CHUNK_ELEMENTS = 1 << 24
 
 
 def _relabelings(idx: torch.Tensor, draws: int, gen: torch.Generator) -> torch.Tensor:
-    """(draws, T, N) class indices: each task's ``idx`` (T, N) (-1 outside the task) permuted among the
-    task's own samples, independently per task and draw (class sizes kept)."""
+    """(draws, T, N) class indices: the samples' label tuples (columns of ``idx`` (T, N), -1 outside a task)
+    permuted among the samples of the same task membership, one permutation per draw shared by all tasks
+    (every task keeps its samples and class sizes, and every pair of tasks its contingency table)."""
     T, N = idx.shape
-    inside = idx >= 0
-    keys = torch.rand(draws, T, N, generator=gen, dtype=torch.float64).to(idx.device)
-    keys = torch.where(inside, keys, 2.0)                    # members first, in a uniformly random order
-    order = keys.argsort(dim=-1)
-    srt = torch.where(inside, idx, idx.new_full((), 1 << 40)).sort(dim=-1).values
-    srt = torch.where(srt == 1 << 40, -1, srt)               # the task's labels, then -1 for non-members
+    _, pattern = torch.unique((idx >= 0).T, dim=0, return_inverse=True)            # (N,) membership stratum
+    pattern = pattern.to(torch.float64).cpu()
+    home = pattern.argsort(stable=True)                                             # each stratum's positions
+    order = (pattern + torch.rand(draws, N, generator=gen, dtype=torch.float64)).argsort(dim=-1)
     out = torch.empty(draws, T, N, dtype=idx.dtype, device=idx.device)
-    return out.scatter_(-1, order, srt[None].expand(draws, T, N))
+    out[:, :, home.to(idx.device)] = idx[:, order.to(idx.device)].transpose(0, 1)   # within strata, at random
+    return out
 
 
 def permutation_null_tasks(features, labels, *, draws: int = 200, alpha: float = 0.05, seed: int = 0) -> dict:
-    """Median |cos| between every pair of tasks' decision axes against a permutation null of the features.
+    """Median |cos| between every pair of tasks' decision axes, against a permutation null of the features.
 
-    ``features`` (N, d); ``labels`` (T, N) int, negative where a sample is not in the task. Axes are the
-    unit differences of plug-in class means (each task's own samples) over all unordered class pairs.
-    The null: ``draws`` relabelings, each task's labels permuted among its samples independently
-    (class sizes kept; seeded by ``seed``). Returns (T, T) float64 tensors, NaN off a < b and for pairs
-    without a common sample: ``median_abs_cos``, ``null_median_abs_cos``, ``null_q05`` (the ``alpha``
-    quantile), ``null_p`` = (1 + #null <= observed)/(1 + draws), ``random_level`` (random directions'
-    median |cos| in d, a reference); ``beyond_null`` bool (null_p <= alpha; False off a < b).
+    ``features`` (N, d); ``labels`` (T, N) int, negative: not in the task. Axes: unit differences of plug-in
+    class means, all class pairs. Null: ``draws`` seeded joint relabelings (label tuples permuted among
+    samples of equal task membership). (T, T) float64, NaN off a < b and for pairs without common samples:
+    ``median_abs_cos``, ``null_median_abs_cos``, ``null_q05`` (``alpha`` quantile), ``null_p`` = (1 + #null
+    <= observed)/(1 + draws), ``random_level`` (a reference); bool ``beyond_null`` = null_p <= alpha.
     """
     from dncsim.analysis.inputs import as_features
     from dncsim.analysis.task_batch import task_labels

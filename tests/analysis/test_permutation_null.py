@@ -15,6 +15,15 @@ K, CELL, D = 4, 12, 96            # two balanced 4-class labelings, 12 samples p
 REPLICATES, DRAWS = 100, 99
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The designs are tiny: one thread is fastest, and immune to a loaded machine's thread contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def factorial_labels(gen: torch.Generator, k: int = K, cell: int = CELL) -> torch.Tensor:
     """(2, k k cell) two independent balanced labelings (a full factorial), sample order shuffled."""
     a, b = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
@@ -99,8 +108,10 @@ def test_null_p_quantile_and_verdict_follow_their_definitions_from_the_null_draw
     x = own_subspaces(gen, y, scale=0.3)
     out = permutation_null_tasks(x, y, draws=40, seed=9)
     idx = _relabelings(task_labels(y, y.shape[1]).idx, 40, torch.Generator().manual_seed(9))
-    for t in range(2):                                      # every draw keeps each task's class sizes
-        assert bool((torch.nn.functional.one_hot(idx[:, t], K).sum(1) == K * CELL).all())
+    table = torch.zeros(40, K, K).index_put_((torch.arange(40)[:, None].expand(40, y.shape[1]), idx[:, 0], idx[:, 1]),
+                                             torch.ones(()), accumulate=True)
+    assert bool((table == CELL).all())                      # every draw keeps the factorial's cells (and class sizes)
+    assert not bool((idx == y).all(-1).all(-1).any())       # ... and moves the labels
     null = []
     for r in range(40):
         ga, gb = class_geometry(x, idx[r, 0]), class_geometry(x, idx[r, 1])
@@ -112,6 +123,23 @@ def test_null_p_quantile_and_verdict_follow_their_definitions_from_the_null_draw
     p = (1 + int((null <= obs).sum())) / 41
     assert float(out["null_p"][0, 1]) == pytest.approx(p, abs=1e-15)
     assert bool(out["beyond_null"][0, 1]) == (p <= 0.05)
+
+
+def test_relabelings_keep_every_task_on_its_own_samples():
+    """Samples outside a task stay outside it; the label tuples move only among samples of the same membership."""
+    from dncsim.analysis.orthogonality import _relabelings
+
+    gen = torch.Generator().manual_seed(8)
+    y = torch.randint(0, 3, (3, 60), generator=gen)
+    y[1, :20] = -1
+    y[2, 10:30] = -1
+    idx = _relabelings(y, 25, gen)
+    assert bool(((idx >= 0) == (y >= 0)).all())
+    pattern = [tuple(c) for c in (y >= 0).T.tolist()]
+    for r in range(25):
+        for key in set(pattern):
+            cols = [n for n, p in enumerate(pattern) if p == key]
+            assert sorted(map(tuple, idx[r][:, cols].T.tolist())) == sorted(map(tuple, y[:, cols].T.tolist()))
 
 
 def test_same_seed_same_numbers_and_seed_changes_the_null():
