@@ -253,18 +253,28 @@ def labeling_independence_tasks(labels) -> torch.Tensor:
 _NULL_CHUNK_ELEMENTS = 1 << 24
 
 
+def _relabeling_orders(idx: torch.Tensor, draws: int, gen: torch.Generator):
+    """``(home, order)``: (N,) the positions of the samples sorted by task membership (their stratum), and
+    (draws, N) a uniformly random order within each stratum per draw; :func:`_relabel` applies them."""
+    _, pattern = torch.unique((idx >= 0).T.cpu(), dim=0, return_inverse=True)      # (N,) membership stratum
+    pattern = pattern.to(torch.float64)
+    home = pattern.argsort(stable=True)
+    order = (pattern + torch.rand(draws, idx.shape[1], generator=gen, dtype=torch.float64)).argsort(dim=-1)
+    return home.to(idx.device), order.to(idx.device)
+
+
+def _relabel(idx: torch.Tensor, home: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """(B, T, N): the label tuples (columns of ``idx``) at ``order`` moved to ``home``, one draw per row of order."""
+    out = torch.empty(order.shape[0], *idx.shape, dtype=idx.dtype, device=idx.device)
+    out[:, :, home] = idx[:, order].transpose(0, 1)
+    return out
+
+
 def _relabelings(idx: torch.Tensor, draws: int, gen: torch.Generator) -> torch.Tensor:
     """(draws, T, N) class indices: the samples' label tuples (columns of ``idx`` (T, N), -1 outside a task)
     permuted among the samples of the same task membership, one permutation per draw shared by all tasks
     (every task keeps its samples and class sizes, and every pair of tasks its contingency table)."""
-    T, N = idx.shape
-    _, pattern = torch.unique((idx >= 0).T, dim=0, return_inverse=True)            # (N,) membership stratum
-    pattern = pattern.to(torch.float64).cpu()
-    home = pattern.argsort(stable=True)                                             # each stratum's positions
-    order = (pattern + torch.rand(draws, N, generator=gen, dtype=torch.float64)).argsort(dim=-1)
-    out = torch.empty(draws, T, N, dtype=idx.dtype, device=idx.device)
-    out[:, :, home.to(idx.device)] = idx[:, order.to(idx.device)].transpose(0, 1)   # within strata, at random
-    return out
+    return _relabel(idx, *_relabeling_orders(idx, draws, gen))
 
 
 def permutation_null_tasks(features, labels, *, draws: int = 200, alpha: float = 0.05, seed: int = 0) -> dict:
@@ -299,13 +309,14 @@ def permutation_null_tasks(features, labels, *, draws: int = 200, alpha: float =
     ta, tb = ta[keep], tb[keep]
     counts = lab.counts.to(f64).clamp_min(1)[:, :, None]                               # (T, C, 1)
     gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.cat([lab.idx[None], _relabelings(lab.idx, int(draws), gen)])          # draw 0: the observed
+    home, order = _relabeling_orders(lab.idx, int(draws), gen)
+    order = torch.cat([home[None], order])                           # draw 0: the identity, i.e. the observed
     stacked = (T * P) ** 2 <= _NULL_CHUNK_ELEMENTS // 4
-    per_draw = T * C * (N + d) + T * P * d + ((T * P) ** 2 if stacked else P * P)
+    per_draw = T * C * (N + d) + 2 * T * N + T * P * d + ((T * P) ** 2 if stacked else P * P)
     step = max(1, _NULL_CHUNK_ELEMENTS // per_draw)
     meds = []
-    for s in range(0, idx.shape[0], step):                                             # chunks of draws
-        part = idx[s:s + step]
+    for s in range(0, order.shape[0], step):                                           # chunks of draws
+        part = _relabel(lab.idx, home, order[s:s + step])
         B = part.shape[0]
         oh = x.new_zeros(B, T, C, N).scatter_(2, part.clamp_min(0)[:, :, None], (part >= 0)[:, :, None].to(f64))
         mu = (oh.view(B * T * C, N) @ x).view(B, T, C, d) / counts                     # (B, T, C, d): one GEMM
