@@ -48,6 +48,12 @@ def _seed(text: str) -> int:
     return int(text)
 
 
+def _draws(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,6}", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a count of draws up to 999999, got '{text}'")
+    return int(text)
+
+
 def _out_file(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a file name, got an empty one")
@@ -133,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "20; 0: none)")
     a.add_argument("--bootstrap", type=_nonneg_int, default=200, metavar="B",
                    help="plugin and crossfit: bootstrap resamples of the 95%% intervals (default: 200; 0: none)")
+    a.add_argument("--null-draws", type=_draws, default=200, metavar="N",
+                   help="relabelings of the permutation null of orthogonality per pair of labelings "
+                        "(default: 200; 0: off)")
     a.add_argument("--float32", action="store_true", help="accumulate in float32 (faster, ~1e-6 relative)")
     a.add_argument("--json", metavar="OUT.json", type=_out_file, default=None,
                    help="also write every number to this JSON file")
@@ -235,7 +244,8 @@ def _cmd_analyze(args) -> int:
     result = analyze_labelings(ff.features, ff.labelings, shots=args.shots, ways=args.ways,
                                episodes=args.episodes, seed=args.seed, ddof=args.ddof,
                                dtype=torch.float32 if args.float32 else torch.float64, estimator=args.estimator,
-                               design=args.design, interval_groups=args.interval_groups, bootstrap=args.bootstrap)
+                               design=args.design, interval_groups=args.interval_groups, bootstrap=args.bootstrap,
+                               null_draws=args.null_draws)
     result = {"file": str(ff.path), **result}
     print(format_analysis(result, title=str(ff.path)), file=sys.stderr if to_stdout else sys.stdout)
     if args.json is not None:

@@ -13,6 +13,7 @@ from dncsim.analysis.estimators.crossfit import (_cell_rows, _crossfit_batch, _c
 from dncsim.analysis.estimators.plugin import _plugin_batch
 from dncsim.analysis.estimators.validate import check_alpha, check_count
 from dncsim.analysis.geometry import UndefinedGeometry
+from dncsim.analysis.medians import true_median
 from dncsim.common import DncsimError
 
 BOOTSTRAP_ESTIMATORS = ("plugin", "crossfit")
@@ -39,7 +40,7 @@ def _interval(values: torch.Tensor, alpha: float, centre: Optional[float] = None
         q = torch.quantile(v, probs)
         return float(q[0]), float(q[1])
     logs = v.log()
-    q = torch.quantile(logs - logs.median(), probs)
+    q = torch.quantile(logs - true_median(logs), probs)
     return float(centre * q[0].exp()), float(centre * q[1].exp())
 
 

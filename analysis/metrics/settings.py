@@ -67,6 +67,10 @@ class AnalysisConfig(StrictModel):
                                                             "median |cos| between two tasks' axes and, under the "
                                                             "plugin and crossfit estimators, of the per-task "
                                                             "summaries (0: none)")
+    null_draws: int = Field(200, ge=0, le=10000, description="relabelings of the permutation null of the median "
+                                                             "|cos| between two tasks' axes on the same samples, "
+                                                             "seeded from the run seed (0: off; docs, Methods, "
+                                                             "Metrics)")
     pair_bootstrap: Literal["auto", "joint", "wild", "iid"] = Field("auto", description="resampling of the "
                                                                     "interval of the median |cos| between two "
                                                                     "tasks' axes: 'joint' resamples within the "

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dncsim.analysis.names import AXIS_COS_MEDIAN, CDNV, CDNV_RATIO, DIR_CDNV
+from dncsim.analysis.names import AXIS_BEYOND_NULL, AXIS_COS_MEDIAN, CDNV, CDNV_RATIO, DIR_CDNV
 from dncsim.analysis.orthogonality import random_abs_cos
 from dncsim.rundir import RunData
 
@@ -290,12 +290,18 @@ def _mark_references(cb_ax, ref: dict) -> None:
     cb_ax.axhline(ref["rms"], color="tab:cyan", lw=1.2, ls="--")
 
 
-def _reference_legend(fig, ref: dict, greyed_any: bool = False, y: float = 0.0, ncol: int = 1) -> None:
-    """A legend under the figure naming the colour bar's reference lines (and the greyed tasks)."""
+def _reference_legend(fig, ref: dict, greyed_any: bool = False, y: float = 0.0, ncol: int = 1,
+                      beyond_any: bool = False) -> None:
+    """A legend under the figure naming the colour bar's reference lines (and the greyed tasks, and the
+    mark of pairs beyond the permutation null)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
-    handles = [Line2D([], [], color="tab:blue", lw=2, label=f"random directions: median |cos| {ref['median']:.3f}"),
+    handles = [Line2D([], [], color="tab:blue", lw=2,
+                      label=f"reference, not the test: random directions' median |cos| {ref['median']:.3f}"),
                Line2D([], [], color="tab:cyan", lw=1.2, ls="--", label=f"random: RMS 1/√d {ref['rms']:.3f}")]
+    if beyond_any:
+        handles.append(Line2D([], [], color="white", marker="o", markeredgecolor="black", ls="", markersize=5,
+                              label="beyond the permutation null (null p ≤ 0.05)"))
     if greyed_any:
         handles.append(Patch(facecolor="#e8e8e8", edgecolor="grey", label=GREY_NOTE))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, y), fontsize=7, frameon=False,
@@ -323,8 +329,12 @@ def orthogonality_heatmap(run: RunData):
     labels = [_short(t) for t in run.tasks]
     grey = greyed(run)
     _heatmap(ax, m, labels, max(np.nanmax(m) if np.isfinite(m).any() else 0, ref["rms"]) * 1.05, ref, grey=grey)
+    beyond = np.argwhere(cos_matrix(run, run.last, AXIS_BEYOND_NULL) == 1.0)
+    if len(beyond):             # a corner mark on both cells of each pair beyond the permutation null
+        ax.scatter(beyond[:, 1] + 0.85, beyond[:, 0] + 0.15, s=14, c="white", edgecolors="black", linewidths=0.6,
+                   zorder=4)
     ax.set_title("Decision-axis overlap after the last experience")
-    _reference_legend(fig, ref, any(grey), y=-0.02)
+    _reference_legend(fig, ref, any(grey), y=-0.02, beyond_any=bool(len(beyond)))
     return fig
 
 

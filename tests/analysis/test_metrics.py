@@ -269,3 +269,28 @@ def test_solves_at_the_budget_are_counted_in_task_order():
     stats = probe_convergence(rows, learned_at=[0, 1, 1])
     assert list(stats["tasks_at_budget"].items()) == [("a", 1), ("c", 2)]
     assert (stats["fits"], stats["at_budget"], stats["frozen_at_budget"]) == (4, 3, ["a", "c"])
+
+
+def test_every_pair_on_the_same_samples_is_tested_against_the_permutation_null_at_every_row():
+    """axis_cos_null_* and axis_beyond_null: ``permutation_null_tasks`` on the row's geometry features, seeded
+    from the run seed and the row; its observed median is the row's axis_cos_median; ``null_draws: 0`` is off."""
+    from dncsim.analysis.metrics.axis_orthogonality import AxisOrthogonality
+    from dncsim.analysis.orthogonality import permutation_null_tasks
+
+    tasks = make_tasks()
+    metric = AxisOrthogonality.from_config(EvaluationConfig(), AnalysisConfig(null_draws=30), seed=4)
+    for t in (-1, 0, 1):
+        rows = metric(Row(t, tasks, features_at(t)))
+        by = {(r["metric"], r["task"], r["task_b"]): r["value"] for r in rows}
+        labels = torch.stack([task.test_labels for task in tasks])
+        ref = permutation_null_tasks(features_at(t)(0, "test"), labels, draws=30,
+                                     seed=4 * 1_000_003 + (t + 1) * 1009 + 500_009)
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            assert by[("axis_cos_null_median", a, b)] == pytest.approx(float(ref["null_median_abs_cos"][a, b]))
+            assert by[("axis_cos_null_q05", a, b)] == pytest.approx(float(ref["null_q05"][a, b]))
+            assert by[("axis_cos_null_p", a, b)] == pytest.approx(float(ref["null_p"][a, b]))
+            assert by[("axis_beyond_null", a, b)] == float(ref["beyond_null"][a, b])
+            assert by[("axis_cos_median", a, b)] == pytest.approx(float(ref["median_abs_cos"][a, b]), rel=1e-9)
+    off = AxisOrthogonality.from_config(EvaluationConfig(), AnalysisConfig(null_draws=0), seed=4)
+    assert not [r for r in off(Row(0, tasks, features_at(0))) if "null" in r["metric"]]
+    assert AnalysisConfig().null_draws == 200

@@ -98,7 +98,19 @@ def test_summary_numbers_equal_the_run_files(four_task_run, report):
     for p in s["pairs"]:
         assert p["axis_cos_median_final"] == ix[(names.AXIS_COS_MEDIAN, last, p["a"], p["b"], None, None, None)]
         assert p["interference"] == ix[(names.INTERFERENCE, p["b"], p["a"], p["b"], "linear", "frozen", None)]
+        for key, metric in (("axis_cos_null_median_final", names.AXIS_COS_NULL_MEDIAN),
+                            ("axis_cos_null_q05_final", names.AXIS_COS_NULL_Q05),
+                            ("axis_cos_null_p_final", names.AXIS_COS_NULL_P)):
+            assert p[key] == ix[(metric, last, p["a"], p["b"], None, None, None)]
+        beyond = ix[(names.AXIS_BEYOND_NULL, last, p["a"], p["b"], None, None, None)]
+        assert p["beyond_null_final"] is (beyond == 1.0) and beyond == float(p["axis_cos_null_p_final"] <= 0.05)
         checked += 2
+    n_beyond = sum(p["beyond_null_final"] for p in s["pairs"])
+    assert (f"After the last experience {n_beyond} of 6 task pairs on the same samples had decision axes more "
+            "orthogonal than the permutation null") in " ".join(s["findings"])
+    md = (report / "report.md").read_text()
+    assert "| null median | null 5% | null p | verdict |" in md and "Reference, not the test" in md
+    assert md.count("beyond the null |") + md.count("not beyond |") == 6
     acc = json.loads((four_task_run / "accuracy.json").read_text())["matrices"]["linear/frozen"]
     assert [t["final_acc"]["linear/frozen"] for t in s["tasks"]] == acc[-1]
     assert s["stream"]["bwt"]["linear/frozen"] == ix[(names.BWT, last, None, None, "linear", "frozen", None)]
@@ -109,14 +121,13 @@ def test_summary_numbers_equal_the_run_files(four_task_run, report):
         assert frac == ix[(names.PROP42_FRAC, last, p["a"], p["b"], None, None, None)]
     assert s["prop42"]["fraction"] == 1.0            # balanced independent labelings: true of any features
     # ... so the report's number is the bound's tightness, equal to the geometry files' medians
-    import torch
     from dncsim.analysis.orthogonality import random_abs_cos
     chance = random_abs_cos(s["run"]["feature_dim"])["median"]
     by_pair = {(p["a"], p["b"]): p for p in s["prop42"]["pairs"]}
     assert len(by_pair) == 6 and s["prop42"]["dependent"] == []
     for p in prop42_points(load_run(four_task_run)):
-        med_bound = float(torch.tensor(p["bound"], dtype=torch.float64).median())
-        med_cos = float(torch.tensor(p["cos"], dtype=torch.float64).median())
+        med_bound = float(np.median(p["bound"]))            # true medians (even counts: the middle two's mean)
+        med_cos = float(np.median(p["cos"]))
         entry = by_pair[(p["a"], p["b"])]
         assert entry["tightness_final"] == pytest.approx(med_bound / med_cos, rel=1e-9)
         assert entry["bound_vs_random_final"] == pytest.approx(med_bound / chance, rel=1e-9)

@@ -94,7 +94,39 @@ def test_single_labels_array_and_skipped_shots(tmp_path, capsys):
     assert "Prop. 4.2" not in capsys.readouterr().out
 
 
+def test_analyze_tests_each_pair_against_the_permutation_null(tmp_path, capsys):
+    """The JSON pairs carry the null of ``permutation_null_tasks`` on the file's features (seeded by --seed); the
+    text shows it; --null-draws 0 turns it off."""
+    import torch
+
+    from dncsim.analysis.orthogonality import permutation_null_tasks
+
+    out = tmp_path / "res.json"
+    assert main(["analyze", str(EXAMPLE), "--labels", "color,shape,size", "--shots", "5", "--episodes", "5",
+                 "--null-draws", "40", "--seed", "3", "--json", str(out)]) == 0
+    assert "Orthogonality against the permutation null (40 relabelings" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    with np.load(EXAMPLE) as z:
+        ref = permutation_null_tasks(z["features"], torch.as_tensor(np.stack([z["color"], z["shape"], z["size"]])),
+                                     draws=40, seed=3)
+    assert res["settings"]["null_draws"] == 40
+    for p, (a, b) in zip(res["pairs"], [(0, 1), (0, 2), (1, 2)]):
+        for key in ("null_median_abs_cos", "null_q05", "null_p"):
+            assert p[key] == pytest.approx(float(ref[key][a, b]), rel=1e-12)
+        assert p["median_abs_cos"] == pytest.approx(float(ref["median_abs_cos"][a, b]), rel=1e-9)
+        # the example's attributes move their own subspaces: every pair is beyond the null, at the smallest p
+        assert p["beyond_null"] is True and p["null_p"] == pytest.approx(1 / 41)
+        assert p["null_q05"] > p["median_abs_cos"]
+    assert main(["analyze", str(EXAMPLE), "--labels", "color,shape", "--shots", "5", "--episodes", "5",
+                 "--null-draws", "0", "--json", str(out)]) == 0
+    assert "permutation null" not in capsys.readouterr().out
+    pair = json.loads(out.read_text())["pairs"][0]
+    assert [pair[k] for k in ("null_median_abs_cos", "null_q05", "null_p", "beyond_null")] == [None] * 4
+
+
 @pytest.mark.parametrize("args,message", [
+    (["analyze", str(EXAMPLE), "--null-draws", "-1"], "argument --null-draws: expected 0 (off) or a count of draws "
+                                                      "up to 999999, got '-1'"),
     (["analyze", "missing.npz"], "missing.npz: no such file"),
     (["analyze", str(EXAMPLE), "--labels", "colour"], "label key 'colour' not in the file; available label arrays: "
                                                       "color, shape, size, style"),
