@@ -5,8 +5,8 @@ Levels are fixed constants; "the end" is the mean over the last ``LAST_POINTS`` 
 * **S1**: the anisotropy index (dir-CDNV / CDNV) x 2d, geometric mean over attributes, falls at
   least ``S1_FALL``-fold from before training to the end.
 * **S2**: at the largest shot count m >= 10, within each point of training the attributes' errors
-  rank as their bounds (one-sided permutation p <= ``S2_ALPHA``, rank correlation >= ``S2_RANK_RHO``)
-  and the bound is never below the error.
+  (those ``S2_MARGIN`` below chance) rank as their bounds (one-sided permutation p <= ``S2_ALPHA``,
+  rank correlation >= ``S2_RANK_RHO``) and the bound is never below the error.
 * **S3**: every attribute pair's median |cos| is below its permutation null's 5% quantile at the end.
 
 Intervals: percentile bootstrap over points of training. Definitions: docs, Methods, The paper check.
@@ -25,7 +25,7 @@ from dncsim.analysis.orthogonality import random_abs_cos
 from dncsim.rundir import RunData
 
 __all__ = ["paper_claims", "paper_findings", "paper_over_runs", "over_runs_findings", "rank_tracking",
-           "S1_FALL", "S2_RANK_RHO", "S2_ALPHA", "S2_PERMUTATIONS", "S3_PAPER_LEVEL", "LAST_POINTS", "BOOTSTRAP",
+           "S1_FALL", "S2_RANK_RHO", "S2_ALPHA", "S2_PERMUTATIONS", "S2_MARGIN", "S3_PAPER_LEVEL", "LAST_POINTS", "BOOTSTRAP",
            "PAPER_NUMBERS"]
 
 #: points of training averaged for "the end" (the last quarter of the shipped 20 blocks)
@@ -37,6 +37,9 @@ S1_FALL = 4.0
 S2_RANK_RHO = 0.5
 S2_ALPHA = 0.05
 S2_PERMUTATIONS = 1999
+#: S2 ranks only errors at least this far below chance (1 - 1/ways): near chance, error and bound both
+#: follow the sampling noise of the class means, and signal-free features would "track"
+S2_MARGIN = 0.1
 #: the paper's largest reported median |cos| (shape-size): a reference line, not the test
 S3_PAPER_LEVEL = 2.0 ** -3
 
@@ -164,6 +167,19 @@ def rank_tracking(err: np.ndarray, bound: np.ndarray, *, permutations: int = S2_
     return out
 
 
+def _chance(run: RunData, k: int) -> float:
+    """The few-shot error of guessing: 1 - 1/ways (ways capped by the task's classes when known)."""
+    ways = (run.config.get("analysis") or {}).get("ways", 2)
+    classes = None
+    try:
+        classes = run.geometry()[k].C if run.geometry_rows else None
+    except (KeyError, IndexError, OSError):
+        classes = None
+    if not isinstance(ways, int):
+        ways = classes or 2
+    return 1.0 - 1.0 / (min(ways, classes) if classes else ways)
+
+
 def _s2(run: RunData, points: List[int]) -> dict:
     shots = run.shots()
     checked = [m for m in shots if m >= THEOREM_MIN_SHOTS]
@@ -193,7 +209,9 @@ def _s2(run: RunData, points: List[int]) -> dict:
            "extrapolated_violations": extrapolated_violations, "points": n, "shots_checked": m_check,
            "tracking": {"rho": None, "p": None, "ci": [None, None], "points": 0, "cells": 0},
            "nonvacuous_share": None, "nonvacuous_share_end": None,
-           "thresholds": {"rank_rho": S2_RANK_RHO, "alpha": S2_ALPHA, "min_shots": THEOREM_MIN_SHOTS}}
+           "cells_near_chance": 0,
+           "thresholds": {"rank_rho": S2_RANK_RHO, "alpha": S2_ALPHA, "min_shots": THEOREM_MIN_SHOTS,
+                          "margin": S2_MARGIN}}
     if m_check is None:
         return out
 
@@ -201,7 +219,10 @@ def _s2(run: RunData, points: List[int]) -> dict:
         return np.array([[np.nan if (v := run.value(metric, e, k, shots=m_check)) is None else v
                           for k in range(run.T)] for e in pts], float)
     err, bound = grid(FEWSHOT_ERR, points), grid(BOUND, points)
-    out["tracking"] = rank_tracking(err, bound)
+    chance = np.array([_chance(run, k) for k in range(run.T)])
+    signal = err <= chance[None] - S2_MARGIN
+    out["tracking"] = rank_tracking(np.where(signal, err, np.nan), bound)
+    out["cells_near_chance"] = int((np.isfinite(err) & ~signal).sum())
     defined = np.isfinite(bound)
     if defined.any():
         out["nonvacuous_share"] = float((bound[defined] < 1).mean())
@@ -300,7 +321,8 @@ def paper_findings(claims: dict) -> List[str]:
                      f"their bounds with rank correlation {t['rho']:.3g}{_ci(*t['ci'])}, one-sided permutation "
                      f"p = {t['p']:.3g} (needs >= {S2_RANK_RHO:g} and p <= {S2_ALPHA:g})")
         else:
-            track = "the tracking check needs two attributes and a shot count m >= 10 with errors and bounds"
+            track = (f"the tracking check needs two attributes with errors at least {S2_MARGIN:g} below chance and "
+                     f"bounds at one point, at a shot count m >= {THEOREM_MIN_SHOTS}")
         viol = (f"the bound was below the error at {len(s2['violations'])} points with m >= {THEOREM_MIN_SHOTS}"
                 if s2["violations"] else f"the bound was never below the error at m >= {THEOREM_MIN_SHOTS}")
         vac = ("" if s2["nonvacuous_share"] is None else
