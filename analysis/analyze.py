@@ -17,10 +17,15 @@ from dncsim.analysis.bounds import THEOREM_MIN_SHOTS, ncc_error_bound
 from dncsim.common import DncsimError
 from dncsim.analysis.fewshot import ncc_fewshot_error
 from dncsim.analysis.geometry import class_geometry
-from dncsim.analysis.orthogonality import labeling_independence, orthogonality_summary, random_abs_cos
+from dncsim.analysis.orthogonality import (labeling_independence, orthogonality_summary, permutation_null_tasks,
+                                           random_abs_cos)
 from dncsim.analysis.text_table import format_table
 
 __all__ = ["analyze_labelings", "format_analysis", "labeling_independence"]
+
+
+#: labelings with more axes than this (C (C - 1) / 2) are summarised on a sample of axes, and get no null
+_NULL_MAX_AXES = 2048
 
 
 def _fewshot_rows(x, y, geom, shots, ways, episodes, seed, dtype):
@@ -84,14 +89,16 @@ def _unscaled(value, exponent: int):
 
 def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence[int] = (1, 5, 10, 20),
                       ways: Optional[int] = 2, episodes: int = 200, seed: int = 0, ddof: int = 0,
-                      dtype: torch.dtype = torch.float64, device=None) -> dict:
+                      dtype: torch.dtype = torch.float64, device=None, null_draws: int = 200) -> dict:
     """Geometry, few-shot error vs Theorem 4.1, and pairwise orthogonality of labelings of ``features``.
 
     ``features`` (N, d); ``labelings`` name -> labels (N,) int. Per labeling: C, N, CDNV (unordered pairs),
     directional CDNV (ordered pairs), their ratio (``ddof`` as ``class_geometry``), mean gap, and per shot
     count the ``ways``-way NCC error over ``episodes`` seeded episodes with the bound on the same subsets
-    (too-large shot counts skipped, noted). Per pair of labelings: the orthogonality summary with Prop. 4.2
-    and whether they are balanced and independent.
+    (too-large shot counts skipped, noted). Per pair of labelings: the orthogonality summary with Prop. 4.2,
+    whether they are balanced and independent, and with ``null_draws`` > 0 the permutation null
+    (``permutation_null_tasks``, seeded by ``seed``): ``null_median_abs_cos``, ``null_q05``, ``null_p``,
+    ``beyond_null`` (None when a labeling's axes are sampled); ``random_median_abs_cos`` is a reference.
     """
     x, exponent = _power_of_two_scaled(as_features(features, device=device), dtype)
     if not labelings:
@@ -113,16 +120,29 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
         out[name] = {"C": s["C"], "N": s["N"], "cdnv": s["cdnv"], "dir_cdnv": s["dir_cdnv"],
                      "ratio": s["ratio"], "mean_gap": _unscaled(s["mean_gap"], exponent), "fewshot": rows,
                      "bound_limit": limit}
+    if int(null_draws) < 0:
+        raise DncsimError(f"null_draws must be 0 (off) or a positive count; got {null_draws}")
+    null = None
+    names = list(ys)
+    if multi and null_draws and all(g.C * (g.C - 1) // 2 <= _NULL_MAX_AXES for g in geoms.values()):
+        null = permutation_null_tasks(x, torch.stack([ys[k] for k in names]), draws=int(null_draws), seed=seed)
+    random_level = random_abs_cos(int(x.shape[1]))["median"]
     pairs = []
     for a, b in itertools.combinations(ys, 2):
         orth = orthogonality_summary(geoms[a], geoms[b], seed=seed)
         med = orth["median_abs_cos"]
         orth["tightness"] = orth["median_bound"] / med if med > 0 else None
         orth["bound_vs_random"] = orth["median_bound"] / random_abs_cos(geoms[a].d)["median"]
+        ia, ib = names.index(a), names.index(b)
+        test = {"null_median_abs_cos": None, "null_q05": None, "null_p": None, "beyond_null": None}
+        if null is not None:
+            test = {k: float(null[k][ia, ib]) for k in ("null_median_abs_cos", "null_q05", "null_p")}
+            test["beyond_null"] = bool(null["beyond_null"][ia, ib])
         pairs.append({"a": a, "b": b, **labeling_independence(ys[a].cpu().numpy(), ys[b].cpu().numpy()),
-                      **orth})
+                      **orth, **test, "random_median_abs_cos": random_level})
     return {"N": int(x.shape[0]), "d": int(x.shape[1]),
             "settings": {"ddof": ddof, "ways": ways, "episodes": episodes, "seed": seed, "shots": shots,
+                         "null_draws": int(null_draws),
                          "dtype": str(dtype).replace("torch.", "")},
             "labelings": out, "pairs": pairs}
 
@@ -175,6 +195,22 @@ def format_analysis(result: dict, title: str = "") -> str:
                      "over random directions' median |cos|.")
         lines.append("  Prop. 4.2 assumes balanced, independent labelings; on exactly such labelings every "
                      "axis pair is under the bound whatever the features, so its tightness is the measurement.")
+        null_rows = [[f"{p['a']} / {p['b']}", f"{p['median_abs_cos']:.3f}", f"{p['null_median_abs_cos']:.3f}",
+                      f"{p['null_q05']:.3f}", f"{p['null_p']:.3f}", "yes" if p["beyond_null"] else "no",
+                      f"{p['random_median_abs_cos']:.3f}"]
+                     for p in result["pairs"] if p["null_p"] is not None]
+        draws = result["settings"].get("null_draws", 0)
+        if null_rows:
+            lines += ["", format_table(
+                ["labelings", "median |cos|", "null median", "null 5%", "null p", "beyond the null",
+                 "random directions"], null_rows,
+                title=f"Orthogonality against the permutation null ({draws} relabelings of the same samples, "
+                      f"same class sizes)")]
+            lines.append("  beyond the null: the observed median |cos| is at or below the null's 5% level (null p "
+                         "<= 0.05): the axes are more orthogonal than random relabelings' axes in these features. "
+                         "Random directions' median |cos| is a reference line, not the test.")
+        elif draws and len(result["pairs"]):
+            lines.append("  (no permutation null: a labeling has more than 2048 axes)")
         if any(p["axes_sampled"] for p in result["pairs"]):
             lines.append("  (labelings with many classes are summarised on a seeded sample of 2048 axes)")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import torch
 
 from dncsim.analysis.geometry import UndefinedGeometry
 from dncsim.analysis.inputs import as_features, as_labels
+from dncsim.analysis.medians import true_median
 from dncsim.common import DncsimError
 
 __all__ = ["GeometryEstimate", "crossfit_geometry", "plugin_estimate", "estimate_geometry", "bootstrap_summaries",
@@ -328,7 +329,7 @@ def _interval(values: torch.Tensor, alpha: float, centre: Optional[float] = None
         q = torch.quantile(v, probs)
         return float(q[0]), float(q[1])
     logs = v.log()
-    q = torch.quantile(logs - logs.median(), probs)
+    q = torch.quantile(logs - true_median(logs), probs)
     return float(centre * q[0].exp()), float(centre * q[1].exp())
 
 
@@ -400,7 +401,7 @@ def bootstrap_median_abs_cos(features, labels_a, labels_b, *, resamples: int = 2
     ua = ua / ua.norm(dim=-1, keepdim=True)
     ub = ub / ub.norm(dim=-1, keepdim=True)
     cos = torch.bmm(ua, ub.transpose(1, 2)).abs().flatten(1)
-    return _interval(cos.median(dim=1).values, alpha)
+    return _interval(true_median(cos, dim=1), alpha)
 
 
 
@@ -813,7 +814,7 @@ def _joint_median_abs_cos_tasks(x: torch.Tensor, lab, pairs, ids, *, resamples: 
         ub = ub / ub.norm(dim=-1, keepdim=True)
         cos = torch.bmm(ua, ub.transpose(1, 2)).abs().flatten(1)
         done.append((a, b))
-        medians.append(cos.median(dim=1).values)
+        medians.append(true_median(cos, dim=1))
     if done:                    # every pair's percentile interval at once (_interval's: NaN medians left out)
         q = torch.nanquantile(torch.stack(medians), torch.tensor([alpha / 2, 1 - alpha / 2], dtype=F64,
                                                                   device=x.device), dim=1).T
@@ -875,13 +876,16 @@ def _median_cos_of_means(mu: torch.Tensor, lab, *, nan_aware: bool) -> torch.Ten
         out = []
         for a, b in zip(ta.tolist(), tb.tolist()):
             cos = torch.bmm(axes[a], axes[b].transpose(1, 2)).abs().flatten(1)
-            out.append((cos.nanmedian(dim=1) if nan_aware else cos.median(dim=1)).values)
+            med = true_median(cos, dim=1)
+            out.append(med if nan_aware else med.masked_fill(cos.isnan().any(1), float("nan")))
         return torch.stack(out, 1) if out else mu.new_zeros(B, 0)
     u = u.masked_fill(~real[:, :, None, None], float("nan")).permute(2, 0, 1, 3).reshape(-1, T * P, d)
     cos = (u @ u.transpose(1, 2)).view(-1, T, P, T, P)[:, ta, :, tb].abs_()   # (pairs, B, P, P): a < b only
     cos = cos.reshape(cos.shape[0], cos.shape[1], P * P)
-    plain = bool(real.all()) and not nan_aware                            # no padded axes: plain medians
-    return (cos.median(dim=-1) if plain else cos.nanmedian(dim=-1)).values.T
+    med = true_median(cos, dim=-1)
+    if bool(real.all()) and not nan_aware:                                # no padded axes: NaN propagates
+        med = med.masked_fill(cos.isnan().any(-1), float("nan"))
+    return med.T
 
 
 def _pair_intervals(med: torch.Tensor, T: int, alpha: float) -> torch.Tensor:

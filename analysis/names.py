@@ -60,6 +60,10 @@ PROP42_FRAC = "prop42_frac"           # share of axis pairs under Prop 4.2's bou
 PROP42_TIGHTNESS = "prop42_tightness"  # median Prop 4.2 bound / median observed |cos| (1 = tight; large = slack)
 PROP42_VS_RANDOM = "prop42_bound_vs_random"   # median Prop 4.2 bound / random directions' median |cos|
 LABELS_CRAMERS_V = "labels_cramers_v"  # Cramer's V of two labelings of the same samples (0 = independent)
+AXIS_COS_NULL_MEDIAN = "axis_cos_null_median"   # median of the permutation null's median |cos| (same samples)
+AXIS_COS_NULL_Q05 = "axis_cos_null_q05"         # the null's 5% quantile
+AXIS_COS_NULL_P = "axis_cos_null_p"             # (1 + #null draws <= observed) / (1 + draws)
+AXIS_BEYOND_NULL = "axis_beyond_null"           # 1 when axis_cos_null_p <= 0.05: more orthogonal than the null
 INTERFERENCE = "interference"         # drop of task's frozen-probe accuracy while task_b was learned
 
 # from the accuracy matrix

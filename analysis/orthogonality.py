@@ -14,9 +14,11 @@ import torch
 from dncsim.analysis.bounds import _axis_variance, orthogonality_bound
 from dncsim.common import DncsimError
 from dncsim.analysis.geometry import ClassGeometry
+from dncsim.analysis.medians import true_median
 
 __all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift", "random_abs_cos", "labeling_independence",
-           "INDEPENDENCE_V_MAX", "orthogonality_tasks", "labeling_independence_tasks", "MAX_STACKED_AXES"]
+           "INDEPENDENCE_V_MAX", "orthogonality_tasks", "labeling_independence_tasks", "MAX_STACKED_AXES",
+           "permutation_null_tasks"]
 
 #: labelings of the same samples whose Cramer's V exceeds this are treated as dependent: Prop. 4.2's
 #: assumption fails and they are left out of its checks
@@ -99,12 +101,12 @@ def orthogonality_summary(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form:
     return {
         "axis_pairs": int(cos.numel()),
         "axes_sampled": bool(len(pa) < geom_a.C * (geom_a.C - 1) // 2 or len(pb) < geom_b.C * (geom_b.C - 1) // 2),
-        "median_abs_cos": float(cos.median()),
+        "median_abs_cos": float(true_median(cos)),
         "max_abs_cos": float(cos.max()),
         "mean_cos2": cos2,
         "random_cos2": 1.0 / geom_a.d,
         "cos2_vs_random": cos2 * geom_a.d,
-        "median_bound": float(rhs.median()),
+        "median_bound": float(true_median(rhs)),
         "frac_under_bound": float((cos <= rhs).to(torch.float64).mean()),
         "form": form,
         "variance": variance,
@@ -188,7 +190,7 @@ def orthogonality_tasks(geoms, *, form: str = "k_class", variance: str = "class_
     """:func:`orthogonality_summary` for every pair of T geometries, from one product of stacked unit axes.
 
     Returns (T, T) float64 tensors of the summary's numeric keys; read the upper triangle a < b (the bound
-    is asymmetric; the diagonal is meaningless). Equal to the pairwise calls to float64 rounding (lower
+    is asymmetric; the diagonal is meaningless). Equal to the pairwise calls to float64 rounding (true
     medians). Needs T x P <= ``MAX_STACKED_AXES``, else DncsimError (use the pairwise call).
     """
     if form not in ("k_class", "binary"):
@@ -214,11 +216,11 @@ def orthogonality_tasks(geoms, *, form: str = "k_class", variance: str = "class_
     n = ok.sum(-1).to(torch.float64)
     cos2 = torch.where(ok, cos.square(), 0.0).sum(-1) / n
     return {
-        "median_abs_cos": torch.where(ok, cos, nan).nanmedian(dim=-1).values,
+        "median_abs_cos": true_median(torch.where(ok, cos, nan), dim=-1),
         "max_abs_cos": torch.where(ok, cos, -1.0).amax(-1),
         "mean_cos2": cos2,
         "cos2_vs_random": cos2 * d,
-        "median_bound": torch.where(ok, rhs, nan).nanmedian(dim=-1).values,
+        "median_bound": true_median(torch.where(ok, rhs, nan), dim=-1),
         "frac_under_bound": ((cos <= rhs) & ok).sum(-1).to(torch.float64) / n,
     }
 
@@ -245,3 +247,94 @@ def labeling_independence_tasks(labels) -> torch.Tensor:
     kmin = torch.minimum(lab.mask.sum(1)[:, None], lab.mask.sum(1)[None, :]).to(torch.float64)
     v = (chi2 / N / (kmin - 1)).sqrt()
     return torch.where(independent, torch.zeros_like(v), v)
+
+
+#: elements of the largest temporary of :func:`permutation_null_tasks` (draws are processed in chunks under it)
+_NULL_CHUNK_ELEMENTS = 1 << 24
+
+
+def _relabelings(idx: torch.Tensor, draws: int, gen: torch.Generator) -> torch.Tensor:
+    """(draws, T, N) class indices: each task's ``idx`` (T, N) (-1 outside the task) permuted among the
+    task's own samples, independently per task and draw (class sizes kept)."""
+    T, N = idx.shape
+    inside = idx >= 0
+    keys = torch.rand(draws, T, N, generator=gen, dtype=torch.float64).to(idx.device)
+    keys = torch.where(inside, keys, 2.0)                    # members first, in a uniformly random order
+    order = keys.argsort(dim=-1)
+    srt = torch.where(inside, idx, idx.new_full((), 1 << 40)).sort(dim=-1).values
+    srt = torch.where(srt == 1 << 40, -1, srt)               # the task's labels, then -1 for non-members
+    out = torch.empty(draws, T, N, dtype=idx.dtype, device=idx.device)
+    return out.scatter_(-1, order, srt[None].expand(draws, T, N))
+
+
+def permutation_null_tasks(features, labels, *, draws: int = 200, alpha: float = 0.05, seed: int = 0) -> dict:
+    """Median |cos| between every pair of tasks' decision axes against a permutation null of the features.
+
+    ``features`` (N, d); ``labels`` (T, N) int, negative where a sample is not in the task. Axes are the
+    unit differences of plug-in class means (each task's own samples) over all unordered class pairs.
+    The null: ``draws`` relabelings, each task's labels permuted among its samples independently
+    (class sizes kept; seeded by ``seed``). Returns (T, T) float64 tensors, NaN off a < b and for pairs
+    without a common sample: ``median_abs_cos``, ``null_median_abs_cos``, ``null_q05`` (the ``alpha``
+    quantile), ``null_p`` = (1 + #null <= observed)/(1 + draws), ``random_level`` (random directions'
+    median |cos| in d, a reference); ``beyond_null`` bool (null_p <= alpha; False off a < b).
+    """
+    from dncsim.analysis.inputs import as_features
+    from dncsim.analysis.task_batch import task_labels
+
+    if int(draws) < 1:
+        raise DncsimError(f"draws must be at least 1; got {draws}")
+    if not 0 < float(alpha) < 1:
+        raise DncsimError(f"alpha must lie in (0, 1); got {alpha}")
+    f64 = torch.float64
+    x = as_features(features).to(f64)
+    N, d = x.shape
+    lab = task_labels(torch.as_tensor(labels).to(x.device), N)
+    T, C = lab.T, lab.C
+    x = x - x.mean(dim=0, keepdim=True)
+    inside = (lab.idx >= 0).to(f64)
+    common = (inside @ inside.T) > 0                                                   # (T, T)
+    pa = torch.triu_indices(C, C, 1, device=x.device)
+    P = pa.shape[1]
+    real = lab.mask[:, pa[0]] & lab.mask[:, pa[1]]                                     # (T, P)
+    ta, tb = torch.triu_indices(T, T, 1, device=x.device)
+    keep = common[ta, tb]
+    ta, tb = ta[keep], tb[keep]
+    counts = lab.counts.to(f64).clamp_min(1)[:, :, None]                               # (T, C, 1)
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.cat([lab.idx[None], _relabelings(lab.idx, int(draws), gen)])          # draw 0: the observed
+    stacked = (T * P) ** 2 <= _NULL_CHUNK_ELEMENTS // 4
+    per_draw = T * C * (N + d) + T * P * d + ((T * P) ** 2 if stacked else P * P)
+    step = max(1, _NULL_CHUNK_ELEMENTS // per_draw)
+    meds = []
+    for s in range(0, idx.shape[0], step):                                             # chunks of draws
+        part = idx[s:s + step]
+        B = part.shape[0]
+        oh = x.new_zeros(B, T, C, N).scatter_(2, part.clamp_min(0)[:, :, None], (part >= 0)[:, :, None].to(f64))
+        mu = (oh.view(B * T * C, N) @ x).view(B, T, C, d) / counts                     # (B, T, C, d): one GEMM
+        u = mu[:, :, pa[1]] - mu[:, :, pa[0]]                                          # (B, T, P, d)
+        u = u / u.norm(dim=-1, keepdim=True)
+        u = u.masked_fill(~real[None, :, :, None], float("nan"))
+        if stacked:
+            flat = u.reshape(B, T * P, d)
+            cos = (flat @ flat.transpose(1, 2)).view(B, T, P, T, P)[:, ta, :, tb]     # (pairs, B, P, P)
+            meds.append(true_median(cos.abs().flatten(2), dim=-1).T)                   # (B, pairs)
+        else:
+            meds.append(torch.stack([true_median((u[:, a] @ u[:, b].transpose(1, 2)).abs().flatten(1), dim=-1)
+                                     for a, b in zip(ta.tolist(), tb.tolist())], 1) if len(ta)
+                        else x.new_zeros(B, 0))
+    med = torch.cat(meds)                                                              # (1 + draws, pairs)
+    obs, null = med[0], med[1:]
+    nan = torch.full((T, T), float("nan"), dtype=f64, device=x.device)
+
+    def table(v):
+        out = nan.clone()
+        out[ta, tb] = v
+        return out
+
+    p = (1 + (null <= obs).sum(0)).to(f64) / (1 + int(draws))
+    beyond = torch.zeros(T, T, dtype=torch.bool, device=x.device)
+    beyond[ta, tb] = p <= alpha
+    return {"median_abs_cos": table(obs), "null_median_abs_cos": table(true_median(null, dim=0)),
+            "null_q05": table(torch.nanquantile(null, float(alpha), dim=0)) if len(ta) else nan.clone(),
+            "null_p": table(p), "beyond_null": beyond,
+            "random_level": table(torch.full_like(obs, random_abs_cos(d)["median"]))}

@@ -48,6 +48,12 @@ def _seed(text: str) -> int:
     return int(text)
 
 
+def _draws(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,6}", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a count of draws up to 999999, got '{text}'")
+    return int(text)
+
+
 def _out_file(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a file name, got an empty one")
@@ -109,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=_seed, default=0, help="seed of the episodes (default: 0)")
     a.add_argument("--ddof", type=int, choices=(0, 1), default=0,
                    help="0: population variances (default); 1: unbiased, as the authors' bound code")
+    a.add_argument("--null-draws", type=_draws, default=200, metavar="N",
+                   help="relabelings of the permutation null of orthogonality per pair of labelings "
+                        "(default: 200; 0: off)")
     a.add_argument("--float32", action="store_true", help="accumulate in float32 (faster, ~1e-6 relative)")
     a.add_argument("--json", metavar="OUT.json", type=_out_file, default=None,
                    help="also write every number to this JSON file")
@@ -210,7 +219,7 @@ def _cmd_analyze(args) -> int:
             raise DncsimError(f"{ff.path}: label array '{key}' holds {int(y.min())}; label ids must be integers >= 0")
     result = analyze_labelings(ff.features, ff.labelings, shots=args.shots, ways=args.ways,
                                episodes=args.episodes, seed=args.seed, ddof=args.ddof,
-                               dtype=torch.float32 if args.float32 else torch.float64)
+                               dtype=torch.float32 if args.float32 else torch.float64, null_draws=args.null_draws)
     result = {"file": str(ff.path), **result}
     print(format_analysis(result, title=str(ff.path)), file=sys.stderr if to_stdout else sys.stdout)
     if args.json is not None:

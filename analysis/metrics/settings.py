@@ -54,6 +54,10 @@ class AnalysisConfig(StrictModel):
     crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")
     bootstrap: int = Field(100, ge=0, le=10000, description="within-class bootstrap resamples for the 95% intervals "
                                                             "of the per-task summaries (0: none)")
+    null_draws: int = Field(200, ge=0, le=10000, description="relabelings of the permutation null of the median "
+                                                             "|cos| between two tasks' axes on the same samples, "
+                                                             "seeded from the run seed (0: off; docs, Methods, "
+                                                             "Metrics)")
     pair_bootstrap: Literal["auto", "joint", "wild", "iid"] = Field("auto", description="resampling of the "
                                                                     "interval of the median |cos| between two "
                                                                     "tasks' axes: 'joint' resamples within the "

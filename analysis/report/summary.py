@@ -17,7 +17,8 @@ import torch
 from scipy.stats import spearmanr
 
 from dncsim.analysis.bounds import orthogonality_bound
-from dncsim.analysis.names import (ACC, ACC_SEEN, AXIS_COS_MAX, AXIS_COS_MEDIAN, BOUND, BWT, FEWSHOT_ERR,
+from dncsim.analysis.names import (ACC, ACC_SEEN, AXIS_BEYOND_NULL, AXIS_COS_MAX, AXIS_COS_MEDIAN, AXIS_COS_NULL_MEDIAN,
+                                   AXIS_COS_NULL_P, AXIS_COS_NULL_Q05, BOUND, BWT, FEWSHOT_ERR,
                                    FORGETTING_LAST, FORGETTING_MAX, FORGETTING_NORM, FROZEN, INTERFERENCE,
                                    LABELS_CRAMERS_V, LINEAR, NCC, PROP42_FRAC, PROP42_TIGHTNESS, PROP42_VS_RANDOM,
                                    REFIT, RESOLVED_PAIRS, ProbeKey)
@@ -133,10 +134,15 @@ def task_set(tasks: List[dict], keys) -> dict:
 
 def _pair_summary(run: RunData, a: int, b: int, last: int, primary: ProbeKey) -> dict:
     Lb = run.learned_at[b]
+    beyond = run.value(AXIS_BEYOND_NULL, last, a, b)
     return {"a": a, "b": b, "names": [run.tasks[a], run.tasks[b]],
             "axis_cos_median_final": run.value(AXIS_COS_MEDIAN, last, a, b),
             "axis_cos_max_final": run.value(AXIS_COS_MAX, last, a, b),
             "axis_cos_median_when_b_learned": None if Lb is None else run.value(AXIS_COS_MEDIAN, Lb, a, b),
+            "axis_cos_null_median_final": run.value(AXIS_COS_NULL_MEDIAN, last, a, b),
+            "axis_cos_null_q05_final": run.value(AXIS_COS_NULL_Q05, last, a, b),
+            "axis_cos_null_p_final": run.value(AXIS_COS_NULL_P, last, a, b),
+            "beyond_null_final": None if beyond is None else bool(beyond),
             "prop42_frac_final": run.value(PROP42_FRAC, last, a, b),
             "interference": (run.value(INTERFERENCE, Lb, a, b, key=primary)
                              if primary.protocol == FROZEN and Lb is not None else None)}
@@ -397,6 +403,14 @@ def findings(summary: dict) -> List[str]:
     elif c and c["n"] >= 1:
         out.append(f"Too few task pairs ({c['n']}) to relate axis overlap to interference "
                    f"(needs {MIN_PAIRS_FOR_CORRELATION}).")
+    tested = [p for p in summary["pairs"] if p.get("beyond_null_final") is not None]
+    if tested:
+        beyond = [p for p in tested if p["beyond_null_final"]]
+        which = "" if not beyond or len(beyond) == len(tested) else (
+            ": " + ", ".join(f"{p['names'][0]} / {p['names'][1]}" for p in beyond))
+        out.append(f"After the last experience {len(beyond)} of {len(tested)} task pairs on the same samples had "
+                   f"decision axes more orthogonal than the permutation null (median |cos| at or below the 5% "
+                   f"level of random relabelings of the same samples in the same features){which}.")
     out.extend(_prop42_findings(summary["prop42"]))
     return out
 
