@@ -53,9 +53,6 @@ BOUND_LIMIT = "bound_limit"      # its m -> infinity limit, (1/C') sum 4 dir-CDN
 AXIS_COS_MEDIAN = "axis_cos_median"   # median |cos| between the two tasks' decision axes
 AXIS_COS_MAX = "axis_cos_max"
 AXIS_COS2_VS_RANDOM = "axis_cos2_vs_random"   # mean cos^2 * d (1 = random directions)
-AXIS_COS_NULL_MEDIAN = "axis_cos_null_median"   # its permutation null's median (random relabelings, same sizes)
-AXIS_COS_NULL_Q05 = "axis_cos_null_q05"         # the null's 5% quantile
-AXIS_COS_NULL_P = "axis_cos_null_p"             # share of null draws at or below the observed
 PROP42_FRAC = "prop42_frac"           # share of axis pairs under Prop 4.2's bound (independent labelings only)
 PROP42_TIGHTNESS = "prop42_tightness"  # median Prop 4.2 bound / median observed |cos| (1 = tight; large = slack)
 PROP42_VS_RANDOM = "prop42_bound_vs_random"   # median Prop 4.2 bound / random directions' median |cos|

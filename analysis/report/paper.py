@@ -25,8 +25,8 @@ from dncsim.analysis.orthogonality import random_abs_cos
 from dncsim.rundir import RunData
 
 __all__ = ["paper_claims", "paper_findings", "paper_over_runs", "over_runs_findings", "rank_tracking",
-           "S1_FALL", "S2_RANK_RHO", "S2_ALPHA", "S2_PERMUTATIONS", "S2_MARGIN", "S3_PAPER_LEVEL", "LAST_POINTS", "BOOTSTRAP",
-           "PAPER_NUMBERS"]
+           "S1_FALL", "S2_RANK_RHO", "S2_ALPHA", "S2_PERMUTATIONS", "S2_MARGIN", "S3_PAPER_LEVEL", "LAST_POINTS",
+           "BOOTSTRAP", "PAPER_NUMBERS"]
 
 #: points of training averaged for "the end" (the last quarter of the shipped 20 blocks)
 LAST_POINTS = 5
