@@ -28,9 +28,9 @@ SHOTS = (1, 10)
 ESTIMATOR = AnalysisConfig().estimator
 
 
-def labelings(rng, per_cell=12):
-    """(T, N) independent balanced binary labelings: a full factorial, shuffled."""
-    cells = np.array(np.meshgrid(*[[0, 1]] * T, indexing="ij")).reshape(T, -1)
+def labelings(rng, per_cell=12, classes=2):
+    """(T, N) independent balanced labelings: a full factorial, shuffled."""
+    cells = np.array(np.meshgrid(*[range(classes)] * T, indexing="ij")).reshape(T, -1)
     lab = np.repeat(cells, per_cell, axis=1)
     return lab[:, rng.permutation(lab.shape[1])]
 
@@ -102,7 +102,7 @@ def signal(labels, sep):
     return x
 
 
-def collapse(rng, labels, points=6, axis_sd=(2.0, 0.25)):
+def collapse(rng, labels, points=4, axis_sd=(2.0, 0.25)):
     """Within-class noise along each labeling's axis shrinks from sd ``axis_sd[0]`` to ``axis_sd[1]`` (the
     last points); every other direction keeps variance 1: directional collapse."""
     out = []
@@ -113,13 +113,13 @@ def collapse(rng, labels, points=6, axis_sd=(2.0, 0.25)):
     return out
 
 
-def tracking(rng, labels, points=6):
+def tracking(rng, labels, points=5):
     """Each labeling's separation drawn afresh at every point (log-normal): errors and bounds move with it."""
     return [signal(labels, 2.0 * np.exp(0.5 * rng.standard_normal(T))) + noise(rng, labels.shape[1], ISOTROPIC)
             for _ in range(points)]
 
 
-def signal_free(rng, labels, spectrum, points=6):
+def signal_free(rng, labels, spectrum, points=4):
     return [noise(rng, labels.shape[1], spectrum) for _ in range(points)]
 
 
@@ -183,3 +183,46 @@ def test_s2_is_not_reproduced_where_the_bound_does_not_track_the_error(design):
 
 def test_s2_is_reproduced_where_the_bound_tracks_the_error():
     assert rate(lambda rng, i: measure(tracking(rng, lab := labelings(rng)), lab, s1=False), "S2", seed=4) >= 0.90
+
+
+# --- S3 -------------------------------------------------------------------------------------------
+
+def three_class(rng):
+    return labelings(rng, per_cell=4, classes=3)
+
+
+def own_axes(rng, labels, points=4):
+    """Each 3-class labeling moves its own two coordinates at the top of a 1/k spectrum (class means on a
+    randomly turned triangle of side 5): its axes are orthogonal to the others', where random relabelings
+    of the same features give axes leaning on the same few directions."""
+    turn = rng.uniform(0, 2 * np.pi, T)[:, None] + np.array([0, 2, 4]) * np.pi / 3
+    means = [5 / np.sqrt(3) * np.stack([np.cos(a), np.sin(a)], 1) for a in turn]
+    out = []
+    for _ in range(points):
+        x = noise(rng, labels.shape[1], ANISOTROPIC)
+        for k in range(T):
+            x[:, 2 * k:2 * k + 2] += means[k][labels[k]]
+        out.append(x)
+    return out
+
+
+S3_DESIGNS = {
+    "isotropic signal-free": lambda rng, i: measure(signal_free(rng, lab := three_class(rng), ISOTROPIC), lab,
+                                                    s1=False, s2=False, s3=True, seed=i),
+    "anisotropic signal-free": lambda rng, i: measure(signal_free(rng, lab := three_class(rng), ANISOTROPIC), lab,
+                                                      s1=False, s2=False, s3=True, seed=i),
+    "own axes, labels shuffled": lambda rng, i: measure(own_axes(rng, lab := three_class(rng)), shuffled(rng, lab),
+                                                        s1=False, s2=False, s3=True, seed=i),
+    "own axes of other labelings": lambda rng, i: measure(own_axes(rng, three_class(rng)), three_class(rng), s1=False,
+                                                          s2=False, s3=True, seed=i),
+}
+
+
+@pytest.mark.parametrize("design", sorted(S3_DESIGNS))
+def test_s3_is_not_reproduced_where_the_axes_are_no_more_orthogonal_than_the_null(design):
+    assert rate(S3_DESIGNS[design], "S3", seed=5) <= 0.10
+
+
+def test_s3_is_reproduced_where_each_labeling_moves_its_own_axis():
+    assert rate(lambda rng, i: measure(own_axes(rng, lab := three_class(rng)), lab, s1=False, s2=False, s3=True, seed=i),
+                "S3", seed=6) >= 0.90
