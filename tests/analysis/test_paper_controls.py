@@ -224,5 +224,7 @@ def test_s3_is_not_reproduced_where_the_axes_are_no_more_orthogonal_than_the_nul
 
 
 def test_s3_is_reproduced_where_each_labeling_moves_its_own_axis():
-    assert rate(lambda rng, i: measure(own_axes(rng, lab := three_class(rng)), lab, s1=False, s2=False, s3=True, seed=i),
-                "S3", seed=6) >= 0.90
+    def design(rng, i):
+        lab = three_class(rng)
+        return measure(own_axes(rng, lab), lab, s1=False, s2=False, s3=True, seed=i)
+    assert rate(design, "S3", seed=6) >= 0.90
