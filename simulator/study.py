@@ -49,6 +49,9 @@ class StatisticsConfig(StrictModel):
     seed: int = Field(0, ge=0, lt=2 ** 32, description="seed of the permutations and bootstraps")
     include_unlearned: bool = Field(False, description="keep tasks that were never learned (accuracy within the "
                                                        "margin of chance right after their experience) in the tests")
+    paper: Literal["auto", "always", "never"] = Field("auto", description="the paper's three claims over the "
+                                                      "study's runs, per setting of the other factors (auto: when "
+                                                      "every run is a joint stream)")
 
 
 # --- where a dask study runs (cluster:) ------------------------------------------------------------------

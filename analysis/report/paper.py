@@ -353,7 +353,7 @@ def paper_findings(claims: dict) -> List[str]:
 # --- over runs (seeds) -------------------------------------------------------------------------------
 
 def _over(values: Sequence[Optional[float]], log: bool = False) -> dict:
-    """Mean over runs with a 95% t interval (geometric for ``log``)."""
+    """Mean over runs with a 95% t interval (for ``log``: geometric, the interval on the log scale)."""
     from scipy import stats as sps
     v = np.array([x for x in values if x is not None and (not log or x > 0)], float)
     out = {"values": list(values), "mean": None, "ci": [None, None], "n": int(len(v))}
@@ -395,12 +395,12 @@ def paper_over_runs(claims: Sequence[dict], labels: Sequence[str]) -> dict:
                    "nonvacuous_share": _over([c["nonvacuous_share"] for c in s2]),
                    "violations": [len(c["violations"]) for c in s2]},
             "S3": {**_verdict_over([c["reproduced"] for c in s3]),
-                   "worst_over_null": _over([c["worst_over_null"] for c in s3]),
+                   "worst_over_null": _over([c["worst_over_null"] for c in s3], log=True),
                    "pairs": [{"names": list(n),
                               "median_abs_cos": _over([next((p["median_abs_cos"] for p in c["pairs"]
-                                                             if tuple(p["names"]) == n), None) for c in s3]),
+                                                             if tuple(p["names"]) == n), None) for c in s3], log=True),
                               "null_q05": _over([next((p["null_q05"] for p in c["pairs"]
-                                                       if tuple(p["names"]) == n), None) for c in s3]),
+                                                       if tuple(p["names"]) == n), None) for c in s3], log=True),
                               "beyond_null": [next((p["beyond_null"] for p in c["pairs"] if tuple(p["names"]) == n),
                                                    None) for c in s3]} for n in names]}}
 
@@ -408,16 +408,16 @@ def paper_over_runs(claims: Sequence[dict], labels: Sequence[str]) -> dict:
 def _mean_ci(o: dict) -> str:
     if o["mean"] is None:
         return "n/a"
-    return f"{o['mean']:.3g}" + ("" if o["ci"][0] is None else f" [95% t interval over runs {o['ci'][0]:.3g}, "
-                                                               f"{o['ci'][1]:.3g}]")
+    return f"{o['mean']:.3g}" + ("" if o["ci"][0] is None else f" [{o['ci'][0]:.3g}, {o['ci'][1]:.3g}]")
 
 
 def over_runs_findings(agg: dict) -> List[str]:
-    """One sentence per claim over runs."""
+    """One sentence per claim over runs; values are means over runs [95% t intervals]."""
     n = len(agg["runs"])
     s1, s2, s3 = agg["S1"], agg["S2"], agg["S3"]
     per = ", ".join("n/a" if v is None else f"{v:.3g}" for v in s1["fall"]["values"])
-    out = [f"S1 over {n} runs: {s1['verdict']}; anisotropy index fell {_mean_ci(s1['fall'])}-fold (geometric mean; "
+    out = [f"S1 over {n} runs (means over runs [95% t intervals]): {s1['verdict']}; anisotropy index fell "
+           f"{_mean_ci(s1['fall'])}-fold (geometric mean; "
            f"per run {per}; needs >= {S1_FALL:g}), from {_mean_ci(s1['index_init'])} to {_mean_ci(s1['index_end'])}."]
     per = ", ".join("n/a" if v is None else f"{v:.3g}" for v in s2["rank_rho"]["values"])
     ps = ", ".join("n/a" if v is None else f"{v:.3g}" for v in s2["p"])
@@ -429,5 +429,6 @@ def over_runs_findings(agg: dict) -> List[str]:
                       f"{_mean_ci(p['null_q05'])} (beyond the null in {sum(bool(b) for b in p['beyond_null'])} of "
                       f"{sum(b is not None for b in p['beyond_null'])})" for p in s3["pairs"])
     out.append(f"S3 over {n} runs: {s3['verdict']}; worst pair's median |cos| over its null's 5% quantile "
+               f"(geometric means)"
                f"{_mean_ci(s3['worst_over_null'])} (below 1 passes); per pair, mean over runs: {pairs}.")
     return out
