@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from dncsim.common import DncsimError, atomic_write_json, json_text, one_line_error, read_yaml
 
-__all__ = ["read_table", "load_tables", "stats_for", "format_statistics", "study_runs"]
+__all__ = ["read_table", "load_tables", "stats_for", "format_statistics"]
 
 TASK_COLUMNS = ("run", "task_name")
 FORGETTINGS = ("forgetting_max", "forgetting_last", "forgetting_norm")
@@ -88,23 +88,12 @@ def _outcome(text: str) -> dict:
     return {"forgetting": parts[0], "probe": parts[1], "protocol": parts[2]}
 
 
-def study_runs(study_dir: Path) -> List[Tuple[Path, dict]]:
-    """(run directory, factors) of the finished runs listed in ``study_dir``/study.json."""
-    try:
-        state = json.loads((study_dir / "study.json").read_text())
-        runs = [(study_dir / "runs" / r["name"], dict(r.get("factors") or {})) for r in state["runs"]
-                if r.get("status") == "finished"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DncsimError(f"{study_dir / 'study.json'}: not a readable study record ({type(exc).__name__})") from None
-    return runs
-
-
 def _paper(path, setting: str) -> Optional[dict]:
     p = Path(path)
     if setting == "never" or not (p.is_dir() and (p / "study.json").is_file()):
         return None
-    from dncsim.analysis.report.study import paper_over_study
-    return paper_over_study(study_runs(p), setting)
+    from dncsim.simulator.study import paper_claims_of_study
+    return paper_claims_of_study(p, setting)
 
 
 def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv_learned",
