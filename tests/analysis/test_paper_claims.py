@@ -157,4 +157,5 @@ def test_claims_over_runs_count_and_average():
     lo, hi = agg["S1"]["fall"]["ci"]
     assert lo < 5.0 < hi
     text = over_runs_findings(agg)
-    assert text[0].startswith("S1 over 3 runs: reproduced in 2 of 3 runs; anisotropy index fell 5")
+    assert text[0].startswith("S1 over 3 runs (means over runs [95% t intervals]): reproduced in 2 of 3 runs; "
+                              "anisotropy index fell 5")
