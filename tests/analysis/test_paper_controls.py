@@ -41,6 +41,21 @@ class Run(RunData):
         return D
 
 
+def estimates(x, labels, seed):
+    """Per task the default estimator's estimate, as a run computes it (debiased: all tasks at once, each
+    task's strata the other tasks' joint cells)."""
+    if ESTIMATOR == "debiased":
+        from dncsim.analysis.estimators import debiased_geometry_tasks
+        return debiased_geometry_tasks(x, torch.as_tensor(labels))
+    out = []
+    for k in range(T):
+        try:
+            out.append(estimate_geometry(x, torch.as_tensor(labels[k]), ESTIMATOR, seed=seed + 7 * k))
+        except UndefinedGeometry as exc:
+            out.append(exc)
+    return out
+
+
 def measure(points, labels, *, s1=True, s2=True, s3=False, bound_of=None, seed=0) -> Run:
     """A run's metrics table from features ``points`` [(N, D)] and ``labels`` (T, N). ``bound_of``:
     task k's bound rows measured on task ``bound_of[k]`` (geometry shuffled across tasks)."""
@@ -48,16 +63,17 @@ def measure(points, labels, *, s1=True, s2=True, s3=False, bound_of=None, seed=0
     for e, x in enumerate(points, start=-1):
         xt = torch.as_tensor(x, dtype=torch.float64)
         fs, bounds = {}, {}
+        if s1:
+            for k, est in enumerate(estimates(xt, labels, seed + e)):
+                try:
+                    s = est.summary()
+                except (UndefinedGeometry, AttributeError):      # AttributeError: an UndefinedGeometry returned
+                    continue
+                rows += [table_row(e, names.CDNV_RATIO, s["ratio"], task=k, task_name=TASKS[k]),
+                         table_row(e, names.DIR_CDNV, s["dir_cdnv"], task=k, task_name=TASKS[k]),
+                         table_row(e, names.CDNV, s["cdnv"], task=k, task_name=TASKS[k])]
         for k in range(T):
             y = torch.as_tensor(labels[k])
-            if s1:
-                try:
-                    s = estimate_geometry(xt, y, ESTIMATOR, seed=seed + e + 7 * k).summary()
-                    rows += [table_row(e, names.CDNV_RATIO, s["ratio"], task=k, task_name=TASKS[k]),
-                             table_row(e, names.DIR_CDNV, s["dir_cdnv"], task=k, task_name=TASKS[k]),
-                             table_row(e, names.CDNV, s["cdnv"], task=k, task_name=TASKS[k])]
-                except UndefinedGeometry:
-                    pass
             if s2:
                 fs[k] = ncc_fewshot_error(xt, y, shots=list(SHOTS), ways=2, episodes=20, seed=seed + e + 7 * k)
                 b = ncc_error_bound(class_geometry(xt, y), list(SHOTS), classes=fs[k].classes, extrapolate=True)
