@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                              "p-values (default: the study's, 2000)")
     sx.add_argument("--bootstrap", type=_positive_int, default=None,
                     help="cluster-bootstrap resamples for the descriptive intervals (default: the study's, 2000)")
+    sx.add_argument("--paper", choices=("auto", "always", "never"), default=None,
+                    help="the paper's three claims over the study's runs, per setting of the factors other than the "
+                         "seed (statistics.paper; default: the study's, auto: when every run is a joint stream)")
     sx.add_argument("--json", metavar="OUT.json", type=_out_file, default=None,
                     help="also write every number to this JSON file")
     sx.set_defaults(func=_cmd_stats)
@@ -352,7 +355,7 @@ def _cmd_stats(args) -> int:
     to_stdout = args.json is not None and json_out is None
     result = stats_for(args.table, outcome=args.outcome, predictor=args.predictor,
                        include_unlearned=args.include_unlearned, permutations=args.permutations,
-                       bootstrap=args.bootstrap)
+                       bootstrap=args.bootstrap, paper=args.paper)
     print(format_statistics(result), file=sys.stderr if to_stdout else sys.stdout)
     if args.json is not None:
         write_json(result, json_out)

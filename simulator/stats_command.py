@@ -2,9 +2,10 @@
 anything -- the same code the study runs (``analysis.stats.study_statistics``).
 
 ``dncsim stats STUDY_DIR_OR_TASKS_CSV [--outcome forgetting_max/linear/frozen] [--predictor
-dir_cdnv_learned] [--include-unlearned] [--json OUT]``. A study directory gives ``tasks.csv`` and, when
-present, ``pairs.csv`` and the study's own statistics settings (``study.yaml``); a CSV file is a tasks
-table alone (the pairs analysis is skipped with a note).
+dir_cdnv_learned] [--include-unlearned] [--paper auto|always|never] [--json OUT]``. A study directory
+gives ``tasks.csv`` and, when present, ``pairs.csv``, the study's own statistics settings
+(``study.yaml``) and its finished runs (the paper's claims over seeds); a CSV file is a tasks table
+alone (the pairs analysis is skipped with a note).
 """
 from __future__ import annotations
 
@@ -87,11 +88,20 @@ def _outcome(text: str) -> dict:
     return {"forgetting": parts[0], "probe": parts[1], "protocol": parts[2]}
 
 
+def _paper(path, setting: str) -> Optional[dict]:
+    p = Path(path)
+    if setting == "never" or not (p.is_dir() and (p / "study.json").is_file()):
+        return None
+    from dncsim.simulator.study import paper_claims_of_study
+    return paper_claims_of_study(p, setting)
+
+
 def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv_learned",
               include_unlearned: bool = False, permutations: Optional[int] = None,
-              bootstrap: Optional[int] = None) -> dict:
-    """Every statistic of the study at ``path`` (see the module docstring); DncsimError with one line for
-    tables that cannot carry the analysis (missing columns, no runs, one run)."""
+              bootstrap: Optional[int] = None, paper: Optional[str] = None) -> dict:
+    """Every statistic of the study at ``path`` (see the module docstring), and the paper's claims over
+    its runs (``paper``: statistics.paper); DncsimError with one line for tables that cannot carry the
+    analysis (missing columns, no runs, one run) unless the paper's claims stand in for it."""
     from dncsim.simulator.study import StatisticsConfig
     tasks, pairs, settings, notes = load_tables(path)
     values = dict(settings or {})
@@ -99,8 +109,9 @@ def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv
         values.update(_outcome(outcome))
     if include_unlearned:
         values["include_unlearned"] = True
-    values.update({k: v for k, v in (("permutations", permutations), ("bootstrap", bootstrap)) if v is not None})
-    flags = {k: f"--{k}" for k, v in (("permutations", permutations), ("bootstrap", bootstrap)) if v is not None}
+    given = (("permutations", permutations), ("bootstrap", bootstrap), ("paper", paper))
+    values.update({k: v for k, v in given if v is not None})
+    flags = {k: f"--{k}" for k, v in given if v is not None}
     try:
         cfg = StatisticsConfig.model_validate(values)
     except ValidationError as exc:
@@ -112,7 +123,12 @@ def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv
     y = f"{cfg.forgetting}/{cfg.probe}/{cfg.protocol}"
     if not tasks:
         raise DncsimError(f"{path}: the tasks table has no rows (no finished runs)")
+    claims = _paper(path, cfg.paper)
     missing = [c for c in TASK_COLUMNS + (y, predictor) if c not in tasks[0]]
+    if missing and claims is not None:
+        return {"primary": None, "verdict": [], "paper": claims, "excluded": {"task_rows": 0, "reason": ""},
+                "notes": notes + [f"no forgetting test: the tasks table has no column {', '.join(missing)} (a joint "
+                                  "stream has nothing to forget)"]}
     if missing:
         raise DncsimError(f"{path}: the tasks table has no column {', '.join(missing)} (its columns: "
                           f"{', '.join(list(tasks[0])[:12])}{', ...' if len(tasks[0]) > 12 else ''})")
@@ -124,6 +140,8 @@ def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv
         pairs = None
     result = study_statistics(tasks, pairs or [], cfg, predictor=predictor)
     result["notes"] = notes + result["notes"]
+    if claims is not None:
+        result["paper"] = claims
     if result["primary"] is None:
         why = next((n[len("primary test: "):] for n in result["notes"] if n.startswith("primary test: ")), "")
         raise DncsimError(f"{path}: no primary test possible: {why}")
@@ -131,8 +149,14 @@ def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv
 
 
 def format_statistics(result: dict) -> str:
-    """The verdict sentences and notes, for the terminal."""
-    lines = [f"Verdict: {result['primary']['verdict']}"] + [f"- {v}" for v in result["verdict"]]
+    """The verdict sentences and notes (and the paper's claims over runs), for the terminal."""
+    lines = []
+    for g in (result.get("paper") or {}).get("groups", []):
+        lines.append(f"The paper's claims, {g['setting']} ({len(g['runs'])} runs):")
+        lines += [f"- {f}" for f in g["findings"]]
+    if result["primary"] is None:
+        return "\n".join(lines + [f"note: {n}" for n in result["notes"]])
+    lines += [f"Verdict: {result['primary']['verdict']}"] + [f"- {v}" for v in result["verdict"]]
     ex = result["excluded"]
     lines.append(f"({result['primary']['n_rows']} task rows in {result['primary']['n_runs']} runs; {ex['task_rows']} "
                  f"excluded: {ex['reason']})" if ex["task_rows"] else

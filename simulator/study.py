@@ -33,7 +33,7 @@ from dncsim.simulator.config import MAX_THREADS, run_from_mapping, set_values
 __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmClusterConfig", "AddressClusterConfig",
            "AdaptConfig", "ClusterConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
            "DaskExecutor", "slurm_cluster", "slurm_preflight", "slurm_job_end", "ClusterFailed", "wants_gpu",
-           "claim_gpu", "run_study", "StudyFailed"]
+           "claim_gpu", "run_study", "StudyFailed", "study_runs", "paper_claims_of_study"]
 
 
 class StatisticsConfig(StrictModel):
@@ -49,6 +49,9 @@ class StatisticsConfig(StrictModel):
     seed: int = Field(0, ge=0, lt=2 ** 32, description="seed of the permutations and bootstraps")
     include_unlearned: bool = Field(False, description="keep tasks that were never learned (accuracy within the "
                                                        "margin of chance right after their experience) in the tests")
+    paper: Literal["auto", "always", "never"] = Field("auto", description="the paper's three claims over the "
+                                                      "study's runs, per setting of the other factors (auto: when "
+                                                      "every run is a joint stream)")
 
 
 # --- where a dask study runs (cluster:) ------------------------------------------------------------------
@@ -733,6 +736,22 @@ def _check_out(out: Path) -> Optional[dict]:
     raise DncsimError(f"out: {out} exists and is not a dncsim study directory"
                       + (" (study.json is not a study record)" if state is not None else "")
                       + "; choose another --out or out: (a new or empty directory)")
+
+
+def study_runs(study_dir: Path) -> List[tuple]:
+    """(run directory, factors) of the finished runs that ``study_dir``/study.json lists (under runs/)."""
+    try:
+        state = json.loads((study_dir / "study.json").read_text())
+        return [(study_dir / "runs" / r["name"], dict(r.get("factors") or {})) for r in state["runs"]
+                if r.get("status") == "finished"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DncsimError(f"{study_dir / 'study.json'}: not a readable study record ({type(exc).__name__})") from None
+
+
+def paper_claims_of_study(study_dir: Path, setting: str = "auto") -> Optional[dict]:
+    """The paper's claims over the study's finished runs (``analysis.report.study.paper_over_study``)."""
+    from dncsim.analysis.report.study import paper_over_study
+    return paper_over_study(study_runs(Path(study_dir)), setting)
 
 
 def run_study(cfg: StudyConfig, *, stream=None) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,7 +15,10 @@ from dncsim.analysis.report.render import environment, figure_embedder, fmt
 from dncsim.analysis.stats import study_statistics
 from dncsim.rundir import load_run
 
-__all__ = ["build_study_report", "STUDY_FIGURES"]
+__all__ = ["build_study_report", "STUDY_FIGURES", "paper_over_study", "SEED_FACTORS"]
+
+#: factors that only reseed a run: runs differing in these alone are one setting, checked over seeds
+SEED_FACTORS = ("seed", "scenario.seed")
 
 STUDY_FIGURES = {
     "dir_cdnv_vs_forgetting": ("Each task's directional CDNV when learned against its final forgetting, one panel "
@@ -145,6 +148,32 @@ def _figures(tasks: List[dict], pairs: List[dict], stats: dict, include_unlearne
     return out
 
 
+def paper_over_study(runs: Sequence[Tuple[Path, Dict]], setting: str = "auto") -> Optional[dict]:
+    """The paper's claims over the finished ``runs`` ((run directory, factors) pairs), one group per setting
+    of the factors other than ``SEED_FACTORS``: ``{"groups": [{"setting", "runs", "claims" (over runs),
+    "findings", "per_run" (each run's findings)}]}``. None when ``setting`` is never, or auto and a run
+    is not a joint stream."""
+    from dncsim.analysis.report.paper import over_runs_findings, paper_claims, paper_findings, paper_over_runs
+
+    if setting == "never" or not runs:
+        return None
+    loaded = [(load_run(path), factors) for path, factors in runs]
+    if setting == "auto" and any(run.stream != "joint" for run, _ in loaded):
+        return None
+    groups: Dict[str, list] = {}
+    for run, factors in loaded:
+        key = ", ".join(f"{k}={v}" for k, v in factors.items() if k not in SEED_FACTORS) or "all runs"
+        groups.setdefault(key, []).append((run, factors))
+    out = []
+    for key, members in groups.items():
+        claims = [paper_claims(run) for run, _ in members]
+        labels = [run.name for run, _ in members]
+        agg = paper_over_runs(claims, labels)
+        out.append({"setting": key, "runs": labels, "claims": agg, "findings": over_runs_findings(agg),
+                    "per_run": [{"run": label, "findings": paper_findings(c)} for label, c in zip(labels, claims)]})
+    return {"groups": out}
+
+
 def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) -> Path:
     """Aggregate the finished ``runs`` ((run directory, factors) pairs) into ``tasks.csv`` and
     ``pairs.csv``, test (``statistics.json``) and write ``report/`` (index.html, report.md, summary.json,
@@ -161,9 +190,12 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
          "joint": None, "pairs_primary": None, "verdict": ["No finished runs: nothing to test."],
          "outcome": None, "interference": None}
     atomic_write_bytes(study_dir / "statistics.json", json_text(stats).encode())
+    paper = paper_over_study(runs, getattr(cfg.statistics, "paper", "auto"))
+    if paper is not None:
+        atomic_write_bytes(study_dir / "paper.json", json_text(paper).encode())
     state = json.loads((study_dir / "study.json").read_text())
     summary = {"study": cfg.name, "engine": cfg.engine, "factors": cfg.factors, "runs": state["runs"],
-               "rows": {"tasks": len(tasks), "pairs": len(pairs)}, "statistics": stats}
+               "rows": {"tasks": len(tasks), "pairs": len(pairs)}, "statistics": stats, "paper": paper}
     figs = _figures(tasks, pairs, stats, bool(getattr(cfg.statistics, "include_unlearned", False))) if tasks else {}
     summary["figures"] = sorted(figs)
     report = study_dir / "report"

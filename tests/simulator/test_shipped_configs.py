@@ -71,7 +71,8 @@ def test_the_causal_study_randomises_the_dose_and_crosses_it_with_the_strategies
     assert {s["config"]["objective"]["name"] for s in specs} == {"simclr"}
 
 
-@pytest.mark.parametrize("path", [p for p in STUDIES if p.name != "study_causal.yaml"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in STUDIES if p.name not in ("study_causal.yaml", "study_paper_seeds.yaml")],
+                         ids=lambda p: p.name)
 def test_shipped_studies_expand_to_valid_runs(path, monkeypatch):
     from dncsim.simulator.study import expand_grid, load_study_config
     monkeypatch.chdir(ROOT)
@@ -81,3 +82,17 @@ def test_shipped_studies_expand_to_valid_runs(path, monkeypatch):
     assert {s["config"]["strategy"]["name"] for s in specs} == {"naive", "replay"}
     streams = [s["config"]["scenario"]["stream"] for s in specs]
     assert {s["type"] for s in streams} == {"factor"} and {s["hold"] for s in streams} == {"one", "subset"}
+
+
+def test_the_paper_seeds_study_is_the_shipped_reproduction_over_three_seeds(monkeypatch):
+    from dncsim.simulator.study import expand_grid, load_study_config
+    monkeypatch.chdir(ROOT)
+    cfg = load_study_config(ROOT / "configs" / "study_paper_seeds.yaml")
+    specs = expand_grid(cfg)
+    base = load_run_config(ROOT / "configs" / "paper_multitask.yaml").model_dump(mode="json")
+    assert [s["config"]["seed"] for s in specs] == [0, 1, 2] and cfg.statistics.paper == "auto"
+    for s in specs:
+        c = dict(s["config"])
+        assert c["output"]["report"] is False and c["scenario"] == base["scenario"]
+        assert {k: v for k, v in c.items() if k not in ("seed", "output", "name")} == \
+            {k: v for k, v in base.items() if k not in ("seed", "output", "name")}
