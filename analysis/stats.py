@@ -290,7 +290,7 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predicto
     if tasks and any(t["clusters"] < MIN_CLUSTERS_FOR_INTERVAL for t in out["tests"]):
         out["notes"].append(f"descriptive correlations over fewer than {MIN_CLUSTERS_FOR_INTERVAL} runs have no "
                             "interval: a percentile bootstrap over so few runs is far too narrow")
-    out["verdict"] = _verdict_sentences(out)
+    out["verdict"] = _verdict_sentences(out, settings.alpha)
     if tasks and any(r.get(DOSE_COLUMN) not in (None, "") for r in tasks):
         out["causal"] = _causal(tasks, y, predictor, classical_predictor, settings, out["notes"])
         for res in (out["causal"]["directional"], out["causal"]["classical"]):
@@ -312,7 +312,7 @@ def _causal(tasks, y, predictor, classical_predictor, settings, notes) -> dict:
     return block
 
 
-def _verdict_sentences(s: dict) -> List[str]:
+def _verdict_sentences(s: dict, alpha: float = 0.05) -> List[str]:
     p = s["primary"]
     if p is None:
         return ["No verdict: the primary test could not be run (" + "; ".join(s["notes"]) + ")."]
@@ -328,11 +328,13 @@ def _verdict_sentences(s: dict) -> List[str]:
     if s["joint"]:
         d, c = s["joint"][p["predictor"]], s["joint"][next(k for k in s["joint"] if k != p["predictor"])]
         carries = [name for name, r in (("directional CDNV", d), ("classical CDNV", c))
-                   if r["ci_low"] > 0 or r["ci_high"] < 0]
+                   if r["p"] < alpha / 2]              # two tests, either one suffices: Bonferroni
         out.append(f"Both together: directional CDNV {d['estimate']:+.3g} [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}], "
                    f"classical CDNV {c['estimate']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}] per standard "
-                   "deviation: " + (f"{' and '.join(carries)} carries the signal with the other held fixed."
-                                    if carries else "neither is distinguishable from zero with the other held fixed."))
+                   "deviation: " + (f"{' and '.join(carries)} carries the signal with the other held fixed "
+                                      f"(p < {alpha / 2:g}, {alpha:g} split over the two)."
+                                    if carries else f"neither is distinguishable from zero with the other held fixed "
+                                                    f"(p < {alpha / 2:g} for either)."))
     if s["pairs_primary"]:
         q = s["pairs_primary"]
         out.append(_sentence(q, "Pairs (interference on axis overlap when the later task was learned)",

@@ -20,7 +20,7 @@ import numpy as np
 
 from dncsim.analysis.bounds import THEOREM_MIN_SHOTS
 from dncsim.analysis.names import (AXIS_COS_MEDIAN, AXIS_COS_NULL_MEDIAN, AXIS_COS_NULL_P, AXIS_COS_NULL_Q05, BOUND,
-                                   CDNV, CDNV_RATIO, DIR_CDNV, FEWSHOT_ERR, PROP42_TIGHTNESS)
+                                   CDNV, CDNV_RATIO, DIR_CDNV, FEWSHOT_ERR, PROP42_TIGHTNESS, RESOLVED_PAIRS)
 from dncsim.analysis.orthogonality import random_abs_cos
 from dncsim.rundir import RunData
 
@@ -83,11 +83,24 @@ def _boot(values: np.ndarray, stat: Callable[[np.ndarray], np.ndarray], seed: in
 
 # --- S1 ----------------------------------------------------------------------------------------------
 
+#: the debiased estimator's count of ordered class pairs whose gap its second-order terms move by > 25%
+_BARELY = "barely_resolved_pairs"
+
+
+def _firm(run: RunData, e: int, k: int) -> bool:
+    """Task k has a positive ratio at point e and, where the run records it, at least one class pair whose
+    gap is firmly resolved (not every resolved ordered pair barely resolved)."""
+    ratio = run.value(CDNV_RATIO, e, k)
+    if ratio is None or not ratio > 0:
+        return False
+    barely, resolved = run.value(_BARELY, e, k), run.value(RESOLVED_PAIRS, e, k)
+    return barely is None or resolved is None or barely < 2 * resolved
+
+
 def _s1(run: RunData, points: List[int]) -> dict:
     first, last = points[0], _last(points)
     two_d = 2 * run.feature_dim
-    tasks = [k for k in range(run.T) if run.value(CDNV_RATIO, first, k) is not None
-             and all(run.value(CDNV_RATIO, e, k) is not None for e in last)]
+    tasks = [k for k in range(run.T) if _firm(run, first, k) and all(_firm(run, e, k) for e in last)]
     left_out = [run.tasks[k] for k in range(run.T) if k not in tasks]
 
     def gm(metric, e, scale=1.0):
@@ -309,8 +322,8 @@ def paper_findings(claims: dict) -> List[str]:
                    f"{s1['index_end']:.3g} over the last {k} points." + (
                        f" Left out (no ratio at both ends): {', '.join(s1['left_out'])}." if s1["left_out"] else ""))
     else:
-        out.append("S1 (directional collapse) not measured: no attribute has a dir-CDNV/CDNV ratio before training "
-                   "and at the end.")
+        out.append("S1 (directional collapse) not measured: no attribute has a positive dir-CDNV/CDNV ratio with a "
+                   "firmly resolved class pair before training and at the end.")
     t, ps = s2["tracking"], s2["paper_statistic"]
     if s2["points"]:
         paper = (f"the paper's statistic (Pearson over shot counts, per attribute and point) has median "

@@ -85,6 +85,21 @@ def test_s1_isotropic_noise_at_both_ends_fails_although_its_ratio_is_1_over_2d()
     assert c["S1"]["reproduced"] is False and c["S1"]["index_end"] == pytest.approx(1.0)
 
 
+def test_s1_leaves_out_attributes_without_a_positive_ratio_or_a_firmly_resolved_pair():
+    run = make_run()
+    last = paper_claims(run)["last_points"][-1]
+    run.rows += [table_row(last, "barely_resolved_pairs", 2, task=1, task_name="shape"),   # every ordered pair
+                 table_row(last, names.RESOLVED_PAIRS, 1, task=1, task_name="shape"),
+                 table_row(last, "barely_resolved_pairs", 1, task=2, task_name="size"),    # one of two
+                 table_row(last, names.RESOLVED_PAIRS, 1, task=2, task_name="size")]
+    run.rows = [dict(r, value=-r["value"]) if (r["metric"], r["task"], r["exp"]) == (names.CDNV_RATIO, 0, -1) else r
+                for r in run.rows]
+    run._index = None
+    s1 = paper_claims(run)["S1"]
+    assert s1["left_out"] == ["color", "shape"] and s1["attributes"] == ["size"]
+    assert s1["fall"] == pytest.approx(10.0)
+
+
 def test_s2_fails_when_the_bound_is_below_the_error_or_does_not_rank_the_errors():
     assert paper_claims(make_run(bound_scale=0.9))["S2"]["reproduced"] is False      # bound below error
     c = paper_claims(make_run(shuffle_bounds=True, bound_scale=30.0))      # each task paired with another's bound

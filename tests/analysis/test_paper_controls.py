@@ -72,6 +72,13 @@ def measure(points, labels, *, s1=True, s2=True, s3=False, bound_of=None, seed=0
                 rows += [table_row(e, names.CDNV_RATIO, s["ratio"], task=k, task_name=TASKS[k]),
                          table_row(e, names.DIR_CDNV, s["dir_cdnv"], task=k, task_name=TASKS[k]),
                          table_row(e, names.CDNV, s["cdnv"], task=k, task_name=TASKS[k])]
+                if ESTIMATOR != "plugin":                        # as the run records them
+                    C = int(est.classes.numel())
+                    rows.append(table_row(e, names.RESOLVED_PAIRS, C * (C - 1) // 2 - s["undefined_pairs"], task=k,
+                                          task_name=TASKS[k]))
+                if s.get("barely_resolved_pairs") is not None:
+                    rows.append(table_row(e, "barely_resolved_pairs", s["barely_resolved_pairs"], task=k,
+                                          task_name=TASKS[k]))
         for k in range(T):
             y = torch.as_tensor(labels[k])
             if s2:
