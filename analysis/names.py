@@ -19,7 +19,7 @@ TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "proto
 #: Every run records it in its manifest (``methods_revision``) and a resume refuses a run begun under
 #: another revision: its rows before and after the resume would be computed in two ways in one table.
 #: What each revision changed: documentation, Methods, Methods revisions.
-METHODS_REVISION = 3
+METHODS_REVISION = 4
 
 #: The default iteration budget of the linear probe, above what the preconditioned solve needs to
 #: converge (measured iterations: docs, Benchmarks).
@@ -40,8 +40,10 @@ DIR_CDNV = "dir_cdnv"            # mean directional CDNV over ordered class pair
 CDNV = "cdnv"                    # mean CDNV over unordered class pairs
 CDNV_RATIO = "cdnv_ratio"        # dir_cdnv / cdnv
 MEAN_GAP = "mean_gap"            # mean distance between class means
-RESOLVED_PAIRS = "resolved_pairs"  # crossfit: class pairs whose bias-corrected squared gap is positive
-CI_LOW, CI_HIGH = "_ci_low", "_ci_high"   # suffixes: the 95% bootstrap interval of a summary (dir_cdnv_ci_low)
+RESOLVED_PAIRS = "resolved_pairs"  # debiased, crossfit: class pairs whose bias-corrected squared gap is positive
+NEGATIVE_NUMERATOR_PAIRS = "negative_numerator_pairs"  # debiased: ordered pairs whose axis variance is below the noise
+BARELY_RESOLVED_PAIRS = "barely_resolved_pairs"  # debiased: ordered pairs moved > 25% by the second-order terms
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"   # suffixes: the 95% interval of a summary (dir_cdnv_ci_low)
 AXIS_DRIFT = "axis_drift"        # mean signed cos(u_ij(now), u_ij(when learned)) over class pairs
 LEARNED = "learned"              # 1 when the task's accuracy right after its experience cleared chance + margin
 ACC_SEEN = "acc_seen"            # accuracy over all classes seen so far (class- and task-incremental streams)

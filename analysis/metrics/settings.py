@@ -49,11 +49,23 @@ class AnalysisConfig(StrictModel):
     normalize: Literal["none", "l2"] = Field("none", description="features every probe and measurement sees: as "
                                                                  "the backbone gives them, or scaled to unit L2 "
                                                                  "norm (the paper's from-scratch figures)")
-    estimator: Literal["crossfit", "plugin"] = Field("crossfit", description="estimator of the per-task "
-                                                     "dir-CDNV, CDNV, ratio and mean gap (docs, Methods, Estimators)")
+    estimator: Literal["debiased", "plugin", "crossfit"] = Field("debiased", description="estimator of the "
+                                                                 "per-task dir-CDNV, CDNV, ratio and mean gap: "
+                                                                 "'debiased' (default), 'plugin' (the authors'), "
+                                                                 "'crossfit' (docs, Methods, Estimators)")
+    design: Literal["auto", "iid", "strata"] = Field("auto", description="debiased estimator: how a task's "
+                                                     "samples were drawn; 'strata' takes the joint cells of the "
+                                                     "other tasks labelling the same samples as fixed strata, "
+                                                     "'iid' an iid draw per class, 'auto' strata where they form "
+                                                     "an exactly balanced design with >= 2 samples per cell")
+    interval_groups: int = Field(20, ge=0, le=1000, description="debiased estimator: groups of the delete-a-group "
+                                                                "jackknife for the 95% intervals of the per-task "
+                                                                "summaries (fewer when a class has fewer samples; "
+                                                                "0: no intervals; 1 is not allowed)")
     crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")
-    bootstrap: int = Field(100, ge=0, le=10000, description="within-class bootstrap resamples for the 95% intervals "
-                                                            "of the per-task summaries (0: none)")
+    bootstrap: int = Field(100, ge=0, le=10000, description="plugin and crossfit estimators: within-class bootstrap "
+                                                            "resamples for the 95% intervals of the per-task "
+                                                            "summaries (0: none)")
     pair_bootstrap: Literal["auto", "joint", "wild", "iid"] = Field("auto", description="resampling of the "
                                                                     "interval of the median |cos| between two "
                                                                     "tasks' axes: 'joint' resamples within the "
@@ -73,6 +85,13 @@ class AnalysisConfig(StrictModel):
     def _not_a_boolean(cls, v):
         if isinstance(v, bool):             # True == 1 would pass the literal
             raise ValueError(f"expected 0 or 1, not a boolean; got {v}")
+        return v
+
+    @field_validator("interval_groups")
+    @classmethod
+    def _groups(cls, v):
+        if v == 1:
+            raise ValueError("a jackknife needs at least 2 groups (0: no intervals)")
         return v
 
     @field_validator("shots")
