@@ -1,6 +1,7 @@
 """benchmarks/bench_estimators.py: its factor model is the example file's population, its quick mode runs
 in seconds and gives the table the documentation holds, and ``--docs`` rewrites only its own section."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from dncsim.common import DncsimError
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("bench_estimators", ROOT / "benchmarks" / "bench_estimators.py")
 bench = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench                 # its dataclasses look their module up
 _spec.loader.exec_module(bench)
 
 
