@@ -1,13 +1,14 @@
 """Speed of class_geometry + the Theorem 4.1 bound at 8 shot counts, against a per-pair loop and a GEMM.
 
 Sizes, float32 features: the paper's few-shot scale (C=100, d=512, N=20,000), ImageNet-1k validation
-scale (C=1000, d=768, N=50,000) and, on request, c250 (C=250, d=768, N=12,500: a quarter of its classes). For float64 and float32 accumulation it prints the best
-of --repeats timings, the ratio to a straightforward per-pair Python loop computing the same
-quantities, and the ratio to the single (N x d)(d x C) matrix product in the same precision (a
-lower bound: the residual-by-means product is unavoidable). Targets at ImageNet scale: <= 2 s
-(float64), <= 1 s (float32), and within 2x of that product. Then the summary of each of --estimators
-(analysis.estimators.estimate_geometry; the default estimator first) against the plug-in summary
-(class_geometry(...).summary()), float32 features: target for the default at ImageNet scale <= 3x.
+scale (C=1000, d=768, N=50,000) and, on request, c250 (C=250, d=768, N=12,500: a quarter of its
+classes). For float64 and float32 accumulation it prints the best of --repeats timings, the ratio to
+a straightforward per-pair Python loop computing the same quantities, and the ratio to the single
+(N x d)(d x C) matrix product in the same precision (a lower bound: the residual-by-means product is
+unavoidable). Targets at ImageNet scale: <= 2 s (float64), <= 1 s (float32), and within 2x of that
+product. Then the summary of each of --estimators (analysis.estimators.estimate_geometry; the
+default estimator first) against the plug-in summary (class_geometry(...).summary()), float32
+features: target for the default at ImageNet scale <= 3x.
 
     python benchmarks/bench_geometry.py [--sizes small,imagenet] [--repeats 3] [--loop-pairs 10000]
                                         [--estimators debiased,crossfit] [--skip-geometry] [--max-memory-gb G]
