@@ -6,22 +6,23 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from dncsim.analysis.estimators.core import (_TASK_CHUNK_ELEMENTS, F64, _centred_tasks, _prepare, _task_chunks)
+from dncsim.analysis.estimators.core import (_TASK_CHUNK_ELEMENTS, _centred_tasks, _prepare, _task_chunks,
+                                             _within_class_resamples)
 from dncsim.analysis.estimators.crossfit import (_cell_rows, _crossfit_batch, _crossfit_tasks, _halves, _task_draws,
                                                  crossfit_geometry, crossfit_geometry_tasks)
 from dncsim.analysis.estimators.plugin import _plugin_batch
+from dncsim.analysis.estimators.validate import check_alpha, check_count
 from dncsim.analysis.geometry import UndefinedGeometry
+from dncsim.common import DncsimError
 
-def _within_class_resamples(idx, C, B, gen, device) -> torch.Tensor:
-    """(B, N) multinomial counts: each resample draws n_c samples with replacement within every class c."""
-    N = idx.numel()
-    W = torch.zeros(B, N, dtype=F64)
-    idx_cpu = idx.cpu()
-    for c in range(C):                                   # a loop over classes (C), not over resamples
-        members = (idx_cpu == c).nonzero().flatten()
-        draws = members[torch.randint(len(members), (B, len(members)), generator=gen)]
-        W.scatter_add_(1, draws, torch.ones(B, len(members), dtype=F64))
-    return W.to(device)
+BOOTSTRAP_ESTIMATORS = ("plugin", "crossfit")
+
+
+def _check(estimator, resamples, alpha):
+    if estimator not in BOOTSTRAP_ESTIMATORS:
+        raise DncsimError(f"bootstrap intervals are for the estimators {', '.join(BOOTSTRAP_ESTIMATORS)} (the "
+                          f"debiased one has jackknife intervals); got {estimator!r}")
+    return check_count(resamples, "resamples", 1), check_alpha(alpha)
 
 
 def _interval(values: torch.Tensor, alpha: float, centre: Optional[float] = None) -> Tuple[float, float]:
@@ -50,6 +51,7 @@ def bootstrap_summaries(features, labels, *, estimator: str = "crossfit", resamp
     resamples sit below the debiased estimate; the interval takes their spread on the log scale around
     their median and centres it on the estimate. Resamples are batched ``chunk`` at a time (memory),
     seeded by ``seed``."""
+    resamples, alpha = _check(estimator, resamples, alpha)
     x, idx, classes = _prepare(features, labels)
     C = classes.numel()
     gen = torch.Generator().manual_seed(int(seed))
@@ -98,6 +100,7 @@ def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", 
     the per-task call with that seed; ``centres`` (crossfit): precomputed point summaries. Returns T dicts
     name -> (low, high), equal to the per-task calls; undefined estimates give NaN intervals.
     """
+    resamples, alpha = _check(estimator, resamples, alpha)
     x, lab = _centred_tasks(features, labels)
     seeds = [0] * lab.T if seeds is None else list(seeds)
     nan = {k: (float("nan"), float("nan")) for k in ("dir_cdnv", "cdnv", "ratio")}
@@ -106,13 +109,11 @@ def bootstrap_summaries_tasks(features, labels, *, estimator: str = "crossfit", 
         for t in range(lab.T):
             members = lab.idx[t] >= 0
             try:
-                out.append(bootstrap_summaries(features[members], labels[t][members], estimator="plugin",
+                out.append(bootstrap_summaries(x[members], lab.idx[t][members], estimator="plugin",
                                                resamples=resamples, alpha=alpha, ddof=ddof, seed=seeds[t]))
             except UndefinedGeometry:
                 out.append(dict(nan))
         return out
-    if estimator != "crossfit":
-        raise DncsimError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
     if centres is None:
         centres = []
         for est in crossfit_geometry_tasks(features, labels, splits=splits, seeds=seeds):

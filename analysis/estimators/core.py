@@ -132,3 +132,15 @@ def _centred_tasks(features, labels):
     x = as_features(features).to(F64)
     lab = task_labels(labels, x.shape[0])
     return x - x.mean(dim=0, keepdim=True), lab
+
+
+def _within_class_resamples(idx, C, B, gen, device) -> torch.Tensor:
+    """(B, N) multinomial counts: each resample draws n_c samples with replacement within every class c."""
+    N = idx.numel()
+    W = torch.zeros(B, N, dtype=F64)
+    idx_cpu = idx.cpu()
+    for c in range(C):                                   # a loop over classes (C), not over resamples
+        members = (idx_cpu == c).nonzero().flatten()
+        draws = members[torch.randint(len(members), (B, len(members)), generator=gen)]
+        W.scatter_add_(1, draws, torch.ones(B, len(members), dtype=F64))
+    return W.to(device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dncsim.analysis.estimators.core import (_CHUNK, _TASK_CHUNK_ELEMENTS, F64, _cell_layout, _centred_tasks,
+from dncsim.analysis.estimators.core import (_within_class_resamples, _CHUNK, F64, _cell_layout, _centred_tasks,
                                              _check_counts, _gaps, _means, _nan_diagonal, _prepare,
                                              _residual_moments, _task_chunks)
 from dncsim.analysis.estimators.result import GeometryEstimate
@@ -98,8 +98,9 @@ def crossfit_geometry(features, labels, *, splits: int = 2, seed: int = 0, devic
     if splits < 1:
         raise DncsimError(f"splits must be >= 1; got {splits}")
     x, idx, classes = _prepare(features, labels, device)
-    W = torch.ones(1, x.shape[0], dtype=F64, device=x.device)
-    dir_cdnv, cdnv, d2, var = _estimate(x, idx, classes, W, "crossfit", splits=splits, seed=seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    halves = _halves(idx, classes.numel(), splits, gen, x.device)
+    dir_cdnv, cdnv, d2, var = _crossfit_single(x, idx, classes, halves)
     counts = torch.bincount(idx, minlength=classes.numel())
     return GeometryEstimate(classes=classes, counts=counts, var=var[0], d2=d2[0], cdnv=cdnv[0],
                             dir_cdnv=dir_cdnv[0], estimator="crossfit")

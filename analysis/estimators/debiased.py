@@ -87,7 +87,7 @@ def _chunk_kernel(Xc, valid, cellc, K, w, strata):
     OmT = trO[..., :, None] + trO[..., None, :]
     ood = oo.diagonal(dim1=-2, dim2=-1)
     O2 = ood[..., :, None] + 2 * oo + ood[..., None, :]                   # tr((Omega_i + Omega_j)^2)
-    dOd = (Wq + Wq.transpose(-1, -2) - O2).clamp_min(0)                   # delta' (Omega_i + Omega_j) delta, less its bias
+    dOd = (Wq + Wq.transpose(-1, -2) - O2).clamp_min(0)                   # delta' (Omega_i + Omega_j) delta, debiased
     VD = 4 * dOd + 2 * O2                                                 # variance of the squared-gap estimate
     SO = tii[..., :, None] + tau
     Q = Dn.square() + 3 * VD

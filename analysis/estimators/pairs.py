@@ -8,7 +8,8 @@ from typing import Tuple
 
 import torch
 
-from dncsim.analysis.estimators.bootstrap import _interval, _within_class_resamples
+from dncsim.analysis.estimators.bootstrap import _interval
+from dncsim.analysis.estimators.core import _within_class_resamples
 from dncsim.analysis.estimators.core import _TASK_CHUNK_ELEMENTS, F64, _cell_layout, _means
 from dncsim.analysis.inputs import as_features, as_labels
 from dncsim.common import DncsimError

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from dncsim.analysis.estimators.core import F64, _check_counts, _gaps, _means, _nan_diagonal, _prepare, _residual_moments
+from dncsim.analysis.estimators.core import (F64, _check_counts, _gaps, _means, _nan_diagonal, _prepare,
+                                             _residual_moments)
 from dncsim.analysis.estimators.result import GeometryEstimate
 
 def _plugin_batch(x, idx, classes, W, ddof: int):

@@ -64,10 +64,13 @@ def test_the_batched_and_single_crossfit_agree_and_unresolved_pairs_are_counted(
     x = torch.randn(120, 6, generator=g, dtype=torch.float64)
     y = torch.arange(120) % 3
     x[y == 1, 0] += 4.0                                   # classes 0 and 2 share their mean: unresolvable
-    xx, idx, classes = E._prepare(x, y)
-    halves = E._halves(idx, 3, 3, torch.Generator().manual_seed(1), xx.device)
-    single = E._crossfit_single(xx, idx, classes, halves)
-    batch = E._crossfit_batch(xx, idx, classes, torch.ones(1, 120, dtype=torch.float64), halves)
+    from dncsim.analysis.estimators import crossfit as CF
+    from dncsim.analysis.estimators.core import _prepare
+
+    xx, idx, classes = _prepare(x, y)
+    halves = CF._halves(idx, 3, 3, torch.Generator().manual_seed(1), xx.device)
+    single = CF._crossfit_single(xx, idx, classes, halves)
+    batch = CF._crossfit_batch(xx, idx, classes, torch.ones(1, 120, dtype=torch.float64), halves)
     for a, b in zip(single, batch):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)
     est = E.crossfit_geometry(x, y, splits=3, seed=1)

@@ -409,8 +409,8 @@ def test_shared_pair_intervals_pair_by_pair_equal_the_stacked_product(monkeypatc
     x = torch.randn(300, 6, generator=g, dtype=torch.float64)
     x[:, :2] += 3 * torch.nn.functional.one_hot(labels[0] % 2, 2)
     stacked = E.bootstrap_median_abs_cos_tasks(x, labels, resamples=60, seed=5, scheme=scheme)
-    monkeypatch.setattr(E, "_STACKED_COS_ELEMENTS", 0)
-    monkeypatch.setattr(E, "_TASK_CHUNK_ELEMENTS", 3000)         # chunks of a few resamples
+    monkeypatch.setattr(E.pairs, "_STACKED_COS_ELEMENTS", 0)
+    monkeypatch.setattr(E.pairs, "_TASK_CHUNK_ELEMENTS", 3000)         # chunks of a few resamples
     paired = E.bootstrap_median_abs_cos_tasks(x, labels, resamples=60, seed=5, scheme=scheme)
     torch.testing.assert_close(paired, stacked, rtol=1e-12, atol=1e-14, equal_nan=True)
     assert int(torch.isfinite(paired).all(-1).sum()) == 3
