@@ -30,50 +30,99 @@ def _class_layout(idx, C):
     return sample[:, 0, 0::2].contiguous(), valid[:, 0, 0::2].contiguous()
 
 
-def _chunk_kernel(Xc, valid, cellc, K, w, strata):
-    """The estimate for a chunk: ``Xc`` (t, C, n, d) gathered samples (zero padding), ``valid`` (t, C, n),
-    ``cellc`` (t, C, n) cell index in [0, K) (strata tasks), ``w`` (t, b, C, n) 0/1 masks, ``strata`` (t,)
-    bool. Returns dir, cdnv, D (t, b, C, C), first-order dir N / D^2, numerator N, var v (t, b, C)."""
+def _cell_sum(vals, cellc, K):
+    """Sums of ``vals`` (t, b, C, n, ...) over each (task, mask, class, cell) (cells ``cellc`` (t, C, n) in
+    [0, K)): (t, b, C, K, ...), and the flat keys (t, b, C, n) that gather them back to the samples."""
+    t, b, C, n = vals.shape[:4]
+    rest = vals.shape[4:]
+    base = torch.arange(t * b * C, device=vals.device).view(t, b, C, 1) * K
+    key = base + cellc[:, None]
+    out = torch.zeros((t * b * C * K,) + rest, dtype=vals.dtype, device=vals.device)
+    out.index_add_(0, key.flatten(), vals.reshape((-1,) + rest))
+    return out.view((t, b, C, K) + rest), key
+
+
+def _kappa(mk, nn):
+    """Per cell: m_k / ((m_k - 1) n_c^2), 0 for cells of fewer than 2 samples."""
+    return torch.where(mk >= 2, mk / ((mk - 1).clamp_min(1) * nn.square().clamp_min(1)[..., None]),
+                       torch.zeros_like(mk))
+
+
+def _traces(Xc, cellc, K, w, strata):
+    """tau (t, b, C, C) = tr(Sigma_a Omega_b) (diagonal of iid tasks: the unbiased tr(Sigma^2) / n),
+    oo = tr(Omega_a Omega_b), from the (d, d) matrices of every class under masks ``w`` (t, b, C, n)."""
+    cnt = w.sum(-1)
+    m = torch.einsum("tbcn,tcnd->tbcd", w, Xc) / cnt.clamp_min(1)[..., None]
+    r = (Xc.unsqueeze(1) - m.unsqueeze(-2)) * w[..., None]                # residuals, zero off the mask
+    A = r.transpose(-1, -2) @ r                                           # residual scatter (t, b, C, d, d)
+    nO = (cnt * (cnt - 1)).clamp_min(1)                                   # iid: Omega = A / (n (n - 1))
+    Af = A.flatten(-2)
+    F = Af @ Af.transpose(-1, -2)                                         # tr(A_a A_b)
+    tau = F / ((cnt - 1)[..., :, None] * nO[..., None, :])                # iid: Sigma = A / (n - 1)
+    oo = F / (nO[..., :, None] * nO[..., None, :])
+    if bool(strata.any()):
+        sums, key = _cell_sum(w[..., None] * Xc.unsqueeze(1), cellc, K)
+        mk, _ = _cell_sum(w, cellc, K)
+        cm = (sums / mk.clamp_min(1)[..., None]).flatten(0, 3)[key]       # each sample's cell mean
+        wr = (Xc.unsqueeze(1) - cm) * w[..., None]
+        ka = _kappa(mk, cnt).flatten()[key]
+        Of = ((wr * ka[..., None]).transpose(-1, -2) @ wr).flatten(-2)    # Omega of the strata
+        Sf = Af / cnt.clamp_min(1)[..., None] + Of
+        st = strata[:, None, None, None]
+        tau = torch.where(st, Sf @ Of.transpose(-1, -2), tau)
+        oo = torch.where(st, Of @ Of.transpose(-1, -2), oo)
+    n1 = cnt - 1
+    h = A.diagonal(dim1=-2, dim2=-1).sum(-1)
+    h2 = r.square().sum(-1).square().sum(-1)
+    hy = n1 / (cnt * (cnt - 2) * (cnt - 3)) * (n1 * (cnt - 2) * F.diagonal(dim1=-2, dim2=-1) / n1.square()
+                                                + (h / n1).square() - cnt * h2 / n1)
+    diag = torch.where(strata[:, None, None], tau.diagonal(dim1=-2, dim2=-1), hy / cnt)
+    return tau.diagonal_scatter(diag, dim1=-2, dim2=-1), oo
+
+
+def _chunk_kernel(Xc, cellc, K, w, strata, tau, oo):
+    """The estimate for a chunk: ``Xc`` (t, C, n, d) gathered samples (zero padding), ``cellc`` (t, C, n)
+    cell index in [0, K) (strata tasks), ``w`` (t, b, C, n) 0/1 masks, ``strata`` (t,) bool, the trace
+    terms ``tau``, ``oo`` (t, b or 1, C, C) (:func:`_traces`). Every other term from the projections of
+    the samples on the class means. Returns dir, cdnv, D, first-order dir N / D^2, numerator N (t, b, C, C)
+    and var v (t, b, C)."""
     t, b, C, n = w.shape
     cnt = w.sum(-1)                                                       # (t, b, C)
-    S = (w.unsqueeze(-2) @ Xc.unsqueeze(1)).squeeze(-2)                   # (t, b, C, d)
-    m = S / cnt.clamp_min(1)[..., None]
-    r = (Xc.unsqueeze(1) - m.unsqueeze(-2)) * w[..., None]                # (t, b, C, n, d), zero off the mask
-    A = r.transpose(-1, -2) @ r                                           # residual scatter (t, b, C, d, d)
-    r2 = r.square().sum(-1)                                               # |r_a|^2
+    m = torch.einsum("tbcn,tcnd->tbcd", w, Xc) / cnt.clamp_min(1)[..., None]
+    P = torch.einsum("tcnd,tbjd->tbcnj", Xc, m)                           # x_a . m_j (t, b, i, n, j)
+    mm = m @ m.transpose(-1, -2)
+    mmi = mm.diagonal(dim1=-2, dim2=-1)
+    own = P.diagonal(dim1=2, dim2=4).transpose(-1, -2)                    # x_a . m_i (t, b, i, n)
+    p = (P - own[..., None] - mm[..., :, None, :] + mmi[..., :, None, None]) * w[..., None]   # r_a . delta_ij
+    r2 = ((Xc.square().sum(-1)).unsqueeze(1) - 2 * own + mmi[..., None]) * w                # |r_a|^2
     h, h2 = r2.sum(-1), r2.square().sum(-1)
-    g = (r2.unsqueeze(-2) @ r).squeeze(-2)                                # sum |r|^2 r (t, b, C, d)
+    pA = p.square().sum(-2)                                               # delta' (scatter of class i) delta
+    cross = (r2.unsqueeze(-2) @ p).squeeze(-2)                            # g_i . delta_ij
     nn = cnt
-    Om = A / (nn * (nn - 1)).clamp_min(1)[..., None, None]
+    Nq = pA / (nn - 1)[..., None]
+    Wq = pA / (nn * (nn - 1))[..., None]
+    trO = h / (nn * (nn - 1))
+    v = h / (nn - 1)
     if bool(strata.any()):
-        oh = torch.nn.functional.one_hot(cellc, K).to(F64) * valid[..., None]          # (t, C, n, K)
-        ohw = oh.unsqueeze(1) * w[..., None]                                           # (t, b, C, n, K)
-        mk = ohw.sum(-2)                                                               # (t, b, C, K)
-        cm = (ohw.transpose(-1, -2) @ Xc.unsqueeze(1)) / mk.clamp_min(1)[..., None]    # cell means (t, b, C, K, d)
-        wr = (Xc.unsqueeze(1) - oh.unsqueeze(1) @ cm) * w[..., None]                   # within-cell residuals
-        kap = torch.where(mk >= 2, mk / ((mk - 1).clamp_min(1) * nn.square().clamp_min(1)[..., None]),
-                          torch.zeros_like(mk))
-        ka = (oh.unsqueeze(1) @ kap[..., None]).squeeze(-1)                            # (t, b, C, n)
-        Om_s = (wr * ka[..., None]).transpose(-1, -2) @ wr
-        Om = torch.where(strata[:, None, None, None, None], Om_s, Om)
-    Sig = A / nn.clamp_min(1)[..., None, None] + Om
-    v = Sig.diagonal(dim1=-2, dim2=-1).sum(-1)
-    trO = Om.diagonal(dim1=-2, dim2=-1).sum(-1)
-    Sf, Of = Sig.flatten(-2), Om.flatten(-2)
-    tau = Sf @ Of.transpose(-1, -2)                                       # tr(Sigma_a Omega_b)
-    oo = Of @ Of.transpose(-1, -2)                                        # tr(Omega_a Omega_b)
-    # iid: tr(Sigma_a^2) unbiased (Himeno & Yamada 2014) for the diagonal
-    n1 = nn - 1
-    hy = n1 / (nn * (nn - 2) * (nn - 3)) * (n1 * (nn - 2) * A.square().sum((-1, -2)) / n1.square()
-                                              + (h / n1).square() - nn * h2 / n1)
-    tii = torch.where(strata[:, None, None], tau.diagonal(dim1=-2, dim2=-1), hy / nn)
-    delta = m.unsqueeze(-3) - m.unsqueeze(-2)                             # (t, b, i, j, d): m_j - m_i
-    Nq = ((delta @ Sig) * delta).sum(-1)                                  # delta' Sigma_i delta
-    Wq = ((delta @ Om) * delta).sum(-1)                                   # delta' Omega_i delta
-    g2 = delta.square().sum(-1)
+        mk, key = _cell_sum(w, cellc, K)
+        kap = _kappa(mk, nn)
+        ka = kap.flatten()[key] * w
+        psum, _ = _cell_sum(p, cellc, K)
+        q = p - (psum / mk.clamp_min(1)[..., None]).flatten(0, 3)[key] * w[..., None]   # w_a . delta_ij
+        Wq_s = (ka[..., None] * q.square()).sum(-2)
+        xx = Xc.square().sum(-1).unsqueeze(1) * w
+        sxx, _ = _cell_sum(xx, cellc, K)
+        sums, _ = _cell_sum(w[..., None] * Xc.unsqueeze(1), cellc, K)
+        trO_s = (kap * (sxx - sums.square().sum(-1) / mk.clamp_min(1))).sum(-1)
+        st = strata[:, None, None]
+        Wq = torch.where(st[..., None], Wq_s, Wq)
+        Nq = torch.where(st[..., None], pA / nn.clamp_min(1)[..., None] + Wq_s, Nq)
+        trO = torch.where(st, trO_s, trO)
+        v = torch.where(st, h / nn.clamp_min(1) + trO_s, v)
+    tii = tau.diagonal(dim1=-2, dim2=-1)
+    g2 = mmi[..., :, None] + mmi[..., None, :] - 2 * mm
     D = g2 - trO[..., :, None] - trO[..., None, :]
     ni = nn[..., :, None]
-    cross = (delta * g.unsqueeze(-2)).sum(-1)
     hv = (h2 / (nn - 2).square() - h.square() / (nn * (nn - 2).square()))[..., :, None]
     N_iid = Nq + (2 * cross / (ni - 2) + hv) / (ni - 1) - tau - (tii * nn / (nn - 2))[..., :, None]
     N_str = Nq - tii[..., :, None] - tau
@@ -97,31 +146,36 @@ def _chunk_kernel(Xc, valid, cellc, K, w, strata):
     return dir_, cd, Dn, Nn / Dn.square(), torch.where(ok, Nn, nan), v
 
 
-def debiased_kernel(x, idx, cell, strata, W, C: int, K: int):
+def debiased_kernel(x, idx, cell, strata, W, C: int, K: int, traces: str = "full"):
     """The debiased estimate for T tasks and B masks: ``x`` (N, d) centred float64, ``idx`` (T, N) class
     index (negative: not in the task), ``cell`` (T, N) cell index in [0, K) (0 for iid tasks), ``strata``
-    (T,) bool, ``W`` (T, B, N) 0/1 masks. Returns dir, cdnv, d2, first-order dir, numerator (T, B, C, C)
-    and var (T, B, C); NaN where undefined (padding classes included)."""
+    (T,) bool, ``W`` (T, B, N) 0/1 masks. ``traces``: 'full' takes the trace terms tr(Sigma Omega),
+    tr(Omega Omega) of every mask from mask 0 (the jackknife's replicates), 'each' computes them per mask.
+    Returns dir, cdnv, d2, first-order dir, numerator (T, B, C, C) and var (T, B, C); NaN where
+    undefined (padding classes included)."""
     T, B, N = W.shape
     d = x.shape[1]
     sample, valid = _class_layout(idx, C)                                 # (T, C, n)
     n = sample.shape[-1]
     cellc = cell.gather(1, sample.view(T, -1)).view(T, C, n).clamp(0, K - 1)
-    per = 3 * C * n * d + 5 * C * d * d + 3 * C * C * d + (C * n * K + 2 * C * K * d) * bool(strata.any())
-    step = max(1, _TASK_CHUNK_ELEMENTS // max(1, per))
+    strat = bool(strata.any())
+    per_trace = 4 * C * d * d + 3 * C * n * d + 2 * C * K * d * strat
+    per_mask = 6 * C * n * C + 2 * C * n * d + (2 * C * K * (d + C) + 4 * C * n * C) * strat
     out = [torch.full((T, B, C, C), float("nan"), dtype=F64, device=x.device) for _ in range(5)]
     var = torch.full((T, B, C), float("nan"), dtype=F64, device=x.device)
-    tb = min(T, max(1, step // B))                                        # tasks per chunk
-    bstep = B if tb > 1 else min(B, step)                                 # masks per chunk
+    tb = max(1, min(T, _TASK_CHUNK_ELEMENTS // max(1, per_trace + B * per_mask)))      # tasks per chunk
+    bstep = max(1, min(B, _TASK_CHUNK_ELEMENTS // max(1, tb * per_mask)))              # masks per chunk
     for t0 in range(0, T, tb):
         ts = slice(t0, min(T, t0 + tb))
         k = ts.stop - ts.start
         Xc = x[sample[ts]] * valid[ts][..., None]
+        wall = W[ts].gather(2, sample[ts].view(k, 1, -1).expand(k, B, -1)).view(k, B, C, n) * valid[ts][:, None]
+        held = _traces(Xc, cellc[ts], K, wall[:, :1], strata[ts]) if traces == "full" else None
         for s in range(0, B, bstep):
             bs = slice(s, min(B, s + bstep))
-            w = W[ts, bs].gather(2, sample[ts].view(k, 1, -1).expand(k, bs.stop - bs.start, -1))
-            w = w.view(k, -1, C, n) * valid[ts][:, None]
-            res = _chunk_kernel(Xc, valid[ts], cellc[ts], K, w, strata[ts])
+            w = wall[:, bs]
+            tau, oo = held if held is not None else _traces(Xc, cellc[ts], K, w, strata[ts])
+            res = _chunk_kernel(Xc, cellc[ts], K, w, strata[ts], tau, oo)
             for o, r in zip(out, res[:5]):
                 o[ts, bs] = r
             var[ts, bs] = res[5]

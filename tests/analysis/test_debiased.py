@@ -128,10 +128,13 @@ def test_the_batched_tasks_and_masks_equal_the_single_calls():
     cells, use, K = task_designs(tl.idx, "iid")
     W = torch.ones(3, 2, x.shape[0], dtype=F64)
     W[:, 1, ::7] = 0
-    out = debiased_kernel(xc, tl.idx, cells, use, W, tl.C, K)
     kept = W[0, 1] > 0
     single = E.debiased_geometry(x[kept], lab[0, kept], design="iid")
-    torch.testing.assert_close(out[0][0, 1], single.dir_cdnv, equal_nan=True)
+    each = debiased_kernel(xc, tl.idx, cells, use, W, tl.C, K, traces="each")
+    torch.testing.assert_close(each[0][0, 1], single.dir_cdnv, equal_nan=True)
+    held = debiased_kernel(xc, tl.idx, cells, use, W, tl.C, K)      # the replicates' trace terms: mask 0's
+    torch.testing.assert_close(held[0][:, 0], each[0][:, 0], equal_nan=True)
+    assert not torch.allclose(held[0][0, 1], each[0][0, 1], equal_nan=True)
 
 
 # --- bias and coverage by simulation ----------------------------------------------------------------------
