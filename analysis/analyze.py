@@ -14,6 +14,9 @@ import torch
 
 from dncsim.analysis.inputs import as_features, as_labels
 from dncsim.analysis.bounds import THEOREM_MIN_SHOTS, ncc_error_bound
+from dncsim.analysis.estimators import (DEFAULT_ESTIMATOR, FLAGS, bootstrap_summaries, check_estimator,
+                                        estimate_geometry, jackknife_summaries_tasks)
+from dncsim.analysis.geometry import UndefinedGeometry
 from dncsim.common import DncsimError
 from dncsim.analysis.fewshot import ncc_fewshot_error
 from dncsim.analysis.geometry import class_geometry
@@ -82,17 +85,78 @@ def _unscaled(value, exponent: int):
     return value if value is None or not exponent else math.ldexp(value, exponent)
 
 
+def _estimated(x, ys: Dict[str, torch.Tensor], estimator: str, design: str, groups: int, resamples: int,
+               seed: int) -> Dict[str, dict]:
+    """Per labeling: the summaries by ``estimator`` with their 95% intervals (debiased: the other labelings
+    are its strata, jackknife of ``groups`` groups; plugin and crossfit: ``resamples`` bootstrap
+    resamples), or None values with a note when undefined."""
+    names = list(ys)
+    out = {}
+    if estimator == "debiased":
+        if groups:
+            ests, ivs = jackknife_summaries_tasks(x, torch.stack([ys[k] for k in names]), groups=groups,
+                                                  design=design, seeds=[seed] * len(names))
+        else:
+            from dncsim.analysis.estimators import debiased_geometry_tasks
+
+            ests = debiased_geometry_tasks(x, torch.stack([ys[k] for k in names]), design=design)
+            ivs = [None] * len(names)
+        pairs = list(zip(ests, ivs))
+    else:
+        pairs = []
+        for k in names:
+            try:
+                e = estimate_geometry(x, ys[k], estimator, seed=seed)
+                iv = bootstrap_summaries(x, ys[k], estimator=estimator, resamples=resamples, seed=seed) \
+                    if resamples else None
+            except UndefinedGeometry as exc:
+                e, iv = exc, None
+            pairs.append((e, iv))
+    for k, (e, iv) in zip(names, pairs):
+        row = {"estimator": estimator, "design": getattr(e, "design", None), "dir_cdnv": None, "cdnv": None,
+               "ratio": None, "mean_gap": None, "dir_cdnv_ci": None, "cdnv_ci": None, "note": "",
+               **{f: None for f in FLAGS}}
+        try:
+            if isinstance(e, Exception):
+                raise e
+            s = e.summary()
+        except UndefinedGeometry as exc:
+            row["note"] = f"{estimator} estimate undefined: {exc}"
+            out[k] = row
+            continue
+        row.update({f: s[f] for f in ("dir_cdnv", "cdnv", "ratio", "mean_gap")})
+        row.update({f: s.get(f) for f in FLAGS})
+        if iv is not None:
+            for f in ("dir_cdnv", "cdnv"):
+                lo, hi = iv[f]
+                row[f + "_ci"] = [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+        notes = []
+        if s.get("barely_resolved_pairs"):
+            notes.append(f"gap barely resolved for {s['barely_resolved_pairs']} ordered pair(s)")
+        if s.get("negative_numerator_pairs"):
+            notes.append(f"axis variance below the noise floor for {s['negative_numerator_pairs']} ordered pair(s)")
+        if s.get("undefined_pairs"):
+            notes.append(f"{s['undefined_pairs']} class pair(s) unresolved and left out")
+        row["note"] = "; ".join(notes)
+        out[k] = row
+    return out
+
+
 def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence[int] = (1, 5, 10, 20),
                       ways: Optional[int] = 2, episodes: int = 200, seed: int = 0, ddof: int = 0,
-                      dtype: torch.dtype = torch.float64, device=None) -> dict:
+                      dtype: torch.dtype = torch.float64, device=None, estimator: str = DEFAULT_ESTIMATOR,
+                      design: str = "auto", interval_groups: int = 20, bootstrap: int = 200) -> dict:
     """Geometry, few-shot error vs Theorem 4.1, and pairwise orthogonality of labelings of ``features``.
 
-    ``features`` (N, d); ``labelings`` name -> labels (N,) int. Per labeling: C, N, CDNV (unordered pairs),
-    directional CDNV (ordered pairs), their ratio (``ddof`` as ``class_geometry``), mean gap, and per shot
-    count the ``ways``-way NCC error over ``episodes`` seeded episodes with the bound on the same subsets
-    (too-large shot counts skipped, noted). Per pair of labelings: the orthogonality summary with Prop. 4.2
-    and whether they are balanced and independent.
+    ``features`` (N, d); ``labelings`` name -> labels (N,) int. Per labeling: C, N, dir-CDNV (ordered
+    pairs), CDNV (unordered pairs), ratio and mean gap by ``estimator`` (default debiased, the other
+    labelings as strata under ``design``) with 95% intervals ``dir_cdnv_ci``, ``cdnv_ci`` (jackknife of
+    ``interval_groups`` groups; plugin/crossfit: ``bootstrap`` resamples) and regime flags; ``plugin``: the
+    plug-in summaries (``ddof``) that the few-shot bound uses; per shot count the ``ways``-way NCC error over
+    ``episodes`` seeded episodes with the bound on the same subsets. Per pair of labelings: the
+    orthogonality summary with Prop. 4.2 and whether they are balanced and independent.
     """
+    check_estimator(estimator)
     x, exponent = _power_of_two_scaled(as_features(features, device=device), dtype)
     if not labelings:
         raise DncsimError("no labelings given")
@@ -108,11 +172,17 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
         except DncsimError as exc:
             raise DncsimError(f"labeling '{name}': {exc}") from None
         geoms[name] = g
+    estimated = _estimated(x, ys, estimator, design, interval_groups, bootstrap, seed)
+    for name, y in ys.items():
+        g = geoms[name]
         s = g.summary()
         rows, limit = _fewshot_rows(x, y, g, shots, ways, episodes, seed, dtype)
-        out[name] = {"C": s["C"], "N": s["N"], "cdnv": s["cdnv"], "dir_cdnv": s["dir_cdnv"],
-                     "ratio": s["ratio"], "mean_gap": _unscaled(s["mean_gap"], exponent), "fewshot": rows,
-                     "bound_limit": limit}
+        e = estimated[name]
+        e["mean_gap"] = _unscaled(e["mean_gap"], exponent)
+        out[name] = {"C": s["C"], "N": s["N"], **e,
+                     "plugin": {"dir_cdnv": s["dir_cdnv"], "cdnv": s["cdnv"], "ratio": s["ratio"],
+                                "mean_gap": _unscaled(s["mean_gap"], exponent)},
+                     "fewshot": rows, "bound_limit": limit}
     pairs = []
     for a, b in itertools.combinations(ys, 2):
         orth = orthogonality_summary(geoms[a], geoms[b], seed=seed)
@@ -123,7 +193,8 @@ def analyze_labelings(features, labelings: Dict[str, object], *, shots: Sequence
                       **orth})
     return {"N": int(x.shape[0]), "d": int(x.shape[1]),
             "settings": {"ddof": ddof, "ways": ways, "episodes": episodes, "seed": seed, "shots": shots,
-                         "dtype": str(dtype).replace("torch.", "")},
+                         "dtype": str(dtype).replace("torch.", ""), "estimator": estimator, "design": design,
+                         "interval_groups": interval_groups, "bootstrap": bootstrap},
             "labelings": out, "pairs": pairs}
 
 
@@ -137,10 +208,21 @@ def format_analysis(result: dict, title: str = "") -> str:
     head = f"{title}: " if title else ""
     lines = [f"{head}N={result['N']} samples, d={result['d']} dimensions, ddof={st['ddof']}, "
              f"{st['episodes']} episodes per shot count (seed {st['seed']})", ""]
-    geo = [[name, r["C"], r["N"], _num(r["dir_cdnv"]), _num(r["cdnv"]), _num(r["ratio"]), _num(r["mean_gap"])]
-           for name, r in result["labelings"].items()]
-    lines.append(format_table(["labeling", "C", "N", "dir-CDNV", "CDNV", "dir/CDNV", "mean gap"], geo,
-                              title="Geometry (dir-CDNV: mean over ordered pairs; CDNV: mean over unordered pairs)"))
+    def ci(v):
+        return "n/a" if v is None else f"[{v[0]:.4g}, {v[1]:.4g}]"
+
+    geo = [[name, r["C"], r["N"], _num(r["dir_cdnv"]), ci(r["dir_cdnv_ci"]), _num(r["cdnv"]), ci(r["cdnv_ci"]),
+            _num(r["ratio"]), _num(r["mean_gap"]), r["design"] or "-"] for name, r in result["labelings"].items()]
+    lines.append(format_table(["labeling", "C", "N", "dir-CDNV", "95% CI", "CDNV", "95% CI", "dir/CDNV", "mean gap",
+                               "design"], geo,
+                              title=f"Geometry by the {st['estimator']} estimator (dir-CDNV: mean over ordered "
+                                    "pairs; CDNV: mean over unordered pairs)"))
+    lines += [f"  note: {name}: {r['note']}" for name, r in result["labelings"].items() if r["note"]]
+    plug = [[name, _num(r["plugin"]["dir_cdnv"]), _num(r["plugin"]["cdnv"]), _num(r["plugin"]["ratio"])]
+            for name, r in result["labelings"].items()]
+    if st["estimator"] != "plugin":
+        lines += ["", format_table(["labeling", "dir-CDNV", "CDNV", "dir/CDNV"], plug,
+                                   title=f"Plug-in geometry (ddof={st['ddof']}; the Theorem 4.1 bound below uses it)")]
     notes, fs_rows = [], []
     for name, r in result["labelings"].items():
         for row in r["fewshot"]:

@@ -71,6 +71,19 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _nonneg_int(text: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,6}", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
+    return int(text)
+
+
+def _interval_groups(text: str) -> int:
+    v = _nonneg_int(text)
+    if v == 1:
+        raise argparse.ArgumentTypeError("expected 0 (no intervals) or at least 2 groups, got '1'")
+    return v
+
+
 def _ways(text: str) -> Optional[int]:
     if text == "all":
         return None
@@ -109,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=_seed, default=0, help="seed of the episodes (default: 0)")
     a.add_argument("--ddof", type=int, choices=(0, 1), default=0,
                    help="0: population variances (default); 1: unbiased, as the authors' bound code")
+    a.add_argument("--estimator", choices=("debiased", "plugin", "crossfit"), default="debiased",
+                   help="estimator of dir-CDNV, CDNV, ratio and mean gap, as analysis.estimator (default: "
+                        "debiased; the other labelings of the file are its strata where they form a balanced "
+                        "design)")
+    a.add_argument("--design", choices=("auto", "iid", "strata"), default="auto",
+                   help="debiased: how the samples were drawn, as analysis.design (default: auto)")
+    a.add_argument("--interval-groups", type=_interval_groups, default=20, metavar="G",
+                   help="debiased: jackknife groups of the 95%% intervals, as analysis.interval_groups (default: "
+                        "20; 0: none)")
+    a.add_argument("--bootstrap", type=_nonneg_int, default=200, metavar="B",
+                   help="plugin and crossfit: bootstrap resamples of the 95%% intervals (default: 200; 0: none)")
     a.add_argument("--float32", action="store_true", help="accumulate in float32 (faster, ~1e-6 relative)")
     a.add_argument("--json", metavar="OUT.json", type=_out_file, default=None,
                    help="also write every number to this JSON file")
@@ -210,7 +234,8 @@ def _cmd_analyze(args) -> int:
             raise DncsimError(f"{ff.path}: label array '{key}' holds {int(y.min())}; label ids must be integers >= 0")
     result = analyze_labelings(ff.features, ff.labelings, shots=args.shots, ways=args.ways,
                                episodes=args.episodes, seed=args.seed, ddof=args.ddof,
-                               dtype=torch.float32 if args.float32 else torch.float64)
+                               dtype=torch.float32 if args.float32 else torch.float64, estimator=args.estimator,
+                               design=args.design, interval_groups=args.interval_groups, bootstrap=args.bootstrap)
     result = {"file": str(ff.path), **result}
     print(format_analysis(result, title=str(ff.path)), file=sys.stderr if to_stdout else sys.stdout)
     if args.json is not None:

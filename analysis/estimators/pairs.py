@@ -10,6 +10,7 @@ import torch
 
 from dncsim.analysis.estimators.bootstrap import _interval
 from dncsim.analysis.estimators.core import _within_class_resamples
+from dncsim.analysis.estimators.validate import check_alpha, check_count
 from dncsim.analysis.estimators.core import _TASK_CHUNK_ELEMENTS, F64, _cell_layout, _means
 from dncsim.analysis.inputs import as_features, as_labels
 from dncsim.common import DncsimError
@@ -21,6 +22,7 @@ def bootstrap_median_abs_cos(features, labels_a, labels_b, *, resamples: int = 2
     seeded by ``seed``; ``wild`` and ``iid`` as :func:`bootstrap_median_abs_cos_tasks` for the two
     labelings; ``auto`` (default): ``joint`` when the joint classes are an exactly balanced design
     (:func:`balanced_pairs`), else ``iid``, which lets the cells' sizes vary as random sampling does."""
+    resamples, alpha = check_count(resamples, "resamples", 1), check_alpha(alpha)
     x = as_features(features).to(F64)
     ya = as_labels(labels_a, x.shape[0], device=x.device)
     yb = as_labels(labels_b, x.shape[0], device=x.device)
@@ -103,6 +105,7 @@ def bootstrap_median_abs_cos_tasks(features, labels, *, resamples: int = 200, al
     """
     from dncsim.analysis.task_batch import task_labels
 
+    resamples, alpha = check_count(resamples, "resamples", 1), check_alpha(alpha)
     x = as_features(features).to(F64)
     lab = task_labels(labels, x.shape[0])
     T = lab.T

@@ -63,8 +63,9 @@ class AnalysisConfig(StrictModel):
                                                                 "summaries (fewer when a class has fewer samples; "
                                                                 "0: no intervals; 1 is not allowed)")
     crossfit_splits: int = Field(2, ge=1, le=64, description="random half-splits per class of the crossfit estimator")
-    bootstrap: int = Field(100, ge=0, le=10000, description="plugin and crossfit estimators: within-class bootstrap "
-                                                            "resamples for the 95% intervals of the per-task "
+    bootstrap: int = Field(100, ge=0, le=10000, description="bootstrap resamples for the 95% intervals of the "
+                                                            "median |cos| between two tasks' axes and, under the "
+                                                            "plugin and crossfit estimators, of the per-task "
                                                             "summaries (0: none)")
     pair_bootstrap: Literal["auto", "joint", "wild", "iid"] = Field("auto", description="resampling of the "
                                                                     "interval of the median |cos| between two "

@@ -17,10 +17,10 @@ import torch
 from scipy.stats import spearmanr
 
 from dncsim.analysis.bounds import orthogonality_bound
-from dncsim.analysis.names import (ACC, ACC_SEEN, AXIS_COS_MAX, AXIS_COS_MEDIAN, BOUND, BWT, FEWSHOT_ERR,
-                                   FORGETTING_LAST, FORGETTING_MAX, FORGETTING_NORM, FROZEN, INTERFERENCE,
-                                   LABELS_CRAMERS_V, LINEAR, NCC, PROP42_FRAC, PROP42_TIGHTNESS, PROP42_VS_RANDOM,
-                                   REFIT, RESOLVED_PAIRS, ProbeKey)
+from dncsim.analysis.names import (ACC, ACC_SEEN, AXIS_COS_MAX, AXIS_COS_MEDIAN, BARELY_RESOLVED_PAIRS, BOUND,
+                                   BWT, FEWSHOT_ERR, FORGETTING_LAST, FORGETTING_MAX, FORGETTING_NORM, FROZEN,
+                                   INTERFERENCE, LABELS_CRAMERS_V, LINEAR, NCC, NEGATIVE_NUMERATOR_PAIRS,
+                                   PROP42_FRAC, PROP42_TIGHTNESS, PROP42_VS_RANDOM, REFIT, RESOLVED_PAIRS, ProbeKey)
 from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
 from dncsim.analysis.orthogonality import INDEPENDENCE_V_MAX, cross_task_cosines, random_abs_cos
 from dncsim.rundir import RunData
@@ -29,6 +29,8 @@ __all__ = ["primary_key", "prop42_points", "run_summary", "findings", "undefined
            "MIN_PAIRS_FOR_CORRELATION", "WHEN", "GEOMETRY_METRICS", "STORY_DROP"]
 
 MIN_PAIRS_FOR_CORRELATION = 4
+#: the debiased estimator's regime flags, summarised per task after the last experience
+REGIME_FLAGS = (BARELY_RESOLVED_PAIRS, NEGATIVE_NUMERATOR_PAIRS)
 #: the moments at which per-task scalars are summarised
 WHEN = ("init", "learned", "final")
 #: the per-task geometry scalars whose undefined values are named with a reason
@@ -99,14 +101,36 @@ def _task_summary(run: RunData, k: int, last: int, scalars: List[str]) -> dict:
                               f"bound undefined at m = {', '.join(map(str, missing))}: some class pair's margin is "
                               "not positive (its classes overlap more than their spread allows), so Theorem 4.1 "
                               "gives no bound")
+    out["regime_final"] = {m: run.value(m, last, k) for m in REGIME_FLAGS if run.value(m, last, k) is not None}
+    return out
+
+
+def regime_notes(tasks: List[dict]) -> List[str]:
+    """One sentence per task whose dir-CDNV after the last experience comes from pairs in a flagged regime of
+    the debiased estimator (``regime_final``)."""
+    out = []
+    for t in tasks:
+        flags = t.get("regime_final") or {}
+        barely, negative = flags.get(BARELY_RESOLVED_PAIRS) or 0, flags.get(NEGATIVE_NUMERATOR_PAIRS) or 0
+        parts = []
+        if barely:
+            parts.append(f"gap barely resolved for {int(barely)} ordered class pair(s) (the second-order terms "
+                         "move them by more than 25%)")
+        if negative:
+            parts.append(f"axis variance below the noise floor for {int(negative)} ordered class pair(s) "
+                         "(a negative estimate)")
+        if parts:
+            out.append(f"Note: dir-CDNV of task '{t['name']}' after the last experience: {'; '.join(parts)}; "
+                       "read it with its interval (docs, Methods, Estimators).")
     return out
 
 
 def undefined_reason(run: RunData, metric: str, exp: int, k: int) -> str:
-    """Why a per-task geometry value is missing at a row: no class pair resolved (crossfit), or not measured."""
+    """Why a per-task geometry value is missing at a row: no class pair resolved (debiased, crossfit), or not
+    measured."""
     if run.value(RESOLVED_PAIRS, exp, k) == 0:
         return ("no class pair resolved: every pair's bias-corrected squared mean gap is within the noise of "
-                "the class means (crossfit estimator)")
+                "the class means (debiased and crossfit estimators)")
     if any(r["exp"] == exp for r in run.rows):
         return "not measured at this row"
     return "the row was not measured (the run stopped before it)"
@@ -224,7 +248,8 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
                 "device": run.manifest.get("device"), "versions": run.manifest.get("versions"),
                 "started": run.manifest.get("started"), "finished": run.manifest.get("finished"),
                 "duration_s": run.manifest.get("duration_s"), "experiences_done": run.manifest.get("experiences_done"),
-                "feature_dim": d},
+                "feature_dim": d,
+                "estimator": (run.config.get("analysis") or {}).get("estimator")},
         "primary": {"probe": primary.probe, "protocol": primary.protocol, "key": str(primary)},
         "learned": {"learned": sum(t["learned"] is True for t in tasks), "not_learned": unlearned,
                     "undecided": [t["name"] for t in tasks if t["learned"] is None]},
@@ -376,6 +401,7 @@ def findings(summary: dict) -> List[str]:
     out = [task_story(t, summary["run"]["experiences"]) for t in summary["tasks"] if t["final_acc"]]
     out += _learned_findings(summary)
     out += _geometry_finding(st, len(summary["tasks"]))
+    out += regime_notes(summary["tasks"])
     probe, proto = summary["primary"]["probe"], summary["primary"]["protocol"]
     inter = [p for p in summary["pairs"] if p["interference"] is not None]
     if inter:

@@ -3,7 +3,8 @@
 Public API, imported on first use so ``import dncsim`` stays fast::
 
     import dncsim
-    g = dncsim.class_geometry(features, labels)       # features (N, d), labels (N,)
+    g = dncsim.class_geometry(features, labels)       # the plug-in geometry: features (N, d), labels (N,)
+    e = dncsim.estimate_geometry(features, labels)    # the default (debiased) estimate, as runs report it
     dncsim.ncc_error_bound(g, [10, 20])
     run_dir = dncsim.run(dncsim.load_run_config("configs/quickstart.yaml"), "runs/quickstart")
     dncsim.build_report(run_dir)
@@ -15,7 +16,8 @@ from __future__ import annotations
 from dncsim.common import lazy_import
 
 __all__ = [
-    "DncsimError", "ClassGeometry", "class_geometry", "streaming_class_geometry", "ncc_error_bound",
+    "DncsimError", "ClassGeometry", "class_geometry", "streaming_class_geometry", "estimate_geometry",
+    "GeometryEstimate", "jackknife_summaries", "ncc_error_bound",
     "ncc_error_bound_prior", "orthogonality_bound", "ncc_fewshot_error", "cross_task_cosines",
     "orthogonality_summary", "axis_drift", "random_abs_cos", "analyze_labelings", "build_scenario",
     "load_scenario_config", "RunConfig", "load_run_config", "run", "load_run", "RunData", "build_report",
@@ -27,6 +29,9 @@ _WHERE = {
     "ClassGeometry": "dncsim.analysis.geometry",
     "class_geometry": "dncsim.analysis.geometry",
     "streaming_class_geometry": "dncsim.analysis.geometry",
+    "estimate_geometry": "dncsim.analysis.estimators",
+    "GeometryEstimate": "dncsim.analysis.estimators",
+    "jackknife_summaries": "dncsim.analysis.estimators",
     "ncc_error_bound": "dncsim.analysis.bounds",
     "ncc_error_bound_prior": "dncsim.analysis.bounds",
     "orthogonality_bound": "dncsim.analysis.bounds",

@@ -261,6 +261,10 @@ def test_bad_settings_raise_one_clear_error_each():
                      (dict(estimator="debiased"), "jackknife")]:
         with pytest.raises(DncsimError, match=word):
             E.bootstrap_summaries(x, y, **kw)
+    with pytest.raises(DncsimError, match="alpha"):
+        E.bootstrap_median_abs_cos(x, y, (torch.arange(40) // 2) % 2, alpha=2)
+    with pytest.raises(DncsimError, match="resamples"):
+        E.bootstrap_median_abs_cos_tasks(x, torch.stack([y, y]), resamples=0)
     with pytest.raises(DncsimError, match="groups"):
         E.jackknife_summaries(x, y, groups=1)
     with pytest.raises(DncsimError, match="alpha"):
@@ -286,3 +290,27 @@ def test_lists_are_accepted_where_tensors_are():
     ja = E.jackknife_summaries_tasks(x.tolist(), labels.tolist())[1][0]
     assert ja == E.jackknife_summaries_tasks(x, labels)[1][0]
     assert 0 < ja["dir_cdnv"][0] < ja["dir_cdnv"][1]
+
+
+# --- regime flags reach the run's closing notes and the report's findings ---------------------------------
+
+def test_flagged_regimes_are_noted_not_hidden():
+    from dncsim.analysis.closing import closing_notes
+    from dncsim.analysis.names import BARELY_RESOLVED_PAIRS, CDNV, DIR_CDNV, NEGATIVE_NUMERATOR_PAIRS
+    from dncsim.analysis.report.summary import regime_notes
+
+    def row(metric, task, value, exp=1):
+        return {"exp": exp, "task": task, "task_b": None, "metric": metric, "probe": None, "shots": None,
+                "value": value}
+    rows = [row(m, k, 0.1) for m in (DIR_CDNV, CDNV) for k in (0, 1)]
+    rows += [row(BARELY_RESOLVED_PAIRS, 0, 3), row(NEGATIVE_NUMERATOR_PAIRS, 0, 0),
+             row(BARELY_RESOLVED_PAIRS, 1, 0), row(NEGATIVE_NUMERATOR_PAIRS, 1, 1),
+             row(BARELY_RESOLVED_PAIRS, 1, 5, exp=0)]
+    notes = closing_notes(rows, ["color", "shape"]).strip().splitlines()
+    assert notes == ["note: dir-CDNV of color: gap barely resolved for 3 class pair(s) (debiased estimator; read "
+                     "it with its interval)",
+                     "note: dir-CDNV of shape: axis variance below the noise floor for 1 class pair(s) (debiased "
+                     "estimator; read it with its interval)"]
+    found = regime_notes([{"name": "color", "regime_final": {BARELY_RESOLVED_PAIRS: 3.0}},
+                          {"name": "shape", "regime_final": {BARELY_RESOLVED_PAIRS: 0.0}}])
+    assert len(found) == 1 and "task 'color'" in found[0] and "barely resolved for 3 ordered" in found[0]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dncsim
 from dncsim.analysis import class_geometry
 from dncsim.simulator.cli import main
 
@@ -50,9 +51,18 @@ def test_analyze_example_prints_tables_and_writes_json(tmp_path, capsys):
     assert len(res["pairs"]) == 6
     with np.load(EXAMPLE) as z:
         s = class_geometry(z["features"], z["color"]).summary()
+        others = np.stack([z[k] for k in ("shape", "size", "style")])
+        e = dncsim.estimate_geometry(z["features"], z["color"], strata=others).summary()
     color = res["labelings"]["color"]
-    assert color["dir_cdnv"] == pytest.approx(s["dir_cdnv"], rel=1e-12)
-    assert color["cdnv"] == pytest.approx(s["cdnv"], rel=1e-12)
+    assert color["plugin"]["dir_cdnv"] == pytest.approx(s["dir_cdnv"], rel=1e-12)
+    assert color["plugin"]["cdnv"] == pytest.approx(s["cdnv"], rel=1e-12)
+    # the default estimator, the other labelings of the file its strata: the Python API's default numbers
+    assert color["estimator"] == "debiased" and color["design"] == "strata"
+    assert color["dir_cdnv"] == pytest.approx(e["dir_cdnv"], rel=1e-12)
+    assert color["cdnv"] == pytest.approx(e["cdnv"], rel=1e-12)
+    assert color["dir_cdnv_ci"][0] < color["dir_cdnv"] < color["dir_cdnv_ci"][1]
+    assert color["cdnv_ci"][0] < color["cdnv"] < color["cdnv_ci"][1]
+    assert color["barely_resolved_pairs"] == color["negative_numerator_pairs"] == color["undefined_pairs"] == 0
     assert [r["shots"] for r in color["fewshot"]] == [5, 10]
     assert color["fewshot"][0]["note"].startswith("m < 10")
     assert color["fewshot"][1]["bound_in_range"] is True
