@@ -355,6 +355,20 @@ def evaluate(design: Design, args) -> Dict[str, Cell]:
     return cells
 
 
+_JOB: dict = {}
+
+
+def _evaluate_one(k: int) -> Dict[str, Cell]:
+    """Design k of the grid (forked workers inherit it): every design has its own seeded draws, so the
+    results do not depend on --jobs."""
+    design, args = _JOB["designs"][k], _JOB["args"]
+    torch.set_num_threads(1)
+    cells = evaluate(design, args)
+    print(f"{time.perf_counter() - _JOB['start']:7.1f} s  {design.name}: "
+          + "; ".join(f"{e} {pct(c.dir_rel)}" for e, c in cells.items()), file=sys.stderr, flush=True)
+    return cells
+
+
 # --- the table ----------------------------------------------------------------------------------------
 
 def pct(values) -> str:
@@ -482,11 +496,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick-draws", type=int, default=3)
     ap.add_argument("--bootstrap", type=int, default=200,
                     help="bootstrap resamples of the plug-in's and crossfit's intervals (0: none)")
-    ap.add_argument("--bootstrap-draws", type=int, default=40,
+    ap.add_argument("--bootstrap-draws", type=int, default=25,
                     help="the plug-in's and crossfit's intervals on the first this many draws of each design")
     ap.add_argument("--backbone-draws", type=int, default=100, help="test sets of the backbone design")
     ap.add_argument("--backbone-dir", default=str(ROOT / "runs" / "bench_estimators"),
                     help="the backbone's training run and feature cache")
+    ap.add_argument("--jobs", type=int, default=1, help="designs evaluated in parallel (forked processes)")
     ap.add_argument("--out", help="write the Markdown table to this file")
     ap.add_argument("--docs", help="replace the generated section of this Markdown page with the table")
     args = ap.parse_args(argv)
@@ -497,12 +512,15 @@ def main(argv=None) -> int:
                  f"got {', '.join(unknown)}")
     torch.set_num_threads(1)
     start = time.perf_counter()
-    results = []
-    for design in grid(args):
-        cells = evaluate(design, args)
-        results.append((design, cells))
-        print(f"{time.perf_counter() - start:7.1f} s  {design.name}: "
-              + "; ".join(f"{e} {pct(c.dir_rel)}" for e, c in cells.items()), file=sys.stderr, flush=True)
+    designs = grid(args)
+    _JOB.update(designs=designs, args=args, start=start)
+    if args.jobs > 1:
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+            cells = pool.map(_evaluate_one, range(len(designs)), chunksize=1)
+    else:
+        cells = [_evaluate_one(k) for k in range(len(designs))]
+    results = list(zip(designs, cells))
     table = markdown(results, args, time.perf_counter() - start)
     print(table, end="")
     if args.out:
