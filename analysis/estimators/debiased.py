@@ -1,14 +1,15 @@
 """The debiased estimator of dir-CDNV and CDNV (the default; docs, Methods, Estimators).
 
 One kernel, batched over T tasks labelling the same samples and B 0/1 sample masks (the interval
-replicates), float64, no loop over pairs, tasks or masks (chunks only). Per class: Omega, an unbiased
-estimate of the covariance of the class mean (iid: from the residuals; strata: from the within-cell
-residuals of the joint cells of the other labelings), Sigma = residual scatter / n + Omega; the
-numerator delta' Sigma_i delta less the trace terms tr(Sigma Omega) (iid: a pair-leave-out form with
-an unbiased tr(Sigma^2)); the squared gap less tr Omega_i + tr Omega_j; second-order ratio terms.
+replicates), float64, no loop over pairs, tasks or masks (chunks only). Per class, Omega estimates the
+covariance of the class mean without bias (iid: from the residuals; strata: from the within-cell
+residuals of the other labelings' joint cells); Sigma = residual scatter / n + Omega. Numerator:
+delta' Sigma_i delta less tr(Sigma Omega) terms; squared gap less tr Omega_i + tr Omega_j; then
+second-order ratio terms.
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional
 
 import torch
@@ -19,6 +20,10 @@ from dncsim.analysis.geometry import UndefinedGeometry
 from dncsim.common import DncsimError
 
 DESIGNS = ("auto", "iid", "strata")
+#: above this many elements of a task's (C, d, d) class matrices the trace terms come from SKETCH_PROBES
+#: seeded Rademacher probes: tr(M_a M_b) ~ mean over probes z of (M_a z) . (M_b z), unbiased
+SKETCH_ELEMENTS = 1 << 27
+SKETCH_PROBES = 64
 #: a pair is flagged "barely resolved" when the second-order terms move it by more than this share
 SECOND_ORDER_SHARE = 0.25
 
@@ -48,15 +53,17 @@ def _kappa(mk, nn):
                        torch.zeros_like(mk))
 
 
-def _traces(Xc, cellc, K, w, strata):
+def _traces(Xc, cellc, K, w, strata, Z=None):
     """tau (t, b, C, C) = tr(Sigma_a Omega_b) (diagonal of iid tasks: the unbiased tr(Sigma^2) / n),
-    oo = tr(Omega_a Omega_b), from the (d, d) matrices of every class under masks ``w`` (t, b, C, n)."""
+    oo = tr(Omega_a Omega_b), from the (d, d) matrices of every class under masks ``w`` (t, b, C, n);
+    with probes ``Z`` (d, s), from their products with the s probes instead (unbiased sketch)."""
     cnt = w.sum(-1)
     m = torch.einsum("tbcn,tcnd->tbcd", w, Xc) / cnt.clamp_min(1)[..., None]
     r = (Xc.unsqueeze(1) - m.unsqueeze(-2)) * w[..., None]                # residuals, zero off the mask
-    A = r.transpose(-1, -2) @ r                                           # residual scatter (t, b, C, d, d)
+    rt = r.transpose(-1, -2)
+    root = 1.0 if Z is None else math.sqrt(Z.shape[1])
+    Af = (rt @ r if Z is None else rt @ (r @ Z)).flatten(-2) / root       # residual scatter A (or A Z / sqrt s)
     nO = (cnt * (cnt - 1)).clamp_min(1)                                   # iid: Omega = A / (n (n - 1))
-    Af = A.flatten(-2)
     F = Af @ Af.transpose(-1, -2)                                         # tr(A_a A_b)
     tau = F / ((cnt - 1)[..., :, None] * nO[..., None, :])                # iid: Sigma = A / (n - 1)
     oo = F / (nO[..., :, None] * nO[..., None, :])
@@ -66,14 +73,15 @@ def _traces(Xc, cellc, K, w, strata):
         cm = (sums / mk.clamp_min(1)[..., None]).flatten(0, 3)[key]       # each sample's cell mean
         wr = (Xc.unsqueeze(1) - cm) * w[..., None]
         ka = _kappa(mk, cnt).flatten()[key]
-        Of = ((wr * ka[..., None]).transpose(-1, -2) @ wr).flatten(-2)    # Omega of the strata
+        wk = (wr * ka[..., None]).transpose(-1, -2)
+        Of = (wk @ wr if Z is None else wk @ (wr @ Z)).flatten(-2) / root  # Omega of the strata
         Sf = Af / cnt.clamp_min(1)[..., None] + Of
         st = strata[:, None, None, None]
         tau = torch.where(st, Sf @ Of.transpose(-1, -2), tau)
         oo = torch.where(st, Of @ Of.transpose(-1, -2), oo)
     n1 = cnt - 1
-    h = A.diagonal(dim1=-2, dim2=-1).sum(-1)
-    h2 = r.square().sum(-1).square().sum(-1)
+    r2 = r.square().sum(-1)
+    h, h2 = r2.sum(-1), r2.square().sum(-1)
     hy = n1 / (cnt * (cnt - 2) * (cnt - 3)) * (n1 * (cnt - 2) * F.diagonal(dim1=-2, dim2=-1) / n1.square()
                                                 + (h / n1).square() - cnt * h2 / n1)
     diag = torch.where(strata[:, None, None], tau.diagonal(dim1=-2, dim2=-1), hy / cnt)
@@ -159,7 +167,12 @@ def debiased_kernel(x, idx, cell, strata, W, C: int, K: int, traces: str = "full
     n = sample.shape[-1]
     cellc = cell.gather(1, sample.view(T, -1)).view(T, C, n).clamp(0, K - 1)
     strat = bool(strata.any())
-    per_trace = 4 * C * d * d + 3 * C * n * d + 2 * C * K * d * strat
+    Z = None
+    if C * d * d > SKETCH_ELEMENTS:        # traces from random probes rather than (C, d, d) matrices
+        gen = torch.Generator().manual_seed(0)
+        Z = (torch.randint(0, 2, (d, SKETCH_PROBES), generator=gen) * 2 - 1).to(device=x.device, dtype=F64)
+    width = d if Z is None else SKETCH_PROBES
+    per_trace = 4 * C * d * width + 3 * C * n * d + 2 * C * K * d * strat
     per_mask = 6 * C * n * C + 2 * C * n * d + (2 * C * K * (d + C) + 4 * C * n * C) * strat
     out = [torch.full((T, B, C, C), float("nan"), dtype=F64, device=x.device) for _ in range(5)]
     var = torch.full((T, B, C), float("nan"), dtype=F64, device=x.device)
@@ -170,11 +183,11 @@ def debiased_kernel(x, idx, cell, strata, W, C: int, K: int, traces: str = "full
         k = ts.stop - ts.start
         Xc = x[sample[ts]] * valid[ts][..., None]
         wall = W[ts].gather(2, sample[ts].view(k, 1, -1).expand(k, B, -1)).view(k, B, C, n) * valid[ts][:, None]
-        held = _traces(Xc, cellc[ts], K, wall[:, :1], strata[ts]) if traces == "full" else None
+        held = _traces(Xc, cellc[ts], K, wall[:, :1], strata[ts], Z) if traces == "full" else None
         for s in range(0, B, bstep):
             bs = slice(s, min(B, s + bstep))
             w = wall[:, bs]
-            tau, oo = held if held is not None else _traces(Xc, cellc[ts], K, w, strata[ts])
+            tau, oo = held if held is not None else _traces(Xc, cellc[ts], K, w, strata[ts], Z)
             res = _chunk_kernel(Xc, cellc[ts], K, w, strata[ts], tau, oo)
             for o, r in zip(out, res[:5]):
                 o[ts, bs] = r

@@ -1,11 +1,10 @@
 """Intervals of the debiased summaries: grouped delete-a-group jackknife.
 
-G groups (at most ``groups``, at most the smallest class's size), assigned at random (seeded) and
-stratified: samples sorted by (class, stratum, random key) are dealt round-robin within each class, so
-every class and every (class, stratum) cell spreads evenly over the groups. Replicate g is the debiased
-kernel on the samples outside group g (one batched call with the estimate). The (1 - alpha) interval is
-estimate -/+ t_{G-1} x jackknife standard error, on the log scale when the estimate and every replicate
-are positive, else on the linear scale.
+G groups (at most ``groups`` and the smallest class's size), assigned at random (seeded) and stratified:
+samples sorted by (class, stratum, random key) are dealt round-robin within each class. Replicate g is the
+debiased kernel without group g, its trace terms held at the full sample's values. The (1 - alpha)
+interval is estimate -/+ t_{G-1} x jackknife standard error, on the log scale when the estimate and
+every replicate are positive, else on the linear scale.
 """
 from __future__ import annotations
 
