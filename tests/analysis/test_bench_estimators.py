@@ -45,7 +45,7 @@ def test_population_values_of_the_isotropic_design():
 
 
 def test_quick_table(tmp_path, capsys):
-    out = tmp_path / "table.md"
+    out = tmp_path / "table.markdown"
     assert bench.main(["--quick", "--designs", "iso,factorial", "--bootstrap", "20", "--out", str(out)]) == 0
     table = out.read_text()
     assert capsys.readouterr().out == table
@@ -70,11 +70,11 @@ def test_the_documented_table_is_the_scripts():
 
 
 def test_docs_section_replaced_in_place(tmp_path):
-    page = tmp_path / "page.md"
+    page = tmp_path / "page.markdown"
     page.write_text(f"# Title\n\nbefore\n{bench.BEGIN}\nold table\n{bench.END}\nafter\n")
     bench.write_docs(page, "| new |\n")
     assert page.read_text() == f"# Title\n\nbefore\n{bench.BEGIN}\n| new |\n{bench.END}\nafter\n"
-    plain = tmp_path / "plain.md"
+    plain = tmp_path / "plain.markdown"
     plain.write_text("# no section\n")
     with pytest.raises(DncsimError, match="no generated section"):
         bench.write_docs(plain, "| new |\n")
