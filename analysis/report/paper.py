@@ -442,5 +442,6 @@ def over_runs_findings(agg: dict) -> List[str]:
                       f"{_mean_ci(p['null_q05'])} (beyond the null in {sum(bool(b) for b in p['beyond_null'])} of "
                       f"{sum(b is not None for b in p['beyond_null'])})" for p in s3["pairs"])
     out.append(f"S3 over {n} runs: {s3['verdict']}; worst pair's median |cos| over its null's 5% quantile "
-               f"(geometric means) {_mean_ci(s3['worst_over_null'])} (below 1 passes); per pair, mean over runs: {pairs}.")
+               f"(geometric means) {_mean_ci(s3['worst_over_null'])} (below 1 passes); per pair, mean over runs: "
+               f"{pairs}.")
     return out
