@@ -98,9 +98,9 @@ def _firm(run: RunData, e: int, k: int) -> bool:
 
 
 def _s1(run: RunData, points: List[int]) -> dict:
-    first, last = points[0], _last(points)
+    first, last = (points[0] if points else None), _last(points)
     two_d = 2 * run.feature_dim
-    tasks = [k for k in range(run.T) if _firm(run, first, k) and all(_firm(run, e, k) for e in last)]
+    tasks = [k for k in range(run.T) if points and _firm(run, first, k) and all(_firm(run, e, k) for e in last)]
     left_out = [run.tasks[k] for k in range(run.T) if k not in tasks]
 
     def gm(metric, e, scale=1.0):
@@ -259,7 +259,7 @@ def _s3(run: RunData, points: List[int]) -> dict:
         for b in range(a + 1, run.T):
             obs = [run.value(AXIS_COS_MEDIAN, e, a, b) for e in last]
             q05 = [run.value(AXIS_COS_NULL_Q05, e, a, b) for e in last]
-            if any(v is None for v in obs):
+            if not obs or any(v is None for v in obs):
                 continue
             pair = {"names": [run.tasks[a], run.tasks[b]], "median_abs_cos": float(np.mean(obs)),
                     "median_abs_cos_final_point": obs[-1], "log2": math.log2(np.mean(obs)) if np.mean(obs) > 0

@@ -174,3 +174,13 @@ def test_claims_over_runs_count_and_average():
     text = over_runs_findings(agg)
     assert text[0].startswith("S1 over 3 runs (means over runs [95% t intervals]): reproduced in 2 of 3 runs; "
                               "anisotropy index fell 5")
+
+
+def test_a_run_without_measurements_is_not_measured():
+    run = Run(path=None, config={"scenario": {"stream": {"type": "joint"}}}, manifest={}, rows=[], tasks=TASKS,
+              matrices={})
+    c = paper_claims(run)
+    assert (c["S1"]["reproduced"], c["S2"]["reproduced"], c["S3"]["reproduced"]) == (None, None, None)
+    assert [f.split(":")[0] for f in paper_findings(c)] == ["S1 (directional collapse) not measured",
+                                                            "S2 (Theorem 4.1) not measured",
+                                                            "S3 (near-orthogonality) not measured"]
