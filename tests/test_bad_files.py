@@ -345,16 +345,16 @@ HAND_EDITS = {
     "empty geometry file": (geometry(lambda b: b""), "row_000.npz: empty file"),
     "geometry of another kind": (geometry(lambda b: zip_bytes({"x": np.ones(3)})),
                                  "row_002.npz: array 'x' is not task<k>/<field>"),
-    "metrics line that is a list": (append_line("[1, 2]"), "metrics.jsonl: line 156 is a JSON list"),
-    "metrics line lacking keys": (append_line('{"metric": "acc"}'), "metrics.jsonl: line 156 lacks exp, task"),
+    "metrics line that is a list": (append_line("[1, 2]"), "metrics.jsonl: line {appended} is a JSON list"),
+    "metrics line lacking keys": (append_line('{"metric": "acc"}'), "metrics.jsonl: line {appended} lacks exp, task"),
     "metrics line with a task out of range": (
         append_line(json.dumps({"exp": 0, "task": 7, "task_name": "x", "task_b": None, "metric": "acc",
                                 "probe": "ncc", "protocol": "refit", "shots": None, "value": 0.5})),
-        "metrics.jsonl: line 156: experience 0, task 7, task_b None outside the run's 2 experiences and 2 tasks"),
+        "metrics.jsonl: line {appended}: experience 0, task 7, task_b None outside the run's 2 experiences and 2 tasks"),
     "metrics value that is text": (
         append_line(json.dumps({"exp": 0, "task": 0, "task_name": "x", "task_b": None, "metric": "acc",
                                 "probe": "ncc", "protocol": "refit", "shots": None, "value": "high"})),
-        "metrics.jsonl: line 156: 'value' is 'high'; expected a number"),
+        "metrics.jsonl: line {appended}: 'value' is 'high'; expected a number"),
     "manifest that is a list": (lambda d: (d / "manifest.json").write_text("[1]"),
                                 "manifest.json: expected the run's manifest (a JSON object); got a JSON list"),
     "manifest versions that are a list": (edit_json("manifest.json", lambda m: {**m, "versions": [1]}),
@@ -369,8 +369,10 @@ def test_report_on_a_hand_edited_run_is_one_line_naming_the_file(tmp_path, capsy
     edit, message = HAND_EDITS[case]
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
+    appended = len((run_dir / "metrics.jsonl").read_text().splitlines()) + 1   # the line an edit appends
     edit(run_dir)
     err = one_line(capsys, main(["report", str(run_dir), "--out", str(tmp_path / "rep")]))
+    message = message.replace("{appended}", str(appended))
     assert f"{run_dir}/" in err and message in err, err
     assert not (tmp_path / "rep").exists()
 
