@@ -30,3 +30,15 @@ def load_npz():
             return {k: z[k] for k in z.files}
     return load
 
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's CPU thread count as it found it: a shipped run's numbers (the quickstart's
+    claims) depend on the order of floating-point sums, and so on the thread count a later test inherits."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -350,7 +350,8 @@ HAND_EDITS = {
     "metrics line with a task out of range": (
         append_line(json.dumps({"exp": 0, "task": 7, "task_name": "x", "task_b": None, "metric": "acc",
                                 "probe": "ncc", "protocol": "refit", "shots": None, "value": 0.5})),
-        "metrics.jsonl: line {appended}: experience 0, task 7, task_b None outside the run's 2 experiences and 2 tasks"),
+        "metrics.jsonl: line {appended}: experience 0, task 7, task_b None outside the run's 2 experiences and "
+        "2 tasks"),
     "metrics value that is text": (
         append_line(json.dumps({"exp": 0, "task": 0, "task_name": "x", "task_b": None, "metric": "acc",
                                 "probe": "ncc", "protocol": "refit", "shots": None, "value": "high"})),
