@@ -6,7 +6,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from dncsim.analysis.estimators.core import (_TASK_CHUNK_ELEMENTS, _centred_tasks, _prepare, _task_chunks,
+from dncsim.analysis.estimators.core import (pair_masks, _TASK_CHUNK_ELEMENTS, _centred_tasks, _prepare, _task_chunks,
                                              _within_class_resamples)
 from dncsim.analysis.estimators.crossfit import (_cell_rows, _crossfit_batch, _crossfit_tasks, _halves, _task_draws,
                                                  crossfit_geometry, crossfit_geometry_tasks)
@@ -83,10 +83,7 @@ def bootstrap_summaries(features, labels, *, estimator: str = "crossfit", resamp
 def _pair_means(dc, cd, mask):
     """Per (task, resample): mean dir-CDNV over defined ordered pairs and mean CDNV over defined unordered
     pairs of the task's real classes (NaN when none)."""
-    C = mask.shape[1]
-    real = mask[:, :, None] & mask[:, None, :]
-    off = real & ~torch.eye(C, dtype=torch.bool, device=mask.device)
-    upper = off & torch.ones(C, C, dtype=torch.bool, device=mask.device).triu(1)
+    off, upper = pair_masks(mask)
     mean_d = torch.nanmean(dc.masked_fill(~off[:, None], float("nan")).flatten(2), dim=2)
     mean_c = torch.nanmean(cd.masked_fill(~upper[:, None], float("nan")).flatten(2), dim=2)
     return mean_d, mean_c

@@ -144,3 +144,11 @@ def _within_class_resamples(idx, C, B, gen, device) -> torch.Tensor:
         draws = members[torch.randint(len(members), (B, len(members)), generator=gen)]
         W.scatter_add_(1, draws, torch.ones(B, len(members), dtype=F64))
     return W.to(device)
+
+
+def pair_masks(mask: torch.Tensor):
+    """From the real classes ``mask`` (T, C): ordered pairs of distinct real classes (T, C, C) and the
+    unordered ones, i < j (T, C, C)."""
+    C = mask.shape[1]
+    off = mask[:, :, None] & mask[:, None, :] & ~torch.eye(C, dtype=torch.bool, device=mask.device)
+    return off, off & torch.ones(C, C, dtype=torch.bool, device=mask.device).triu(1)

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import torch
 
-from dncsim.analysis.estimators.core import _TASK_CHUNK_ELEMENTS, F64, _cell_layout
+from dncsim.analysis.estimators.core import _TASK_CHUNK_ELEMENTS, F64, _cell_layout, pair_masks
 from dncsim.analysis.estimators.result import GeometryEstimate
 from dncsim.analysis.geometry import UndefinedGeometry
 from dncsim.common import DncsimError
@@ -198,10 +198,7 @@ def debiased_kernel(x, idx, cell, strata, W, C: int, K: int, traces: str = "full
 def _pair_summaries(dc, cd, d2, mask):
     """Per (task, mask): mean dir-CDNV over defined ordered pairs, mean CDNV and mean gap over defined
     unordered pairs of the task's real classes (``mask`` (T, C)), and the count of undefined pairs."""
-    C = mask.shape[1]
-    real = mask[:, :, None] & mask[:, None, :]
-    off = real & ~torch.eye(C, dtype=torch.bool, device=mask.device)
-    upper = off & torch.ones(C, C, dtype=torch.bool, device=mask.device).triu(1)
+    off, upper = pair_masks(mask)
     mean_d = torch.nanmean(dc.masked_fill(~off[:, None], float("nan")).flatten(2), dim=2)
     mean_c = torch.nanmean(cd.masked_fill(~upper[:, None], float("nan")).flatten(2), dim=2)
     gaps = d2.sqrt().masked_fill(~upper[:, None], float("nan")).flatten(2)
