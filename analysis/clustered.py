@@ -25,12 +25,14 @@ EIGEN_FLOOR = 1e-10
 @dataclass(frozen=True)
 class ClusterFit:
     """``params``, ``se`` (CR2) and ``df`` (Bell-McCaffrey; NaN for coefficients not asked for) with shape
-    ``(..., p)``; ``n_clusters`` G. ``t``, ``p_values()`` (two-sided) and ``interval(alpha)`` read on t(df)."""
+    ``(..., p)``; ``n_clusters`` G; ``cov`` the CR2 covariance ``(..., p, p)``. ``t``, ``p_values()``
+    (two-sided) and ``interval(alpha)`` read on t(df)."""
 
     params: np.ndarray
     se: np.ndarray
     df: np.ndarray
     n_clusters: int
+    cov: Optional[np.ndarray] = None
 
     @property
     def t(self) -> np.ndarray:
@@ -114,5 +116,5 @@ def cluster_fit(X, y, clusters, *, instruments=None, terms: Optional[Sequence[in
     df = np.full((B, p), np.nan)
     df[:, terms] = np.where(np.isfinite(bm) & (bm > 0), bm, G - 1)
     if single:
-        params, se, df = params[0], se[0], df[0]
-    return ClusterFit(params=params, se=se, df=df, n_clusters=G)
+        params, se, df, cov = params[0], se[0], df[0], cov[0]
+    return ClusterFit(params=params, se=se, df=df, n_clusters=G, cov=cov)
