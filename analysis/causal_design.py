@@ -223,8 +223,9 @@ def _mediated(t: _Table, mask, y, m, alpha) -> dict:
     X = np.column_stack([m[MEDIATORS[0]][mask], m[MEDIATORS[1]][mask]])
     Z = np.column_stack([t.C[mask], W])
     fit = cluster_fit(np.column_stack([X, W]), y[mask], runs, instruments=Z, terms=[0, 1])
-    out = {LABELS[MEDIATORS[0]]: _coef(fit, 0, alpha), LABELS[MEDIATORS[1]]: _coef(fit, 1, alpha),
-           "n_rows": int(mask.sum()), "n_runs": int(fit.n_clusters)}
+    size = {"n_rows": int(mask.sum()), "n_runs": int(fit.n_clusters)}
+    out = {LABELS[MEDIATORS[0]]: dict(_coef(fit, 0, alpha), **size),
+           LABELS[MEDIATORS[1]]: dict(_coef(fit, 1, alpha), **size)}
     L = t.C.shape[1]
     if L <= 2:
         over = {"statistic": None, "df": 0, "p": None,
@@ -238,11 +239,12 @@ def _mediated(t: _Table, mask, y, m, alpha) -> dict:
 
 
 def design_analysis(rows: Sequence[dict], outcomes: Sequence[str], mediators: Sequence[str] = MEDIATORS,
-                    alpha: float = 0.05) -> dict:
+                    alpha: float = 0.05, *, brief: bool = False) -> dict:
     """The causal analysis of the per-task dose design (module docstring): ``reduced_forms``, ``first_stages``,
     ``mediators`` (per mediator label, per outcome), ``overidentification``, ``placebo`` and
-    ``direct_effect`` (per outcome), cell counts, ``n_rows``/``n_runs`` and ``sentences``. DncsimError when
-    the design cannot identify the effects (a dose with one level, fewer than 3 real-arm runs)."""
+    ``direct_effect`` (per outcome), cell counts, ``n_rows``/``n_runs`` and ``sentences``. ``brief`` (for
+    simulations) leaves out the first stages and the placebo arm's mediators and differences. DncsimError
+    when the design cannot identify the effects (a dose with one level, fewer than 3 real-arm runs)."""
     if tuple(mediators) != MEDIATORS:
         raise DncsimError(f"mediators: expected {', '.join(MEDIATORS)}")
     missing = [c for c in (*DOSES, *FIXED) if not any(r.get(c) not in (None, "") for r in rows)]
@@ -278,7 +280,7 @@ def design_analysis(rows: Sequence[dict], outcomes: Sequence[str], mediators: Se
             return None
 
     fs_mask = _rows_with(t, t.real, mediators)
-    for k, other in ((mediators[0], mediators[1]), (mediators[1], mediators[0])):
+    for k, other in ((mediators[0], mediators[1]), (mediators[1], mediators[0])) if not brief else ():
         out["first_stages"][k] = attempt(f"first stage of {k}", _first_stage, t, fs_mask, m, k, other, alpha)
     for y in outcomes:
         out["reduced_forms"][y] = attempt(f"reduced form of {y}", _reduced, t, _rows_with(t, t.real, [y]),
@@ -289,7 +291,7 @@ def design_analysis(rows: Sequence[dict], outcomes: Sequence[str], mediators: Se
         for k in mediators:
             out["mediators"][LABELS[k]][y] = None if med is None else med[LABELS[k]]
         out["overidentification"][y] = over
-    out["placebo"] = _placebo(t, outcomes, mediators, alpha, attempt)
+    out["placebo"] = _placebo(t, outcomes, () if brief else mediators, alpha, attempt, brief)
     for y in outcomes:
         over = out["overidentification"].get(y) or {}
         pl = ((out["placebo"] or {}).get("outcomes") or {}).get(y) or {}
@@ -303,7 +305,7 @@ def design_analysis(rows: Sequence[dict], outcomes: Sequence[str], mediators: Se
     return out
 
 
-def _placebo(t: _Table, outcomes, mediators, alpha, attempt) -> Optional[dict]:
+def _placebo(t: _Table, outcomes, mediators, alpha, attempt, brief=False) -> Optional[dict]:
     pl = ~t.real
     runs = len(set(t.fixed["run"][pl].tolist()))
     if runs < 3:
@@ -316,6 +318,8 @@ def _placebo(t: _Table, outcomes, mediators, alpha, attempt) -> Optional[dict]:
         key = "outcomes" if col in outcomes else "mediators"
         out[key][col] = attempt(f"placebo arm, {col}", _reduced, t, _rows_with(t, pl, [col]), t.values[col], alpha,
                                 key == "outcomes")
+        if brief:
+            continue
         mask = _rows_with(t, np.ones(t.n, bool), [col])
         fit = attempt(f"real - placebo, {col}", _ols, t, mask, t.values[col], both)
         out["difference"][col] = None if fit is None else {DOSE_DIR: _coef(fit, 2, alpha),

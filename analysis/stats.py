@@ -18,6 +18,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from dncsim.analysis.causal import DOSE_COLUMN, causal_sentences, instrumental_analysis, strategy_table
+from dncsim.analysis.causal_design import design_analysis, has_dose_design
 from dncsim.analysis.inference import primary_analysis
 from dncsim.common import DncsimError
 
@@ -291,12 +292,34 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predicto
         out["notes"].append(f"descriptive correlations over fewer than {MIN_CLUSTERS_FOR_INTERVAL} runs have no "
                             "interval: a percentile bootstrap over so few runs is far too narrow")
     out["verdict"] = _verdict_sentences(out, settings.alpha)
-    if tasks and any(r.get(DOSE_COLUMN) not in (None, "") for r in tasks):
+    if tasks and has_dose_design(tasks):
+        out["causal"] = _causal_design(tasks, y, settings, out["notes"])
+        out["verdict"] += (out["causal"] or {}).get("sentences", [])
+    elif tasks and any(r.get(DOSE_COLUMN) not in (None, "") for r in tasks):
         out["causal"] = _causal(tasks, y, predictor, classical_predictor, settings, out["notes"])
         for res in (out["causal"]["directional"], out["causal"]["classical"]):
             if res is not None:
                 out["verdict"] += causal_sentences(res)
     return out
+
+
+CO_PRIMARY_NORM = "forgetting_norm/ncc/frozen"
+
+
+def _causal_design(tasks, y, settings, notes) -> Optional[dict]:
+    """The per-task dose design (analysis/causal_design.py) on the co-primary outcomes (``y`` and
+    CO_PRIMARY_NORM) and accuracy when learned. ``mediators.<m>`` holds ``y``'s estimate and ``by_outcome``."""
+    acc = f"acc_learned/{settings.probe}/{settings.protocol}"
+    outcomes = list(dict.fromkeys([y, CO_PRIMARY_NORM, acc]))
+    block, err = _try(design_analysis, tasks, outcomes, alpha=settings.alpha)
+    if err:
+        notes.append(f"causal analysis (dose design): {err}")
+        return None
+    for label, per in list(block["mediators"].items()):
+        block["mediators"][label] = dict(per.get(y) or {}, outcome=y, by_outcome=per)
+    notes += [f"causal analysis: {n}" for n in block.pop("notes")]
+    block["strategies"] = strategy_table(tasks, y, acc, alpha=settings.alpha)
+    return block
 
 
 def _causal(tasks, y, predictor, classical_predictor, settings, notes) -> dict:
