@@ -231,10 +231,11 @@ def _mediated(t: _Table, mask, y, m, alpha) -> dict:
         over = {"statistic": None, "df": 0, "p": None,
                 "reason": f"{L} instruments for 2 mediators: just identified, nothing to test"}
     else:
-        j = _hansen_j(y[mask], X, t.C[mask], W, runs)
-        over = {"statistic": j, "df": L - 2, "p": float(sps.chi2.sf(j, L - 2)),
+        j, q, G = _hansen_j(y[mask], X, t.C[mask], W, runs), L - 2, int(fit.n_clusters)
+        p = float(sps.f.sf(j * (G - q) / (q * (G - 1)), q, G - q)) if G > q else float("nan")
+        over = {"statistic": j, "df": q, "clusters": G, "p": p, "p_chi2": float(sps.chi2.sf(j, q)),
                 "method": "Hansen J of two-step GMM with a run-clustered weight matrix (fixed effects partialled "
-                          "out), p on chi2(instruments - mediators)"}
+                          "out); p: J (G - df) / (df (G - 1)) on F(df, G - df) (G runs), p_chi2: on chi2(df)"}
     return out, over
 
 
