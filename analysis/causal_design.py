@@ -364,12 +364,18 @@ def design_sentences(res: dict, alpha: float = 0.05) -> List[str]:
             out.append(f"Over-identification ({y}): Hansen J = {over['statistic']:.2f} on {over['df']} df "
                        f"(p = {over['p']:.3g})"
                        + (": the instruments disagree, a path outside the two mediators is likely."
-                          if over["p"] < alpha else ": no evidence against the exclusion restriction."))
+                          if over["p"] < alpha else ": no evidence against the exclusion restrictions."))
+        pl = ((res.get("placebo") or {}).get("outcomes") or {}).get(y) or {}
+        if pl.get("applied"):
+            a = pl["applied"]
+            out.append(f"Placebo arm (permuted labels): applying a penalty changes {y} by {_ci(a)}, "
+                       f"p = {a['p']:.3g}.")
         de = res["direct_effect"].get(y)
         if de is not None:
-            out.append(f"Direct effect of applying a penalty on {y}: "
-                       + ("FLAGGED (placebo or over-identification test)." if de["flagged"]
-                          else "not flagged by the placebo arm or the over-identification test."))
+            out.append(f"Direct effect of applying a penalty on {y} (placebo or over-identification p < "
+                       f"{alpha / 2:g}): " + ("FLAGGED: part of the dose's effect does not run through the two "
+                                              "mediators, so their 2SLS estimates are not causal." if de["flagged"]
+                                              else "not flagged."))
     pl = res.get("placebo")
     if pl and not pl.get("available"):
         out.append(f"Placebo arm: {pl['reason']}.")
