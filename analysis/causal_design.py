@@ -1,12 +1,10 @@
-"""Causal analysis of the per-task 2 x 2 dose design: reduced forms, first stages with conditional F,
-the joint 2SLS of the outcome on both mediators, an over-identification test and the placebo arm.
+"""Causal analysis of the per-task 2 x 2 dose design: reduced forms, first stages with conditional F, the
+joint 2SLS of the outcome on both log2 mediators, Hansen's J and the placebo arm.
 
-Rows are tasks (columns ``run``, ``task_name``, ``position``, ``dose_dir``, ``dose_orth``, ``placebo``, the
-outcomes, the mediators; CSV strings parsed). Every model has fixed effects for run, task name and position,
-run-clustered CR2 errors and t on Bell-McCaffrey df (analysis/clustered.py). A dose enters as the indicator
-of its higher level when the table has two levels, else as its step (index among the sorted levels). The
-instruments are the dummies of the dose cells (reference: both doses at their lowest level). Mediators
-enter as log2: effects are per doubling, the other mediator held fixed. Methods: docs-notes/causal31.md.
+Rows are tasks (``run``, ``task_name``, ``position``, ``dose_dir``, ``dose_orth``, ``placebo``; CSV strings
+parsed). Fixed effects for run, task name and position; run-clustered CR2 errors, t on Bell-McCaffrey df
+(analysis/clustered.py). A dose is the indicator of its higher level with two levels, else its step (index
+among the sorted levels). Instruments: the dose cells' dummies. Details: docs, Methods.
 """
 from __future__ import annotations
 
@@ -388,12 +386,11 @@ def simulate_design_table(seed: int, *, runs: int = 24, placebo_runs: int = 12, 
                           b_cdnv: float = 0.0, direct: float = 0.0, confound: float = 0.0,
                           first: tuple = (-1.5, -0.4, -1.5, -0.4), doses: tuple = (5.0, 5.0),
                           noise: float = 0.03, as_strings: bool = False) -> List[dict]:
-    """Task rows of ``runs`` runs x 4 tasks (the last ``placebo_runs`` in the placebo arm): each run holds
-    every cell of the 2 x 2 dose design once (Latin squares over runs), a random task order, run, task and
-    position effects. log2 M_dir = a1 D_dir + a12 D_orth + U + e, log2 M_cdnv = a2 D_orth + a21 D_dir + U' + e
-    (``first`` = (a1, a12, a2, a21); doses move them only in the real arm); forgetting = b_dir log2 M_dir +
-    b_cdnv log2 M_cdnv + direct * 1[any dose] (both arms) + confound (U + U') + noise, None at the last
-    position; acc_learned unaffected. Seeded."""
+    """Task rows of ``runs`` runs x 4 tasks, the last ``placebo_runs`` placebo: every run holds each 2 x 2 cell
+    once (Latin squares), random task order, run/task/position effects. log2 M_dir = a1 D_dir + a12 D_orth + U + e,
+    log2 M_cdnv = a2 D_orth + a21 D_dir + U' + e (``first`` = (a1, a12, a2, a21); real arm only); forgetting =
+    b_dir log2 M_dir + b_cdnv log2 M_cdnv + direct 1[any dose] (both arms) + confound (U + U') + noise, None
+    at the last position. Seeded."""
     rng = np.random.default_rng(seed)
     tasks = ["color", "size", "shape", "style"]
     cells = [(0, 0), (1, 0), (0, 1), (1, 1)]
