@@ -136,3 +136,13 @@ def test_study_statistics_without_treatment_columns_runs_the_correlational_analy
     assert plain["primary"] is not None and plain["primary"]["n_rows"] == with_doses["primary"]["n_rows"] == 72
     assert plain["primary"]["estimate"] == with_doses["primary"]["estimate"]
     assert plain["verdict"] == with_doses["verdict"][:len(plain["verdict"])]
+
+
+def test_three_dose_levels_enter_as_steps_with_one_dummy_per_cell():
+    rows = [dict(r, dose_dir=10.0) if r["dose_dir"] and int(r["run"][3:]) % 2 else r
+            for r in simulate_design_table(4, b_dir=B)]
+    res = design_analysis(rows, ["forgetting"])
+    assert res["coding"]["dose_dir"] == "dose step (index among the levels 0, 5, 10)"
+    assert len(res["instruments"]) == 5 and res["overidentification"]["forgetting"]["df"] == 3
+    assert res["first_stages"]["dir_cdnv_learned"]["instruments"] == 5
+    assert res["mediators"]["dir_cdnv"]["forgetting"]["ci_low"] < B < res["mediators"]["dir_cdnv"]["forgetting"]["ci_high"]
