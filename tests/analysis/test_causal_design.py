@@ -145,4 +145,5 @@ def test_three_dose_levels_enter_as_steps_with_one_dummy_per_cell():
     assert res["coding"]["dose_dir"] == "dose step (index among the levels 0, 5, 10)"
     assert len(res["instruments"]) == 5 and res["overidentification"]["forgetting"]["df"] == 3
     assert res["first_stages"]["dir_cdnv_learned"]["instruments"] == 5
-    assert res["mediators"]["dir_cdnv"]["forgetting"]["ci_low"] < B < res["mediators"]["dir_cdnv"]["forgetting"]["ci_high"]
+    c = res["mediators"]["dir_cdnv"]["forgetting"]
+    assert c["ci_low"] < B < c["ci_high"]
