@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from dncsim.common import DncsimError, StrictModel
 
 __all__ = ["TreatmentsConfig", "DesignConfig", "latin_square", "orthogonal_pair", "block_squares",
-           "design_runs", "design_specs", "run_label", "design_summary", "balance", "per_run_seeds"]
+           "design_runs", "design_specs", "run_label", "design_summary", "per_run_seeds"]
 
 #: the regularisers a treatment cell may dose (their entries in objective.regularizers)
 REGULARIZERS = ("dir_variance", "orth_variance")
@@ -350,18 +350,3 @@ def design_summary(d: DesignConfig, points: int, runs: int, tasks: Optional[int]
     if d.seeds == "per_run":
         parts.append("seed and scenario.seed per run")
     return f"design: {'; '.join(parts)}; {points} grid points x {len(d.arms)} arm(s) -> {runs} runs"
-
-
-def balance(records: List[dict]) -> Dict[str, Dict[str, Dict[str, int]]]:
-    """Counts of the design records of a study: ``task_cell`` (task -> cell -> runs) and ``position_cell``
-    (position -> cell -> runs), a cell written as its doses (``dir_variance=5, orth_variance=0``)."""
-    out = {"task_cell": {}, "position_cell": {}}
-    for rec in records:
-        if not rec or not rec.get("doses") or not rec.get("order"):
-            continue
-        for pos, task in enumerate(rec["order"]):
-            cell = ", ".join(f"{k}={v:g}" for k, v in rec["doses"][task].items())
-            for table, key in (("task_cell", task), ("position_cell", str(pos))):
-                row = out[table].setdefault(key, {})
-                row[cell] = row.get(cell, 0) + 1
-    return out
