@@ -335,11 +335,9 @@ def design_specs(cfg, base: dict) -> List[dict]:
 
 
 def design_summary(d: DesignConfig, points: int, runs: int, tasks: Optional[int] = None) -> str:
-    """One line: blocks, arms, runs."""
-    if not d.active:
-        return f"design: the plain grid ({points} grid points, 1 run each)"
+    """One line: blocks, arms, runs (``tasks``: runs per block when the squares are on)."""
     parts = [f"{d.replicates} block(s) per grid point and arm"]
-    if tasks:
+    if tasks and (d.order == "latin_square" or d.treatments is not None):
         parts.append(f"{tasks} runs per block")
     if d.order == "latin_square":
         parts.append("task order on a Latin square")

@@ -799,8 +799,9 @@ def run_study(cfg: StudyConfig, *, stream=None) -> Path:
         where = f" at {cluster.address}"
     print(f"study {cfg.name}: {len(specs)} runs ({skipped} already done or failed), engine {cfg.engine}{where}, "
           f"{cfg.workers} workers x {threads} threads", file=stream)
-    print(design_summary(cfg.design, math.prod(map(len, cfg.factors.values())), len(specs),
-                         len((specs[0].get("design") or {}).get("order") or []) or None), file=stream)
+    if cfg.design.active:
+        print(design_summary(cfg.design, math.prod(map(len, cfg.factors.values())), len(specs),
+                             len(specs[0]["design"]["order"] or []) or None), file=stream)
     tty = bool(getattr(stream, "isatty", lambda: False)())
     bar = tqdm(total=len(todo), desc="runs", unit="run", file=stream, disable=not tty, dynamic_ncols=True)
     t0 = time.perf_counter()

@@ -239,3 +239,48 @@ def test_the_report_shows_who_got_what(tmp_path):
     report = build_study_report(plain, [], StudyConfig.model_validate({"name": "p", "base": {},
                                                                        "factors": {"f": [1]}}))
     assert "Design" not in (report / "index.html").read_text() and "Design" not in (report / "report.md").read_text()
+
+
+def test_treated_runs_validate_against_the_run_schema():
+    base = copy.deepcopy(BASE)
+    base["objective"]["regularizers"] = [{"name": "dir_variance", "weight": 0, "labelled_fraction": 0.5},
+                                         {"name": "orth_variance", "weight": 0, "labelled_fraction": 0.5}]
+    cfg = StudyConfig.model_validate({"name": "d", "base": base, "factors": {"strategy.name": ["naive"]},
+                                      "design": {"order": "latin_square", "seeds": "per_run", "treatments": {
+                                          "cells": CELLS, "placebo": [False, True]}}})
+    specs = expand_grid(cfg)
+    assert len(specs) == 8 and specs[4]["name"] == "004-strategy=naive-b0r0-placebo"
+    for s in specs:
+        regs = {r["name"]: r for r in s["config"]["objective"]["regularizers"]}
+        assert {n: r["weight"] for n, r in regs.items()} == {"dir_variance": 0, "orth_variance": 0}
+        assert all(r["labelled_fraction"] == 0.5 and r["placebo"] is s["design"]["placebo"] for r in regs.values())
+        assert {t: {n: regs[n]["doses"][t] for n in regs} for t in TASKS} == s["design"]["doses"]
+        assert s["config"]["scenario"]["stream"]["attributes"] == s["design"]["order"]
+        assert (s["design"]["seed"], s["design"]["scenario_seed"]) == (s["config"]["seed"],
+                                                                       s["config"]["scenario"]["seed"])
+
+
+@pytest.mark.slow
+def test_a_designed_study_records_and_reports_who_got_what(tmp_path, capsys):
+    base = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
+                         "stream": {"type": "factor", "attributes": ["color", "style"]}},
+            "backbone": {"name": "convnet", "width": 8, "feature_dim": 16}, "training": {"epochs": 1, "batch_size": 48},
+            "objective": {"name": "supervised", "regularizers": [{"name": "dir_variance", "weight": 0}]},
+            "evaluation": {"linear_steps": 10}, "analysis": {"shots": [1], "episodes": 4},
+            "output": {"report": False, "tensorboard": False, "checkpoints": False}}
+    data = {"base": base, "factors": {"strategy.name": ["naive"]}, "workers": 1, "out": str(tmp_path / "s"),
+            "statistics": {"bootstrap": 100, "permutations": 100},
+            "design": {"seeds": "per_run", "treatments": {"cells": [{"dir_variance": 0}, {"dir_variance": 2}]}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    assert main(["study", str(tmp_path / "s.yaml")]) == 0
+    assert "design: 1 block(s) per grid point and arm; 2 runs per block; 2 treatment cells on a Latin square; " \
+           "arms: active; seed and scenario.seed per run; 1 grid points x 1 arm(s) -> 2 runs" in capsys.readouterr().err
+    state = json.loads((tmp_path / "s" / "study.json").read_text())
+    given = {(r["name"], t): d["dir_variance"] for r in state["runs"] for t, d in r["design"]["doses"].items()}
+    assert sorted(given.values()) == [0, 0, 2, 2]
+    import csv
+    rows = list(csv.DictReader((tmp_path / "s" / "tasks.csv").open()))
+    assert {(r["run"], r["task_name"]): float(r["dose_dir"]) for r in rows} == given
+    assert {(r["task_name"], r["position"]) for r in rows} == {("color", "0"), ("style", "1")}
+    assert {r["placebo"] for r in rows} == {"0"} and {float(r["dose_orth"]) for r in rows} == {0.0}
+    assert "<h2 id=\"design\">Design</h2>" in (tmp_path / "s" / "report" / "index.html").read_text()
