@@ -59,7 +59,7 @@ def orthogonal_variance_penalty(features: torch.Tensor, labels: torch.Tensor, *,
     orth = (resid - (resid @ basis) @ basis.T).square().sum(1)          # |(I - P) r_n|^2
     s = torch.zeros(c, dtype=x.dtype, device=x.device).index_add(0, idx, orth) / ((n - ddof) * (d - r))
     off = ~torch.eye(c, dtype=torch.bool, device=x.device)
-    return (s[:, None] / d2)[off].mean()
+    return (s[:, None].expand(c, c)[off] / d2[off]).mean()
 
 
 def _span(diffs: torch.Tensor) -> torch.Tensor:
