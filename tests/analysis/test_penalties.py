@@ -95,7 +95,7 @@ def _orth_reference(x, y, ddof=0, min_count=2):
     return float(np.mean(vals))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), classes=st.integers(2, 5), per=st.integers(2, 8), d=st.integers(5, 12),
        ddof=st.sampled_from([0, 1]), spread=st.floats(0.5, 5.0))
 def test_orthogonal_variance_equals_a_plain_loop(seed, classes, per, d, ddof, spread):
