@@ -324,3 +324,15 @@ def test_a_dose_on_size_leaves_colors_experience_as_in_the_control_and_changes_s
     upto0 = [ln for ln in plain if not ln.startswith("1,")]
     assert [ln for ln in dosed if not ln.startswith("1,")] == upto0 and len(upto0) > 50
     assert [ln for ln in dosed if ln.startswith("1,")] != [ln for ln in plain if ln.startswith("1,")]
+
+
+def test_the_recorded_config_names_doses_and_placebo_only_when_set_and_reads_back():
+    plain = run_from_mapping(config(3.0)).model_dump(mode="json")["objective"]["regularizers"]
+    assert plain == [{"name": "dir_variance", "weight": 3.0, "labelled_fraction": 1.0}]
+    assert list(plain[0]) == ["name", "weight", "labelled_fraction"]          # config.yaml as before
+    cfg = config()
+    cfg["objective"]["regularizers"] = [{"name": "orth_variance", "doses": {"size": 5}, "placebo": True}]
+    dumped = run_from_mapping(cfg).model_dump(mode="json")
+    assert dumped["objective"]["regularizers"] == [{"name": "orth_variance", "weight": 0.0, "labelled_fraction": 1.0,
+                                                    "doses": {"size": 5.0}, "placebo": True}]
+    assert run_from_mapping(dumped).model_dump(mode="json") == dumped
