@@ -184,3 +184,13 @@ def test_dir_and_orth_penalties_move_different_parts_of_the_variance():
     along_o, orth_o = moved["orth"]
     assert along_d < 0.85 * along0 and abs(orth_d / orth0 - 1) < 0.001          # measured 0.820, 1.0001
     assert orth_o < 0.95 * orth0 and abs(along_o / along0 - 1) < 0.001          # measured 0.944, 0.9994
+
+
+def test_the_matched_orthogonal_variance_is_the_total_over_the_axis_dimensions():
+    """matched: times (d - r) / r -- here 4 classes (r = 3) in d = 10, so 7/3 of the per-dimension value."""
+    g = torch.Generator().manual_seed(2)
+    y = torch.arange(4).repeat_interleave(5)
+    x = torch.randn(20, 10, generator=g, dtype=torch.float64) + 2 * torch.randn(4, 10, generator=g,
+                                                                               dtype=torch.float64)[y]
+    per_dim = float(orthogonal_variance_penalty(x, y))
+    assert float(orthogonal_variance_penalty(x, y, matched=True)) == pytest.approx(7 / 3 * per_dim, rel=1e-12)
