@@ -272,9 +272,9 @@ def test_a_scheduled_dose_applies_only_in_its_tasks_experience(name):
     plugin = PenaltyPlugin(PENALTIES[name], [0.0, 5.0, 0.0])
     expected = 5.0 * float(PENALTIES[name](x[:, :4], y))
     assert expected > 0
-    if name == "orth_variance":      # the matched normalisation: (d - r) / r = 1/2 of the per-dimension value
+    if name == "orth_variance":      # the matched normalisation: (d - r) / r = (6 - 2) / 2 the per-dimension value
         from dncsim.analysis.penalties import orthogonal_variance_penalty
-        assert expected == pytest.approx(5.0 * 0.5 * float(orthogonal_variance_penalty(x[:, :4], y)), rel=1e-6)
+        assert float(PENALTIES[name](x, y)) == pytest.approx(2 * float(orthogonal_variance_penalty(x, y)), rel=1e-6)
     assert [_step(plugin, k, x, y) for k in range(3)] == [0.0, pytest.approx(expected, rel=1e-6), 0.0]
 
 
