@@ -37,14 +37,15 @@ def directional_cdnv_penalty(features: torch.Tensor, labels: torch.Tensor, *, dd
 
 
 def orthogonal_variance_penalty(features: torch.Tensor, labels: torch.Tensor, *, ddof: int = 0,
-                                min_count: int = 2) -> torch.Tensor:
+                                min_count: int = 2, matched: bool = False) -> torch.Tensor:
     """Within-class variance orthogonal to the decision axes, per dimension, over the squared mean gap.
 
     With P the orthogonal projector onto the span (rank r) of the counted classes' mean differences:
     mean over ordered pairs i != j of sum_{n in i} |(I - P)(f_n - mu_i)|^2 / ((n_i - ddof)(d - r)) / d2_ij.
-    P comes from a QR factorisation of linearly independent mean differences (chosen without gradient),
-    so the value is differentiable. Zero (connected to ``features``) when r = d. Arguments and the
-    conventions as :func:`directional_cdnv_penalty`.
+    ``matched``: times (d - r) / r (the total orthogonal variance per axis dimension), which puts the
+    gradient pressure per direction equal to the directional penalty's per axis. P comes from a QR
+    factorisation of linearly independent mean differences (chosen without gradient), so the value is
+    differentiable. Zero (connected to ``features``) when r = d. Otherwise as :func:`directional_cdnv_penalty`.
     """
     prepared = _classes(features, labels, ddof, min_count)
     if prepared is None:
@@ -57,9 +58,10 @@ def orthogonal_variance_penalty(features: torch.Tensor, labels: torch.Tensor, *,
         return features.sum() * 0.0
     resid = x - means[idx]
     orth = (resid - (resid @ basis) @ basis.T).square().sum(1)          # |(I - P) r_n|^2
-    s = torch.zeros(c, dtype=x.dtype, device=x.device).index_add(0, idx, orth) / ((n - ddof) * (d - r))
+    per = r if matched else d - r
+    s = torch.zeros(c, dtype=x.dtype, device=x.device).index_add(0, idx, orth) / ((n - ddof) * per)
     off = ~torch.eye(c, dtype=torch.bool, device=x.device)
-    return (s[:, None] / d2)[off].mean()
+    return (s[:, None].expand(c, c)[off] / d2[off]).mean()
 
 
 def _span(diffs: torch.Tensor) -> torch.Tensor:

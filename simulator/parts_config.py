@@ -10,14 +10,15 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import Field, PositiveInt, ValidationError, field_validator, model_serializer, model_validator
 
 from dncsim.common import StrictModel, UserPath, did_you_mean, one_line_error
 
 __all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "TimmConfig", "LastNBlocks", "BackboneConfig",
            "RESNET18_FEATURES", "SimCLRConfig",
            "VICRegConfig", "BarlowTwinsConfig",
-           "DirVarianceConfig", "OrthVarianceConfig", "RegularizerSpec", "BYOLConfig", "SimSiamConfig", "SupervisedConfig", "NoneConfig",
+           "DirVarianceConfig", "OrthVarianceConfig", "RegularizerSpec",
+           "BYOLConfig", "SimSiamConfig", "SupervisedConfig", "NoneConfig",
            "ObjectiveConfig", "OBJECTIVES", "LABEL_FREE_OBJECTIVES", "AugmentConfig", "NaiveConfig", "ReplayConfig",
            "RegularizerConfig", "DistillConfig", "AxisDistillConfig", "CumulativeConfig", "JointConfig",
            "StrategyConfig",
@@ -167,6 +168,17 @@ class _PenaltyConfig(StrictModel):
         if weight:
             raise ValueError(f"doses replaces weight, so weight must be 0 (or left out); got weight {weight:g}")
         return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """``name`` first; ``doses`` and ``placebo`` only when set, so a run without them records what it did
+        before they existed (and such a run resumes)."""
+        out = handler(self)
+        if self.doses is None:
+            out.pop("doses", None)
+        if not self.placebo:
+            out.pop("placebo", None)
+        return {"name": out.pop("name"), **out} if "name" in out else out
 
     @property
     def active(self) -> bool:

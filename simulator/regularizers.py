@@ -12,6 +12,7 @@ experience; later adds weight x (d/2) x mean ((f - f_old) . u)^2 / mean ||f_old|
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -27,7 +28,7 @@ __all__ = ["PenaltyPlugin", "DirectionalVariancePenalty", "AxisDistillation", "l
 
 #: regulariser name -> its batch penalty (features (B, d), labels (B,) with -1 for unlabelled) -> scalar
 PENALTIES: Dict[str, Callable] = {"dir_variance": directional_cdnv_penalty,
-                                  "orth_variance": orthogonal_variance_penalty}
+                                  "orth_variance": partial(orthogonal_variance_penalty, matched=True)}
 
 
 def labelled_mask(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
