@@ -253,7 +253,8 @@ def test_treated_runs_validate_against_the_run_schema():
     for s in specs:
         regs = {r["name"]: r for r in s["config"]["objective"]["regularizers"]}
         assert {n: r["weight"] for n, r in regs.items()} == {"dir_variance": 0, "orth_variance": 0}
-        assert all(r["labelled_fraction"] == 0.5 and r["placebo"] is s["design"]["placebo"] for r in regs.values())
+        assert all(r["labelled_fraction"] == 0.5 and r.get("placebo", False) is s["design"]["placebo"]
+                   for r in regs.values())
         assert {t: {n: regs[n]["doses"][t] for n in regs} for t in TASKS} == s["design"]["doses"]
         assert s["config"]["scenario"]["stream"]["attributes"] == s["design"]["order"]
         assert (s["design"]["seed"], s["design"]["scenario_seed"]) == (s["config"]["seed"],
