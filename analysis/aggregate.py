@@ -1,6 +1,7 @@
 """Tidy tables over many runs, from ``RunData`` (``dncsim.rundir.load_run``) to rows of plain values.
 
-``task_rows``: one row per (run, task): the run's factors, ``learned_at`` / ``learned``, each per-task
+``task_rows``: one row per (run, task): the run's factors, ``learned_at`` / ``learned``, the treatment
+(``position``, ``dose_dir``, ``dose_orth``, ``placebo``: ``RunData.treatment``), each per-task
 metric when learned and at the end (``<metric>_learned``, ``<metric>_final``), axis overlap with later
 tasks, accuracy, forgetting and BWT per probe and protocol, ``probe_converged_learned`` and
 ``probe_at_budget``. ``pair_rows``: one row per (run, pair a < b): axis overlap when b was learned and
@@ -41,7 +42,7 @@ def task_rows(run, factors: Dict[str, object]) -> List[dict]:
     rows = []
     for k, name in enumerate(run.tasks):
         L = run.learned_at[k]
-        r = dict(base, task=k, task_name=name, learned_at=L, learned=run.learned(k))
+        r = dict(base, task=k, task_name=name, learned_at=L, learned=run.learned(k), **run.treatment(k))
         for metric in scalars:
             r[f"{metric}_learned"] = None if L is None else run.value(metric, L, k)
             r[f"{metric}_final"] = run.value(metric, last, k)

@@ -109,7 +109,8 @@ def build_strategy(cfg: RunConfig, sc: Scenario, device: torch.device, *, evalua
     objective = build_objective(cfg.objective, backbone)
     objective.prepare_tasks(classes_per_task(sc))
     plugins, extra, data_mode = build_plugins(cfg.strategy, backbone.feature_dim)
-    plugins = list(plugins) + build_regularizers(cfg.objective)
+    learned = [[t.name for t in sc.eval_tasks if t.learned_at == k] for k in range(len(sc.experiences))]
+    plugins = list(plugins) + build_regularizers(cfg.objective, learned, cfg.seed)
     if cfg.strategy.name == "axis_distill":
         def learned_tasks(k: int):
             return [sc.evaluation_data(i, "train") for i, t in enumerate(sc.eval_tasks) if t.learned_at == k]

@@ -140,7 +140,7 @@ class RunConfig(StrictModel):
         labels the same data every experience: refused unless the user says they mean it (a regulariser
         with a non-zero weight reads the labels, so the experiences differ to it)."""
         stream = self.scenario.stream
-        reads_labels = any(r.weight > 0 for r in getattr(self.objective, "regularizers", []))
+        reads_labels = any(r.active for r in getattr(self.objective, "regularizers", []))
         if (stream.same_inputs and self.objective.name in LABEL_FREE_OBJECTIVES and not reads_labels
                 and not stream.allow_same_inputs):
             what = {"multilabel": "type: multilabel", "joint": f"type: joint, blocks: {getattr(stream, 'blocks', '')}"

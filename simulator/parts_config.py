@@ -10,14 +10,15 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import Field, PositiveInt, ValidationError, field_validator
+from pydantic import Field, PositiveInt, ValidationError, field_validator, model_serializer, model_validator
 
 from dncsim.common import StrictModel, UserPath, did_you_mean, one_line_error
 
 __all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "TimmConfig", "LastNBlocks", "BackboneConfig",
            "RESNET18_FEATURES", "SimCLRConfig",
            "VICRegConfig", "BarlowTwinsConfig",
-           "DirVarianceConfig", "RegularizerSpec", "BYOLConfig", "SimSiamConfig", "SupervisedConfig", "NoneConfig",
+           "DirVarianceConfig", "OrthVarianceConfig", "RegularizerSpec",
+           "BYOLConfig", "SimSiamConfig", "SupervisedConfig", "NoneConfig",
            "ObjectiveConfig", "OBJECTIVES", "LABEL_FREE_OBJECTIVES", "AugmentConfig", "NaiveConfig", "ReplayConfig",
            "RegularizerConfig", "DistillConfig", "AxisDistillConfig", "CumulativeConfig", "JointConfig",
            "StrategyConfig",
@@ -122,28 +123,88 @@ BackboneConfig = Annotated[Union[MLPConfig, ConvNetConfig, ResNet18Config, TimmC
 
 # --- objective (the code: simulator/objectives.py) ------------------------------------------------
 
-class DirVarianceConfig(StrictModel):
-    """The directional-variance regulariser (simulator/regularizers.py): adds ``weight`` x the batch's
-    directional CDNV of the current task's labelled samples to the objective's loss."""
+class _PenaltyConfig(StrictModel):
+    """A batch penalty on the current task's labelled samples (simulator/regularizers.py), added to the
+    objective's loss: ``weight`` in every experience, or, with ``doses``, the dose of the task an experience
+    teaches (0 in the experiences of unlisted tasks). ``placebo``: the same penalty on labels permuted
+    within each batch (class sizes kept; no class structure)."""
 
-    name: Literal["dir_variance"] = "dir_variance"
-    weight: float = Field(..., description="strength LAMBDA >= 0 (below zero it would reward spreading the classes "
-                                           "along their axes: not a stable objective); 0 is the control")
+    weight: float = Field(..., description="strength LAMBDA >= 0 in every experience (below zero it would reward "
+                                           "spreading the classes: not a stable objective); 0 is the control; "
+                                           "must be 0 (or left out) when doses is given")
     labelled_fraction: float = Field(1.0, gt=0, le=1, description="fraction F of each experience's training samples "
                                                                   "whose labels the penalty may read (a fixed, "
                                                                   "seeded, class-stratified subset)")
+    doses: Optional[Dict[str, float]] = Field(None, description="task name -> weight >= 0 applied only during the "
+                                                                "experience that teaches that task (e.g. {size: "
+                                                                "5}); unlisted tasks get 0")
+    placebo: bool = Field(False, description="apply the penalty to the batch's labels permuted at random among the "
+                                             "current task's labelled samples (seeded; class sizes kept)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _weight_defaults_to_zero_with_doses(cls, data):
+        if isinstance(data, dict) and "weight" not in data and data.get("doses") is not None:
+            data = {**data, "weight": 0.0}
+        return data
 
     @field_validator("weight")
     @classmethod
     def _stable(cls, v):
         if not v >= 0 or v == float("inf"):
-            raise ValueError(f"must be a finite number >= 0 (a negative weight rewards spreading each class along "
-                             f"its decision axes, which has no minimum: not a stable objective); got {v:g}")
+            raise ValueError(f"must be a finite number >= 0 (a negative weight rewards spreading each class, "
+                             f"which has no minimum: not a stable objective); got {v:g}")
         return v
 
+    @field_validator("doses")
+    @classmethod
+    def _doses(cls, v, info):
+        if v is None:
+            return v
+        for task, w in v.items():
+            if not w >= 0 or w == float("inf"):
+                raise ValueError(f"the dose of task {task!r} must be a finite number >= 0; got {w:g}")
+        weight = info.data.get("weight")
+        if weight:
+            raise ValueError(f"doses replaces weight, so weight must be 0 (or left out); got weight {weight:g}")
+        return v
 
-RegularizerSpec = Annotated[Union[DirVarianceConfig], Field(discriminator="name")]
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """``name`` first; ``doses`` and ``placebo`` only when set, so a run without them records what it did
+        before they existed (and such a run resumes)."""
+        out = handler(self)
+        if self.doses is None:
+            out.pop("doses", None)
+        if not self.placebo:
+            out.pop("placebo", None)
+        return {"name": out.pop("name"), **out} if "name" in out else out
+
+    @property
+    def active(self) -> bool:
+        """Whether the penalty applies in any experience (weight or some dose > 0); if not, it is the control."""
+        return self.weight > 0 or any(w > 0 for w in (self.doses or {}).values())
+
+    def dose(self, task: str) -> float:
+        """The weight applied during the experience that teaches ``task``."""
+        return self.weight if self.doses is None else float(self.doses.get(task, 0.0))
+
+
+class DirVarianceConfig(_PenaltyConfig):
+    """``dir_variance``: the batch's directional CDNV of the current task's labelled samples
+    (``analysis.penalties.directional_cdnv_penalty``)."""
+
+    name: Literal["dir_variance"] = "dir_variance"
+
+
+class OrthVarianceConfig(_PenaltyConfig):
+    """``orth_variance``: the batch's within-class variance per dimension orthogonal to the span of the class-mean
+    differences, over the squared mean gap (``analysis.penalties.orthogonal_variance_penalty``)."""
+
+    name: Literal["orth_variance"] = "orth_variance"
+
+
+RegularizerSpec = Annotated[Union[DirVarianceConfig, OrthVarianceConfig], Field(discriminator="name")]
 
 
 class _Regularized(StrictModel):

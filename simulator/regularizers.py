@@ -1,26 +1,34 @@
 """Regularisers added to any objective's loss (``objective.regularizers``), as Avalanche plugins.
 
-``dir_variance`` (:class:`DirectionalVariancePenalty`): ``weight`` x the batch's directional CDNV (ddof 0,
-ordered pairs, batch means) of the current task's labelled samples' features (forward hook); classes
-with < 2 labelled samples skipped; unlabelled: :func:`labelled_mask`. ``weight: 0`` installs nothing.
+``dir_variance`` / ``orth_variance`` (:class:`PenaltyPlugin`): the experience's weight x the batch's
+directional CDNV, or orthogonal variance (``analysis.penalties``; ddof 0, ordered pairs, batch means), of
+the current task's labelled samples' features (forward hook); classes with < 2 labelled samples skipped;
+unlabelled: :func:`labelled_mask`. The weight is ``weight`` in every experience, or with ``doses`` the dose
+of the task the experience teaches. ``placebo``: the labels are permuted among those samples first
+(private generator seeded by the run seed, experience and batch). A spec with no weight > 0 installs nothing.
 
 ``axis_distill`` (:class:`AxisDistillation`): stores unit axes u_ij (i < j) and a frozen f_old after each
 experience; later adds weight x (d/2) x mean ((f - f_old) . u)^2 / mean ||f_old||^2.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
-
-from typing import Callable
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from avalanche.core import SupervisedPlugin
 
-from dncsim.analysis.penalties import directional_cdnv_penalty
+from dncsim.analysis.penalties import directional_cdnv_penalty, orthogonal_variance_penalty
+from dncsim.common import DncsimError
+from dncsim.scenarios.sources import derived_seed
 from dncsim.simulator.strategies import BatchFeatures, frozen_copy
 
-__all__ = ["DirectionalVariancePenalty", "AxisDistillation", "labelled_mask", "build_regularizers",
-           "labelled_fraction", "unit_axes"]
+__all__ = ["PenaltyPlugin", "DirectionalVariancePenalty", "AxisDistillation", "labelled_mask", "build_regularizers",
+           "experience_weights", "labelled_fraction", "unit_axes", "PENALTIES"]
+
+#: regulariser name -> its batch penalty (features (B, d), labels (B,) with -1 for unlabelled) -> scalar
+PENALTIES: Dict[str, Callable] = {"dir_variance": directional_cdnv_penalty,
+                                  "orth_variance": partial(orthogonal_variance_penalty, matched=True)}
 
 
 def labelled_mask(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -38,39 +46,108 @@ def labelled_mask(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
 
 
 def labelled_fraction(objective_cfg) -> float:
-    """The labelled fraction F that the configured regularisers with a non-zero weight ask for (1: all)."""
-    fractions = [r.labelled_fraction for r in getattr(objective_cfg, "regularizers", []) if r.weight > 0]
+    """The labelled fraction F that the configured regularisers applied anywhere ask for (1: all)."""
+    fractions = [r.labelled_fraction for r in getattr(objective_cfg, "regularizers", []) if r.active]
     return min(fractions) if fractions else 1.0
 
 
-class DirectionalVariancePenalty(SupervisedPlugin):
-    """``weight`` x batch directional CDNV of the current task's labelled samples (module docstring)."""
+class PenaltyPlugin(SupervisedPlugin):
+    """``weights[k]`` x ``penalty`` of the current task's labelled samples in experience k (module docstring).
 
-    def __init__(self, weight: float):
+    ``weights``: one float per experience (an experience beyond the list gets the last). ``placebo_seed``:
+    None for the real labels, else the seed of the label permutation (with the experience and batch)."""
+
+    def __init__(self, penalty: Callable, weights: Sequence[float], placebo_seed: Optional[int] = None):
         super().__init__()
-        self.weight = float(weight)
+        self.penalty = penalty
+        self.weights = [float(w) for w in weights]
+        self.placebo_seed = placebo_seed
+        self.weight = 0.0                           # the current experience's
+        self._batch = 0
         self._features = BatchFeatures()
         self.last: Optional[float] = None          # the penalty of the last batch (before the weight)
 
+    def before_training_exp(self, strategy, **kwargs):
+        k = strategy.experience.current_experience
+        self.weight = self.weights[min(k, len(self.weights) - 1)]
+        self._batch = 0
+
     def before_forward(self, strategy, **kwargs):
-        self._features.catch(strategy.backbone)
+        if self.weight > 0:
+            self._features.catch(strategy.backbone)
 
     def after_forward(self, strategy, **kwargs):
         self._features.release()
 
-    def before_backward(self, strategy, **kwargs):
-        _, feats = self._features.of(strategy)
+    def labels(self, strategy) -> torch.Tensor:
+        """The labels the penalty reads: the current task's labelled samples (others -1), permuted among
+        themselves for a placebo."""
         task = strategy.experience.task_labels[0]
         y = torch.where(strategy.mb_task_id == task, strategy.mb_y, torch.full_like(strategy.mb_y, -1))
-        penalty = directional_cdnv_penalty(feats, y)
+        if self.placebo_seed is not None:
+            y = permute_labelled(y, derived_seed(self.placebo_seed, "placebo", strategy.experience.current_experience,
+                                                 self._batch))
+        self._batch += 1
+        return y
+
+    def before_backward(self, strategy, **kwargs):
+        if self.weight <= 0:
+            return
+        _, feats = self._features.of(strategy)
+        penalty = self.penalty(feats, self.labels(strategy))
         self.last = float(penalty.detach())
         strategy.loss = strategy.loss + self.weight * penalty
 
 
-def build_regularizers(objective_cfg) -> list:
-    """The plugins of ``objective.regularizers`` (those with weight 0 are the control: none)."""
-    return [DirectionalVariancePenalty(r.weight) for r in getattr(objective_cfg, "regularizers", [])
-            if r.name == "dir_variance" and r.weight > 0]
+class DirectionalVariancePenalty(PenaltyPlugin):
+    """``weight`` x batch directional CDNV of the current task's labelled samples in every experience."""
+
+    def __init__(self, weight: float):
+        super().__init__(directional_cdnv_penalty, [weight])
+
+
+def permute_labelled(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """``y`` with its labels >= 0 permuted at random among those positions (class sizes kept; -1 stay);
+    a private generator seeded by ``seed`` (the global RNG is untouched)."""
+    pos = torch.nonzero(y >= 0).flatten()
+    perm = torch.randperm(len(pos), generator=torch.Generator().manual_seed(int(seed))).to(pos.device)
+    out = y.clone()
+    out[pos] = y[pos[perm]]
+    return out
+
+
+def experience_weights(spec, learned: Sequence[Sequence[str]], key: str = "objective.regularizers") -> List[float]:
+    """The weight of regulariser ``spec`` in each experience; ``learned[k]``: the names of the tasks that
+    experience k teaches. A dose naming no taught task, or two tasks of one experience with different
+    doses, is a :class:`DncsimError`."""
+    if spec.doses is None:
+        return [spec.weight] * max(1, len(learned))
+    taught = [name for names in learned for name in names]
+    for task in spec.doses:
+        if task not in taught:
+            raise DncsimError(f"{key}.doses: {task!r} is not a task taught by this stream (tasks: "
+                              f"{', '.join(taught) or 'none'})")
+    weights = []
+    for k, names in enumerate(learned):
+        doses = {spec.doses[n] for n in names if n in spec.doses}
+        if len(doses) > 1:
+            raise DncsimError(f"{key}.doses: experience {k} teaches {', '.join(names)}, which have different doses; "
+                              "give them one")
+        weights.append(doses.pop() if doses else 0.0)
+    return weights
+
+
+def build_regularizers(objective_cfg, learned: Sequence[Sequence[str]] = (), seed: int = 0) -> list:
+    """The plugins of ``objective.regularizers`` (those applied in no experience are the control: none);
+    ``learned[k]``: the names of the tasks experience k teaches (needed by ``doses``); ``seed``: the run's."""
+    plugins = []
+    for i, r in enumerate(getattr(objective_cfg, "regularizers", [])):
+        if not r.active:
+            continue
+        weights = experience_weights(r, learned, key=f"objective.regularizers[{i}]")
+        plugins.append(PenaltyPlugin(PENALTIES[r.name], weights,
+                                     placebo_seed=derived_seed(seed, r.name) if r.placebo else None))
+    return plugins
 
 
 @torch.no_grad()

@@ -8,7 +8,6 @@ Finished runs are skipped; failed ones retried only on request. Engines: ``local
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import math
 import multiprocessing
@@ -28,7 +27,8 @@ from tqdm import tqdm
 
 from dncsim.common import (DncsimError, RunFailed, StrictModel, UserPath, atomic_write_json, atomic_write_text,
                            is_atomic_temporary, one_line_error, read_yaml)
-from dncsim.simulator.config import MAX_THREADS, run_from_mapping, set_values
+from dncsim.simulator.config import MAX_THREADS, run_from_mapping
+from dncsim.simulator.design import MAX_RUNS, DesignConfig, design_specs, design_summary
 
 __all__ = ["StatisticsConfig", "StudyConfig", "LocalClusterConfig", "SlurmClusterConfig", "AddressClusterConfig",
            "AdaptConfig", "ClusterConfig", "load_study_config", "expand_grid", "run_one", "LocalExecutor",
@@ -159,10 +159,6 @@ ClusterConfig = Annotated[Union[LocalClusterConfig, SlurmClusterConfig, AddressC
                           Field(discriminator="kind")]
 
 
-#: the most runs a study grid may have (the product of its factors' lengths)
-MAX_RUNS = 100_000
-
-
 class StudyConfig(StrictModel):
     """A base run config, overrides for every run, a grid of factors, the engine and the statistics."""
 
@@ -184,6 +180,8 @@ class StudyConfig(StrictModel):
     retry_failed: bool = Field(False, description="run again the runs recorded as failed")
     statistics: StatisticsConfig = Field(default_factory=StatisticsConfig,
                                          description="the outcome the tests read and how they resample")
+    design: DesignConfig = Field(default_factory=DesignConfig, description="seeds per run, task order and per-task "
+                                 "treatments on Latin squares, placebo arms, replicates (simulator/design.py)")
 
     @field_validator("base", mode="before")
     @classmethod
@@ -241,33 +239,14 @@ def load_study_config(path, overrides: Dict[str, Any] = None) -> StudyConfig:
         raise DncsimError(one_line_error(exc, StudyConfig)) from None
 
 
-def _label(key: str, value) -> str:
-    parts = key.split(".")
-    short = parts[-2] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return f"{short}={re.sub(r'[^A-Za-z0-9_.+-]', '_', text)}"
-
-
 def expand_grid(cfg: StudyConfig) -> List[dict]:
-    """One spec per run: ``name``, ``factors`` (key -> value) and the validated run ``config`` mapping.
+    """One spec per run: ``name``, ``factors`` (key -> value), the validated run ``config`` mapping and,
+    under an active ``design``, its record (``simulator.design.design_specs``).
 
     Every run config is validated here, so a bad grid stops the study before anything runs.
     """
     base = read_yaml(cfg.base) if isinstance(cfg.base, Path) else dict(cfg.base)
-    keys = list(cfg.factors)
-    specs = []
-    for i, values in enumerate(itertools.product(*(cfg.factors[k] for k in keys))):
-        factors = dict(zip(keys, values))
-        name = f"{i:03d}-" + "-".join(_label(k, v) for k, v in factors.items())
-        data = set_values(json.loads(json.dumps(base)), {**cfg.set, **factors, "name": name})
-        try:
-            run_cfg = run_from_mapping(data)
-        except DncsimError as exc:
-            raise DncsimError(f"study run {name}: {exc}") from None
-        if "wandb" in run_cfg.output.active_loggers and run_cfg.output.wandb_project is None:
-            run_cfg.output.wandb_project = cfg.name          # the study's runs side by side in one project
-        specs.append({"name": name, "factors": factors, "config": run_cfg.model_dump(mode="json")})
-    return specs
+    return design_specs(cfg, base)
 
 
 def run_one(spec: dict) -> dict:
@@ -784,7 +763,8 @@ def run_study(cfg: StudyConfig, *, stream=None) -> Path:
         run_dir = out / "runs" / spec["name"]
         rec = {"name": spec["name"], "factors": spec["factors"], "path": str(run_dir), "status": _run_status(run_dir),
                "error": previous.get(spec["name"], {}).get("error"),
-               "seconds": previous.get(spec["name"], {}).get("seconds")}
+               "seconds": previous.get(spec["name"], {}).get("seconds"), **({"design": spec["design"]}
+                                                                              if "design" in spec else {})}
         if rec["status"] != "finished" and previous.get(spec["name"], {}).get("status") == "failed":
             rec["status"] = "failed"
         records[spec["name"]] = rec
@@ -819,6 +799,9 @@ def run_study(cfg: StudyConfig, *, stream=None) -> Path:
         where = f" at {cluster.address}"
     print(f"study {cfg.name}: {len(specs)} runs ({skipped} already done or failed), engine {cfg.engine}{where}, "
           f"{cfg.workers} workers x {threads} threads", file=stream)
+    if cfg.design.active:
+        print(design_summary(cfg.design, math.prod(map(len, cfg.factors.values())), len(specs),
+                             len(specs[0]["design"]["order"] or []) or None), file=stream)
     tty = bool(getattr(stream, "isatty", lambda: False)())
     bar = tqdm(total=len(todo), desc="runs", unit="run", file=stream, disable=not tty, dynamic_ncols=True)
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from dncsim.analysis.report.render import environment, figure_embedder, fmt
 from dncsim.analysis.stats import study_statistics
 from dncsim.rundir import load_run
 
-__all__ = ["build_study_report", "STUDY_FIGURES", "paper_over_study", "SEED_FACTORS"]
+__all__ = ["build_study_report", "STUDY_FIGURES", "paper_over_study", "SEED_FACTORS", "design_section"]
 
 #: factors that only reseed a run: runs differing in these alone are one setting, checked over seeds
 SEED_FACTORS = ("seed", "scenario.seed")
@@ -174,6 +174,48 @@ def paper_over_study(runs: Sequence[Tuple[Path, Dict]], setting: str = "auto") -
     return {"groups": out}
 
 
+#: short names of the dosed regularisers in the design tables
+_SHORT = {"dir_variance": "dir", "orth_variance": "orth"}
+
+
+def _cell_text(doses: dict) -> str:
+    return " ".join(f"{_SHORT.get(k, k)}={v:g}" for k, v in doses.items())
+
+
+def design_section(records: Sequence[dict]) -> Optional[dict]:
+    """Who got what, from the study.json records that carry a ``design``: ``runs`` (per run its arm, block,
+    row, seeds and per position ``task (doses)``), ``cells`` (the treatment cells seen) and the balance
+    counts ``task_cell`` and ``position_cell`` (rows: ``key`` and ``counts`` per cell). None without a design."""
+    designed = [r for r in records if isinstance(r.get("design"), dict)]
+    if not designed:
+        return None
+    width = max(len(r["design"].get("order") or []) for r in designed)
+    runs, cells, counts = [], [], {"task_cell": {}, "position_cell": {}}
+    for r in designed:
+        d = r["design"]
+        order, doses = d.get("order") or [], d.get("doses") or {}
+        shown = []
+        for pos, task in enumerate(order):
+            if task in doses:
+                cell = _cell_text(doses[task])
+                cells += [cell] if cell not in cells else []
+                for table, key in (("task_cell", task), ("position_cell", str(pos))):
+                    row = counts[table].setdefault(key, {})
+                    row[cell] = row.get(cell, 0) + 1
+                shown.append(f"{task} ({cell})")
+            else:
+                shown.append(str(task))
+        runs.append({"run": r.get("name"), "arm": "placebo" if d.get("placebo") else "active",
+                     "block": d.get("block"), "row": d.get("row"), "seed": d.get("seed"),
+                     "scenario_seed": d.get("scenario_seed"), "positions": shown + [""] * (width - len(shown))})
+    table = lambda t: [{"key": k, "counts": [v.get(c, 0) for c in cells]} for k, v in counts[t].items()]  # noqa: E731
+    position_cell = sorted(table("position_cell"), key=lambda row: int(row["key"]))
+    return {"positions": width, "runs": runs, "cells": cells, "task_cell": table("task_cell"),
+            "position_cell": position_cell, "arms": sorted({r["arm"] for r in runs}),
+            "blocks": len({(json.dumps(r.get("factors"), sort_keys=True, default=str), r["design"].get("block"),
+                            bool(r["design"].get("placebo"))) for r in designed})}
+
+
 def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) -> Path:
     """Aggregate the finished ``runs`` ((run directory, factors) pairs) into ``tasks.csv`` and
     ``pairs.csv``, test (``statistics.json``) and write ``report/`` (index.html, report.md, summary.json,
@@ -195,7 +237,8 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
         atomic_write_bytes(study_dir / "paper.json", json_text(paper).encode())
     state = json.loads((study_dir / "study.json").read_text())
     summary = {"study": cfg.name, "engine": cfg.engine, "factors": cfg.factors, "runs": state["runs"],
-               "rows": {"tasks": len(tasks), "pairs": len(pairs)}, "statistics": stats, "paper": paper}
+               "rows": {"tasks": len(tasks), "pairs": len(pairs)}, "statistics": stats, "paper": paper,
+               "design": design_section(state["runs"])}
     figs = _figures(tasks, pairs, stats, bool(getattr(cfg.statistics, "include_unlearned", False))) if tasks else {}
     summary["figures"] = sorted(figs)
     report = study_dir / "report"

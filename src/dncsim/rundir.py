@@ -639,6 +639,23 @@ class RunData:
     def label(self) -> str:
         return f"{self.name} ({self.objective}, {self.strategy})"
 
+    def treatment(self, k: int) -> Dict[str, float]:
+        """Task k's treatment from ``objective.regularizers``: ``position`` (k, its index in the stream),
+        ``dose_dir`` / ``dose_orth`` (the dir_variance / orth_variance weight during its experience: its entry
+        in ``doses``, 0 when unlisted, else ``weight``; summed over entries; 0 without one) and ``placebo``
+        (1 when any regulariser is a placebo, else 0)."""
+        regs = (self.config.get("objective") or {}).get("regularizers") or []
+        name = self.tasks[k] if k < len(self.tasks) else None
+        dose = {"dir_variance": 0.0, "orth_variance": 0.0}
+        for r in regs:
+            if isinstance(r, dict) and r.get("name") in dose:
+                doses = r.get("doses")
+                w = (doses.get(name, 0.0) if isinstance(doses, dict) else r.get("weight")) or 0.0
+                dose[r["name"]] += float(w)
+        placebo = any(isinstance(r, dict) and r.get("placebo") is True for r in regs)
+        return {"position": k, "dose_dir": dose["dir_variance"], "dose_orth": dose["orth_variance"],
+                "placebo": int(placebo)}
+
     # --- the measurements ---------------------------------------------------------------------------
     @property
     def T(self) -> int:

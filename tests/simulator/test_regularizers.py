@@ -191,3 +191,151 @@ def test_axis_distill_state_survives_an_interruption_and_the_run_is_deterministi
     run(run_from_mapping(cfg), tmp_path / "cut", quiet=True, resume=True)
     for f in ("metrics.csv", "accuracy.json"):
         assert (tmp_path / "cut" / f).read_bytes() == (whole / f).read_bytes(), f
+
+
+# --- orth_variance, doses, placebo ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("reg,message", [
+    ({"name": "dir_variance", "weight": 3, "doses": {"size": 5}},
+     "objective.regularizers[0].doses: doses replaces weight, so weight must be 0 (or left out); got weight 3"),
+    ({"name": "orth_variance", "doses": {"size": -1}},
+     "objective.regularizers[0].doses: the dose of task 'size' must be a finite number >= 0; got -1"),
+    ({"name": "orth_variance", "doses": {"size": float("inf")}},
+     "objective.regularizers[0].doses.size: input should be a finite number"),
+    ({"name": "orth_variance", "doses": {"sise": 5}},
+     "objective.regularizers[0].doses: 'sise' is not a task taught by this stream (tasks: color, size)"),
+    ({"name": "orth_variance", "weight": 1, "placebo": "yes"},
+     "objective.regularizers[0].placebo: input should be a valid boolean"),
+    ({"name": "orth_variance", "weight": -1}, "objective.regularizers[0].weight: must be a finite number >= 0"),
+])
+def test_bad_doses_and_placebo_are_one_line_exit_2(tmp_path, capsys, reg, message):
+    cfg = config()
+    cfg["objective"]["regularizers"] = [reg]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "never").exists()
+
+
+def test_doses_schedule_the_weight_per_experience():
+    from dncsim.simulator.regularizers import build_regularizers, experience_weights
+    cfg = run_from_mapping(config()).objective.model_copy(update={"regularizers": []})
+    spec = run_from_mapping(config(objective="simclr") | {"objective": {
+        "name": "simclr", "regularizers": [{"name": "orth_variance", "doses": {"size": 5, "style": 0}}]}}
+    ).objective.regularizers[0]
+    assert spec.weight == 0 and spec.active and spec.dose("size") == 5 and spec.dose("color") == 0
+    learned = [["color"], ["size"], ["shape"], ["style"]]
+    assert experience_weights(spec, learned) == [0, 5, 0, 0]
+    assert experience_weights(spec.model_copy(update={"doses": None, "weight": 2.0}), learned) == [2.0] * 4
+    with pytest.raises(Exception, match="experience 0 teaches a, size, which have different doses"):
+        experience_weights(spec.model_copy(update={"doses": {"a": 1.0, "size": 5.0}}), [["a", "size"]])
+    # all doses 0: the control, nothing installed and no label hidden
+    zero = spec.model_copy(update={"doses": {"size": 0.0}})
+    assert not zero.active and build_regularizers(cfg.model_copy(update={"regularizers": [zero]}), learned) == []
+    from dncsim.simulator.regularizers import labelled_fraction
+    assert labelled_fraction(cfg.model_copy(update={"regularizers": [
+        zero.model_copy(update={"labelled_fraction": 0.1})]})) == 1.0
+    assert labelled_fraction(cfg.model_copy(update={"regularizers": [
+        spec.model_copy(update={"labelled_fraction": 0.1})]})) == 0.1
+
+
+class _Fake:
+    """The parts of a strategy that a penalty plugin reads."""
+
+    def __init__(self, k, x, y):
+        self.backbone = torch.nn.Linear(x.shape[1], 4, bias=False)
+        with torch.no_grad():
+            self.backbone.weight.copy_(torch.eye(4, x.shape[1]))
+        self.experience = type("E", (), {"current_experience": k, "task_labels": [0]})()
+        self.mb_x, self.mb_y, self.mb_task_id, self.mb_views = x, y, torch.zeros_like(y), None
+        self.loss = torch.zeros(())
+
+
+def _step(plugin, k, x, y):
+    s = _Fake(k, x, y)
+    plugin.before_training_exp(s)
+    plugin.before_forward(s)
+    s.backbone(s.mb_x)
+    plugin.after_forward(s)
+    plugin.before_backward(s)
+    return float(s.loss.detach())
+
+
+@pytest.mark.parametrize("name", ["dir_variance", "orth_variance"])
+def test_a_scheduled_dose_applies_only_in_its_tasks_experience(name):
+    from dncsim.simulator.regularizers import PENALTIES, PenaltyPlugin
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(8)
+    x = torch.randn(24, 6, generator=g) + 2 * torch.randn(3, 6, generator=g)[y]
+    plugin = PenaltyPlugin(PENALTIES[name], [0.0, 5.0, 0.0])
+    expected = 5.0 * float(PENALTIES[name](x[:, :4], y))
+    assert expected > 0
+    if name == "orth_variance":      # the matched normalisation: (d - r) / r = (6 - 2) / 2 the per-dimension value
+        from dncsim.analysis.penalties import orthogonal_variance_penalty
+        assert float(PENALTIES[name](x, y)) == pytest.approx(2 * float(orthogonal_variance_penalty(x, y)), rel=1e-6)
+    assert [_step(plugin, k, x, y) for k in range(3)] == [0.0, pytest.approx(expected, rel=1e-6), 0.0]
+
+
+def test_placebo_permutes_labels_within_the_batch_keeping_class_sizes_seeded():
+    from dncsim.simulator.regularizers import PENALTIES, PenaltyPlugin, permute_labelled
+    y = torch.tensor([0, 0, 0, 1, 1, -1, 2, 2, 2, 2, -1, 1])
+    state = torch.get_rng_state()
+    a = permute_labelled(y, 3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, permute_labelled(y, 3)) and not torch.equal(a, y)
+    assert not torch.equal(a, permute_labelled(y, 4))
+    assert torch.equal(a == -1, y == -1) and torch.equal(torch.bincount(a[a >= 0]), torch.bincount(y[y >= 0]))
+    # in a run: the permutation changes per batch and is the same on a second run with the same seed
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(2).repeat_interleave(20)
+    x = torch.randn(40, 6, generator=g) * 0.3
+    x[:, 0] += 4 * y
+    real = PenaltyPlugin(PENALTIES["orth_variance"], [1.0])
+    seen = []
+    for _ in range(2):
+        placebo = PenaltyPlugin(PENALTIES["orth_variance"], [1.0], placebo_seed=11)
+        seen.append([_step(placebo, 0, x, y)] + [_step_same_exp(placebo, x, y) for _ in range(2)])
+    assert seen[0] == seen[1] and len(set(seen[0])) == 3
+    # no class structure: the permuted classes' means nearly coincide, so the penalty is far larger
+    assert min(seen[0]) > 20 * _step(real, 0, x, y)
+
+
+def _step_same_exp(plugin, x, y):
+    """One more batch in the current experience (no before_training_exp)."""
+    s = _Fake(0, x, y)
+    plugin.before_forward(s)
+    s.backbone(s.mb_x)
+    plugin.after_forward(s)
+    plugin.before_backward(s)
+    return float(s.loss.detach())
+
+
+def _two_experience(tmp_path, name, regs):
+    cfg = config(epochs=1)
+    cfg["objective"]["regularizers"] = regs
+    return (run(run_from_mapping(cfg), tmp_path / name, quiet=True) / "metrics.csv").read_text().splitlines()
+
+
+def test_a_dose_on_size_leaves_colors_experience_as_in_the_control_and_changes_sizes(tmp_path):
+    plain = _two_experience(tmp_path, "plain", [])
+    reg = {"name": "orth_variance", "labelled_fraction": 0.5}
+    zero = _two_experience(tmp_path, "zero", [reg | {"doses": {"size": 0}}])
+    dosed = _two_experience(tmp_path, "dosed", [reg | {"doses": {"size": 5}}])
+    assert zero == plain
+    upto0 = [ln for ln in plain if not ln.startswith("1,")]
+    assert [ln for ln in dosed if not ln.startswith("1,")] == upto0 and len(upto0) > 50
+    assert [ln for ln in dosed if ln.startswith("1,")] != [ln for ln in plain if ln.startswith("1,")]
+
+
+def test_the_recorded_config_names_doses_and_placebo_only_when_set_and_reads_back():
+    plain = run_from_mapping(config(3.0)).model_dump(mode="json")["objective"]["regularizers"]
+    assert plain == [{"name": "dir_variance", "weight": 3.0, "labelled_fraction": 1.0}]
+    assert list(plain[0]) == ["name", "weight", "labelled_fraction"]          # config.yaml as before
+    cfg = config()
+    cfg["objective"]["regularizers"] = [{"name": "orth_variance", "doses": {"size": 5}, "placebo": True}]
+    dumped = run_from_mapping(cfg).model_dump(mode="json")
+    assert dumped["objective"]["regularizers"] == [{"name": "orth_variance", "weight": 0.0, "labelled_fraction": 1.0,
+                                                    "doses": {"size": 5.0}, "placebo": True}]
+    assert run_from_mapping(dumped).model_dump(mode="json") == dumped
