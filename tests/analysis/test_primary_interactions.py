@@ -13,7 +13,8 @@ from dncsim.common import DncsimError
 
 Y, X = "forgetting_max/linear/frozen", "dir_cdnv_learned"
 STUDIES = 300
-OBJECTIVES, STRATEGIES, HOLDS, SEEDS = ("simclr", "vicreg", "supervised"), ("naive", "replay"), ("one", "subset"), (0, 1)
+OBJECTIVES, STRATEGIES = ("simclr", "vicreg", "supervised"), ("naive", "replay")
+HOLDS, SEEDS = ("one", "subset"), (0, 1)
 
 
 def grid_table(rng, slope=0.0, interaction_sd=0.3, tasks=4):
