@@ -199,6 +199,7 @@ def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], 
         factors[label] = len(keep)
     keys = [str(k[0].get(key)) for k in kept]
     key_levels = sorted(set(keys))
+    key_label = next((label for label, column in fixed if column == key), "task identity")
     columns = run_factors([k[0] for k in kept], cluster) if interactions is None else list(interactions)
     held = []
     for column in columns if len(key_levels) > 1 else []:
@@ -214,10 +215,10 @@ def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], 
             continue
         N = np.column_stack([N, block[:, keep]])
         nuisance_names += [f"{key}={prods[i][0]} x {column}={prods[i][1]}" for i in keep]
-        factors[f"task identity x {column}"] = len(keep)
+        factors[f"{key_label} x {column}"] = len(keep)
         held.append(column)
     if held:
-        notes.append(f"task identity ({key}) x each run-level factor ({', '.join(held)}) held fixed: the slope "
+        notes.append(f"{key_label} ({key}) x each run-level factor ({', '.join(held)}) held fixed: the slope "
                      "comes from differences between tasks of a run that these interactions do not explain")
     run_fe = any(col == cluster and label in factors for label, col in fixed)
     cols, names, pred_index, sds = [np.ones(len(kept))], ["intercept"], {}, {}

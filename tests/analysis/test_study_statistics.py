@@ -40,7 +40,8 @@ def test_a_real_effect_is_supported_by_the_primary_test_and_carried_by_direction
     assert s["classical"]["verdict"] == "inconclusive"
     assert s["joint"]["dir_cdnv_learned"]["ci_low"] > 0 and s["pairs_primary"]["verdict"] == "supported"
     text = " ".join(s["verdict"])
-    assert text.startswith("Primary test") and "Supported: with run, task and position held fixed" in text
+    assert text.startswith("Primary test") and "Supported: with run, task, position and task x run-level factor " \
+                                                 "interactions held fixed" in text
     assert "directional CDNV carries the signal" in text
     labels = [x["label"] for x in s["tests"]]
     assert labels[0] == "all runs: dir-CDNV when learned vs forgetting" and "within task: dir-CDNV when learned " \
