@@ -403,12 +403,13 @@ def _verdict_sentences(s: dict, alpha: float = 0.05) -> List[str]:
         d, c = s["joint"][p["predictor"]], s["joint"][next(k for k in s["joint"] if k != p["predictor"])]
         carries = [name for name, r in (("directional CDNV", d), ("classical CDNV", c))
                    if r["p"] < alpha / 2]              # two tests, either one suffices: Bonferroni
+        per_sd_each = "per within-run sd" if d["sd_basis"] == "within-run" else "per sd"
+        conclusion = (f"{' and '.join(carries)} carries the signal with the other held fixed "
+                      f"(p < {alpha / 2:g}, {alpha:g} split over the two)." if carries else
+                      f"neither is distinguishable from zero with the other held fixed (p < {alpha / 2:g} for either).")
         out.append(f"Both together: directional CDNV {d['estimate']:+.3g} [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}], "
                    f"classical CDNV {c['estimate']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}] "
-                   f"{'per within-run sd' if d['sd_basis'] == 'within-run' else 'per sd'} of each: " + (f"{' and '.join(carries)} carries the signal with the other held fixed "
-                                      f"(p < {alpha / 2:g}, {alpha:g} split over the two)."
-                                    if carries else f"neither is distinguishable from zero with the other held fixed "
-                                                    f"(p < {alpha / 2:g} for either)."))
+                   f"{per_sd_each} of each: {conclusion}")
     if s["pairs_primary"]:
         q = s["pairs_primary"]
         what = ("axis overlap before the later task trained, the earlier task's axes fixed when it was learned"
