@@ -4,8 +4,10 @@
 (``position``, ``dose_dir``, ``dose_orth``, ``placebo``: ``RunData.treatment``), each per-task
 metric when learned and at the end (``<metric>_learned``, ``<metric>_final``), axis overlap with later
 tasks, accuracy, forgetting and BWT per probe and protocol, ``probe_converged_learned`` and
-``probe_at_budget``. ``pair_rows``: one row per (run, pair a < b): axis overlap when b was learned and
-the interference of b on a. Per-probe columns: ``<metric>/<probe>/<protocol>``.
+``probe_at_budget``. ``pair_rows``: one row per (run, pair a < b): axis overlap when b was learned
+(``overlap``, ``overlap_max``), before b's experience with a's axes fixed when a was learned
+(``overlap_pre``, pre-treatment for b; None when not measured), at the end, and the interference of b
+on a. Per-probe columns: ``<metric>/<probe>/<protocol>``.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from dncsim.common import csv_text
-from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, BWT, FORGETTING_LAST, FORGETTING_MAX,
-                                   FORGETTING_NORM, FROZEN, INTERFERENCE, LABELS_CRAMERS_V, LINEAR,
+from dncsim.analysis.names import (ACC, AXIS_COS_MAX, AXIS_COS_MEDIAN, AXIS_COS_PRE, BWT, FORGETTING_LAST,
+                                   FORGETTING_MAX, FORGETTING_NORM, FROZEN, INTERFERENCE, LABELS_CRAMERS_V, LINEAR,
                                    PROBE_CONVERGED, PROP42_FRAC, PROP42_TIGHTNESS, REFIT, ProbeKey)
 
 __all__ = ["task_rows", "pair_rows", "rows_to_csv"]
@@ -68,7 +70,8 @@ def task_rows(run, factors: Dict[str, object]) -> List[dict]:
 
 
 def pair_rows(run, factors: Dict[str, object]) -> List[dict]:
-    """One row per task pair a < b of ``run``: overlap when b was learned and at the end, interference."""
+    """One row per task pair a < b of ``run``: overlap when b was learned, before b trained (``overlap_pre``)
+    and at the end, interference."""
     last = run.last
     base = _base(run, factors)
     rows = []
@@ -78,6 +81,7 @@ def pair_rows(run, factors: Dict[str, object]) -> List[dict]:
                  learned_a=run.learned(a), learned_b=run.learned(b),
                  overlap=None if Lb is None else run.value(AXIS_COS_MEDIAN, Lb, a, b),
                  overlap_max=None if Lb is None else run.value(AXIS_COS_MAX, Lb, a, b),
+                 overlap_pre=None if Lb is None else run.value(AXIS_COS_PRE, Lb - 1, a, b),
                  overlap_final=run.value(AXIS_COS_MEDIAN, last, a, b),
                  labels_cramers_v=run.value(LABELS_CRAMERS_V, last, a, b),
                  prop42_frac_final=run.value(PROP42_FRAC, last, a, b),

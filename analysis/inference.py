@@ -1,7 +1,8 @@
 """Inference on study tables whose rows are clustered by run.
 
-:func:`primary_analysis`: OLS of a forgetting on the standardised log directional CDNV when learned,
-fixed effects for run, task identity and stream position (aliased ones dropped, noted), run-clustered
+:func:`primary_analysis`: OLS of a forgetting on the log directional CDNV when learned, standardised by
+its within-run sd, fixed effects for run, task identity and stream position and the interactions of task
+identity with every run-level factor (:func:`run_factors`; aliased ones dropped, noted), run-clustered
 CR2 errors, t on Bell-McCaffrey df (analysis/clustered.py); a wild cluster bootstrap p below
 ``few_clusters`` runs; none below 3.
 Verdict: ``supported`` (interval above 0), ``contradicted`` (below) or ``inconclusive``, with the
@@ -19,8 +20,8 @@ from scipy import stats as sps
 from dncsim.analysis.clustered import ClusterFit, cluster_fit
 from dncsim.common import DncsimError
 
-__all__ = ["Design", "build_design", "fit_cluster_ols", "wild_cluster_bootstrap", "permutation_p",
-           "primary_analysis", "WEBB_WEIGHTS", "VERDICTS"]
+__all__ = ["Design", "build_design", "run_factors", "RESEED_COLUMNS", "MIN_RESIDUAL_DF", "fit_cluster_ols",
+           "wild_cluster_bootstrap", "permutation_p", "primary_analysis", "WEBB_WEIGHTS", "VERDICTS"]
 
 WEBB_WEIGHTS = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -46,7 +47,9 @@ class Design:
     """A regression design from a tidy table: ``y`` (n,), ``X`` (n, p) with an intercept, ``names`` (p,),
     ``clusters`` (n,) int codes, ``strata`` (n,) int codes of each row's run stratum, ``row_keys`` (n,)
     the within-run key that aligns runs for permutation, ``predictors`` the indices of the predictor
-    columns, ``notes`` what was left out and why, ``n_dropped`` rows without the needed values."""
+    columns, ``notes`` what was left out and why, ``n_dropped`` rows without the needed values, ``sd`` the
+    sd each predictor is standardised by (on the (log) scale) and ``sd_basis`` which one (``within-run`` or
+    ``total``), ``unidentified`` why the fixed effects leave a predictor no variation (None: they do not)."""
 
     y: np.ndarray
     X: np.ndarray
@@ -58,6 +61,9 @@ class Design:
     notes: List[str] = field(default_factory=list)
     n_dropped: int = 0
     factors: Dict[str, int] = field(default_factory=dict)
+    sd: Dict[str, float] = field(default_factory=dict)
+    sd_basis: str = "within-run"
+    unidentified: Optional[str] = None
 
     @property
     def terms(self) -> List[str]:
@@ -74,19 +80,82 @@ def _rank(X) -> int:
     return int(np.linalg.matrix_rank(X)) if X.size else 0
 
 
+#: the fewest residual degrees of freedom (rows minus terms) with which a slope is reported
+MIN_RESIDUAL_DF = 3
+
 PRIMARY_FIXED = (("run", "run"), ("task identity", "task_name"), ("position in the stream", "learned_at"),
                  ("objective", "objective"), ("strategy", "strategy"))
 POOLED_FIXED = (("task identity", "task_name"), ("position in the stream", "learned_at"), ("objective", "objective"),
                 ("strategy", "strategy"))
 
 
+#: run-level columns that only reseed a run: replicates, not treatments; no task interaction is held for them
+RESEED_COLUMNS = ("seed", "scenario.seed")
+#: the first per-row column of a study table: the columns before it are the run's (``aggregate._base``)
+ROW_COLUMNS = ("task", "task_name", "task_a", "name_a")
+
+
+def run_factors(rows: Sequence[dict], cluster: str = "run") -> List[str]:
+    """The run-level factors of a study table: the columns before its first per-row column (the run's
+    columns: the study's factors, objective, strategy, seed), and ``objective`` and ``strategy`` wherever
+    they are, that are constant within every run and vary across runs; the cluster and
+    ``RESEED_COLUMNS`` excepted, a column that splits the runs as an earlier one does left out."""
+    if not rows:
+        return []
+    order = list(rows[0])
+    first = min((order.index(c) for c in ROW_COLUMNS if c in order), default=len(order))
+    candidates = [c for c in order[:first] + ["objective", "strategy"] if c in order]
+    out, partitions = [], set()
+    for column in dict.fromkeys(candidates):
+        if column == cluster or column in RESEED_COLUMNS:
+            continue
+        of_run: Dict[str, set] = {}
+        for r in rows:
+            of_run.setdefault(str(r.get(cluster)), set()).add(str(r.get(column)))
+        if any(len(v) > 1 for v in of_run.values()) or len({next(iter(v)) for v in of_run.values()}) < 2:
+            continue
+        groups: Dict[str, list] = {}
+        for run, v in sorted(of_run.items()):
+            groups.setdefault(next(iter(v)), []).append(run)
+        partition = frozenset(tuple(g) for g in groups.values())
+        if partition not in partitions:
+            partitions.add(partition)
+            out.append(column)
+    return out
+
+
+def _add_block(N: np.ndarray, block: np.ndarray):
+    """The columns of ``block`` that add to the span of ``N``, greedily in order (indices)."""
+    keep: List[int] = []
+    base = _rank(N)
+    for c in range(block.shape[1]):
+        candidate = np.column_stack([N] + [block[:, i] for i in keep + [c]])
+        if _rank(candidate) == base + len(keep) + 1:
+            keep.append(c)
+    return keep
+
+
+def _within_sd(x: np.ndarray, runs: np.ndarray) -> Optional[float]:
+    """The within-run sd of x: root mean square of x minus its run's mean, on n - G degrees of freedom
+    (None when no run has two rows)."""
+    G = int(runs.max()) + 1
+    n_g = np.bincount(runs, minlength=G)
+    if len(x) <= G:
+        return None
+    dev = x - (np.bincount(runs, weights=x, minlength=G) / n_g)[runs]
+    return float(np.sqrt((dev ** 2).sum() / (len(x) - G)))
+
+
 def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], *,
-                 fixed: Sequence[tuple] = PRIMARY_FIXED,
+                 fixed: Sequence[tuple] = PRIMARY_FIXED, interactions: Optional[Sequence[str]] = None,
                  log_predictors: bool = True, cluster: str = "run", key: str = "task_name") -> Design:
     """The design of ``outcome`` on the standardised (log) ``predictors`` with dummy-coded ``fixed``
     factors ((label, column) pairs; a factor with one level is skipped, an aliased one left out with a
-    note). Rows missing the outcome, a predictor (or a positive one, for the log) or the cluster are
-    dropped (``n_dropped``). DncsimError when nothing is left or a predictor does not vary."""
+    note) and the interactions of task identity (``key``) with each run-level column in ``interactions``
+    (default :func:`run_factors`; aliased products left out). Predictors are standardised by their
+    within-run sd (``sd``; the total sd when the model has no run fixed effects). Rows missing the
+    outcome, a predictor (or a positive one, for the log) or the cluster are dropped (``n_dropped``).
+    DncsimError when nothing is left or a predictor does not vary."""
     kept, dropped = [], 0
     for r in rows:
         y = _number(r.get(outcome))
@@ -99,30 +168,20 @@ def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], 
         raise DncsimError(f"no row has {outcome} and {', '.join(predictors)}"
                           + (" (positive, for the log)" if log_predictors else ""))
     y = np.array([k[1] for k in kept], dtype=float)
-    cols, names, pred_index, notes, factors = [np.ones(len(kept))], ["intercept"], {}, [], {}
-    for j, p in enumerate(predictors):
-        x = np.array([k[2][j] for k in kept], dtype=float)
-        x = np.log(x) if log_predictors else x
-        sd = x.std()
-        if not sd > 0:
-            raise DncsimError(f"{p} does not vary over the {len(kept)} rows: no slope can be estimated")
-        cols.append((x - x.mean()) / sd)
-        pred_index[p] = len(names)
-        names.append(f"z({'log ' if log_predictors else ''}{p})")
-    X = np.column_stack(cols)
-    if _rank(X) < X.shape[1]:
-        raise DncsimError(f"the predictors {', '.join(predictors)} are collinear: they cannot be told apart")
+    runs = [str(k[0].get(cluster)) for k in kept]
+    _, clusters = np.unique(runs, return_inverse=True)
+    N, nuisance_names, notes, factors = np.ones((len(kept), 1)), [], [], {}
     for label, column in fixed:
         values = [str(k[0].get(column)) for k in kept]
         levels = sorted(set(values))
         if len(levels) < 2:
             continue
         dummies = np.column_stack([[v == lev for v in values] for lev in levels[1:]]).astype(float)
-        trial = np.column_stack([X, dummies])
-        if _rank(trial) == X.shape[1]:
+        trial = np.column_stack([N, dummies])
+        if _rank(trial) == _rank(N):
             run_level = column != cluster and all(
                 len({str(k[0].get(column)) for k in kept if str(k[0].get(cluster)) == run}) == 1
-                for run in {str(k[0].get(cluster)) for k in kept})
+                for run in set(runs))
             if run_level and any(f[1] == cluster for f in fixed):
                 notes.append(f"{label} ({column}) is constant within every run: held fixed by the run fixed effects")
             else:
@@ -130,20 +189,60 @@ def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], 
                              "(a fixed stream order makes position in the stream and task identity the same): "
                              "left out")
             continue
+        keep = list(range(dummies.shape[1]))
         if _rank(trial) < trial.shape[1]:
             notes.append(f"{label} ({column}) is partly aliased with the factors before it: its redundant levels "
                          "are left out")
-            keep = []
-            for c in range(dummies.shape[1]):
-                candidate = np.column_stack([X] + [dummies[:, i] for i in keep + [c]])
-                if _rank(candidate) == candidate.shape[1]:
-                    keep.append(c)
-            dummies = dummies[:, keep]
-        X = np.column_stack([X, dummies])
-        names += [f"{column}={lev}" for lev in levels[1:]][:dummies.shape[1]]
-        factors[label] = dummies.shape[1]
-    runs = [str(k[0].get(cluster)) for k in kept]
-    _, clusters = np.unique(runs, return_inverse=True)
+            keep = _add_block(N, dummies)
+        N = np.column_stack([N, dummies[:, keep]])
+        nuisance_names += [f"{column}={levels[1:][i]}" for i in keep]
+        factors[label] = len(keep)
+    keys = [str(k[0].get(key)) for k in kept]
+    key_levels = sorted(set(keys))
+    key_label = next((label for label, column in fixed if column == key), "task identity")
+    columns = run_factors([k[0] for k in kept], cluster) if interactions is None else list(interactions)
+    held = []
+    for column in columns if len(key_levels) > 1 else []:
+        values = [str(k[0].get(column)) for k in kept]
+        levels = sorted(set(values))
+        if len(levels) < 2:
+            continue
+        prods = [(t, lev) for t in key_levels[1:] for lev in levels[1:]]
+        block = np.column_stack([[kk == t and v == lev for kk, v in zip(keys, values)]
+                                 for t, lev in prods]).astype(float)
+        keep = _add_block(N, block)
+        if not keep:
+            continue
+        N = np.column_stack([N, block[:, keep]])
+        nuisance_names += [f"{key}={prods[i][0]} x {column}={prods[i][1]}" for i in keep]
+        factors[f"{key_label} x {column}"] = len(keep)
+        held.append(column)
+    if held:
+        notes.append(f"{key_label} ({key}) x each run-level factor ({', '.join(held)}) held fixed: the slope "
+                     "comes from differences between tasks of a run that these interactions do not explain")
+    run_fe = any(col == cluster and label in factors for label, col in fixed)
+    cols, names, pred_index, sds = [np.ones(len(kept))], ["intercept"], {}, {}
+    for j, p in enumerate(predictors):
+        x = np.array([k[2][j] for k in kept], dtype=float)
+        x = np.log(x) if log_predictors else x
+        if not x.std() > 0:
+            raise DncsimError(f"{p} does not vary over the {len(kept)} rows: no slope can be estimated")
+        sd = _within_sd(x, clusters) if run_fe else None
+        sd = sd if sd is not None and sd > 0 else float(x.std())
+        cols.append((x - x.mean()) / sd)
+        pred_index[p] = len(names)
+        sds[p] = sd
+        names.append(f"z({'log ' if log_predictors else ''}{p})")
+    P = np.column_stack(cols)
+    if _rank(P) < P.shape[1]:
+        raise DncsimError(f"the predictors {', '.join(predictors)} are collinear: they cannot be told apart")
+    X = np.column_stack([P, N[:, 1:]])
+    unidentified = None
+    if _rank(X) < X.shape[1]:
+        unidentified = (f"{', '.join(predictors)} {'is' if len(predictors) == 1 else 'are'} fully explained by "
+                        f"the fixed effects ({', '.join(factors) or 'none'}): the slope is not identified in this "
+                        "design")
+    names += nuisance_names
     # runs are exchangeable when they share objective, strategy and the set of tasks
     by_run: Dict[str, tuple] = {}
     for k, run in zip(kept, runs):
@@ -152,8 +251,9 @@ def build_design(rows: Sequence[dict], outcome: str, predictors: Sequence[str], 
     stratum_of = {run: (v[0], v[1], tuple(sorted(v[2]))) for run, v in by_run.items()}
     _, strata = np.unique([str(stratum_of[run]) for run in runs], return_inverse=True)
     return Design(y=y, X=X, names=names, clusters=clusters, strata=strata,
-                  row_keys=[str(k[0].get(key)) for k in kept], predictors=pred_index, notes=notes, n_dropped=dropped,
-                  factors=factors)
+                  row_keys=keys, predictors=pred_index, notes=notes, n_dropped=dropped,
+                  factors=factors, sd={p: sds[p] for p in predictors},
+                  sd_basis="within-run" if run_fe else "total", unidentified=unidentified)
 
 
 def fit_cluster_ols(design: Design) -> ClusterFit:
@@ -263,12 +363,15 @@ def _verdict(ci_low, ci_high) -> str:
 
 def primary_analysis(rows: Sequence[dict], outcome: str, predictors: Sequence[str], *, alpha: float = 0.05,
                      few_clusters: int = 10, draws: int = 999, permutations: int = 999, seed: int = 0,
-                     fixed=None, log_predictors: bool = True, key: str = "task_name", excluded_rows: int = 0) -> dict:
+                     fixed=None, interactions: Optional[Sequence[str]] = None, log_predictors: bool = True,
+                     key: str = "task_name", excluded_rows: int = 0) -> dict:
     """Fit the design (see the module docstring) and report, per predictor, ``estimate`` (change of the
-    outcome per standard deviation of the (log) predictor), ``se``, ``df``, ``ci_low``, ``ci_high``, ``p``, ``method``,
-    ``permutation_p``, ``mde`` (80% power), and for the first predictor the ``verdict``; plus ``n_rows``,
+    outcome per ``sd`` of the (log) predictor: its within-run sd ``sd_within``, or the total sd when the
+    model has no run fixed effects, ``sd_basis``), ``se``, ``df``, ``ci_low``, ``ci_high``, ``p``,
+    ``method``, ``permutation_p``, ``mde_80``, and for the first predictor the ``verdict``; plus ``n_rows``,
     ``n_runs``, ``excluded_rows``, ``dropped_rows``, ``notes``, ``terms``. DncsimError for fewer than
-    3 runs or a design that cannot be fitted."""
+    3 runs or a design that does not identify the slope (fewer than ``MIN_RESIDUAL_DF`` residual df, or
+    fewer than 3 runs with predictor variation left by the fixed effects)."""
     pooled_note = None
     if fixed is None:
         fixed = PRIMARY_FIXED
@@ -276,19 +379,31 @@ def primary_analysis(rows: Sequence[dict], outcome: str, predictors: Sequence[st
             fixed, pooled_note = POOLED_FIXED, ("the predictor does not vary within runs (one task per run): run "
                                                 "fixed effects would absorb it, so objective and strategy fixed "
                                                 "effects stand in for them")
-    design = build_design(rows, outcome, predictors, log_predictors=log_predictors, key=key, fixed=fixed)
+    design = build_design(rows, outcome, predictors, log_predictors=log_predictors, key=key, fixed=fixed,
+                          interactions=interactions)
     if pooled_note:
         design.notes.insert(0, pooled_note)
     G = design.n_clusters
     if G < 3:
         raise DncsimError(f"{G} run(s) with {outcome} and {', '.join(predictors)}: at least 3 are needed for "
                           "any inference over runs")
-    if len(design.y) <= design.X.shape[1]:
-        raise DncsimError(f"{len(design.y)} rows for {design.X.shape[1]} terms: the model cannot be fitted")
+    if design.unidentified:
+        raise DncsimError(design.unidentified)
+    n, p = design.X.shape
+    if n - p < MIN_RESIDUAL_DF:
+        raise DncsimError(f"{n} rows for {p} terms ({', '.join(design.terms)}): fewer than {MIN_RESIDUAL_DF} "
+                          "residual degrees of freedom, the slope is not identified in this design")
+    for p_name, j in design.predictors.items():
+        xt = _residualise(design, j)[0]
+        moving = np.bincount(design.clusters, weights=xt ** 2, minlength=G) > 1e-12 * max(float(xt @ xt), 1e-300)
+        if int(moving.sum()) < 3:
+            raise DncsimError(f"{p_name}: {int(moving.sum())} run(s) keep any variation once the fixed effects are "
+                              "held: the slope is not identified in this design (at least 3 are needed)")
     fit = fit_cluster_ols(design)
     low, high = fit.interval(alpha)
     pvalues = fit.p_values()
     result = {"outcome": outcome, "predictors": list(predictors), "n_rows": len(design.y), "n_runs": G,
+              "sd_basis": design.sd_basis,
               "excluded_rows": int(excluded_rows), "dropped_rows": design.n_dropped, "notes": list(design.notes),
               "terms": design.terms, "coefficients": {}}
     few = G < few_clusters
@@ -301,7 +416,8 @@ def primary_analysis(rows: Sequence[dict], outcome: str, predictors: Sequence[st
         mde = (sps.t.ppf(1 - alpha / 2, df) + sps.t.ppf(0.8, df)) * se
         result["coefficients"][p_name] = {
             "estimate": float(fit.params[j]), "se": se, "df": df, "ci_low": float(low[j]), "ci_high": float(high[j]),
-            "p": float(pvalues[j]),
+            "p": float(pvalues[j]), "sd": design.sd[p_name],
+            "sd_within": design.sd[p_name] if design.sd_basis == "within-run" else None,
             "method": f"OLS with fixed effects for {held}; run-clustered CR2 errors, t on {df:.1f} "
                       "Bell-McCaffrey df",
             "wild_bootstrap_p": (wild_cluster_bootstrap(design, j, draws=draws, seed=seed, alpha=alpha)[0]

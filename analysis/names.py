@@ -63,6 +63,7 @@ AXIS_COS_NULL_MEDIAN = "axis_cos_null_median"   # median of the permutation null
 AXIS_COS_NULL_Q05 = "axis_cos_null_q05"         # the null's 5% quantile
 AXIS_COS_NULL_P = "axis_cos_null_p"             # (1 + #null draws <= observed) / (1 + draws)
 AXIS_BEYOND_NULL = "axis_beyond_null"           # 1 when axis_cos_null_p <= 0.05: more orthogonal than the null
+AXIS_COS_PRE = "axis_cos_pre"         # median |cos|: a's axes when learned vs b's just before b trains
 INTERFERENCE = "interference"         # drop of task's frozen-probe accuracy while task_b was learned
 
 # from the accuracy matrix

@@ -18,7 +18,7 @@ from dncsim.analysis.medians import true_median
 
 __all__ = ["cross_task_cosines", "orthogonality_summary", "axis_drift", "random_abs_cos", "labeling_independence",
            "INDEPENDENCE_V_MAX", "orthogonality_tasks", "labeling_independence_tasks", "MAX_STACKED_AXES",
-           "permutation_null_tasks"]
+           "permutation_null_tasks", "sample_axis_pairs"]
 
 #: labelings of the same samples whose Cramer's V exceeds this are treated as dependent: Prop. 4.2's
 #: assumption fails and they are left out of its checks
@@ -76,7 +76,9 @@ def cross_task_cosines(geom_a: ClassGeometry, geom_b: ClassGeometry, *, pairs_a:
     return (dots / (da[:, None] * db[None, :])).abs().clamp_max(1.0)
 
 
-def _sample_pairs(geom: ClassGeometry, max_axes: int, gen: torch.Generator) -> torch.Tensor:
+def sample_axis_pairs(geom: ClassGeometry, max_axes: int, gen: torch.Generator) -> torch.Tensor:
+    """(P', 2) class-index pairs of ``geom``'s axes: all of them (``geom.pairs()``) when there are at most
+    ``max_axes``, else a uniform sample of ``max_axes`` drawn with ``gen``, in ``pairs()`` order."""
     pairs = geom.pairs()
     if len(pairs) <= max_axes:
         return pairs
@@ -94,7 +96,7 @@ def orthogonality_summary(geom_a: ClassGeometry, geom_b: ClassGeometry, *, form:
     labeling has more than ``max_axes`` axes and a seeded uniform sample of them is used.
     """
     gen = torch.Generator().manual_seed(int(seed))
-    pa, pb = _sample_pairs(geom_a, max_axes, gen), _sample_pairs(geom_b, max_axes, gen)
+    pa, pb = sample_axis_pairs(geom_a, max_axes, gen), sample_axis_pairs(geom_b, max_axes, gen)
     cos = cross_task_cosines(geom_a, geom_b, pairs_a=pa, pairs_b=pb).flatten()
     rhs = orthogonality_bound(geom_a, geom_b, form=form, variance=variance, pairs_a=pa, pairs_b=pb).flatten()
     cos2 = float(cos.square().mean())

@@ -24,10 +24,12 @@ from dncsim.common import DncsimError
 
 __all__ = ["CorrelationResult", "spearman", "cluster_bootstrap_spearman", "correlation_table",
            "study_statistics", "within_task_ranks", "exclude_unlearned", "MIN_CLUSTERS_FOR_INTERVAL",
-           "PRIMARY_PREDICTOR"]
+           "PRIMARY_PREDICTOR", "CO_PRIMARY_OUTCOME", "holm"]
 
 MIN_CLUSTERS_FOR_INTERVAL = 10
 PRIMARY_PREDICTOR = "dir_cdnv_learned"
+#: the co-primary outcome beside the configured one: frozen-NCC normalised forgetting
+CO_PRIMARY_OUTCOME = "forgetting_norm/ncc/frozen"
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -224,12 +226,33 @@ def _primary_record(result: dict, predictor: str) -> dict:
             "mde_80": c["mde_80"], "method": c["method"], "permutation_p": c["permutation_p"],
             "wild_bootstrap_p": c["wild_bootstrap_p"], "n_rows": result["n_rows"], "n_runs": result["n_runs"],
             "excluded_rows": result["excluded_rows"], "dropped_rows": result["dropped_rows"],
-            "notes": result["notes"], "terms": result["terms"]}
+            "notes": result["notes"], "terms": result["terms"], "sd": c["sd"], "sd_within": c["sd_within"],
+            "sd_basis": result["sd_basis"]}
 
 
-def _sentence(rec: dict, what: str, per: str) -> str:
+def holm(pvalues: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values (same order as given): reject the i-th smallest when its adjusted
+    p is below alpha; controls the family-wise error rate under any dependence."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+def _unit(rec: dict, per: str, log: bool = True) -> str:
+    """What "per sd" means in a sentence: the within-run sd (or the total sd) and its size."""
+    units = "log units" if log else "units"
+    if rec.get("sd_basis") == "within-run":
+        return f"per within-run sd of {per} ({rec['sd']:.2g} {units})"
+    return f"per sd of {per} ({rec['sd']:.2g} {units}; total sd: the model has no run fixed effects)"
+
+
+def _sentence(rec: dict, what: str, per: str, log: bool = True) -> str:
     ci = f"[95% CI {rec['ci_low']:+.3g}, {rec['ci_high']:+.3g}]"
-    return (f"{what}: {rec['estimate']:+.3g} {ci} per standard deviation of {per}, p = {rec['p']:.3g} "
+    return (f"{what}: {rec['estimate']:+.3g} {ci} {_unit(rec, per, log)}, p = {rec['p']:.3g} "
             f"({rec['n_rows']} rows in {rec['n_runs']} runs; {rec['method']})")
 
 
@@ -260,18 +283,25 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predicto
 
     primary = model(tasks, y, [predictor], "primary test")
     out["primary"] = None if primary is None else _primary_record(primary, predictor)
+    out["co_primary"] = _co_primary(tasks, y, predictor, out["primary"], settings.alpha, out["notes"], model)
     classical = model(tasks, y, [classical_predictor], "classical CDNV") if predictor != classical_predictor else None
     out["classical"] = None if classical is None else _primary_record(classical, classical_predictor)
     joint = model(tasks, y, [predictor, classical_predictor], "both predictors") \
         if predictor != classical_predictor else None
     out["joint"] = None if joint is None else {p: _primary_record(joint, p) for p in (predictor, classical_predictor)}
     pair_rows = [dict(r, pair=f"{r.get('name_a')} | {r.get('name_b')}") for r in pairs]
-    pair_model = model(pair_rows, inter, ["overlap"], "pairs analysis", log_predictors=False, key="pair",
+    overlap = "overlap_pre" if any(r.get("overlap_pre") not in (None, "") for r in pair_rows) else "overlap"
+    if pair_rows and overlap == "overlap":
+        out["notes"].append("pairs analysis: the pairs table has no overlap_pre (runs written before it was "
+                            "measured): interference on the overlap when the later task was learned "
+                            "(post-treatment) instead")
+    out["pairs_overlap"] = overlap
+    pair_model = model(pair_rows, inter, [overlap], "pairs analysis", log_predictors=False, key="pair",
                        fixed=(("run", "run"), ("task pair", "pair"), ("objective", "objective"),
                               ("strategy", "strategy"))) if pair_rows else None
     if not pair_rows:
         out["notes"].append("pairs analysis: no pair rows (a one-task stream, or no pairs table)")
-    out["pairs_primary"] = None if pair_model is None else _primary_record(pair_model, "overlap")
+    out["pairs_primary"] = None if pair_model is None else _primary_record(pair_model, overlap)
 
     def describe(label, rows, x, yy, key="task_name"):
         res, err = _try(correlation_table, rows, x, yy, key=key, bootstrap=settings.bootstrap,
@@ -287,7 +317,7 @@ def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predicto
         describe(f"{obj}: dir-CDNV when learned vs forgetting", sub, predictor, y)
     within = within_task_ranks(tasks, [predictor, classical_predictor, y]) if tasks else []
     describe("within task: dir-CDNV when learned vs forgetting", within, predictor, y)
-    describe("all runs: axis overlap vs interference (task pairs)", pair_rows, "overlap", inter, key="pair")
+    describe("all runs: axis overlap vs interference (task pairs)", pair_rows, overlap, inter, key="pair")
     if tasks and any(t["clusters"] < MIN_CLUSTERS_FOR_INTERVAL for t in out["tests"]):
         out["notes"].append(f"descriptive correlations over fewer than {MIN_CLUSTERS_FOR_INTERVAL} runs have no "
                             "interval: a percentile bootstrap over so few runs is far too narrow")
@@ -335,31 +365,78 @@ def _causal(tasks, y, predictor, classical_predictor, settings, notes) -> dict:
     return block
 
 
+def _co_primary(tasks, y, predictor, primary, alpha, notes, model) -> dict:
+    """{outcome: record} of the configured outcome and ``CO_PRIMARY_OUTCOME``, each with the primary model,
+    plus ``p_holm`` (Holm over the outcomes that could be tested) and ``holm_verdict``: supported or
+    contradicted when p_holm < alpha (by the estimate's sign), else inconclusive."""
+    out = {}
+    if primary is not None:
+        out[y] = dict(primary)
+    if CO_PRIMARY_OUTCOME != y:
+        if tasks and any(r.get(CO_PRIMARY_OUTCOME) not in (None, "") for r in tasks):
+            res = model(tasks, CO_PRIMARY_OUTCOME, [predictor], f"co-primary test ({CO_PRIMARY_OUTCOME})")
+            if res is not None:
+                out[CO_PRIMARY_OUTCOME] = _primary_record(res, predictor)
+        else:
+            notes.append(f"co-primary test: the tasks table has no {CO_PRIMARY_OUTCOME} (no NCC probe, or a table "
+                         "written without it): only the configured outcome is tested")
+    adjusted = holm([rec["p"] for rec in out.values()])
+    for rec, p in zip(out.values(), adjusted):
+        rec["p_holm"] = p
+        rec["holm_verdict"] = ("inconclusive" if not p < alpha else
+                               "supported" if rec["estimate"] > 0 else "contradicted")
+    return out
+
+
+_OUTCOME_WORDS = {"forgetting_max": "forgetting (max)", "forgetting_last": "forgetting", "forgetting_norm":
+                  "normalised forgetting"}
+
+
+def _outcome_words(outcome: str) -> str:
+    """"forgetting_norm/ncc/frozen" -> "frozen-NCC normalised forgetting"."""
+    what, probe, protocol = (outcome.split("/") + ["", ""])[:3]
+    probe = "NCC" if probe == "ncc" else probe
+    return f"{protocol}-{probe} {_OUTCOME_WORDS.get(what, what)}".strip("-")
+
+
 def _verdict_sentences(s: dict, alpha: float = 0.05) -> List[str]:
     p = s["primary"]
     if p is None:
         return ["No verdict: the primary test could not be run (" + "; ".join(s["notes"]) + ")."]
-    meaning = {"supported": "Supported: with run, task and position held fixed, tasks whose directional CDNV was "
+    per_sd = "per within-run sd" if p["sd_basis"] == "within-run" else "per sd"
+    held = ("run, task, position and task x run-level factor interactions" if any(" x " in t for t in p["terms"])
+            else "run, task and position")
+    meaning = {"supported": f"Supported: with {held} held fixed, tasks whose directional CDNV was "
                             "lower when they were learned forgot less.",
-               "contradicted": "Contradicted: with run, task and position held fixed, tasks whose directional CDNV "
+               "contradicted": f"Contradicted: with {held} held fixed, tasks whose directional CDNV "
                                "was lower when they were learned forgot MORE.",
                "inconclusive": (f"Inconclusive: the interval covers 0. The study could have detected an effect of "
-                                f"about {p['mde_80']:.3g} per standard deviation with 80% power; a smaller one would "
-                                "need more runs.")}
+                                f"about {p['mde_80']:.3g} {per_sd} "
+                                "with 80% power; a smaller one would need more runs.")}
     out = [_sentence(p, f"Primary test ({p['outcome']} on log directional CDNV when learned)",
                      "log directional CDNV"), meaning[p["verdict"]]]
+    co = s.get("co_primary") or {}
+    if len(co) > 1:
+        parts = [f"{_outcome_words(o)} {r['estimate']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}] "
+                 f"{_unit(r, 'log directional CDNV')}, p = {r['p']:.3g}, Holm p = {r['p_holm']:.3g}: "
+                 f"{r['holm_verdict']}" for o, r in co.items()]
+        out.append(f"Co-primary outcomes (Holm over the {len(co)}, family-wise {alpha:g}): " + "; ".join(parts)
+                   + ".")
     if s["joint"]:
         d, c = s["joint"][p["predictor"]], s["joint"][next(k for k in s["joint"] if k != p["predictor"])]
         carries = [name for name, r in (("directional CDNV", d), ("classical CDNV", c))
                    if r["p"] < alpha / 2]              # two tests, either one suffices: Bonferroni
+        per_sd_each = "per within-run sd" if d["sd_basis"] == "within-run" else "per sd"
+        conclusion = (f"{' and '.join(carries)} carries the signal with the other held fixed "
+                      f"(p < {alpha / 2:g}, {alpha:g} split over the two)." if carries else
+                      f"neither is distinguishable from zero with the other held fixed (p < {alpha / 2:g} for either).")
         out.append(f"Both together: directional CDNV {d['estimate']:+.3g} [{d['ci_low']:+.3g}, {d['ci_high']:+.3g}], "
-                   f"classical CDNV {c['estimate']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}] per standard "
-                   "deviation: " + (f"{' and '.join(carries)} carries the signal with the other held fixed "
-                                      f"(p < {alpha / 2:g}, {alpha:g} split over the two)."
-                                    if carries else f"neither is distinguishable from zero with the other held fixed "
-                                                    f"(p < {alpha / 2:g} for either)."))
+                   f"classical CDNV {c['estimate']:+.3g} [{c['ci_low']:+.3g}, {c['ci_high']:+.3g}] "
+                   f"{per_sd_each} of each: {conclusion}")
     if s["pairs_primary"]:
         q = s["pairs_primary"]
-        out.append(_sentence(q, "Pairs (interference on axis overlap when the later task was learned)",
-                             "axis overlap") + f": {q['verdict']}.")
+        what = ("axis overlap before the later task trained, the earlier task's axes fixed when it was learned"
+                if q["predictor"] == "overlap_pre" else "axis overlap when the later task was learned")
+        out.append(_sentence(q, f"Pairs (interference on {what})", "axis overlap", log=False)
+                   + f": {q['verdict']}.")
     return out

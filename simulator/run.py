@@ -113,7 +113,10 @@ def restore(parts: RunParts, state: dict) -> int:
     strategy.load_precision_state(state.get("precision"))
     for plugin, s in zip(plugins, saved):
         plugin.load_state_dict(s["state"], strategy)           # each puts its tensors where it needs them
-    parts.evaluation.collection.load_state_dict(features_state_to_device(state["evaluation"], device))
+    try:
+        parts.evaluation.collection.load_state_dict(features_state_to_device(state["evaluation"], device))
+    except ValueError as exc:                   # a checkpoint of a dncsim that measured other metrics
+        raise DncsimError(f"checkpoint.pt cannot resume this run: {exc} (use --force to start over)") from None
     done = int(state["experiences_done"])
     strategy.restore_progress(done)
     set_rng_state(state["rng"], device)

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_METRICS", "build_collection", "EvaluationTask", "Metric", "Row", "MetricCollection",
            "RowResult", "EvaluationConfig", "AnalysisConfig", "ProbeAccuracy", "TaskGeometry", "AxisDrift",
-           "FewShotBound", "AxisOrthogonality", "ForgettingTransfer", "TaskLearned", "SeenClassesAccuracy"]
+           "FewShotBound", "AxisOrthogonality", "ForgettingTransfer", "TaskLearned", "SeenClassesAccuracy",
+           "AxisOverlapPre"]
 
 _WHERE = {
     "EvaluationTask": "dncsim.analysis.metrics.base",
@@ -35,12 +36,13 @@ _WHERE = {
     "FewShotBound": "dncsim.analysis.metrics.fewshot_bound",
     "AxisOrthogonality": "dncsim.analysis.metrics.axis_orthogonality",
     "ForgettingTransfer": "dncsim.analysis.metrics.forgetting_transfer",
+    "AxisOverlapPre": "dncsim.analysis.metrics.axis_overlap_pre",
 }
 
 #: The metrics of every run, in the order they are measured (``DEFAULT_METRICS`` is the tuple of
 #: these classes).
 _DEFAULT_METRICS = ("ProbeAccuracy", "TaskLearned", "SeenClassesAccuracy", "TaskGeometry", "AxisDrift",
-                    "FewShotBound", "AxisOrthogonality", "ForgettingTransfer")
+                    "FewShotBound", "AxisOrthogonality", "ForgettingTransfer", "AxisOverlapPre")
 
 
 def __getattr__(name: str):

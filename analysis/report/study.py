@@ -228,7 +228,7 @@ def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) 
     atomic_write_bytes(study_dir / "tasks.csv", rows_to_csv(tasks).encode())
     atomic_write_bytes(study_dir / "pairs.csv", rows_to_csv(pairs).encode())
     stats = study_statistics(tasks, pairs, cfg.statistics) if tasks else \
-        {"tests": [], "notes": ["no finished runs"], "primary": None, "classical": None,
+        {"tests": [], "notes": ["no finished runs"], "primary": None, "co_primary": {}, "classical": None,
          "joint": None, "pairs_primary": None, "verdict": ["No finished runs: nothing to test."],
          "outcome": None, "interference": None}
     atomic_write_bytes(study_dir / "statistics.json", json_text(stats).encode())

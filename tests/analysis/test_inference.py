@@ -50,9 +50,8 @@ def test_the_interval_covers_the_truth_with_six_runs():
     covered = 0
     for _ in range(300):
         rows = study(rng, runs=6, slope=0.5)
-        x = np.log([r["dir_cdnv_learned"] for r in rows])
-        truth = 0.5 * x.std()                         # the model's unit: per standard deviation of log x
         c = analyse(rows)["coefficients"]["dir_cdnv_learned"]
+        truth = 0.5 * c["sd_within"]                  # the model's unit: per within-run sd of log x
         covered += c["ci_low"] <= truth <= c["ci_high"]
         assert c["wild_bootstrap_p"] is not None      # few runs: the wild bootstrap check is reported
     assert covered / 300 >= 0.90, covered / 300
@@ -69,7 +68,9 @@ def test_aliased_nuisances_are_detected_and_said():
     fixed = build_design(study(np.random.default_rng(4)), "forgetting", ["dir_cdnv_learned"])
     assert any("position in the stream" in n and "fully determined" in n for n in fixed.notes)
     assert any("objective" in n and "held fixed by the run fixed effects" in n for n in fixed.notes)
-    assert "position in the stream" not in fixed.factors and set(fixed.factors) == {"run", "task identity"}
+    assert "position in the stream" not in fixed.factors
+    assert set(fixed.factors) == {"run", "task identity", "task identity x objective", "task identity x strategy"}
+    assert fixed.factors["task identity x objective"] == 3 * 2 and fixed.factors["task identity x strategy"] == 3
     shuffled = build_design(study(np.random.default_rng(4), fixed_order=False), "forgetting", ["dir_cdnv_learned"])
     assert "position in the stream" in shuffled.factors          # orders differ: position is its own factor
 

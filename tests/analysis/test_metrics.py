@@ -294,3 +294,36 @@ def test_every_pair_on_the_same_samples_is_tested_against_the_permutation_null_a
     off = AxisOrthogonality.from_config(EvaluationConfig(), AnalysisConfig(null_draws=0), seed=4)
     assert not [r for r in off(Row(0, tasks, features_at(0))) if "null" in r["metric"]]
     assert AnalysisConfig().null_draws == 200
+
+
+def test_axis_overlap_pre_fixes_the_earlier_axes_and_measures_before_the_later_task_trains():
+    """axis_cos_pre (a, b) sits at the row before b's experience: a's axes from the row a was learned
+    against b's axes in that row's features; its state (a's geometry) survives a checkpoint."""
+    from dncsim.analysis.medians import true_median
+    from dncsim.analysis.metrics.axis_overlap_pre import AxisOverlapPre
+    from dncsim.analysis.orthogonality import cross_task_cosines
+    tasks = [EvaluationTask(index=t.index, name=t.name, train_labels=t.train_labels, test_labels=t.test_labels,
+                            group=t.group, learned_at=t.index) for t in make_tasks()]     # learned at 0, 1, 2
+    metric, rows = AxisOverlapPre(), {}
+    for t in (-1, 0, 1, 2):
+        for r in metric(Row(t, tasks, features_at(t))):
+            rows[(r["exp"], r["task"], r["task_b"])] = r["value"]
+    assert sorted(rows) == [(0, 0, 1), (1, 0, 2), (1, 1, 2)]
+
+    def geom(t, k):
+        return class_geometry(features_at(t)(k, "test"), tasks[k].test_labels)
+
+    def med(ga, gb):
+        return float(true_median(cross_task_cosines(ga, gb).flatten()))
+    assert rows[(0, 0, 1)] == pytest.approx(med(geom(0, 0), geom(0, 1)), abs=1e-12)
+    assert rows[(1, 0, 2)] == pytest.approx(med(geom(0, 0), geom(1, 2)), abs=1e-12)   # task 0 fixed at row 0
+    assert rows[(1, 1, 2)] == pytest.approx(med(geom(1, 1), geom(1, 2)), abs=1e-12)
+    assert rows[(1, 0, 2)] != pytest.approx(med(geom(1, 0), geom(1, 2)), abs=1e-6)    # not the current axes
+    buf = io.BytesIO()
+    torch.save(pack_state(metric.state_dict()), buf)
+    buf.seek(0)
+    restored = AxisOverlapPre()
+    restored.load_state_dict(unpack_state(torch.load(buf, weights_only=True)))
+    assert sorted(restored.learned) == [0, 1, 2]
+    again = {(r["task"], r["task_b"]): r["value"] for r in restored(Row(1, tasks, features_at(1)))}
+    assert again == {(0, 2): rows[(1, 0, 2)], (1, 2): rows[(1, 1, 2)]}

@@ -40,7 +40,8 @@ def test_a_real_effect_is_supported_by_the_primary_test_and_carried_by_direction
     assert s["classical"]["verdict"] == "inconclusive"
     assert s["joint"]["dir_cdnv_learned"]["ci_low"] > 0 and s["pairs_primary"]["verdict"] == "supported"
     text = " ".join(s["verdict"])
-    assert text.startswith("Primary test") and "Supported: with run, task and position held fixed" in text
+    assert text.startswith("Primary test") and "Supported: with run, task, position and task x run-level factor " \
+                                                 "interactions held fixed" in text
     assert "directional CDNV carries the signal" in text
     labels = [x["label"] for x in s["tests"]]
     assert labels[0] == "all runs: dir-CDNV when learned vs forgetting" and "within task: dir-CDNV when learned " \
@@ -85,3 +86,50 @@ def test_linear_solves_at_the_budget_are_counted_in_a_note():
     for r in t:
         r["probe_at_budget"] = "0"
     assert probe_budget_note(t, "linear") is None
+
+
+def test_holm_adjusts_step_down():
+    from dncsim.analysis.stats import holm
+    assert holm([0.01, 0.04]) == [0.02, 0.04]
+    assert holm([0.03, 0.02]) == [0.04, 0.04]          # the larger p never gets a smaller adjusted p
+    assert holm([0.6, 0.2]) == [0.6, 0.4] and holm([0.01]) == [0.01]
+
+
+def test_co_primary_outcomes_are_both_tested_and_said_with_holm():
+    t, p = tables(effect=1.0)
+    rng = np.random.default_rng(9)
+    for r in t:
+        r["forgetting_norm/ncc/frozen"] = float(rng.normal())            # no effect on the second outcome
+    s = study_statistics(t, p, SETTINGS)
+    co = s["co_primary"]
+    assert list(co) == ["forgetting_max/linear/frozen", "forgetting_norm/ncc/frozen"]
+    first, second = co.values()
+    assert first["estimate"] == s["primary"]["estimate"] and first["outcome"] == s["primary"]["outcome"]
+    small, large = sorted([first["p"], second["p"]])
+    assert sorted([first["p_holm"], second["p_holm"]]) == [2 * small, max(2 * small, large)]
+    assert first["holm_verdict"] == "supported" and second["holm_verdict"] == "inconclusive"
+    text = " ".join(s["verdict"])
+    assert "Co-primary outcomes (Holm over the 2, family-wise 0.05): frozen-linear forgetting (max)" in text
+    assert "frozen-NCC normalised forgetting" in text and "Holm p" in text
+    # the unit: the within-run sd of log dir-CDNV (n - G degrees of freedom), stated in the sentence
+    x = np.log([r["dir_cdnv_learned"] for r in t])
+    runs = np.array([r["run"] for r in t])
+    dev = np.concatenate([x[runs == g] - x[runs == g].mean() for g in dict.fromkeys(runs)])
+    sd = np.sqrt((dev ** 2).sum() / (len(x) - len(set(runs))))
+    assert abs(s["primary"]["sd_within"] - sd) < 1e-12
+    assert f"per within-run sd of log directional CDNV ({sd:.2g} log units)" in text
+    only = study_statistics(tables(effect=1.0)[0], p, SETTINGS)           # no NCC column: said in a note
+    assert list(only["co_primary"]) == ["forgetting_max/linear/frozen"]
+    assert any("co-primary test: the tasks table has no forgetting_norm/ncc/frozen" in n for n in only["notes"])
+
+
+def test_the_pairs_analysis_uses_the_pre_treatment_overlap_when_the_table_has_it():
+    t, p = tables(effect=1.0)
+    rng = np.random.default_rng(4)
+    pre = [dict(r, overlap_pre=float(rng.uniform())) for r in p]        # unrelated to interference
+    s = study_statistics(t, pre, SETTINGS)
+    assert s["pairs_overlap"] == "overlap_pre" and s["pairs_primary"]["predictor"] == "overlap_pre"
+    assert "axis overlap before the later task trained" in " ".join(s["verdict"])
+    old = study_statistics(t, p, SETTINGS)
+    assert old["pairs_overlap"] == "overlap" and old["pairs_primary"]["verdict"] == "supported"
+    assert any("pairs table has no overlap_pre" in n for n in old["notes"])
