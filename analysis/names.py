@@ -19,7 +19,7 @@ TABLE_COLUMNS = ("exp", "task", "task_name", "task_b", "metric", "probe", "proto
 #: Every run records it in its manifest (``methods_revision``) and a resume refuses a run begun under
 #: another revision: its rows before and after the resume would be computed in two ways in one table.
 #: What each revision changed: documentation, Methods, Methods revisions.
-METHODS_REVISION = 4
+METHODS_REVISION = 5
 
 #: The default iteration budget of the linear probe, above what the preconditioned solve needs to
 #: converge (measured iterations: docs, Benchmarks).
