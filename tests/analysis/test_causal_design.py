@@ -147,3 +147,25 @@ def test_three_dose_levels_enter_as_steps_with_one_dummy_per_cell():
     assert res["first_stages"]["dir_cdnv_learned"]["instruments"] == 5
     c = res["mediators"]["dir_cdnv"]["forgetting"]
     assert c["ci_low"] < B < c["ci_high"]
+
+
+def test_the_study_report_shows_the_dose_design_in_both_formats():
+    """Both study templates render the per-task dose analysis: first stages with the conditional F, and per
+    outcome the reduced forms, both mediators, Hansen's J and the placebo contrast (values as in the JSON)."""
+    from dncsim.analysis.report.render import environment, fmt
+    s = json.loads(json.dumps(study_statistics(study_rows(), [], SETTINGS)))
+    c = s["causal"]
+    summary = {"study": "s", "engine": "local", "factors": {}, "runs": [], "rows": {"tasks": 1, "pairs": 0},
+               "statistics": s, "paper": None, "design": None, "figures": []}
+    env = environment()
+    html = env.get_template("study.html.j2").render(summary=summary, fmt=fmt, statistics=SETTINGS,
+                                                    figure=lambda *a, **k: "")
+    md = env.get_template("study.md.j2").render(summary=summary, fmt=fmt, statistics=SETTINGS)
+    fs = c["first_stages"]["dir_cdnv_learned"]
+    md_row = c["mediators"]["dir_cdnv"]["by_outcome"][NORM]
+    for text in (html, md):
+        assert "Per-task doses as randomised instruments" in text and "Dose response" not in text
+        assert fmt(fs["conditional_F"]) in text and fmt(fs["dose_dir"]["estimate"]) in text
+        assert fmt(md_row["estimate"]) in text and fmt(c["overidentification"][Y]["p"]) in text
+        assert fmt(c["placebo"]["outcomes"][Y]["applied"]["estimate"]) in text
+        assert text.count("not flagged") + text.count(">flagged<") + text.count("| flagged |") >= 3

@@ -1,5 +1,6 @@
 """Every shipped config validates; those that need no external data run end to end (shrunk with --set)."""
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -57,31 +58,62 @@ def test_shipped_config_runs(path, tmp_path, monkeypatch):
     assert (out / "report" / "index.html").is_file() == (path.name == "quickstart.yaml")
 
 
-def test_the_causal_study_randomises_the_dose_and_crosses_it_with_the_strategies(monkeypatch):
+def _balance(specs):
+    """(task, position) and (task, cell) and (position, cell) counts over the runs' designs."""
+    tp, tc, pc = Counter(), Counter(), Counter()
+    for s in specs:
+        d = s["design"]
+        for pos, task in enumerate(d["order"]):
+            cell = tuple(sorted(d["doses"].get(task, {}).items()))
+            tp[task, pos] += 1
+            tc[task, cell] += 1
+            pc[pos, cell] += 1
+    return tp, tc, pc
+
+
+def test_the_causal_study_doses_each_task_on_a_graeco_latin_square_with_a_placebo_arm(monkeypatch):
     from dncsim.simulator.study import expand_grid, load_study_config
     monkeypatch.chdir(ROOT)
     specs = expand_grid(load_study_config(ROOT / "configs" / "study_causal.yaml"))
-    assert len(specs) == 36 and len({s["name"] for s in specs}) == 36
-    regs = [s["config"]["objective"]["regularizers"] for s in specs]
-    assert {r[0]["weight"] for r in regs} == {0, 1, 5, 25} and {r[0]["labelled_fraction"] for r in regs} == {0.5}
-    assert {s["config"]["training"]["epochs"] for s in specs} == {2}
-    assert {s["config"]["seed"] for s in specs} == {0, 1, 2}
-    assert {s["config"]["strategy"]["name"] for s in specs} == {"naive", "distill", "axis_distill"}
-    assert {s["config"]["strategy"].get("weight") for s in specs if s["config"]["strategy"]["name"] != "naive"} == {1.0}
-    assert {s["config"]["objective"]["name"] for s in specs} == {"simclr"}
+    assert len(specs) == 24 and len({s["name"] for s in specs}) == 24
+    assert {s["config"]["training"]["epochs"] for s in specs} == {1}
+    assert len({s["config"]["seed"] for s in specs}) == 24
+    assert len({s["config"]["scenario"]["seed"] for s in specs}) == 24
+    for s in specs:
+        regs = {r["name"]: r for r in s["config"]["objective"]["regularizers"]}
+        assert set(regs) == {"dir_variance", "orth_variance"} and {r["weight"] for r in regs.values()} == {0}
+        assert {r["labelled_fraction"] for r in regs.values()} == {0.5}
+        order = s["config"]["scenario"]["stream"]["attributes"]
+        assert sorted(order) == ["color", "shape", "size", "style"] and order == s["design"]["order"]
+        cells = sorted((regs["dir_variance"]["doses"][t], regs["orth_variance"]["doses"][t]) for t in order)
+        assert cells == [(0, 0), (0, 5), (5, 0), (5, 5)]                  # every run holds every cell once
+        assert all(r.get("placebo", False) == s["design"]["placebo"] for r in regs.values())
+    for arm in (False, True):
+        tp, tc, pc = _balance([s for s in specs if s["design"]["placebo"] is arm])
+        assert set(tp.values()) == set(tc.values()) == set(pc.values()) == {3}     # 3 blocks per arm
+        assert len(tp) == len(tc) == len(pc) == 16
+    assert {s["config"]["scenario"]["source"]["nuisance"]["rotation"] for s in specs} == {False}
+    assert {s["config"]["analysis"]["split"] for s in specs} == {"train"}
 
 
-@pytest.mark.parametrize("path", [p for p in STUDIES if p.name not in ("study_causal.yaml", "study_paper_seeds.yaml")],
-                         ids=lambda p: p.name)
-def test_shipped_studies_expand_to_valid_runs(path, monkeypatch):
+def test_the_interference_study_randomises_the_order_and_the_data_per_run(monkeypatch):
     from dncsim.simulator.study import expand_grid, load_study_config
     monkeypatch.chdir(ROOT)
-    specs = expand_grid(load_study_config(path))
+    specs = expand_grid(load_study_config(ROOT / "configs" / "study_interference.yaml"))
     assert len(specs) == 24 and len({s["name"] for s in specs}) == 24
     assert {s["config"]["objective"]["name"] for s in specs} == {"simclr", "vicreg", "supervised"}
     assert {s["config"]["strategy"]["name"] for s in specs} == {"naive", "replay"}
+    assert len({s["config"]["seed"] for s in specs}) == 24
+    assert len({s["config"]["scenario"]["seed"] for s in specs}) == 24
     streams = [s["config"]["scenario"]["stream"] for s in specs]
-    assert {s["type"] for s in streams} == {"factor"} and {s["hold"] for s in streams} == {"one", "subset"}
+    assert {s["type"] for s in streams} == {"factor"} and {s["hold"] for s in streams} == {"one"}
+    by_point = {}
+    for s in specs:
+        by_point.setdefault((s["config"]["objective"]["name"], s["config"]["strategy"]["name"]), []).append(
+            s["config"]["scenario"]["stream"]["attributes"])
+    for orders in by_point.values():                                       # one Latin block per grid point
+        assert len(orders) == 4 and all(len({o[p] for o in orders}) == 4 for p in range(4))
+    assert {s["config"]["analysis"]["split"] for s in specs} == {"train"}
 
 
 def test_the_paper_seeds_study_is_the_shipped_reproduction_over_three_seeds(monkeypatch):
