@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from dncsim.analysis.report.figures import FIGURES, FigureContext, figure_jobs, figures_in, render
+from dncsim.analysis.report.figures import FigureContext, captions, figure_jobs, figures_in, render
 from dncsim.analysis.report.graph import interference_communities
 from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
@@ -179,7 +179,7 @@ def _check_outputs(out: Path) -> None:
         if kind not in (None, "a directory"):
             raise DncsimError(f"--out: {folder} is {kind}, not a directory")
     for path in [out / "summary.json", out / "report.md", out / "index.html",
-                 *(out / "figures" / f"{name}.png" for name in FIGURES)]:
+                 *(out / "figures" / f"{name}.png" for name in captions())]:
         kind = not_a_regular_file(path)
         if kind is not None:
             raise DncsimError(f"--out: {path} is {kind}, not a regular file; the report replaces only its own files")
@@ -223,8 +223,7 @@ def _build(run: RunData, others: Sequence[RunData], out: Path, paper: bool = Fal
                   one_community=len(summary["communities"]) == 1 and len(summary["tasks"]) > 1,
                   story_count=sum(1 for t in summary["tasks"] if t["final_acc"]))
 
-    captions = {name: spec.caption for name, spec in FIGURES.items()}
-    html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, captions), **common)
+    html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, captions()), **common)
     md = env.get_template("report.md.j2").render(**common)
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ forked workers where that pays), ``plotting`` (the primitives), and the figures 
 ``orthogonality``, ``geometry``, ``interference``, ``compare``, ``claims``."""
 from dncsim.analysis.report.figures.plotting import heatmap, plotting, png_bytes, subplots
 from dncsim.analysis.report.figures.pool import can_fork, default_processes, render
-from dncsim.analysis.report.figures.registry import (FIGURES, FigureContext, FigureSpec, figure_jobs, figures_in,
-                                                     register_figure)
+from dncsim.analysis.report.figures.registry import (FIGURES, FigureContext, FigureSpec, captions, figure_jobs,
+                                                     figures_in, register_figure)
 
 __all__ = ["plotting", "png_bytes", "subplots", "heatmap", "render", "can_fork", "default_processes", "FIGURES",
-           "FigureContext", "FigureSpec", "figure_jobs", "figures_in", "register_figure"]
+           "captions", "FigureContext", "FigureSpec", "figure_jobs", "figures_in", "register_figure"]

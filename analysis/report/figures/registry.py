@@ -14,7 +14,8 @@ from dncsim.analysis.report.render import MarkdownText, md_escape
 from dncsim.common import DncsimError
 from dncsim.rundir import RunData
 
-__all__ = ["FigureContext", "FigureSpec", "FIGURES", "SECTIONS", "register_figure", "figures_in", "figure_jobs"]
+__all__ = ["FigureContext", "FigureSpec", "FIGURES", "SECTIONS", "register_figure", "figures_in", "figure_jobs",
+           "captions"]
 
 #: the report sections that show figures (their ids in the templates), in page order
 SECTIONS = ("orthogonality", "prop42", "collapse", "interference", "graph", "fewshot", "compare", "paper")
@@ -62,7 +63,7 @@ class FigureSpec:
         return MarkdownText(f"![{md_escape(self.alt or self.name.replace('_', ' '))}](figures/{self.name}.png)")
 
 
-#: name -> spec, in registration order
+#: name -> spec, in registration order (read through the functions below, at call time)
 FIGURES: Dict[str, FigureSpec] = {}
 
 
@@ -77,6 +78,11 @@ def register_figure(spec: FigureSpec) -> FigureSpec:
         raise DncsimError(f"report figure {spec.name!r}: section {spec.section!r} is not one of {', '.join(SECTIONS)}")
     FIGURES[spec.name] = spec
     return spec
+
+
+def captions() -> Dict[str, str]:
+    """Every registered figure's name -> caption."""
+    return {name: spec.caption for name, spec in FIGURES.items()}
 
 
 def figures_in(section: str) -> List[FigureSpec]:
