@@ -443,3 +443,17 @@ def test_the_measurements_table_is_a_csv_and_a_transposed_view(four_task_run, re
     assert 'download="measurements.csv" href="data:text/csv;base64,' in html
     widest = max(line.count("|") for line in md.splitlines() if line.startswith("|"))
     assert widest - 1 <= 9                  # no 40-column table: the widest is the task pairs' (overlap and its null)
+
+
+@pytest.mark.parametrize("name,section,says", [
+    ("collapse_curves", "collapse", "'collapse_curves' is already registered"),
+    ("Bad-Name", "collapse", "a name is lower-case letters, digits and '_'"),
+    ("new_figure", "appendix", "section 'appendix' is not one of orthogonality, prop42, collapse"),
+])
+def test_a_figure_registration_with_a_taken_name_a_bad_name_or_an_unknown_section_is_refused(name, section, says):
+    from dncsim.analysis.report.figures import registry
+
+    before = dict(registry.FIGURES)
+    with pytest.raises(DncsimError, match=re.escape(says)):
+        registry.register_figure(registry.FigureSpec(name, lambda ctx: None, "a caption", section))
+    assert registry.FIGURES == before
