@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
-from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from dncsim.analysis.report import figures
+from dncsim.analysis.report.figures import FigureContext, captions, figure_jobs, figures_in, render
 from dncsim.analysis.report.graph import interference_communities
 from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
@@ -18,77 +16,19 @@ from dncsim.analysis.report.summary import _jsonable, prop42_points, run_summary
 from dncsim.common import DncsimError, WriteFailed, atomic_write_bytes, csv_text, json_text, not_a_regular_file
 from dncsim.rundir import RunData, RunLock, load_run
 
-__all__ = ["build_report", "FIGURES"]
-
-#: figure name -> caption; the report holds each one that applies to the run
-FIGURES = {
-    "orthogonality_heatmap": "Median |cos| between the decision axes of every pair of tasks after the last experience.",
-    "orthogonality_over_stream": "The same overlap before training and after every experience.",
-    "prop42_scatter": "Observed |u_a · u_b| against the Prop. 4.2 bound, one point per pair of class-pair axes.",
-    "prop42_tightness": "How tight Prop. 4.2's bound is along the stream: median bound over median observed |cos|, "
-                        "and over random directions' median |cos|, per pair of independent tasks.",
-    "collapse_curves": "Directional CDNV and CDNV per task along the stream, and their ratio.",
-    "accuracy_heatmaps": "Accuracy matrices R[t, k] for every probe and protocol.",
-    "forgetting_bars": "Forgetting per task after the last experience.",
-    "dircdnv_vs_forgetting": "Each task's directional CDNV when learned against its later forgetting.",
-    "interference_graph": "Tasks as nodes; edge width: interference, edge colour: axis overlap; colours: communities.",
-    "fewshot_curves": "Few-shot NCC error and the Theorem 4.1 bound against shots per class.",
-    "compare_collapse": "Mean directional CDNV and CDNV over tasks along the stream, per run.",
-    "compare_orthogonality": "Final decision-axis overlap of each run.",
-    "paper_claims": "The paper's three claims along training: dir-CDNV and CDNV (geometric means over attributes), "
-                    "their ratio (S1), few-shot NCC error against the Theorem 4.1 bound at every shot count where "
-                    "it is defined and point of training (S2), and the median |cos| between attributes' axes (S3).",
-}
+__all__ = ["build_report"]
 
 
-#: the figures that take longest to draw, longest first: the workers start on them (the rest keep FIGURES' order)
-COSTLY_FIRST = ("orthogonality_over_stream", "paper_claims", "accuracy_heatmaps", "compare_orthogonality",
-                "collapse_curves", "prop42_tightness", "fewshot_curves")
-
-
-def _figure_jobs(run: RunData, summary: dict, communities, others: Sequence[RunData],
-                 points: List[dict]) -> List[Tuple[str, Callable]]:
-    """``(name, make)`` for every figure that applies to the run, ``make()`` drawing it; costly first."""
-    jobs = {}
-    if summary["pairs"]:
-        jobs["orthogonality_heatmap"] = partial(figures.orthogonality_heatmap, run)
-        jobs["orthogonality_over_stream"] = partial(figures.orthogonality_over_stream, run)
-        jobs["interference_graph"] = partial(figures.interference_graph, summary, communities)
-    if summary["prop42"]["axis_pairs"]:
-        jobs["prop42_scatter"] = partial(figures.prop42_scatter, points, run)
-    if any(p["tightness"] for p in summary["prop42"]["pairs"]):
-        jobs["prop42_tightness"] = partial(figures.prop42_tightness, summary, run)
-    jobs["collapse_curves"] = partial(figures.collapse_curves, run)
-    jobs["accuracy_heatmaps"] = partial(figures.accuracy_heatmaps, run)
-    jobs["forgetting_bars"] = partial(figures.forgetting_bars, summary)
-    jobs["dircdnv_vs_forgetting"] = partial(figures.dircdnv_vs_forgetting, summary)
-    jobs["fewshot_curves"] = partial(figures.fewshot_curves, summary)
-    if others:
-        runs = [run, *others]
-        jobs["compare_collapse"] = partial(figures.compare_collapse, runs)
-        jobs["compare_orthogonality"] = partial(figures.compare_orthogonality, runs)
-    if summary.get("paper"):
-        jobs["paper_claims"] = partial(figures.paper_claims_figure, summary["paper"], run)
-    rank = {name: i for i, name in enumerate(COSTLY_FIRST)}
-    return sorted(jobs.items(), key=lambda job: rank.get(job[0], len(rank)))
-
-
-def _figures(run: RunData, summary: dict, communities, others: Sequence[RunData],
-             points: List[dict]) -> Dict[str, bytes]:
-    """``{name: PNG bytes}``, each figure drawn once (the HTML embeds the bytes, the Markdown links the
-    files written from them), by forked worker processes where that pays (``figures.render``)."""
-    return figures.render(_figure_jobs(run, summary, communities, others, points))
+def _figures(ctx: FigureContext) -> Dict[str, bytes]:
+    """``{name: PNG bytes}`` of every registered figure that applies, each drawn once (the HTML embeds
+    the bytes, the Markdown links the files written from them), by forked worker processes where that
+    pays (``figures.pool``)."""
+    return render(figure_jobs(ctx))
 
 
 #: the per-task values the comparison sets side by side: (field, label, where in a task summary)
 COMPARE_METRICS = (("final_acc", "final accuracy"), ("gain_over_init", "gain over init (when learned)"),
                    ("forgetting_max", "forgetting"), ("dir_cdnv_final", "dir-CDNV final"))
-
-
-def _config_group(run: RunData) -> str:
-    """Runs of one configuration but for the seed, the name and the outputs share this key."""
-    return json.dumps({k: v for k, v in run.config.items() if k not in ("seed", "name", "output")},
-                      sort_keys=True, default=str)
 
 
 def _interval(values: List[float]) -> dict:
@@ -151,7 +91,7 @@ def _comparison(runs: List[RunData], summaries: List[dict]) -> dict:
                      "cos": _mean_of(cos[p] for p in pairs)})
     groups: Dict[str, List[int]] = {}
     for i, run in enumerate(runs):
-        groups.setdefault(_config_group(run), []).append(i)
+        groups.setdefault(run.configuration_key(), []).append(i)
     group_rows = []
     for members in groups.values():
         first = runs[members[0]]
@@ -239,7 +179,7 @@ def _check_outputs(out: Path) -> None:
         if kind not in (None, "a directory"):
             raise DncsimError(f"--out: {folder} is {kind}, not a directory")
     for path in [out / "summary.json", out / "report.md", out / "index.html",
-                 *(out / "figures" / f"{name}.png" for name in FIGURES)]:
+                 *(out / "figures" / f"{name}.png" for name in captions())]:
         kind = not_a_regular_file(path)
         if kind is not None:
             raise DncsimError(f"--out: {path} is {kind}, not a regular file; the report replaces only its own files")
@@ -248,7 +188,7 @@ def _check_outputs(out: Path) -> None:
 def _wants_paper(run: RunData, paper: Optional[bool]) -> bool:
     if paper is not None:
         return bool(paper)
-    setting = (run.config.get("output") or {}).get("paper", "auto")
+    setting = run.paper_setting
     return setting == "always" or (setting == "auto" and run.stream == "joint")
 
 
@@ -270,19 +210,20 @@ def _build(run: RunData, others: Sequence[RunData], out: Path, paper: bool = Fal
         summaries = [summary] + [run_summary(o) for o in others]
         comp = _comparison([run, *others], summaries)
         summary["comparison"] = comp
-    figs = _figures(run, summary, communities, others, points)
+    figs = _figures(FigureContext(run, summary, communities, others, points))
     summary["figures"] = sorted(figs)
     env = environment()
     acc_keys = sorted(summary["tasks"][0]["final_acc"]) if summary["tasks"] else []
     csv = measurements_csv(summary)
     common = dict(summary=summary, fmt=fmt, pct=pct, acc_keys=_ordered_keys(acc_keys, summary["primary"]["key"]),
                   shots=[f["shots"] for f in summary["tasks"][0]["fewshot"]], communities=summary["communities"],
-                  compare=comp, measurements=compact_measurements(summary), measurements_csv=MEASUREMENTS_CSV,
+                  compare=comp, figures_in=figures_in, measurements=compact_measurements(summary),
+                  measurements_csv=MEASUREMENTS_CSV,
                   csv_data_uri="data:text/csv;base64," + base64.b64encode(csv.encode()).decode(),
                   one_community=len(summary["communities"]) == 1 and len(summary["tasks"]) > 1,
                   story_count=sum(1 for t in summary["tasks"] if t["final_acc"]))
 
-    html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, FIGURES), **common)
+    html = env.get_template("report.html.j2").render(figure=figure_embedder(figs, captions()), **common)
     md = env.get_template("report.md.j2").render(**common)
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -182,7 +182,7 @@ def rank_tracking(err: np.ndarray, bound: np.ndarray, *, permutations: int = S2_
 
 def _chance(run: RunData, k: int) -> float:
     """The few-shot error of guessing: 1 - 1/ways (ways capped by the task's classes when known)."""
-    ways = (run.config.get("analysis") or {}).get("ways", 2)
+    ways = run.ways
     classes = None
     try:
         classes = run.geometry()[k].C if run.geometry_rows else None
@@ -296,7 +296,7 @@ def paper_claims(run: RunData) -> dict:
     has not the measurements), the measured numbers with intervals and thresholds, and the paper's
     numbers; plus ``epochs_per_point`` (training.epochs) to put the points on an epoch axis."""
     points = _points(run)
-    epochs = int((run.config.get("training") or {}).get("epochs", 1))
+    epochs = run.epochs
     return {"S1": _s1(run, points), "S2": _s2(run, points), "S3": _s3(run, points), "paper": PAPER_NUMBERS,
             "points": points, "last_points": _last(points), "epochs_per_point": epochs, "stream": run.stream}
 

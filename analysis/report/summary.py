@@ -255,7 +255,7 @@ def run_summary(run: RunData, points: Optional[List[dict]] = None) -> dict:
                 "started": run.manifest.get("started"), "finished": run.manifest.get("finished"),
                 "duration_s": run.manifest.get("duration_s"), "experiences_done": run.manifest.get("experiences_done"),
                 "feature_dim": d,
-                "estimator": (run.config.get("analysis") or {}).get("estimator")},
+                "estimator": run.estimator},
         "primary": {"probe": primary.probe, "protocol": primary.protocol, "key": str(primary)},
         "learned": {"learned": sum(t["learned"] is True for t in tasks), "not_learned": unlearned,
                     "undecided": [t["name"] for t in tasks if t["learned"] is None]},

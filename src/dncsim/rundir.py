@@ -656,6 +656,32 @@ class RunData:
         return {"position": k, "dose_dir": dose["dir_variance"], "dose_orth": dose["orth_variance"],
                 "placebo": int(placebo)}
 
+    # --- the configuration's settings the run report reads --------------------------------------------
+    @property
+    def paper_setting(self) -> str:
+        """``output.paper``: when the report checks the paper's claims (always, never, auto)."""
+        return (self.config.get("output") or {}).get("paper", "auto")
+
+    @property
+    def ways(self):
+        """``analysis.ways``: classes per few-shot episode (2 when unset; as written, not validated)."""
+        return (self.config.get("analysis") or {}).get("ways", 2)
+
+    @property
+    def estimator(self) -> Optional[str]:
+        """``analysis.estimator`` (None when unset)."""
+        return (self.config.get("analysis") or {}).get("estimator")
+
+    @property
+    def epochs(self) -> int:
+        """``training.epochs``: epochs per experience (1 when unset)."""
+        return int((self.config.get("training") or {}).get("epochs", 1))
+
+    def configuration_key(self) -> str:
+        """A key that runs of one configuration but for the seed, the name and the outputs share."""
+        return json.dumps({k: v for k, v in self.config.items() if k not in ("seed", "name", "output")},
+                          sort_keys=True, default=str)
+
     # --- the measurements ---------------------------------------------------------------------------
     @property
     def T(self) -> int:

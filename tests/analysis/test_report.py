@@ -9,7 +9,7 @@ import pytest
 from dncsim.analysis import DncsimError
 from dncsim.analysis import names
 from dncsim.analysis.report import build_report
-from dncsim.analysis.report.build import FIGURES
+from dncsim.analysis.report.figures import FIGURES
 from dncsim.rundir import load_run
 from dncsim.simulator.cli import main
 from dncsim.simulator.config import run_from_mapping
@@ -62,7 +62,7 @@ def test_every_figure_is_in_every_format(report):
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     for name in summary["figures"]:
         assert f"figures/{name}.png" in md and (report / "figures" / f"{name}.png").stat().st_size > 5000
-        assert FIGURES[name] in html                    # every figure has its caption
+        assert FIGURES[name].caption in html            # every figure has its caption
     for section in ("Run", "Orthogonality of decision axes", "Proposition 4.2", "Directional collapse",
                     "Interference", "Interference graph", "Few-shot error", "Findings", "What happened to each task",
                     "Every per-task measurement"):
@@ -232,15 +232,15 @@ def test_the_figure_files_are_the_expected_ones(four_task_run, supervised_run, r
 def test_serial_and_parallel_figures_are_the_same_files(four_task_run, tmp_path, monkeypatch):
     """Figures drawn by forked workers are byte for byte the ones drawn in this process, and so is every
     other file of the report."""
-    from dncsim.analysis.report import figures
+    from dncsim.analysis.report.figures import pool
 
-    monkeypatch.setattr(figures, "can_fork", lambda: True)     # whatever threads pytest's plugins run
+    monkeypatch.setattr(pool, "can_fork", lambda: True)     # whatever threads pytest's plugins run
     forked = []
-    render_forked = figures._render_forked
-    monkeypatch.setattr(figures, "_render_forked", lambda *a: forked.append(render_forked(*a)) or forked[-1])
+    render_forked = pool._render_forked
+    monkeypatch.setattr(pool, "_render_forked", lambda *a: forked.append(render_forked(*a)) or forked[-1])
     outs = {}
     for processes in (1, 2):
-        monkeypatch.setattr(figures, "default_processes", lambda n, k=processes: k)
+        monkeypatch.setattr(pool, "default_processes", lambda n, k=processes: k)
         outs[processes] = build_report(four_task_run, tmp_path / f"p{processes}")
     assert len(forked) == 1 and forked[0] is not None and len(forked[0]) == len(SINGLE + PAIRWISE)
     assert figure_files(outs[1]) == figure_files(outs[2])
@@ -253,13 +253,14 @@ def test_a_process_that_cannot_fork_safely_draws_the_figures_itself(four_task_ru
     draws every figure in this process, and they are the same."""
     import threading
 
-    from dncsim.analysis.report import build, figures
+    from dncsim.analysis.report import figures
     from dncsim.analysis.report.graph import interference_communities
     from dncsim.analysis.report.summary import prop42_points
 
     run_data = load_run(four_task_run)
     summary = json.loads((report / "summary.json").read_text())
-    jobs = build._figure_jobs(run_data, summary, interference_communities(summary), [], prop42_points(run_data))
+    jobs = figures.figure_jobs(figures.FigureContext(run_data, summary, interference_communities(summary), [],
+                                                     prop42_points(run_data)))
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
@@ -442,3 +443,17 @@ def test_the_measurements_table_is_a_csv_and_a_transposed_view(four_task_run, re
     assert 'download="measurements.csv" href="data:text/csv;base64,' in html
     widest = max(line.count("|") for line in md.splitlines() if line.startswith("|"))
     assert widest - 1 <= 9                  # no 40-column table: the widest is the task pairs' (overlap and its null)
+
+
+@pytest.mark.parametrize("name,section,says", [
+    ("collapse_curves", "collapse", "'collapse_curves' is already registered"),
+    ("Bad-Name", "collapse", "a name is lower-case letters, digits and '_'"),
+    ("new_figure", "appendix", "section 'appendix' is not one of orthogonality, prop42, collapse"),
+])
+def test_a_figure_registration_with_a_taken_name_a_bad_name_or_an_unknown_section_is_refused(name, section, says):
+    from dncsim.analysis.report.figures import registry
+
+    before = dict(registry.FIGURES)
+    with pytest.raises(DncsimError, match=re.escape(says)):
+        registry.register_figure(registry.FigureSpec(name, lambda ctx: None, "a caption", section))
+    assert registry.FIGURES == before

@@ -119,3 +119,44 @@ def test_a_stateful_plugin_survives_interrupt_and_resume(tmp_path):
                     sorted((tmp_path / "whole" / "geometry").glob("*.npz"))):
         with np.load(a) as za, np.load(b) as zb:
             assert za.files == zb.files and all(np.array_equal(za[f], zb[f], equal_nan=True) for f in za.files)
+
+
+def final_accuracy_bars(ctx):
+    """A new report figure (its module would hold just this): each task's final accuracy, primary
+    probe and protocol, drawn from the report's summary."""
+    from dncsim.analysis.report.figures.plotting import subplots
+    key = ctx.summary["primary"]["key"]
+    fig, ax = subplots(figsize=(4, 3))
+    ax.bar([t["name"] for t in ctx.summary["tasks"]], [t["final_acc"][key] for t in ctx.summary["tasks"]])
+    ax.set_ylabel("final accuracy (fraction)")
+    ax.set_title("Final accuracy per task")
+    return fig
+
+
+def test_a_report_figure_takes_one_module_and_one_registration_line(tmp_path, monkeypatch):
+    import base64
+    import html
+
+    from dncsim.analysis.report.figures import registry
+    from dncsim.analysis.report.figures.registry import FigureSpec, register_figure
+
+    monkeypatch.setattr(registry, "FIGURES", dict(registry.FIGURES))      # the registry is restored after the test
+    caption = "Each task's final accuracy (primary probe & protocol) <after the last experience>."
+    register_figure(FigureSpec("final_accuracy_bars", final_accuracy_bars, caption, "interference",
+                               applies=lambda c: len(c.summary["tasks"]) > 1, alt="final accuracy"))
+    out = run(run_from_mapping(BASE), tmp_path / "run", quiet=True)
+    report = build_report(out)
+    png = (report / "figures" / "final_accuracy_bars.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "final_accuracy_bars" in json.loads((report / "summary.json").read_text())["figures"]
+    page = (report / "index.html").read_text()
+    interference = page[page.index('<h2 id="interference">'):page.index('<h2 id="graph">')]
+    shown = f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"'
+    text = html.escape(caption, quote=False)
+    assert f'{shown} alt="{text}"><figcaption>{text}</figcaption>' in interference
+    before = html.escape(registry.FIGURES["dircdnv_vs_forgetting"].caption, quote=False)
+    assert interference.index(f"<figcaption>{before}") < interference.index(shown)    # registration order
+    md = (report / "report.md").read_text()
+    section = md[md.index("## Interference\n"):md.index("## Interference graph")]
+    assert section.index("![dir-CDNV vs forgetting](figures/dircdnv_vs_forgetting.png)\n\n"
+                         "![final accuracy](figures/final_accuracy_bars.png)\n\n") > 0
