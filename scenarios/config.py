@@ -7,7 +7,9 @@ scenario:
   stream: {type: factor, hold: one}
 ```
 Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the key;
-checks that need the data happen when the scenario is built.
+checks that need the data happen when the scenario is built. The accepted sources and stream types
+are those of the registries in ``scenarios/registry.py`` (the stream configs below register
+themselves; the source configs in ``scenarios/source_config.py``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from dncsim.scenarios.registry import SOURCES, STREAMS, rebuild_dependents, regi
 from dncsim.scenarios.source_config import ShapesConfig
 
 __all__ = ["ScenarioConfig", "SourceConfig", "StreamConfig", "load_scenario_config", "scenario_from_mapping"]
-
 
 
 @register_stream
@@ -163,6 +164,7 @@ class JointStream(StrictModel):
         return self.blocks > 1
 
 
+# The unions as registered when this module is imported; ScenarioConfig follows later registrations.
 SourceConfig = Annotated[SOURCES.union(), Field(discriminator="name")]
 StreamConfig = Annotated[STREAMS.union(), Field(discriminator="type")]
 
