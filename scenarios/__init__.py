@@ -10,7 +10,8 @@ neither torch nor Avalanche.
 from dncsim.common import lazy_import
 
 __all__ = ["build_scenario", "load_source", "ScenarioConfig", "load_scenario_config", "scenario_from_mapping",
-           "SourceData", "Split", "ExperienceInfo", "EvaluationTaskInfo", "Scenario"]
+           "SourceData", "Split", "ExperienceInfo", "EvaluationTaskInfo", "Scenario", "register_source",
+           "register_stream"]
 
 _WHERE = {
     "build_scenario": "dncsim.scenarios.build",
@@ -23,6 +24,8 @@ _WHERE = {
     "ExperienceInfo": "dncsim.scenarios.streams",
     "EvaluationTaskInfo": "dncsim.scenarios.streams",
     "Scenario": "dncsim.scenarios.streams",
+    "register_source": "dncsim.scenarios.registry",
+    "register_stream": "dncsim.scenarios.registry",
 }
 
 

@@ -4,30 +4,16 @@ from __future__ import annotations
 from typing import Sequence
 
 from dncsim.scenarios.config import ScenarioConfig, scenario_from_mapping
-from dncsim.scenarios.digits import DigitsConfig, load_digits_source
-from dncsim.scenarios.disk_sources import DiskSourceConfig, load_disk_source
-from dncsim.scenarios.features import FeaturesSourceConfig, load_features_source
-from dncsim.scenarios.shapes import ShapesConfig, load_shapes
+from dncsim.scenarios.registry import SOURCES
 from dncsim.scenarios.sources import SourceData
 from dncsim.scenarios.streams import Scenario, build_stream
-from dncsim.scenarios.torchvision_sources import TorchvisionConfig, load_torchvision_source
 
 __all__ = ["load_source", "build_scenario"]
 
 
 def load_source(cfg, seed: int) -> SourceData:
-    """The SourceData for a source config (any member of ``scenarios.config.SourceConfig``)."""
-    if isinstance(cfg, ShapesConfig):
-        return load_shapes(cfg, seed)
-    if isinstance(cfg, DigitsConfig):
-        return load_digits_source(cfg, seed)
-    if isinstance(cfg, TorchvisionConfig):
-        return load_torchvision_source(cfg, seed)
-    if isinstance(cfg, FeaturesSourceConfig):
-        return load_features_source(cfg, seed)
-    if isinstance(cfg, DiskSourceConfig):
-        return load_disk_source(cfg, seed)
-    raise TypeError(f"no loader for source config {type(cfg).__name__}")
+    """The SourceData for a registered source config, by the loader its class names (``loader``)."""
+    return SOURCES.builder(cfg)(cfg, seed)
 
 
 def build_scenario(config, *, watch: Sequence[str] = ()) -> Scenario:

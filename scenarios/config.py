@@ -7,119 +7,24 @@ scenario:
   stream: {type: factor, hold: one}
 ```
 Unknown keys, wrong types and out-of-range values raise a one-line DncsimError naming the key;
-checks that need the data happen when the scenario is built.
+checks that need the data happen when the scenario is built. The accepted sources and stream types
+are those of the registries in ``scenarios/registry.py`` (the stream configs below register
+themselves; the source configs in ``scenarios/source_config.py``).
 """
 from __future__ import annotations
 
-from typing import Annotated, List, Literal, Optional, Union
+from typing import Annotated, ClassVar, List, Literal, Optional
 
 from pydantic import Field, ValidationError, field_validator
 
 from dncsim.common import DncsimError, StrictModel, one_line_error, read_yaml
-from dncsim.scenarios.source_config import (CelebAAttributesConfig, Cifar10Config, Cifar100Config, DigitsConfig,
-                                            DSpritesConfig, FashionMNISTConfig, FeaturesSourceConfig, ImageTableConfig,
-                                            KMNISTConfig, MNISTConfig, Shapes3DConfig, ShapesConfig)
+from dncsim.scenarios.registry import SOURCES, STREAMS, rebuild_dependents, register_stream
+from dncsim.scenarios.source_config import ShapesConfig
 
 __all__ = ["ScenarioConfig", "SourceConfig", "StreamConfig", "load_scenario_config", "scenario_from_mapping"]
 
-SourceConfig = Annotated[Union[ShapesConfig, DigitsConfig, MNISTConfig, FashionMNISTConfig, KMNISTConfig,
-                               Cifar10Config, Cifar100Config, FeaturesSourceConfig, DSpritesConfig, Shapes3DConfig,
-                               CelebAAttributesConfig, ImageTableConfig],
-                         Field(discriminator="name")]
 
-
-class _ClassSplitStream(StrictModel):
-    """Classes of one labeling split over experiences (shared by class- and task-incremental)."""
-
-    experiences: int = Field(ge=1, description="number of experiences; must divide the number of classes")
-    labeling: Optional[str] = Field(None, description="labeling whose classes are split (default: the source's)")
-    class_order: Optional[List[int]] = Field(None, description="explicit class order (a permutation of the class ids)")
-    shuffle_classes: bool = Field(True, description="without class_order: shuffle the classes with the seed")
-
-    @property
-    def same_inputs(self) -> bool:
-        return False
-
-
-class ClassIncrementalStream(_ClassSplitStream):
-    """New classes in every experience, one shared label space, no task labels (task label 0)."""
-
-    type: Literal["class_incremental"] = "class_incremental"
-
-
-class TaskIncrementalStream(_ClassSplitStream):
-    """New classes in every experience, with the experience index as task label (multi-head setting)."""
-
-    type: Literal["task_incremental"] = "task_incremental"
-
-
-class DomainIncrementalStream(StrictModel):
-    """The same labels in every experience, inputs shifted per experience."""
-
-    type: Literal["domain_incremental"] = "domain_incremental"
-    experiences: int = Field(ge=2, description="number of experiences, each a new domain of the same task")
-    shift: Literal["permute", "rotate", "color"] = Field("permute",
-        description="the domain change per experience: a fixed pixel permutation, a rotation or a color transform")
-    labeling: Optional[str] = Field(None,
-        description="the labeling every experience trains (default: the source's first)")
-    include_identity: bool = Field(True, description="the first experience sees unshifted inputs")
-    max_rotation: float = Field(180.0, gt=0, le=360, description="rotate: the last experience's angle in degrees")
-
-    @property
-    def same_inputs(self) -> bool:
-        return False
-
-
-class MultilabelStream(StrictModel):
-    """The same inputs in every experience, each experience a different labeling (task label = index)."""
-
-    type: Literal["multilabel"] = "multilabel"
-    labelings: List[str] = Field(min_length=1, description="labeling specs, e.g. color, class:parity")
-    allow_same_inputs: bool = Field(False, description="accept this stream with an objective that ignores labels "
-                                                       "(its experiences are then identical to it)")
-
-    @property
-    def same_inputs(self) -> bool:
-        """Several experiences train on the same inputs."""
-        return len(self.labelings) > 1
-
-    @field_validator("labelings")
-    @classmethod
-    def _distinct(cls, v):
-        dup = sorted({x for x in v if v.count(x) > 1})
-        if dup:
-            raise ValueError(f"labelings repeat {', '.join(dup)}")
-        return v
-
-
-class JointStream(StrictModel):
-    """Joint training measured along the way: every experience is one more block of ``training.epochs``
-    epochs over the source's whole training data, and every labeling in ``labelings`` is an evaluation
-    task probed after every block (watched: none is "learned" at one experience, so there is no
-    forgetting to measure). The paper's multitask setting. A supervised objective trains the first
-    labeling."""
-
-    type: Literal["joint"] = "joint"
-    labelings: Optional[List[str]] = Field(None, min_length=1, description="labelings measured (default: every "
-                                                                            "labeling of the source)")
-    blocks: int = Field(4, ge=1, le=10_000, description="experiences, each training.epochs epochs over all the data")
-    allow_same_inputs: bool = Field(False, description="accept several blocks with an objective that ignores labels "
-                                                       "(they are the same data by design)")
-
-    @field_validator("labelings")
-    @classmethod
-    def _distinct(cls, v):
-        if v is not None:
-            dup = sorted({x for x in v if v.count(x) > 1})
-            if dup:
-                raise ValueError(f"labelings repeat {', '.join(dup)}")
-        return v
-
-    @property
-    def same_inputs(self) -> bool:
-        return self.blocks > 1
-
-
+@register_stream
 class FactorStream(StrictModel):
     """One attribute per experience: experience k trains on data in which attribute k varies over all
     its values while the others are held (``hold: one`` -- each fixed at one value drawn by seed;
@@ -128,6 +33,7 @@ class FactorStream(StrictModel):
     evaluation task of experience k is attribute k on the full evaluation data."""
 
     type: Literal["factor"] = "factor"
+    builder: ClassVar[str] = "dncsim.scenarios.streams:factor_stream"
     attributes: Optional[List[str]] = Field(None, min_length=1, description="attributes in stream order "
                                                                              "(default: every labeling of the source)")
     hold: Literal["one", "subset", "none"] = Field("one",
@@ -156,8 +62,111 @@ class FactorStream(StrictModel):
         return self.hold == "none"
 
 
-StreamConfig = Annotated[Union[FactorStream, ClassIncrementalStream, TaskIncrementalStream, DomainIncrementalStream,
-                               MultilabelStream, JointStream], Field(discriminator="type")]
+class _ClassSplitStream(StrictModel):
+    """Classes of one labeling split over experiences (shared by class- and task-incremental)."""
+
+    experiences: int = Field(ge=1, description="number of experiences; must divide the number of classes")
+    labeling: Optional[str] = Field(None, description="labeling whose classes are split (default: the source's)")
+    class_order: Optional[List[int]] = Field(None, description="explicit class order (a permutation of the class ids)")
+    shuffle_classes: bool = Field(True, description="without class_order: shuffle the classes with the seed")
+
+    @property
+    def same_inputs(self) -> bool:
+        return False
+
+
+@register_stream
+class ClassIncrementalStream(_ClassSplitStream):
+    """New classes in every experience, one shared label space, no task labels (task label 0)."""
+
+    type: Literal["class_incremental"] = "class_incremental"
+    builder: ClassVar[str] = "dncsim.scenarios.streams:class_incremental_stream"
+
+
+@register_stream
+class TaskIncrementalStream(_ClassSplitStream):
+    """New classes in every experience, with the experience index as task label (multi-head setting)."""
+
+    type: Literal["task_incremental"] = "task_incremental"
+    builder: ClassVar[str] = "dncsim.scenarios.streams:task_incremental_stream"
+
+
+@register_stream
+class DomainIncrementalStream(StrictModel):
+    """The same labels in every experience, inputs shifted per experience."""
+
+    type: Literal["domain_incremental"] = "domain_incremental"
+    builder: ClassVar[str] = "dncsim.scenarios.streams:domain_stream"
+    experiences: int = Field(ge=2, description="number of experiences, each a new domain of the same task")
+    shift: Literal["permute", "rotate", "color"] = Field("permute",
+        description="the domain change per experience: a fixed pixel permutation, a rotation or a color transform")
+    labeling: Optional[str] = Field(None,
+        description="the labeling every experience trains (default: the source's first)")
+    include_identity: bool = Field(True, description="the first experience sees unshifted inputs")
+    max_rotation: float = Field(180.0, gt=0, le=360, description="rotate: the last experience's angle in degrees")
+
+    @property
+    def same_inputs(self) -> bool:
+        return False
+
+
+@register_stream
+class MultilabelStream(StrictModel):
+    """The same inputs in every experience, each experience a different labeling (task label = index)."""
+
+    type: Literal["multilabel"] = "multilabel"
+    builder: ClassVar[str] = "dncsim.scenarios.streams:multilabel_stream"
+    labelings: List[str] = Field(min_length=1, description="labeling specs, e.g. color, class:parity")
+    allow_same_inputs: bool = Field(False, description="accept this stream with an objective that ignores labels "
+                                                       "(its experiences are then identical to it)")
+
+    @property
+    def same_inputs(self) -> bool:
+        """Several experiences train on the same inputs."""
+        return len(self.labelings) > 1
+
+    @field_validator("labelings")
+    @classmethod
+    def _distinct(cls, v):
+        dup = sorted({x for x in v if v.count(x) > 1})
+        if dup:
+            raise ValueError(f"labelings repeat {', '.join(dup)}")
+        return v
+
+
+@register_stream
+class JointStream(StrictModel):
+    """Joint training measured along the way: every experience is one more block of ``training.epochs``
+    epochs over the source's whole training data, and every labeling in ``labelings`` is an evaluation
+    task probed after every block (watched: none is "learned" at one experience, so there is no
+    forgetting to measure). The paper's multitask setting. A supervised objective trains the first
+    labeling."""
+
+    type: Literal["joint"] = "joint"
+    builder: ClassVar[str] = "dncsim.scenarios.streams:joint_stream"
+    labelings: Optional[List[str]] = Field(None, min_length=1, description="labelings measured (default: every "
+                                                                            "labeling of the source)")
+    blocks: int = Field(4, ge=1, le=10_000, description="experiences, each training.epochs epochs over all the data")
+    allow_same_inputs: bool = Field(False, description="accept several blocks with an objective that ignores labels "
+                                                       "(they are the same data by design)")
+
+    @field_validator("labelings")
+    @classmethod
+    def _distinct(cls, v):
+        if v is not None:
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"labelings repeat {', '.join(dup)}")
+        return v
+
+    @property
+    def same_inputs(self) -> bool:
+        return self.blocks > 1
+
+
+# The unions as registered when this module is imported; ScenarioConfig follows later registrations.
+SourceConfig = Annotated[SOURCES.union(), Field(discriminator="name")]
+StreamConfig = Annotated[STREAMS.union(), Field(discriminator="type")]
 
 
 class ScenarioConfig(StrictModel):
@@ -170,6 +179,17 @@ class ScenarioConfig(StrictModel):
                                  description="where the samples and their labelings come from")
     stream: StreamConfig = Field(default_factory=FactorStream,
                                  description="how the samples are cut into a sequence of experiences")
+
+
+def _rebuild() -> None:
+    """Take the registries' classes into ScenarioConfig (and every config that holds it)."""
+    ScenarioConfig.model_fields["source"].annotation = SOURCES.union()
+    ScenarioConfig.model_fields["stream"].annotation = STREAMS.union()
+    rebuild_dependents([ScenarioConfig])
+
+
+SOURCES.on_change(_rebuild)
+STREAMS.on_change(_rebuild)
 
 
 def scenario_from_mapping(data, *, prefix: str = "scenario") -> ScenarioConfig:

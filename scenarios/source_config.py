@@ -1,16 +1,18 @@
 """The source sections of a scenario config (``scenario.source``), one class per data source.
 
-Defined here, apart from the loaders that read them (``shapes.py``, ``digits.py``, ``features.py``,
-``torchvision_sources.py``, ``disk_sources.py``, each of which re-exports its own classes), so that
-validating a config imports neither torch nor torchvision: validation only, nothing here imports either.
+Defined here, apart from the loaders that read them, so that validating a config imports neither
+torch nor torchvision. Each class names its loader (``loader``, a lazy ``module:function`` path) and
+is registered by ``@register_source`` (``scenarios/registry.py``); registration order is the order
+of the names in the config union and its error messages.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Literal, Optional, Union
+from typing import ClassVar, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
 from dncsim.common import StrictModel, UserPath
+from dncsim.scenarios.registry import register_source
 
 __all__ = ["ShapeName", "ColorName", "SizeName", "StyleName", "ShapesNuisance", "ShapesConfig", "DigitsConfig",
            "FeaturesSourceConfig", "TorchvisionConfig", "MNISTConfig", "FashionMNISTConfig", "KMNISTConfig",
@@ -37,9 +39,11 @@ class ShapesNuisance(StrictModel):
                                      description="background grey level drawn uniformly within +-this of 0.45")
 
 
+@register_source
 class ShapesConfig(StrictModel):
     """The ``shapes`` source: which values each labeling takes, the image size and samples per cell."""
 
+    loader: ClassVar[str] = "dncsim.scenarios.shapes:load_shapes"
     name: Literal["shapes"] = "shapes"
     image_size: int = Field(32, ge=16, le=128, description="side of the square images in pixels")
     shapes: List[ShapeName] = Field(default_factory=lambda: ["circle", "square", "triangle", "cross"],
@@ -76,23 +80,76 @@ class ShapesConfig(StrictModel):
 
 # --- digits (scenarios/digits.py) -------------------------------------------------------------------
 
+@register_source
 class DigitsConfig(StrictModel):
     """``sklearn.datasets.load_digits``, split into train and test with the scenario seed."""
 
+    loader: ClassVar[str] = "dncsim.scenarios.digits:load_digits_source"
     name: Literal["digits"] = "digits"
     image_size: Optional[int] = Field(None, ge=8, le=128,
                                       description="upscale bilinearly to image_size x image_size (default: 8x8)")
     test_fraction: float = Field(0.25, gt=0, lt=1, description="fraction of every class held out for testing")
 
 
+# --- torchvision data sets (scenarios/torchvision_sources.py) --------------------------------------
+
+class TorchvisionConfig(StrictModel):
+    """Fields shared by the torchvision sources (each subclass adds its ``name``)."""
+
+    loader: ClassVar[str] = "dncsim.scenarios.torchvision_sources:load_torchvision_source"
+    data_root: UserPath = Field(description="folder holding the dataset's files in torchvision's layout")
+    download: bool = Field(False, description="let torchvision download missing files (needs internet)")
+    image_size: Optional[int] = Field(None, ge=8, le=256,
+                                      description="resize bilinearly to image_size x image_size (default: native)")
+    max_train: Optional[int] = Field(None, ge=1, description="a seeded stratified subset of this many train samples")
+    max_test: Optional[int] = Field(None, ge=1, description="a seeded stratified subset of this many test samples")
+
+
+@register_source
+class MNISTConfig(TorchvisionConfig):
+    """Handwritten digits, 28x28 grayscale, 10 classes."""
+
+    name: Literal["mnist"] = "mnist"
+
+
+@register_source
+class FashionMNISTConfig(TorchvisionConfig):
+    """Zalando clothing images, 28x28 grayscale, 10 classes."""
+
+    name: Literal["fashion_mnist"] = "fashion_mnist"
+
+
+@register_source
+class KMNISTConfig(TorchvisionConfig):
+    """Kuzushiji (cursive Japanese) characters, 28x28 grayscale, 10 classes."""
+
+    name: Literal["kmnist"] = "kmnist"
+
+
+@register_source
+class Cifar10Config(TorchvisionConfig):
+    """Natural images, 32x32 RGB, 10 classes."""
+
+    name: Literal["cifar10"] = "cifar10"
+
+
+@register_source
+class Cifar100Config(TorchvisionConfig):
+    """Natural images, 32x32 RGB, 100 fine classes grouped into 20 coarse superclasses."""
+
+    name: Literal["cifar100"] = "cifar100"
+
+
 # --- features (scenarios/features.py: the .npz format) ---------------------------------------------
 
+@register_source
 class FeaturesSourceConfig(StrictModel):
     """Precomputed embeddings as a source: ``path`` (an .npz in the format ``scenarios/features.py``
     describes); ``test_path`` a second file with the same arrays for the test split, or else a seeded
     split of ``test_fraction`` stratified by the first labeling; ``labelings`` the label arrays to use
     (default: all)."""
 
+    loader: ClassVar[str] = "dncsim.scenarios.features:load_features_source"
     name: Literal["features"] = "features"
     path: UserPath = Field(description="an .npz with 'features' (N, d) and one integer label array per labeling")
     test_path: Optional[UserPath] = Field(None,
@@ -104,50 +161,7 @@ class FeaturesSourceConfig(StrictModel):
                                              "stratified by the first labeling)")
 
 
-# --- torchvision data sets (scenarios/torchvision_sources.py) --------------------------------------
-
-class TorchvisionConfig(StrictModel):
-    """Fields shared by the torchvision sources (each subclass adds its ``name``)."""
-
-    data_root: UserPath = Field(description="folder holding the dataset's files in torchvision's layout")
-    download: bool = Field(False, description="let torchvision download missing files (needs internet)")
-    image_size: Optional[int] = Field(None, ge=8, le=256,
-                                      description="resize bilinearly to image_size x image_size (default: native)")
-    max_train: Optional[int] = Field(None, ge=1, description="a seeded stratified subset of this many train samples")
-    max_test: Optional[int] = Field(None, ge=1, description="a seeded stratified subset of this many test samples")
-
-
-class MNISTConfig(TorchvisionConfig):
-    """Handwritten digits, 28x28 grayscale, 10 classes."""
-
-    name: Literal["mnist"] = "mnist"
-
-
-class FashionMNISTConfig(TorchvisionConfig):
-    """Zalando clothing images, 28x28 grayscale, 10 classes."""
-
-    name: Literal["fashion_mnist"] = "fashion_mnist"
-
-
-class KMNISTConfig(TorchvisionConfig):
-    """Kuzushiji (cursive Japanese) characters, 28x28 grayscale, 10 classes."""
-
-    name: Literal["kmnist"] = "kmnist"
-
-
-class Cifar10Config(TorchvisionConfig):
-    """Natural images, 32x32 RGB, 10 classes."""
-
-    name: Literal["cifar10"] = "cifar10"
-
-
-class Cifar100Config(TorchvisionConfig):
-    """Natural images, 32x32 RGB, 100 fine classes grouped into 20 coarse superclasses."""
-
-    name: Literal["cifar100"] = "cifar100"
-
-
-# --- multi-attribute sources read from disk (scenarios/disk_sources.py) ------------------------------
+# --- multi-attribute sources read from disk (scenarios/disk_sources.py, then one module each) -------
 
 DSpritesAttribute = Literal["shape", "scale", "orientation", "pos_x", "pos_y"]
 DSpritesBinnable = Literal["orientation", "pos_x", "pos_y"]
@@ -203,11 +217,13 @@ class DiskSourceConfig(StrictModel):
         return "none" if self.balance is False else str(self.balance)
 
 
+@register_source
 class DSpritesConfig(DiskSourceConfig):
     """dSprites from its official ``.npz`` (``imgs``, ``latents_classes``, ``latents_values``): attributes
     shape, scale, orientation, pos_x, pos_y; orientation and the positions can be binned into fewer
     classes (equal-width bins over the class indices); a seeded train/test split of ``test_fraction``."""
 
+    loader: ClassVar[str] = "dncsim.scenarios.dsprites:load_dsprites"
     name: Literal["dsprites"] = "dsprites"
     data_root: UserPath = Field(description="the .npz file, or a folder holding "
                                         "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz")
@@ -221,11 +237,13 @@ class DSpritesConfig(DiskSourceConfig):
     chunk_mb: int = Field(64, ge=1, le=4096, description="most megabytes of raw images read from the file at once")
 
 
+@register_source
 class Shapes3DConfig(DiskSourceConfig):
     """3dshapes from its official ``.h5`` (``images``, ``labels``): attributes floor_hue, wall_hue,
     object_hue, scale, shape, orientation (float values -> class ids in sorted order); a seeded
     train/test split of ``test_fraction``."""
 
+    loader: ClassVar[str] = "dncsim.scenarios.shapes3d:load_shapes3d"
     name: Literal["shapes3d"] = "shapes3d"
     data_root: UserPath = Field(description="the .h5 file, or a folder holding 3dshapes.h5")
     attributes: List[Shapes3DAttribute] = Field(
@@ -238,11 +256,13 @@ class Shapes3DConfig(DiskSourceConfig):
     chunk_mb: int = Field(64, ge=1, le=4096, description="most megabytes of raw images read from the file at once")
 
 
+@register_source
 class CelebAAttributesConfig(DiskSourceConfig):
     """CelebA in torchvision's layout (``<data_root>/celeba/list_attr_celeba.txt``,
     ``list_eval_partition.txt``, ``img_align_celeba/*.jpg``), read directly; chosen binary attributes as
     labelings; the official partition as train/test."""
 
+    loader: ClassVar[str] = "dncsim.scenarios.celeba:load_celeba_attributes"
     name: Literal["celeba_attributes"] = "celeba_attributes"
     data_root: UserPath = Field(description="folder holding celeba/ (torchvision's layout), or the celeba folder "
                                             "itself")
@@ -253,10 +273,12 @@ class CelebAAttributesConfig(DiskSourceConfig):
                                                                     "image_size x image_size (none: 178x178)")
 
 
+@register_source
 class ImageTableConfig(DiskSourceConfig):
     """Any folder of images with a CSV ``path,attr1,attr2,...`` (an optional ``split`` column of
     ``train``/``test``; otherwise a seeded split of ``test_fraction``)."""
 
+    loader: ClassVar[str] = "dncsim.scenarios.image_table:load_image_table"
     name: Literal["image_table"] = "image_table"
     root: UserPath = Field(description="folder the CSV's paths are relative to")
     table: UserPath = Field(description="the CSV: header path,attr1,attr2,... (optionally a split column)")

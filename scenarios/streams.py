@@ -5,7 +5,9 @@ The **training stream** is an Avalanche benchmark whose datasets carry ``targets
 (:class:`EvaluationTaskInfo`) are the labelings probed on the evaluation split after every experience,
 each with the experience it is learned in (or none: watched only, ``watch``).
 
-Streams: ``multilabel``, ``factor``, ``class_incremental``, ``task_incremental``, ``domain_incremental``.
+Streams: ``multilabel``, ``joint``, ``factor``, ``class_incremental``, ``task_incremental``,
+``domain_incremental``: one builder ``(cfg, source, seed) -> Scenario`` each, named by its config
+class (``scenarios/config.py``) and found through ``scenarios/registry.py``.
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ import torch
 
 from dncsim.common import DncsimError
 from dncsim.scenarios.config import (DomainIncrementalStream, FactorStream, JointStream, MultilabelStream,
-                                     ScenarioConfig, TaskIncrementalStream)
+                                     ScenarioConfig)
 from dncsim.scenarios.labelings import Labeling, resolve_labeling
+from dncsim.scenarios.registry import STREAMS
 from dncsim.scenarios.sources import SourceData, Split, derived_seed
 
-__all__ = ["ExperienceInfo", "EvaluationTaskInfo", "Scenario", "build_stream", "experience_dataset"]
+__all__ = ["ExperienceInfo", "EvaluationTaskInfo", "Scenario", "build_stream", "experience_dataset", "factor_stream",
+           "class_incremental_stream", "task_incremental_stream", "domain_stream", "multilabel_stream", "joint_stream"]
 
 Shift = Callable[[torch.Tensor], torch.Tensor]
 
@@ -189,6 +193,16 @@ def _class_order(cfg, lab: Labeling, seed: int) -> List[int]:
     return order
 
 
+def class_incremental_stream(cfg, source: SourceData, seed: int) -> Scenario:
+    """New classes per experience, one label space, task label 0."""
+    return _class_split(cfg, source, seed, task_labels=False)
+
+
+def task_incremental_stream(cfg, source: SourceData, seed: int) -> Scenario:
+    """New classes per experience, the experience index as task label."""
+    return _class_split(cfg, source, seed, task_labels=True)
+
+
 def _class_split(cfg, source: SourceData, seed: int, task_labels: bool) -> Scenario:
     av = avalanche_benchmarks()
     lab = resolve_labeling(source, cfg.labeling or source.default_labeling, key="scenario.stream.labeling")
@@ -260,7 +274,7 @@ def _domain_shifts(cfg: DomainIncrementalStream, source: SourceData, seed: int) 
     return [(f"hue {h:g}°", recolor(h)) for h in hues]
 
 
-def _domain(cfg: DomainIncrementalStream, source: SourceData, seed: int) -> Scenario:
+def domain_stream(cfg: DomainIncrementalStream, source: SourceData, seed: int) -> Scenario:
     av = avalanche_benchmarks()
     lab = resolve_labeling(source, cfg.labeling or source.default_labeling, key="scenario.stream.labeling")
     shifts = _domain_shifts(cfg, source, seed)
@@ -277,7 +291,7 @@ def _domain(cfg: DomainIncrementalStream, source: SourceData, seed: int) -> Scen
                     benchmark=bm, eval_tasks=tasks)
 
 
-def _multilabel(cfg: MultilabelStream, source: SourceData) -> Scenario:
+def multilabel_stream(cfg: MultilabelStream, source: SourceData, seed: int) -> Scenario:
     av = avalanche_benchmarks()
     labs = [resolve_labeling(source, spec, key=f"scenario.stream.labelings[{k}]")
             for k, spec in enumerate(cfg.labelings)]
@@ -294,7 +308,7 @@ def _multilabel(cfg: MultilabelStream, source: SourceData) -> Scenario:
                     benchmark=bm, eval_tasks=tasks)
 
 
-def _joint(cfg: JointStream, source: SourceData) -> Scenario:
+def joint_stream(cfg: JointStream, source: SourceData, seed: int) -> Scenario:
     """``blocks`` identical experiences over the whole training split (task label 0, the first labeling's
     classes) and every labeling watched on the evaluation data."""
     av = avalanche_benchmarks()
@@ -352,7 +366,7 @@ def _factor_design(source: SourceData, allowed: Dict[str, List[int]], varying: s
     return {name: torch.from_numpy(design[:, i].astype(np.int64)) for i, name in enumerate(names)}
 
 
-def _factor(cfg: FactorStream, source: SourceData, seed: int) -> Scenario:
+def factor_stream(cfg: FactorStream, source: SourceData, seed: int) -> Scenario:
     av = avalanche_benchmarks()
     if cfg.hold == "none" and cfg.samples_per_experience not in (None, len(source.train)):
         raise DncsimError(f"scenario.stream.samples_per_experience: with hold: none every experience trains on the "
@@ -442,17 +456,7 @@ def build_stream(config: ScenarioConfig, source: SourceData, *, watch: Sequence[
     """The scenario of ``config.stream`` over ``source`` (plus watched labelings ``watch``); DncsimError
     naming the key when the stream does not fit the data (unknown labeling, indivisible class split,
     shift for the wrong inputs, too few samples for a factor experience)."""
-    cfg = config.stream
-    if isinstance(cfg, MultilabelStream):
-        sc = _multilabel(cfg, source)
-    elif isinstance(cfg, JointStream):
-        sc = _joint(cfg, source)
-    elif isinstance(cfg, FactorStream):
-        sc = _factor(cfg, source, config.seed)
-    elif isinstance(cfg, DomainIncrementalStream):
-        sc = _domain(cfg, source, config.seed)
-    else:
-        sc = _class_split(cfg, source, config.seed, task_labels=isinstance(cfg, TaskIncrementalStream))
+    sc = STREAMS.builder(config.stream)(config.stream, source, config.seed)
     sc.config = config
     _watch(sc, watch)
     return sc

@@ -1,4 +1,4 @@
-"""scenarios.disk_sources: dsprites, shapes3d, celeba_attributes and image_table read from small files that
+"""The disk sources (scenarios/disk_sources.py, dsprites, shapes3d, celeba, image_table) read from small files that
 each test writes in the official format, with contents it knows (every image encodes its row number in
 its pixels, so a loaded sample can be traced back to its line of the attribute table).
 
@@ -283,7 +283,7 @@ def test_shapes3d_balance_chunks_and_max_samples(tmp_path):
 
 
 def test_h5_rows_reads_sparse_and_dense_selections(tmp_path):
-    from dncsim.scenarios.disk_sources import _h5_rows
+    from dncsim.scenarios.shapes3d import _h5_rows
     data = np.arange(200 * 6, dtype=np.uint8).reshape(200, 2, 3)
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f.create_dataset("a", data=data, chunks=(16, 2, 3))

@@ -160,3 +160,64 @@ def test_a_report_figure_takes_one_module_and_one_registration_line(tmp_path, mo
     section = md[md.index("## Interference\n"):md.index("## Interference graph")]
     assert section.index("![dir-CDNV vs forgetting](figures/dircdnv_vs_forgetting.png)\n\n"
                          "![final accuracy](figures/final_accuracy_bars.png)\n\n") > 0
+# --- a data source: one module (here, this block) and one registration line --------------------------
+
+from typing import ClassVar, Literal  # noqa: E402
+
+from dncsim.common import DncsimError, StrictModel  # noqa: E402
+from dncsim.scenarios.registry import SOURCES, register_source  # noqa: E402
+
+
+def load_ramp(cfg, seed):
+    """``n`` train and ``n // 2`` test vectors: coordinate 0 encodes ``level``, coordinate 1 ``parity``."""
+    from dncsim.scenarios.sources import SourceData, Split
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(n):
+        level, parity = torch.arange(n) % cfg.levels, (torch.arange(n) // cfg.levels) % 2
+        x = 0.1 * torch.randn(n, cfg.dim, generator=gen)
+        x[:, 0] += level
+        x[:, 1] += parity
+        return Split(x, {"level": level, "parity": parity})
+    return SourceData(name="ramp", train=split(cfg.n), test=split(cfg.n // 2), default_labeling="level",
+                      label_names={"level": [f"l{k}" for k in range(cfg.levels)], "parity": ["even", "odd"]})
+
+
+class RampConfig(StrictModel):
+    """A toy vector source with two labelings, level and parity."""
+
+    name: Literal["ramp"] = "ramp"
+    n: int = 48
+    dim: int = 6
+    levels: int = 3
+    loader: ClassVar = load_ramp          # or a lazy "module:function" path
+
+
+def test_a_data_source_takes_one_module_and_one_registration_line(tmp_path):
+    ramp = {**BASE, "scenario": {"source": {"name": "ramp", "n": 60},
+                                 "stream": {"type": "multilabel", "labelings": ["level", "parity"]}},
+            "backbone": {"name": "mlp", "hidden": [16], "feature_dim": 8}, "training": {"epochs": 1, "batch_size": 20}}
+    with pytest.raises(DncsimError, match="^scenario.source.name: 'ramp' is not one of shapes, digits, "):
+        run_from_mapping(ramp)
+    register_source(RampConfig)                       # the one registration line
+    try:
+        cfg = run_from_mapping(ramp)
+        assert type(cfg.scenario.source) is RampConfig and cfg.scenario.source.n == 60
+        assert SOURCES.names()[-1] == "ramp"
+        with pytest.raises(DncsimError) as bad:
+            run_from_mapping({**ramp, "scenario": {"source": {"name": "rampp"}}})
+        assert str(bad.value) == ("scenario.source.name: 'rampp' is not one of " + ", ".join(SOURCES.names())
+                                  + " (did you mean 'ramp'?)")
+        with pytest.raises(DncsimError, match=r"^scenario.source: unknown key 'size'; accepted keys: name, n, dim, "
+                                              r"levels$"):
+            run_from_mapping({**ramp, "scenario": {"source": {"name": "ramp", "size": 3}}})
+        out = run(cfg, tmp_path / "run", quiet=True)
+    finally:
+        SOURCES.unregister("ramp")
+    acc = json.loads((out / "accuracy.json").read_text())
+    assert acc["tasks"] == ["level", "parity"] and acc["learned_at"] == [0, 1]
+    assert len(acc["rows"]) == 3 and all(len(m) == 3 and len(m[0]) == 2 for m in acc["matrices"].values())
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["scenario"]["source"] == {"name": "ramp", "n": 60, "dim": 6, "levels": 3}
+    with pytest.raises(DncsimError, match="'ramp' is not one of"):      # unregistered again
+        run_from_mapping(ramp)
