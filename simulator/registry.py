@@ -10,6 +10,7 @@ the union (``bind``), which are rebuilt.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import typing
 from typing import Annotated, Any, Callable, Dict, List, Literal, Tuple, Union
@@ -50,6 +51,22 @@ class Registry:
         if self._bound:
             _rebuild_bound()
         return cls
+
+    def unregister(self, cls: type) -> None:
+        """Remove config class ``cls`` (the bound models are rebuilt without it)."""
+        self._classes.remove(cls)
+        self._by_name = {n: c for n, c in self._by_name.items() if c is not cls}
+        if self._bound:
+            _rebuild_bound()
+
+    @contextlib.contextmanager
+    def registered(self, cls: type):
+        """``with REGISTRY.registered(cls):`` ``cls`` is registered inside the block only (tests, sessions)."""
+        self.register(cls)
+        try:
+            yield cls
+        finally:
+            self.unregister(cls)
 
     @property
     def names(self) -> Tuple[str, ...]:
