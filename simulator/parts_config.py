@@ -1,9 +1,12 @@
 """The config sections of the run's parts: ``backbone:``, ``objective:``, ``augment:`` and ``strategy:``.
 
 Defined here, apart from the code they configure (``models.py``, ``objectives.py``, ``augment.py``,
-``strategies.py``, each of which re-exports its own classes), and composed into the run config by
-``simulator.config``, so that validating a config imports neither torch nor Avalanche, kornia or
-lightly: validation only, nothing here imports them.
+``plugins.py``, ``regularizers.py``), and composed into the run config by ``simulator.config``, so that
+validating a config imports neither torch nor Avalanche, kornia or lightly: validation only, nothing
+here imports them. Objective, regulariser and strategy configs are registered
+(``simulator/registry.py``) and name their builders (``builder = "module:function"``, imported when a
+run is built); ``ObjectiveConfig``, ``RegularizerSpec``, ``StrategyConfig`` and the name lists derive
+from the registries.
 """
 from __future__ import annotations
 
@@ -355,7 +358,7 @@ class AugmentConfig(StrictModel):
         return v
 
 
-# --- strategy (the code: simulator/strategies.py) -------------------------------------------------
+# --- strategy (the code: simulator/plugins.py; the factory: simulator/strategies.py) ---------------
 
 @STRATEGIES_REGISTRY.register
 class NaiveConfig(StrictModel):
@@ -405,7 +408,7 @@ class DistillConfig(StrictModel):
 
 @STRATEGIES_REGISTRY.register
 class AxisDistillConfig(StrictModel):
-    """Distillation along the learned tasks' decision axes only (simulator/regularizers.py)."""
+    """Distillation along the learned tasks' decision axes only (simulator/plugins.py)."""
 
     name: Literal["axis_distill"] = "axis_distill"
     builder: ClassVar[str] = "dncsim.simulator.plugins:build_axis_distill"
