@@ -25,7 +25,7 @@ from dncsim.scenarios import build_scenario
 from dncsim.simulator.build import build_optimizer, build_strategy, resolve_device
 from dncsim.simulator.config import run_from_mapping
 from dncsim.simulator.devices import check_precision, configure_device, deterministic_environment
-from dncsim.simulator.strategies import AUTOCAST_DTYPES
+from dncsim.simulator.template import AUTOCAST_DTYPES
 
 TARGET = 1.10
 BACKBONES = {"convnet": {"name": "convnet"}, "resnet18": {"name": "resnet18"}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -28,12 +28,13 @@ from dncsim.simulator.devices import (check_precision, compile_backbone, configu
 from dncsim.simulator.evaluation import AvalancheEvaluation, FeatureExtractor, evaluation_tasks
 from dncsim.simulator.models import build_backbone
 from dncsim.simulator.objectives import build_objective
-from dncsim.simulator.regularizers import (AxisDistillation, build_regularizers, labelled_fraction,
-                                            labelled_mask)
-from dncsim.simulator.strategies import DncsimStrategy, NonFiniteGuard, SimModel, build_plugins
+from dncsim.simulator.guard import NonFiniteGuard
+from dncsim.simulator.regularizers import build_regularizers, labelled_fraction, labelled_mask
+from dncsim.simulator.strategies import StrategyContext, build_plugins
+from dncsim.simulator.template import DncsimStrategy, SimModel
 
 __all__ = ["RunParts", "build_run", "resolve_device", "seed_everything", "classes_per_task", "ExperienceTensors",
-           "build_optimizer", "build_strategy"]
+           "build_optimizer", "build_strategy", "build_model", "BuiltModel"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,29 +100,44 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_strategy(cfg: RunConfig, sc: Scenario, device: torch.device, *, evaluator=None,
-                   extra_plugins: Sequence = ()) -> DncsimStrategy:
-    """The Avalanche strategy of a run config over scenario ``sc``: seeded model, objective with its task
-    heads, augmentation, strategy plugins (then ``extra_plugins``) and optimizer, on ``device``."""
+class BuiltModel(NamedTuple):
+    """The seeded model and what the strategy adds to it: its plugins in order (the strategy's, the
+    objective's regularisers, the strategy's plugins after those) and its data mode."""
+
+    model: SimModel
+    plugins: List
+    data_mode: str
+
+
+def build_model(cfg: RunConfig, sc: Scenario, device: torch.device) -> BuiltModel:
+    """The model of a run config over scenario ``sc`` on ``device`` (backbone, objective with its task heads,
+    the strategy's modules), seeded from ``cfg.seed``, with the strategy's and regularisers' plugins."""
     torch.manual_seed(cfg.seed)
-    shape = sc.source.input_shape
-    backbone = build_backbone(cfg.backbone, shape)
+    backbone = build_backbone(cfg.backbone, sc.source.input_shape)
     objective = build_objective(cfg.objective, backbone)
     objective.prepare_tasks(classes_per_task(sc))
-    plugins, extra, data_mode = build_plugins(cfg.strategy, backbone.feature_dim)
+
+    def learned_tasks(k: int):
+        return [sc.evaluation_data(i, "train") for i, t in enumerate(sc.eval_tasks) if t.learned_at == k]
+    parts = build_plugins(cfg.strategy, StrategyContext(backbone.feature_dim, learned_tasks))
     learned = [[t.name for t in sc.eval_tasks if t.learned_at == k] for k in range(len(sc.experiences))]
-    plugins = list(plugins) + build_regularizers(cfg.objective, learned, cfg.seed)
-    if cfg.strategy.name == "axis_distill":
-        def learned_tasks(k: int):
-            return [sc.evaluation_data(i, "train") for i, t in enumerate(sc.eval_tasks) if t.learned_at == k]
-        plugins.append(AxisDistillation(cfg.strategy.weight, learned_tasks))
-    model = SimModel(backbone, objective, extra).to(device)
+    plugins = (list(parts.plugins) + build_regularizers(cfg.objective, learned, cfg.seed)
+               + list(parts.after_regularizers))
+    model = SimModel(backbone, objective, parts.extra).to(device)
     if cfg.training.compile:
         compile_backbone(model.backbone, device)
+    return BuiltModel(model, plugins, parts.data_mode)
+
+
+def build_strategy(cfg: RunConfig, sc: Scenario, device: torch.device, *, evaluator=None,
+                   extra_plugins: Sequence = (), built: Optional[BuiltModel] = None) -> DncsimStrategy:
+    """The Avalanche strategy of a run config over scenario ``sc``: the model and plugins of ``built``
+    (default: :func:`build_model`), then ``extra_plugins``, augmentation and optimizer, on ``device``."""
+    model, plugins, data_mode = build_model(cfg, sc, device) if built is None else built
     tensors = ExperienceTensors(sc, labelled_fraction=labelled_fraction(cfg.objective), seed=cfg.seed, device=device)
     return DncsimStrategy(
         model=model, optimizer=build_optimizer(cfg.training, model),
-        augment=build_augment(cfg.augment, shape).to(device), experience_tensors=tensors,
+        augment=build_augment(cfg.augment, sc.source.input_shape).to(device), experience_tensors=tensors,
         train_mb_size=cfg.training.batch_size, train_epochs=cfg.training.epochs, device=device,
         plugins=list(plugins) + list(extra_plugins) + [NonFiniteGuard()], evaluator=evaluator, data_mode=data_mode,
         all_experiences=list(sc.benchmark.train_stream), precision=cfg.training.precision)
@@ -171,9 +187,10 @@ def build_run(cfg: RunConfig, directory: RunDirectory, *, plugins: Sequence = ()
     sc = build_scenario(cfg.scenario, watch=cfg.evaluation.watch)
     collection = build_collection(evaluation_tasks(sc), cfg.evaluation, cfg.analysis, cfg.seed,
                                   experiences=len(sc.experiences))
-    features = FeatureExtractor(sc, device, cfg.evaluation.batch_size, normalize=cfg.analysis.normalize)
+    built = build_model(cfg, sc, device)
+    features = FeatureExtractor(sc, built.model, device, cfg.evaluation.batch_size, normalize=cfg.analysis.normalize)
     evaluation = AvalancheEvaluation(collection, features)
-    strategy = build_strategy(cfg, sc, device, evaluator=_evaluation_plugin(evaluation), extra_plugins=plugins)
-    features.model = strategy.model
+    strategy = build_strategy(cfg, sc, device, evaluator=_evaluation_plugin(evaluation), extra_plugins=plugins,
+                              built=built)
     return RunParts(config=cfg, device=device, scenario=sc, strategy=strategy, evaluation=evaluation,
                     directory=directory, probe_keys=probe_keys(cfg.evaluation.probes, cfg.evaluation.protocols))

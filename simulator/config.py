@@ -18,6 +18,7 @@ from dncsim.common import (DncsimError, StrictModel, UserPath, did_you_mean, loa
 from dncsim.scenarios.config import ScenarioConfig
 from dncsim.simulator.parts_config import (LABEL_FREE_OBJECTIVES, AugmentConfig, BackboneConfig, ConvNetConfig,
                                            NaiveConfig, ObjectiveConfig, SimCLRConfig, StrategyConfig)
+from dncsim.simulator.registry import OBJECTIVES_REGISTRY, STRATEGIES_REGISTRY
 
 __all__ = ["TrainingConfig", "EvaluationConfig", "AnalysisConfig", "OutputConfig", "RunConfig", "load_run_config",
            "apply_overrides", "set_values", "run_from_mapping", "memory_needed", "machine_memory", "MAX_THREADS"]
@@ -151,6 +152,10 @@ class RunConfig(StrictModel):
                 "epochs on the same data, not a sequence of tasks); use type: factor (hold: one or subset), a "
                 "supervised objective, or set scenario.stream.allow_same_inputs: true if that is what you mean")
         return self
+
+
+OBJECTIVES_REGISTRY.bind(RunConfig, "objective")         # an objective or strategy registered later joins them
+STRATEGIES_REGISTRY.bind(RunConfig, "strategy")
 
 
 def _index(k: str, n: int) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 
@@ -28,14 +28,14 @@ __all__ = ["FeatureExtractor", "evaluation_tasks", "AvalancheEvaluation", "metri
 
 
 class FeatureExtractor:
-    """``features(task, split)``: backbone features (n, d) of a task's probe-train (``train``) or probe-test
+    """``features(task, split)``: ``model.backbone``'s features (n, d) of a task's probe-train (``train``) or probe-test
     (``test``) samples, current weights, float32 (no autocast); unit L2 norm when ``normalize`` is ``"l2"``.
 
     Tasks without a domain shift share one feature computation per row and split; shifted tasks get
     their own. ``clear()`` drops the cache (at the start of every row).
     """
 
-    def __init__(self, sc: Scenario, device: torch.device, batch_size: int, model: Optional[torch.nn.Module] = None,
+    def __init__(self, sc: Scenario, model: torch.nn.Module, device: torch.device, batch_size: int,
                  normalize: str = "none"):
         self.model, self.sc, self.device, self.batch_size = model, sc, torch.device(device), batch_size
         self.normalize = normalize
@@ -65,7 +65,7 @@ class FeatureExtractor:
             self.model.train(was_training)
         bad = ~torch.isfinite(f).all(dim=1)
         if bool(bad.any()):
-            from dncsim.simulator.strategies import TrainingDiverged
+            from dncsim.simulator.guard import TrainingDiverged
             raise TrainingDiverged(f"training diverged: the backbone's features of {int(bad.sum())} of {len(f)} "
                                    "evaluation samples are not finite (try a lower training.lr); the last checkpoint "
                                    "is kept", {"stage": "evaluation", "rows": int(bad.sum())})

@@ -57,14 +57,14 @@ def _wandb_logger_class():
     return ScalarWandBLogger
 
 
-def _wandb_logger(parts, config: dict, run_id: str):
+def _wandb_logger(parts, run_id: str):
     import wandb
     cfg = parts.config
     mode = os.environ.get("WANDB_MODE") or "offline"
     settings = wandb.Settings(console="off", silent=True)
     try:
         return _wandb_logger_class()(project_name=cfg.output.wandb_project or "dncsim", run_name=cfg.name,
-                                     config=config, dir=str(parts.directory.path), save_code=False,
+                                     config=cfg.model_dump(mode="json"), dir=str(parts.directory.path), save_code=False,
                                      params={"id": run_id, "resume": "allow", "mode": mode, "settings": settings})
     except Exception as exc:        # noqa: BLE001 - wandb's own errors (login, network) end the run in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -72,15 +72,15 @@ def _wandb_logger(parts, config: dict, run_id: str):
                         f"{first[:200]})", {"stage": "loggers"}) from None
 
 
-def attach_loggers(parts, config: dict, wandb_id: Optional[str] = None) -> List:
+def attach_loggers(parts, wandb_id: Optional[str] = None) -> List:
     """Add the loggers of ``output.loggers`` to the run's evaluator (the run directory exists); returns them.
-    ``config``: the resolved run config (wandb records it)."""
+    wandb records the resolved run config (``parts.config``)."""
     names = parts.config.output.active_loggers
     added = []
     if "tensorboard" in names:
         added.append(TensorboardLogger(tb_log_dir=str(parts.directory.file("tb"))))
     if "wandb" in names:
-        added.append(_wandb_logger(parts, config, wandb_id or new_wandb_id()))
+        added.append(_wandb_logger(parts, wandb_id or new_wandb_id()))
     evaluator = parts.strategy.evaluator
     evaluator.loggers = list(evaluator.loggers) + added
     return added

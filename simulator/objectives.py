@@ -22,6 +22,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
 from dncsim.common import DncsimError
+from dncsim.simulator.registry import OBJECTIVES_REGISTRY
 from dncsim.simulator.parts_config import (LABEL_FREE_OBJECTIVES, OBJECTIVES, BarlowTwinsConfig, BYOLConfig,
                                            NoneConfig, ObjectiveConfig, SimCLRConfig, SimSiamConfig,
                                            SupervisedConfig, VICRegConfig)
@@ -189,26 +190,43 @@ class FrozenObjective(Objective):
 
 # -------------------------------------------------------------------------------------------- build
 
-_BUILDERS = {
-    "simclr": lambda cfg, d, backbone: ProjectionObjective(
-        SimCLRProjectionHead(d, cfg.hidden_dim, cfg.projection_dim), NTXentLoss(temperature=cfg.temperature)),
-    "vicreg": lambda cfg, d, backbone: ProjectionObjective(
-        VICRegProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
-        VICRegLoss(lambda_param=cfg.lambda_param, mu_param=cfg.mu_param, nu_param=cfg.nu_param)),
-    "barlow_twins": lambda cfg, d, backbone: ProjectionObjective(
-        BarlowTwinsProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
-        BarlowTwinsLoss(lambda_param=cfg.lambda_param)),
-    "byol": lambda cfg, d, backbone: BYOLObjective(
-        BYOLProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
-        BYOLPredictionHead(cfg.projection_dim, cfg.hidden_dim, cfg.projection_dim), backbone, cfg.momentum),
-    "simsiam": lambda cfg, d, backbone: SimSiamObjective(
-        SimSiamProjectionHead(d, cfg.hidden_dim, cfg.projection_dim),
-        SimSiamPredictionHead(cfg.projection_dim, cfg.hidden_dim, cfg.projection_dim)),
-    "supervised": lambda cfg, d, backbone: SupervisedObjective(d),
-    "none": lambda cfg, d, backbone: FrozenObjective(),
-}
+# each config class names its builder (``builder`` in simulator/parts_config.py): (cfg, backbone) -> Objective
+
+def build_simclr(cfg: SimCLRConfig, backbone: nn.Module) -> Objective:
+    return ProjectionObjective(SimCLRProjectionHead(backbone.feature_dim, cfg.hidden_dim, cfg.projection_dim),
+                               NTXentLoss(temperature=cfg.temperature))
+
+
+def build_vicreg(cfg: VICRegConfig, backbone: nn.Module) -> Objective:
+    return ProjectionObjective(VICRegProjectionHead(backbone.feature_dim, cfg.hidden_dim, cfg.projection_dim),
+                               VICRegLoss(lambda_param=cfg.lambda_param, mu_param=cfg.mu_param, nu_param=cfg.nu_param))
+
+
+def build_barlow_twins(cfg: BarlowTwinsConfig, backbone: nn.Module) -> Objective:
+    return ProjectionObjective(BarlowTwinsProjectionHead(backbone.feature_dim, cfg.hidden_dim, cfg.projection_dim),
+                               BarlowTwinsLoss(lambda_param=cfg.lambda_param))
+
+
+def build_byol(cfg: BYOLConfig, backbone: nn.Module) -> Objective:
+    return BYOLObjective(BYOLProjectionHead(backbone.feature_dim, cfg.hidden_dim, cfg.projection_dim),
+                         BYOLPredictionHead(cfg.projection_dim, cfg.hidden_dim, cfg.projection_dim), backbone,
+                         cfg.momentum)
+
+
+def build_simsiam(cfg: SimSiamConfig, backbone: nn.Module) -> Objective:
+    return SimSiamObjective(SimSiamProjectionHead(backbone.feature_dim, cfg.hidden_dim, cfg.projection_dim),
+                            SimSiamPredictionHead(cfg.projection_dim, cfg.hidden_dim, cfg.projection_dim))
+
+
+def build_supervised(cfg: SupervisedConfig, backbone: nn.Module) -> Objective:
+    return SupervisedObjective(backbone.feature_dim)
+
+
+def build_none(cfg: NoneConfig, backbone: nn.Module) -> Objective:
+    return FrozenObjective()
 
 
 def build_objective(cfg: ObjectiveConfig, backbone: nn.Module) -> Objective:
-    """The objective of ``cfg``, its heads sized from ``backbone.feature_dim`` (BYOL copies the backbone)."""
-    return _BUILDERS[cfg.name](cfg, backbone.feature_dim, backbone)
+    """The objective of ``cfg`` (its class's registered builder), heads sized from ``backbone.feature_dim``
+    (BYOL copies the backbone)."""
+    return OBJECTIVES_REGISTRY.build(cfg, backbone)

@@ -1,18 +1,21 @@
 """The config sections of the run's parts: ``backbone:``, ``objective:``, ``augment:`` and ``strategy:``.
 
 Defined here, apart from the code they configure (``models.py``, ``objectives.py``, ``augment.py``,
-``strategies.py``, each of which re-exports its own classes), and composed into the run config by
-``simulator.config``, so that validating a config imports neither torch nor Avalanche, kornia or
-lightly: validation only, nothing here imports them.
+``plugins.py``, ``regularizers.py``), and composed into the run config by ``simulator.config``, so that
+validating a config imports neither torch nor Avalanche, kornia or lightly: validation only, nothing
+here imports them. Objective, regulariser and strategy configs are registered
+(``simulator/registry.py``) and name their builders (``builder = "module:function"``, imported when a
+run is built); ``ObjectiveConfig``, ``RegularizerSpec``, ``StrategyConfig`` and the name lists derive
+from the registries.
 """
 from __future__ import annotations
 
-import typing
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, ClassVar, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, PositiveInt, ValidationError, field_validator, model_serializer, model_validator
 
 from dncsim.common import StrictModel, UserPath, did_you_mean, one_line_error
+from dncsim.simulator.registry import OBJECTIVES_REGISTRY, REGULARIZERS_REGISTRY, STRATEGIES_REGISTRY
 
 __all__ = ["MLPConfig", "ConvNetConfig", "ResNet18Config", "TimmConfig", "LastNBlocks", "BackboneConfig",
            "RESNET18_FEATURES", "SimCLRConfig",
@@ -190,21 +193,25 @@ class _PenaltyConfig(StrictModel):
         return self.weight if self.doses is None else float(self.doses.get(task, 0.0))
 
 
+@REGULARIZERS_REGISTRY.register
 class DirVarianceConfig(_PenaltyConfig):
     """``dir_variance``: the batch's directional CDNV of the current task's labelled samples
     (``analysis.penalties.directional_cdnv_penalty``)."""
 
     name: Literal["dir_variance"] = "dir_variance"
+    builder: ClassVar[str] = "dncsim.simulator.regularizers:build_dir_variance"
 
 
+@REGULARIZERS_REGISTRY.register
 class OrthVarianceConfig(_PenaltyConfig):
     """``orth_variance``: the batch's within-class variance per dimension orthogonal to the span of the class-mean
     differences, over the squared mean gap (``analysis.penalties.orthogonal_variance_penalty``)."""
 
     name: Literal["orth_variance"] = "orth_variance"
+    builder: ClassVar[str] = "dncsim.simulator.regularizers:build_orth_variance"
 
 
-RegularizerSpec = Annotated[Union[DirVarianceConfig, OrthVarianceConfig], Field(discriminator="name")]
+RegularizerSpec = REGULARIZERS_REGISTRY.union()
 
 
 class _Regularized(StrictModel):
@@ -230,46 +237,58 @@ class _SSLConfig(_Regularized):
     hidden_dim: int = Field(256, ge=1, description="hidden width of the projection (and prediction) head")
 
 
+@OBJECTIVES_REGISTRY.register
 class SimCLRConfig(_SSLConfig):
     """SimCLR: NT-Xent contrast between the projections of the two views."""
 
     name: Literal["simclr"] = "simclr"
+    builder: ClassVar[str] = "dncsim.simulator.objectives:build_simclr"
     temperature: float = Field(0.2, gt=0, description="softmax temperature of NT-Xent")
 
 
+@OBJECTIVES_REGISTRY.register
 class VICRegConfig(_SSLConfig):
     """VICReg: invariance, variance and covariance terms (weights default to lightly's)."""
 
     name: Literal["vicreg"] = "vicreg"
+    builder: ClassVar[str] = "dncsim.simulator.objectives:build_vicreg"
     lambda_param: float = Field(25.0, ge=0, description="weight of the invariance term")
     mu_param: float = Field(25.0, ge=0, description="weight of the variance term")
     nu_param: float = Field(1.0, ge=0, description="weight of the covariance term")
 
 
+@OBJECTIVES_REGISTRY.register
 class BarlowTwinsConfig(_SSLConfig):
     """Barlow Twins: cross-correlation of the two views' projections towards the identity."""
 
     name: Literal["barlow_twins"] = "barlow_twins"
+    builder: ClassVar[str] = "dncsim.simulator.objectives:build_barlow_twins"
     lambda_param: float = Field(5e-3, ge=0, description="weight of the off-diagonal (redundancy) term")
 
 
+@OBJECTIVES_REGISTRY.register
 class BYOLConfig(_SSLConfig):
     """BYOL: predict an EMA target network's projection of the other view."""
 
     name: Literal["byol"] = "byol"
+    builder: ClassVar[str] = "dncsim.simulator.objectives:build_byol"
     momentum: float = Field(0.99, ge=0, lt=1, description="EMA factor of the target network per update")
 
 
+@OBJECTIVES_REGISTRY.register
 class SimSiamConfig(_SSLConfig):
     """SimSiam: predict the stop-gradient projection of the other view."""
 
     name: Literal["simsiam"] = "simsiam"
+    builder: ClassVar[str] = "dncsim.simulator.objectives:build_simsiam"
 
 
+@OBJECTIVES_REGISTRY.register
 class SupervisedConfig(_Regularized):
     """Cross-entropy on the current labels through one linear head per task label."""
 
     name: Literal["supervised"] = "supervised"
+    builder: ClassVar[str] = "dncsim.simulator.objectives:build_supervised"
 
     @field_validator("regularizers")
     @classmethod
@@ -281,18 +300,16 @@ class SupervisedConfig(_Regularized):
         return v
 
 
+@OBJECTIVES_REGISTRY.register
 class NoneConfig(StrictModel):
     """No training: the backbone stays at its random initialisation (the floor)."""
 
     name: Literal["none"] = "none"
+    builder: ClassVar[str] = "dncsim.simulator.objectives:build_none"
 
 
-ObjectiveConfig = Annotated[Union[SimCLRConfig, VICRegConfig, BarlowTwinsConfig, BYOLConfig, SimSiamConfig,
-                                  SupervisedConfig, NoneConfig],
-                            Field(discriminator="name")]
-
-OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default
-                                    for cls in typing.get_args(typing.get_args(ObjectiveConfig)[0]))
+ObjectiveConfig = OBJECTIVES_REGISTRY.union()
+OBJECTIVES: Tuple[str, ...] = OBJECTIVES_REGISTRY.names
 #: the objectives that train the backbone without ever reading a label (their experiences differ only
 #: where the inputs do)
 LABEL_FREE_OBJECTIVES: Tuple[str, ...] = tuple(cls.model_fields["name"].default for cls in _SSLConfig.__subclasses__())
@@ -341,22 +358,27 @@ class AugmentConfig(StrictModel):
         return v
 
 
-# --- strategy (the code: simulator/strategies.py) -------------------------------------------------
+# --- strategy (the code: simulator/plugins.py; the factory: simulator/strategies.py) ---------------
 
+@STRATEGIES_REGISTRY.register
 class NaiveConfig(StrictModel):
     """Sequential fine-tuning: each experience trains on its own data only."""
 
     name: Literal["naive"] = "naive"
+    builder: ClassVar[str] = "dncsim.simulator.plugins:build_naive"
 
 
+@STRATEGIES_REGISTRY.register
 class ReplayConfig(StrictModel):
     """A buffer of past inputs, balanced over experiences, mixed into every training batch."""
 
     name: Literal["replay"] = "replay"
+    builder: ClassVar[str] = "dncsim.simulator.plugins:build_replay"
     mem_size: int = Field(500, ge=1, description="samples kept in the buffer")
     replay_batch_size: Optional[int] = Field(None, ge=1, description="buffer samples per batch (default: batch size)")
 
 
+@STRATEGIES_REGISTRY.register
 class RegularizerConfig(StrictModel):
     """A quadratic anchor on the backbone, strength/2 * sum_i importance_i (theta_i - theta*_i)^2.
 
@@ -367,40 +389,52 @@ class RegularizerConfig(StrictModel):
     """
 
     name: Literal["ewc", "mas", "si"]
+    builder: ClassVar[str] = "dncsim.simulator.plugins:build_importance"
     strength: float = Field(100.0, ge=0, description="lambda: weight of the penalty (importances have mean 1)")
     importance_batches: int = Field(20, ge=1, description="ewc/mas: mini-batches used to estimate importance")
     decay: float = Field(1.0, ge=0, le=1, description="factor on earlier importances when a new one is added")
     si_damping: float = Field(0.1, gt=0, description="si: xi in omega / (delta^2 + xi)")
 
 
+@STRATEGIES_REGISTRY.register
 class DistillConfig(StrictModel):
     """CaSSLe-style distillation: a predictor maps current features to the frozen previous backbone's."""
 
     name: Literal["distill"] = "distill"
+    builder: ClassVar[str] = "dncsim.simulator.plugins:build_distill"
     weight: float = Field(1.0, ge=0, description="weight of the distillation loss")
     predictor_hidden: int = Field(256, ge=1, description="hidden width of the 2-layer predictor")
 
 
+@STRATEGIES_REGISTRY.register
 class AxisDistillConfig(StrictModel):
-    """Distillation along the learned tasks' decision axes only (simulator/regularizers.py)."""
+    """Distillation along the learned tasks' decision axes only (simulator/plugins.py)."""
 
     name: Literal["axis_distill"] = "axis_distill"
+    builder: ClassVar[str] = "dncsim.simulator.plugins:build_axis_distill"
     weight: float = Field(1.0, ge=0, description="weight of the axis-distillation loss (same scale as distill's: "
                                                  "docs, Guide, Strategies)")
 
 
+@STRATEGIES_REGISTRY.register
 class CumulativeConfig(StrictModel):
     """Each experience trains on the data of every experience so far."""
 
     name: Literal["cumulative"] = "cumulative"
+    builder: ClassVar[str] = "dncsim.simulator.plugins:build_cumulative"
 
 
+@STRATEGIES_REGISTRY.register
 class JointConfig(StrictModel):
     """One training phase on all experiences at once (the non-continual upper bound)."""
 
     name: Literal["joint"] = "joint"
+    builder: ClassVar[str] = "dncsim.simulator.plugins:build_joint"
 
 
-StrategyConfig = Annotated[Union[NaiveConfig, ReplayConfig, RegularizerConfig, DistillConfig, AxisDistillConfig,
-                                 CumulativeConfig, JointConfig], Field(discriminator="name")]
-STRATEGIES = ("naive", "replay", "ewc", "mas", "si", "distill", "axis_distill", "cumulative", "joint")
+StrategyConfig = STRATEGIES_REGISTRY.union()
+STRATEGIES: Tuple[str, ...] = STRATEGIES_REGISTRY.names
+
+for _cls in OBJECTIVES_REGISTRY.classes:        # a regulariser registered later joins every objective's list
+    if "regularizers" in _cls.model_fields:
+        REGULARIZERS_REGISTRY.bind(_cls, "regularizers", lambda u: List[Annotated[u, Field(discriminator="name")]])

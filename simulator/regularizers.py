@@ -7,13 +7,13 @@ unlabelled: :func:`labelled_mask`. The weight is ``weight`` in every experience,
 of the task the experience teaches. ``placebo``: the labels are permuted among those samples first
 (private generator seeded by the run seed, experience and batch). A spec with no weight > 0 installs nothing.
 
-``axis_distill`` (:class:`AxisDistillation`): stores unit axes u_ij (i < j) and a frozen f_old after each
-experience; later adds weight x (d/2) x mean ((f - f_old) . u)^2 / mean ||f_old||^2.
+Each regulariser config names its builder (``builder`` in simulator/parts_config.py, registered in
+``REGULARIZERS_REGISTRY``): ``(spec, weights, placebo_seed) -> plugin``.
 """
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
@@ -21,14 +21,11 @@ from avalanche.core import SupervisedPlugin
 from dncsim.analysis.penalties import directional_cdnv_penalty, orthogonal_variance_penalty
 from dncsim.common import DncsimError
 from dncsim.scenarios.sources import derived_seed
-from dncsim.simulator.strategies import BatchFeatures, frozen_copy
+from dncsim.simulator.plugins import BatchFeatures
+from dncsim.simulator.registry import REGULARIZERS_REGISTRY
 
-__all__ = ["PenaltyPlugin", "DirectionalVariancePenalty", "AxisDistillation", "labelled_mask", "build_regularizers",
-           "experience_weights", "labelled_fraction", "unit_axes", "PENALTIES"]
-
-#: regulariser name -> its batch penalty (features (B, d), labels (B,) with -1 for unlabelled) -> scalar
-PENALTIES: Dict[str, Callable] = {"dir_variance": directional_cdnv_penalty,
-                                  "orth_variance": partial(orthogonal_variance_penalty, matched=True)}
+__all__ = ["PenaltyPlugin", "DirectionalVariancePenalty", "labelled_mask", "build_regularizers", "penalty_plugin",
+           "experience_weights", "labelled_fraction", "build_dir_variance", "build_orth_variance"]
 
 
 def labelled_mask(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
@@ -145,78 +142,22 @@ def build_regularizers(objective_cfg, learned: Sequence[Sequence[str]] = (), see
         if not r.active:
             continue
         weights = experience_weights(r, learned, key=f"objective.regularizers[{i}]")
-        plugins.append(PenaltyPlugin(PENALTIES[r.name], weights,
-                                     placebo_seed=derived_seed(seed, r.name) if r.placebo else None))
+        plugins.append(REGULARIZERS_REGISTRY.build(r, weights, derived_seed(seed, r.name) if r.placebo else None))
     return plugins
 
 
-@torch.no_grad()
-def unit_axes(backbone: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """(C(C-1)/2, d) unit decision axes u_ij, i < j in class order, from the class means of
-    ``backbone``'s features of ``x`` (eval mode, float64 means; the backbone's mode is restored)."""
-    was = backbone.training
-    backbone.eval()
-    try:
-        device = next(backbone.parameters()).device
-        feats = torch.cat([backbone(x[i:i + batch_size].to(device)).double() for i in range(0, len(x), batch_size)])
-    finally:
-        backbone.train(was)
-    classes, idx = torch.unique(y.to(feats.device), return_inverse=True)
-    means = torch.zeros(len(classes), feats.shape[1], dtype=feats.dtype, device=feats.device).index_add(0, idx, feats)
-    means /= torch.bincount(idx, minlength=len(classes)).to(feats.dtype)[:, None]
-    i, j = torch.triu_indices(len(classes), len(classes), 1, device=feats.device)
-    delta = means[j] - means[i]
-    return (delta / delta.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()
+def penalty_plugin(name: str, weights: Sequence[float], placebo_seed: Optional[int] = None):
+    """The plugin of regulariser ``name`` with per-experience ``weights`` (a spec of default settings)."""
+    spec = REGULARIZERS_REGISTRY.config_class(name)(weight=0.0)
+    return REGULARIZERS_REGISTRY.build(spec, weights, placebo_seed)
 
 
-class AxisDistillation(SupervisedPlugin):
-    """Distillation along the stored decision axes of the tasks learned so far (module docstring).
+# --- the builders the regulariser configs name: (spec, weights, placebo_seed) -> plugin ----------------
+# a penalty: features (B, d), labels (B,) with -1 for unlabelled -> scalar
 
-    ``learned_tasks(k)`` gives the (x, y) probe-train data of every evaluation task learned at
-    experience k (a list, possibly empty)."""
+def build_dir_variance(spec, weights: Sequence[float], placebo_seed: Optional[int] = None) -> PenaltyPlugin:
+    return PenaltyPlugin(directional_cdnv_penalty, weights, placebo_seed)
 
-    def __init__(self, weight: float, learned_tasks: Callable[[int], Sequence[Tuple[torch.Tensor, torch.Tensor]]]):
-        super().__init__()
-        self.weight = float(weight)
-        self.learned_tasks = learned_tasks
-        self.axes: Optional[torch.Tensor] = None
-        self.frozen: Optional[torch.nn.Module] = None
-        self._features = BatchFeatures()
 
-    def _active(self) -> bool:
-        return self.frozen is not None and self.axes is not None and len(self.axes) > 0 and self.weight > 0
-
-    def before_forward(self, strategy, **kwargs):
-        if self._active():
-            self._features.catch(strategy.backbone)
-
-    def after_forward(self, strategy, **kwargs):
-        self._features.release()
-
-    def penalty(self, feats: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-        """(d / 2) x mean((f - f_old) . u)^2 over batch and axes / mean |f_old|^2 (unweighted)."""
-        proj = (feats - old) @ self.axes.to(feats.device, feats.dtype).T
-        return 0.5 * feats.shape[1] * proj.square().mean() / old.square().sum(1).mean().clamp_min(1e-12)
-
-    def before_backward(self, strategy, **kwargs):
-        if not self._active():
-            return
-        source, feats = self._features.of(strategy)
-        with torch.no_grad():
-            old = self.frozen(source)
-        strategy.loss = strategy.loss + self.weight * self.penalty(feats, old)
-
-    def after_training_exp(self, strategy, **kwargs):
-        k = strategy.experience.current_experience
-        new = [unit_axes(strategy.backbone, x, y) for x, y in self.learned_tasks(k)]
-        if new:
-            stored = [] if self.axes is None else [self.axes]
-            self.axes = torch.cat(stored + [a.cpu() for a in new])
-        self.frozen = frozen_copy(strategy.backbone)
-
-    def state_dict(self) -> dict:
-        return {"axes": self.axes, "frozen": None if self.frozen is None else self.frozen.state_dict()}
-
-    def load_state_dict(self, state: dict, strategy) -> None:
-        self.axes = state["axes"]
-        self.frozen = None if state["frozen"] is None else frozen_copy(strategy.backbone, state["frozen"])
+def build_orth_variance(spec, weights: Sequence[float], placebo_seed: Optional[int] = None) -> PenaltyPlugin:
+    return PenaltyPlugin(partial(orthogonal_variance_penalty, matched=True), weights, placebo_seed)

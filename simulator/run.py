@@ -5,24 +5,18 @@ anything else is resumed by running into it again.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import socket
 import sys
 import time
-from collections import Counter
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from dncsim.analysis.estimators import AUTO_WILD_PAIRS, balanced_pairs, resolve_pair_scheme
-from dncsim.analysis.metrics.probe_accuracy import convergence_finding, probe_convergence
-from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, FORGETTING_MAX
-from dncsim.analysis.closing import closing_notes
-from dncsim.analysis.text_table import format_table
+from dncsim.analysis.closing import final_summary, pair_interval_hint
 from dncsim.common import DncsimError, RunFailed, WriteFailed
 from dncsim.rundir import RunDirectory, now, provenance
 from dncsim.simulator.build import RunParts, build_run
@@ -30,7 +24,7 @@ from dncsim.simulator.config import RunConfig
 from dncsim.simulator.interrupts import Interrupted, deferred, signal_of
 from dncsim.simulator.loggers import attach_loggers, check_loggers, close_loggers, new_wandb_id
 from dncsim.simulator.progress import StreamProgress
-from dncsim.simulator.strategies import stateful_plugins
+from dncsim.simulator.plugins import stateful_plugins
 
 __all__ = ["run", "CHECKPOINT_FORMAT"]
 
@@ -60,27 +54,6 @@ def set_rng_state(state: dict, device: Optional[torch.device] = None) -> None:
     random.setstate((version, tuple(internal), gauss))
     if device is not None and device.type == "cuda" and state.get("cuda") is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-#: the tagged entries of a packed metric state (``dncsim.analysis.metrics.base.pack_state``) that hold
-#: tensors computed from the backbone's features, which live on the run's device
-_FEATURE_STATE_TYPES = ("probe", "ClassGeometry")
-
-
-def features_state_to_device(value, device: torch.device):
-    """The evaluation's packed state (a checkpoint loads it on the CPU) with the fitted probes and geometries
-    back on ``device``, where the uninterrupted run keeps them (they were computed from features there);
-    everything else stays where the metrics created it (the CPU)."""
-    if device.type == "cpu":
-        return value
-    if isinstance(value, dict):
-        if value.get("__type__") in _FEATURE_STATE_TYPES and isinstance(value.get("arrays"), dict):
-            return {**value, "arrays": {k: v.to(device) if isinstance(v, torch.Tensor) else v
-                                        for k, v in value["arrays"].items()}}
-        return {k: features_state_to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list):
-        return [features_state_to_device(v, device) for v in value]
-    return value
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -114,7 +87,7 @@ def restore(parts: RunParts, state: dict) -> int:
     for plugin, s in zip(plugins, saved):
         plugin.load_state_dict(s["state"], strategy)           # each puts its tensors where it needs them
     try:
-        parts.evaluation.collection.load_state_dict(features_state_to_device(state["evaluation"], device))
+        parts.evaluation.collection.load_state_dict(state["evaluation"], device=device)
     except ValueError as exc:                   # a checkpoint of a dncsim that measured other metrics
         raise DncsimError(f"checkpoint.pt cannot resume this run: {exc} (use --force to start over)") from None
     done = int(state["experiences_done"])
@@ -124,28 +97,6 @@ def restore(parts: RunParts, state: dict) -> int:
 
 
 # --- the run ------------------------------------------------------------------------------------------
-
-def final_summary(rows: List[dict], tasks: Sequence[str], keys) -> str:
-    """Per task after the last experience: accuracy (forgetting) per probe and protocol, dir-CDNV, CDNV;
-    a geometry that is undefined there is ``n/a``, with a note saying why."""
-    t = max(r["exp"] for r in rows)
-    last = {(r["metric"], r["task"], r["probe"], r["protocol"]): r["value"] for r in rows if r["exp"] == t}
-    table = []
-    for k, name in enumerate(tasks):
-        row = [k, name]
-        for key in keys:
-            acc = last.get((ACC, k, key.probe, key.protocol))
-            forg = last.get((FORGETTING_MAX, k, key.probe, key.protocol))
-            row.append("n/a" if acc is None else f"{acc:.3f}" + ("" if forg is None else f" ({forg:+.3f})"))
-        geometry = [last.get((m, k, None, None)) for m in (DIR_CDNV, CDNV)]
-        row += ["n/a" if v is None else f"{v:.4g}" for v in geometry]
-        table.append(row)
-    out = format_table(["task", "name"] + [f"{key.probe} {key.protocol}" for key in keys] + ["dir-CDNV", "CDNV"],
-                       table, title="After the last experience: test accuracy (forgetting = best earlier minus final)")
-    out += closing_notes(rows, tasks)
-    note = convergence_finding(probe_convergence(rows))
-    return out if note is None else f"{out}\nnote: {note}"
-
 
 def _write_results(parts: RunParts) -> None:
     rd, collection = parts.directory, parts.evaluation.collection
@@ -185,72 +136,19 @@ def run(cfg: RunConfig, out: Path, *, resume: bool = False, force: bool = False,
     ``plugins`` are extra strategy plugins.
     """
     directory = RunDirectory(out)
-    config = cfg.model_dump(mode="json")
-    directory.plan(config, resume=resume, force=force)           # fail fast, touching nothing
+    directory.plan(cfg.model_dump(mode="json"), resume=resume, force=force)       # fail fast, touching nothing
     check_loggers(cfg)
     parts = build_run(cfg, directory, plugins=plugins)
     lock = directory.lock("dncsim run")                           # nothing can fail on the user's input past here
     try:
-        return _run_locked(parts, config, argv=argv, stream=stream, quiet=quiet, resume=resume, force=force)
+        return _run_locked(parts, argv=argv, stream=stream, quiet=quiet, resume=resume, force=force)
     finally:
         lock.release()
 
 
-#: from this many task pairs resampled pair by pair (``joint``) a run says that the cost is theirs: the
-#: number of pairs from which ``pair_bootstrap: auto`` itself stops resampling balanced pairs pair by pair
-PAIR_HINT_PAIRS = AUTO_WILD_PAIRS
-
-
-def pair_interval_hint(analysis, tasks, split: str = "test") -> Optional[str]:
-    """One line about the median |cos| intervals of task pairs on the same samples, or None.
-
-    A pair is balanced when its joint classes are an exactly balanced design (:func:`balanced_pairs`).
-    ``auto``: how many pairs take the iid or wild bootstrap. ``joint``/``wild``: that unbalanced pairs hold
-    their random cell sizes fixed; else, from ``PAIR_HINT_PAIRS`` pairs, that their cost dominates.
-    """
-    if not analysis.bootstrap:
-        return None
-    groups: dict = {}
-    for task in tasks:
-        groups.setdefault(task.group, []).append(task)
-    counts = Counter()
-    for members in groups.values():
-        n = len(members)
-        if n < 2:
-            continue
-        labels = torch.stack([t.test_labels if split == "test" else t.train_labels for t in members])
-        bal = balanced_pairs(labels).tolist()
-        for a, b in itertools.combinations(range(n), 2):
-            counts[resolve_pair_scheme(analysis.pair_bootstrap, n, bal[a][b]), bal[a][b]] += 1
-    total = sum(counts.values())
-    unbalanced = sum(v for (_, b), v in counts.items() if not b)
-    scheme = analysis.pair_bootstrap
-    if scheme == "auto":
-        iid, wild = counts["iid", False], counts["wild", True]
-        if not (iid or wild):
-            return None
-        parts = [f"{iid} resample the samples (iid: joint classes of unequal size)" if iid else "",
-                 f"{wild} share one wild bootstrap (balanced, 20 tasks or more)" if wild else "",
-                 f"{counts['joint', True]} resample within their joint classes" if counts["joint", True] else ""]
-        return (f"note: {total} task pairs share their samples; their median |cos| intervals: "
-                + ", ".join(p for p in parts if p) + " (analysis.pair_bootstrap: auto; docs, Methods, Estimators)")
-    if unbalanced and scheme != "iid":
-        return (f"note: {unbalanced} of {total} task pairs on the same samples have joint classes of unequal "
-                f"size; analysis.pair_bootstrap: {scheme} holds those sizes fixed, so their median |cos| "
-                "intervals are too narrow if the samples were drawn at random (iid or auto lets them vary; "
-                "docs, Methods, Estimators)")
-    joint = counts["joint", True]
-    if scheme != "joint" or joint < PAIR_HINT_PAIRS:
-        return None
-    return (f"note: {joint} task pairs share their samples; the interval of each pair's median |cos| resamples "
-            f"that pair's joint classes (analysis.pair_bootstrap: {scheme}), a cost per evaluation that grows "
-            "with the number of pairs; analysis.pair_bootstrap: wild grows with the number of tasks (docs: "
-            "Benchmarks)")
-
-
-def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:
+def _run_locked(parts: RunParts, *, argv, stream, quiet: bool, resume: bool, force: bool) -> Path:
     cfg, directory = parts.config, parts.directory
-    plan = directory.plan(config, resume=resume, force=force)    # again, now that no one else can change it
+    plan = directory.plan(cfg.model_dump(mode="json"), resume=resume, force=force)   # again, under the lock
     previous = directory.manifest() or {}
     state, note = (directory.load_checkpoint(previous.get("checkpoints")) if plan == RunDirectory.RESUME
                    else (None, None))
@@ -281,7 +179,7 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
     loggers: list = []                # attached once the manifest exists (a logger that fails to start fails the run)
     failed = True
     try:
-        out = _run_logged(parts, config, plan, previous, state, wandb_id, loggers, argv=argv, stream=stream,
+        out = _run_logged(parts, plan, previous, state, wandb_id, loggers, argv=argv, stream=stream,
                           quiet=quiet)
         failed = False
         return out
@@ -289,7 +187,7 @@ def _run_locked(parts: RunParts, config: dict, *, argv, stream, quiet: bool, res
         close_loggers(loggers, failed=failed, stream=stream)
 
 
-def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state, wandb_id: Optional[str],
+def _run_logged(parts: RunParts, plan: str, previous: dict, state, wandb_id: Optional[str],
                 loggers: list, *, argv, stream, quiet: bool) -> Path:
     cfg, directory = parts.config, parts.directory
     done, duration, started = 0, 0.0, now()
@@ -301,7 +199,7 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
     if plan == RunDirectory.RESUME:
         started = previous.get("started", started)
     else:
-        directory.write_config(config)
+        directory.write_config(cfg.model_dump(mode="json"))
     total = len(parts.scenario.experiences)
     generations = directory.verified if state is not None else []
     manifest = {"name": cfg.name, "status": "running", "seed": cfg.seed, "device": str(parts.device),
@@ -321,7 +219,7 @@ def _run_logged(parts: RunParts, config: dict, plan: str, previous: dict, state,
     progress = StreamProgress(parts.scenario, cfg.training.epochs, done, stream=stream)
     parts.strategy.plugins.append(progress)
     try:
-        loggers += attach_loggers(parts, config, wandb_id)
+        loggers += attach_loggers(parts, wandb_id)
         for t, exp in enumerate(list(parts.scenario.benchmark.train_stream)):
             if t < done:
                 continue

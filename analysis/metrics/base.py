@@ -169,17 +169,24 @@ def pack_state(value):
     raise TypeError(f"metric state of type {type(value).__name__} cannot be checkpointed")
 
 
-def unpack_state(value):
-    """The inverse of :func:`pack_state`."""
+def _on(arrays: dict, device) -> dict:
+    if device is None or torch.device(device).type == "cpu":
+        return arrays
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in arrays.items()}
+
+
+def unpack_state(value, device=None):
+    """The inverse of :func:`pack_state`. The ClassGeometry and probes (computed from features, which live on
+    the run's device) are rebuilt on ``device`` (None: where the state lies); everything else stays there."""
     if isinstance(value, dict):
         kind = value.get("__type__")
         if kind == "ClassGeometry":
-            return ClassGeometry.from_arrays(value["arrays"])
+            return ClassGeometry.from_arrays(_on(value["arrays"], device))
         if kind == "probe":
-            return probe_from_arrays(value["arrays"])
-        return {k: unpack_state(v) for k, v in value.items()}
+            return probe_from_arrays(_on(value["arrays"], device))
+        return {k: unpack_state(v, device) for k, v in value.items()}
     if isinstance(value, list):
-        return [unpack_state(v) for v in value]
+        return [unpack_state(v, device) for v in value]
     if isinstance(value, torch.Tensor):
         return value.clone()
     return value
@@ -242,9 +249,10 @@ class Metric(abc.ABC):
         """The declared state as plain data (tensors on the CPU)."""
         return {name: pack_state(getattr(self, name)) for name in self._defaults}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` output; a missing or unexpected entry is an error."""
+    def load_state_dict(self, state: dict, device=None) -> None:
+        """Restore :meth:`state_dict` output (what was computed from features onto ``device``, see
+        :func:`unpack_state`); a missing or unexpected entry is an error."""
         if set(state) != set(self._defaults):
             raise ValueError(f"metric {self.name!r}: state has {sorted(state)}, expected {sorted(self._defaults)}")
         for name, value in state.items():
-            setattr(self, name, unpack_state(value))
+            setattr(self, name, unpack_state(value, device))

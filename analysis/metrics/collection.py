@@ -76,11 +76,13 @@ class MetricCollection:
         return {"rows_json": "[" + ", ".join(text for _, text in cache) + "]", "done": list(self.done),
                 "metrics": {m.name: m.state_dict() for m in self.metrics}}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, device=None) -> None:
+        """Restore :meth:`state_dict` output; each metric puts what it computed from features on ``device``
+        (the run's; None: where the state lies)."""
         missing = sorted(set(m.name for m in self.metrics) - set(state["metrics"]))
         if missing:
             raise ValueError(f"evaluation state has no state for metric(s) {missing}")
         rows = json.loads(state["rows_json"]) if "rows_json" in state else list(state["rows"])
         self.rows, self.done = rows, list(state["done"])
         for m in self.metrics:
-            m.load_state_dict(state["metrics"][m.name])
+            m.load_state_dict(state["metrics"][m.name], device)

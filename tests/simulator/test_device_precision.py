@@ -17,8 +17,10 @@ from dncsim.simulator.build import build_run, build_strategy, resolve_device
 from dncsim.simulator.cli import main
 from dncsim.simulator.config import load_run_config, run_from_mapping
 from dncsim.simulator.devices import on_device
-from dncsim.simulator.run import features_state_to_device, run
-from dncsim.simulator.strategies import ITERATION_EVENTS, EvaluationPlugin, SupervisedPlugin, iteration_hooks
+from dncsim.analysis.probes import fit_ncc
+from dncsim.analysis.metrics.base import pack_state, unpack_state
+from dncsim.simulator.run import run
+from dncsim.simulator.template import ITERATION_EVENTS, EvaluationPlugin, SupervisedPlugin, iteration_hooks
 from tests.simulator.test_cli_imports import dncsim as dncsim_fresh
 from tests.simulator.test_reliability import TINY as RELIABILITY_TINY
 from tests.simulator.test_reliability import StopAt, same_results
@@ -235,10 +237,13 @@ def test_iteration_callbacks_reach_exactly_the_plugins_that_implement_them():
 def test_placement_helpers_on_the_cpu_copy_nothing():
     x = torch.arange(6.0)
     assert on_device(x, torch.device("cpu")) is x
-    state = {"rows": [1.0], "acc": torch.zeros(2), "p": {"__type__": "probe", "arrays": {"w": torch.ones(2)}}}
-    assert features_state_to_device(state, torch.device("cpu")) is state
-    moved = features_state_to_device(state, torch.device("meta"))       # where a CUDA run puts them
-    assert moved["p"]["arrays"]["w"].device.type == "meta" and moved["p"]["__type__"] == "probe"
+    g = torch.Generator().manual_seed(0)
+    packed = {"rows": [1.0], "acc": torch.zeros(2),
+              "p": pack_state(fit_ncc(torch.randn(12, 3, generator=g), torch.arange(3).repeat(4)))}
+    on_cpu = unpack_state(packed, torch.device("cpu"))
+    assert on_cpu["p"].means.device.type == "cpu" and torch.equal(on_cpu["p"].means, packed["p"]["arrays"]["means"])
+    moved = unpack_state(packed, torch.device("meta"))       # where a CUDA run puts what features gave
+    assert moved["p"].means.device.type == "meta" and moved["p"].classes.device.type == "meta"
     assert moved["acc"].device.type == "cpu" and moved["rows"] == [1.0]    # the rest stays on the CPU
 
 

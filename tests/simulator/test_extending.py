@@ -9,7 +9,7 @@ import torch
 import yaml
 
 import dncsim.analysis.metrics as metrics
-from dncsim.simulator.strategies import SupervisedPlugin  # Avalanche's plugin base, imported quietly
+from dncsim.simulator.template import SupervisedPlugin  # Avalanche's plugin base, imported quietly
 from dncsim.analysis.aggregate import task_rows
 from dncsim.analysis.metrics import Metric
 from dncsim.analysis.report import build_report
@@ -221,3 +221,88 @@ def test_a_data_source_takes_one_module_and_one_registration_line(tmp_path):
     assert saved["scenario"]["source"] == {"name": "ramp", "n": 60, "dim": 6, "levels": 3}
     with pytest.raises(DncsimError, match="'ramp' is not one of"):      # unregistered again
         run_from_mapping(ramp)
+# --- a stateful strategy: one module (its config, builder and plugin) and one registration line ----------
+
+from typing import ClassVar, Literal  # noqa: E402 - this block's imports, kept with it
+
+from dncsim.common import DncsimError, StrictModel  # noqa: E402
+from dncsim.simulator.registry import STRATEGIES_REGISTRY  # noqa: E402
+from dncsim.simulator.strategies import StrategyParts  # noqa: E402
+
+
+class AnchorConfig(StrictModel):
+    """A toy strategy ``l2_anchor``: strength/2 x |theta - theta_prev|^2 on the backbone after the first
+    experience (theta_prev: the weights at the end of the previous one)."""
+
+    name: Literal["l2_anchor"] = "l2_anchor"
+    builder: ClassVar[str] = f"{__name__}:build_l2_anchor"
+    strength: float = 50.0
+
+
+class L2Anchor(SupervisedPlugin):
+    """The anchor (tensors) and the number of training batches per experience: its checkpointed state."""
+
+    def __init__(self, strength):
+        super().__init__()
+        self.strength, self.anchor, self.batches = strength, {}, []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.batches.append(torch.zeros((), dtype=torch.int64))
+
+    def before_backward(self, strategy, **kwargs):
+        self.batches[-1] += 1
+        drift = [(p - self.anchor[n]).square().sum() for n, p in strategy.backbone.named_parameters()
+                 if n in self.anchor]
+        if drift:
+            strategy.loss = strategy.loss + 0.5 * self.strength * torch.stack(drift).sum()
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.anchor = {n: p.detach().clone() for n, p in strategy.backbone.named_parameters()}
+
+    def state_dict(self):
+        return {"anchor": self.anchor, "batches": list(self.batches)}
+
+    def load_state_dict(self, state, strategy):
+        self.anchor = {n: v.to(strategy.device) for n, v in state["anchor"].items()}
+        self.batches = list(state["batches"])
+
+
+def build_l2_anchor(cfg, ctx):
+    return StrategyParts(plugins=[L2Anchor(cfg.strength)])
+
+
+class StopAt(SupervisedPlugin):
+    """Interrupts the run when experience ``k`` starts."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def before_training_exp(self, strategy, **kwargs):
+        if strategy.experience.current_experience == self.k:
+            raise Interrupt("simulated kill")
+
+
+def test_a_stateful_strategy_takes_one_module_and_one_registration_line(tmp_path):
+    two = {"type": "multilabel", "labelings": ["shape", "color"]}
+    mapping = {**BASE, "scenario": {**BASE["scenario"], "stream": two},
+               "strategy": {"name": "l2_anchor", "strength": 50.0}}
+    with STRATEGIES_REGISTRY.registered(AnchorConfig):
+        cfg = run_from_mapping(mapping)
+        assert isinstance(cfg.strategy, AnchorConfig) and "l2_anchor" in STRATEGIES_REGISTRY.names
+        run(cfg, tmp_path / "whole", quiet=True)
+        with pytest.raises(Interrupt):
+            run(cfg, tmp_path / "cut", quiet=True, plugins=[StopAt(1)])
+        assert json.loads((tmp_path / "cut" / "manifest.json").read_text())["experiences_done"] == 1
+        run(cfg, tmp_path / "cut", quiet=True)
+    with pytest.raises(DncsimError, match="l2_anchor"):          # outside the block the name is unknown again
+        run_from_mapping(mapping)
+    whole, cut = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("whole", "cut"))
+    assert [p["class"] for p in cut["plugins"]] == ["L2Anchor"] and cut["experiences_done"] == 2
+    a, b = whole["plugins"][0]["state"], cut["plugins"][0]["state"]
+    assert [int(n) for n in b["batches"]] == [int(n) for n in a["batches"]] and len(a["batches"]) == 2
+    assert sorted(a["anchor"]) == sorted(b["anchor"]) and all(torch.equal(a["anchor"][n], b["anchor"][n])
+                                                              for n in a["anchor"])
+    # the anchor restored at the resume shaped experience 1's training exactly as in the uninterrupted run
+    for name in ("metrics.csv", "metrics.jsonl", "accuracy.json"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name

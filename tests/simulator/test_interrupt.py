@@ -187,7 +187,7 @@ def test_the_final_stream_bar_is_drawn_once():
 
 def test_the_closing_table_footnotes_an_undefined_geometry():
     from dncsim.analysis.names import ACC, CDNV, DIR_CDNV, RESOLVED_PAIRS
-    from dncsim.simulator.run import final_summary
+    from dncsim.analysis.closing import final_summary
 
     def row(metric, task, value, probe=None, protocol=None):
         return {"exp": 1, "metric": metric, "task": task, "probe": probe, "protocol": protocol, "value": value}

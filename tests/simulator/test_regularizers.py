@@ -138,7 +138,7 @@ def test_quickstart_style_run_with_a_tenth_of_the_labels_lowers_the_first_tasks_
 # --- axis_distill ------------------------------------------------------------------------------------
 
 def test_axis_penalty_is_free_orthogonal_to_the_axes_and_matches_distill_over_a_full_basis():
-    from dncsim.simulator.regularizers import AxisDistillation
+    from dncsim.simulator.plugins import AxisDistillation
     g = torch.Generator().manual_seed(0)
     d = 16
     plugin = AxisDistillation(1.0, lambda k: [])
@@ -161,7 +161,7 @@ def test_axis_penalty_is_free_orthogonal_to_the_axes_and_matches_distill_over_a_
 
 
 def test_unit_axes_are_the_normalised_mean_differences_in_pair_order():
-    from dncsim.simulator.regularizers import unit_axes
+    from dncsim.simulator.plugins import unit_axes
     net = torch.nn.Identity()
     net.register_parameter("p", torch.nn.Parameter(torch.zeros(1)))      # a device to find
     x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [2.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, 3.0]])
@@ -265,21 +265,21 @@ def _step(plugin, k, x, y):
 
 @pytest.mark.parametrize("name", ["dir_variance", "orth_variance"])
 def test_a_scheduled_dose_applies_only_in_its_tasks_experience(name):
-    from dncsim.simulator.regularizers import PENALTIES, PenaltyPlugin
+    from dncsim.simulator.regularizers import penalty_plugin
     g = torch.Generator().manual_seed(0)
     y = torch.arange(3).repeat_interleave(8)
     x = torch.randn(24, 6, generator=g) + 2 * torch.randn(3, 6, generator=g)[y]
-    plugin = PenaltyPlugin(PENALTIES[name], [0.0, 5.0, 0.0])
-    expected = 5.0 * float(PENALTIES[name](x[:, :4], y))
+    plugin = penalty_plugin(name, [0.0, 5.0, 0.0])
+    expected = 5.0 * float(plugin.penalty(x[:, :4], y))
     assert expected > 0
     if name == "orth_variance":      # the matched normalisation: (d - r) / r = (6 - 2) / 2 the per-dimension value
         from dncsim.analysis.penalties import orthogonal_variance_penalty
-        assert float(PENALTIES[name](x, y)) == pytest.approx(2 * float(orthogonal_variance_penalty(x, y)), rel=1e-6)
+        assert float(plugin.penalty(x, y)) == pytest.approx(2 * float(orthogonal_variance_penalty(x, y)), rel=1e-6)
     assert [_step(plugin, k, x, y) for k in range(3)] == [0.0, pytest.approx(expected, rel=1e-6), 0.0]
 
 
 def test_placebo_permutes_labels_within_the_batch_keeping_class_sizes_seeded():
-    from dncsim.simulator.regularizers import PENALTIES, PenaltyPlugin, permute_labelled
+    from dncsim.simulator.regularizers import penalty_plugin, permute_labelled
     y = torch.tensor([0, 0, 0, 1, 1, -1, 2, 2, 2, 2, -1, 1])
     state = torch.get_rng_state()
     a = permute_labelled(y, 3)
@@ -292,10 +292,10 @@ def test_placebo_permutes_labels_within_the_batch_keeping_class_sizes_seeded():
     y = torch.arange(2).repeat_interleave(20)
     x = torch.randn(40, 6, generator=g) * 0.3
     x[:, 0] += 4 * y
-    real = PenaltyPlugin(PENALTIES["orth_variance"], [1.0])
+    real = penalty_plugin("orth_variance", [1.0])
     seen = []
     for _ in range(2):
-        placebo = PenaltyPlugin(PENALTIES["orth_variance"], [1.0], placebo_seed=11)
+        placebo = penalty_plugin("orth_variance", [1.0], placebo_seed=11)
         seen.append([_step(placebo, 0, x, y)] + [_step_same_exp(placebo, x, y) for _ in range(2)])
     assert seen[0] == seen[1] and len(set(seen[0])) == 3
     # no class structure: the permuted classes' means nearly coincide, so the penalty is far larger

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from dncsim.simulator.strategies import SupervisedPlugin  # Avalanche's plugin base, imported quietly
+from dncsim.simulator.template import SupervisedPlugin  # Avalanche's plugin base, imported quietly
 from dncsim.common import RunFailed
 from dncsim.rundir import RunLock
 from dncsim.simulator.cli import main

@@ -281,7 +281,7 @@ def test_a_run_with_many_task_pairs_says_how_their_intervals_are_resampled():
     from types import SimpleNamespace
 
     from dncsim.analysis.metrics import AnalysisConfig
-    from dncsim.simulator.run import PAIR_HINT_PAIRS, pair_interval_hint
+    from dncsim.analysis.closing import PAIR_HINT_PAIRS, pair_interval_hint
 
     H = torch.ones(1, 1, dtype=torch.int64)
     for _ in range(5):
