@@ -221,11 +221,10 @@ def test_a_data_source_takes_one_module_and_one_registration_line(tmp_path):
     assert saved["scenario"]["source"] == {"name": "ramp", "n": 60, "dim": 6, "levels": 3}
     with pytest.raises(DncsimError, match="'ramp' is not one of"):      # unregistered again
         run_from_mapping(ramp)
+
+
 # --- a stateful strategy: one module (its config, builder and plugin) and one registration line ----------
 
-from typing import ClassVar, Literal  # noqa: E402 - this block's imports, kept with it
-
-from dncsim.common import DncsimError, StrictModel  # noqa: E402
 from dncsim.simulator.registry import STRATEGIES_REGISTRY  # noqa: E402
 from dncsim.simulator.strategies import StrategyParts  # noqa: E402
 
