@@ -243,8 +243,8 @@ def test_a_study_with_one_failed_run_of_two_exits_1(tmp_path, capsys, in_process
 
 
 def test_an_unreachable_scheduler_writes_nothing(tmp_path, monkeypatch, capsys):
-    import dncsim.simulator.study as study
-    monkeypatch.setattr(study, "SCHEDULER_TIMEOUT_S", 1, raising=False)
+    import dncsim.simulator.study_executors as executors
+    monkeypatch.setattr(executors, "SCHEDULER_TIMEOUT_S", 1)
     out = tmp_path / "dask-study"
     path = study_file(tmp_path, out=str(out), engine="dask", scheduler="tcp://127.0.0.1:1")
     assert main(["study", str(path)]) == 2

@@ -15,6 +15,8 @@ from PIL import Image
 from dncsim.analysis.report import build_report
 from dncsim.analysis.report.render import md_code, md_escape
 from dncsim.analysis.report.study import build_study_report
+from dncsim.analysis.study import write_study_products
+from dncsim.rundir import load_run
 from dncsim.simulator.config import run_from_mapping
 from dncsim.simulator.run import run
 from dncsim.simulator.study import StudyConfig
@@ -172,7 +174,8 @@ def test_study_report_escapes_the_study_run_names_errors_and_factors(hostile, tm
     (study / "study.json").write_text(json.dumps({"name": STUDY_NAME, "runs": runs}))
     cfg = StudyConfig.model_validate({"name": STUDY_NAME, "base": {}, "factors": {
         "training.epochs": [1], "strategy.name": [FACTOR_VALUE]}})
-    report = build_study_report(study, [(hostile, factors)], cfg)
+    products = write_study_products(study, [(load_run(hostile), factors)], cfg.statistics)
+    report = build_study_report(study, [(hostile, factors)], cfg, products)
     html = (report / "index.html").read_text()
     for s in [STUDY_NAME, STUDY_RUN, STUDY_ERROR, FACTOR_VALUE, TASK_A]:
         assert s not in html

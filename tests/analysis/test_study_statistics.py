@@ -2,7 +2,7 @@
 import numpy as np
 
 from dncsim.analysis.stats import study_statistics, within_task_ranks
-from dncsim.simulator.study import StatisticsConfig
+from dncsim.analysis.study import StatisticsConfig
 
 SETTINGS = StatisticsConfig(bootstrap=200, permutations=200)
 
