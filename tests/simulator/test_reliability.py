@@ -120,7 +120,7 @@ def test_a_lock_dies_with_its_process(tmp_path):
 
 
 def test_dying_is_read_from_the_kernel(tmp_path):
-    from dncsim.rundir import _dying
+    from dncsim.rundir.lock import _dying
     assert not _dying(os.getpid()) and not _dying(2 ** 22 + 12345) and not _dying(None)
     child = subprocess.Popen(["true"])
     stat = Path(f"/proc/{child.pid}/stat")
@@ -147,17 +147,17 @@ def test_dying_is_read_from_the_kernel(tmp_path):
 def test_a_lock_whose_holder_is_dying_is_waited_for(tmp_path, monkeypatch):
     import threading
 
-    import dncsim.rundir
+    import dncsim.rundir.lock
     out = tmp_path / "run"
     out.mkdir()
     holder = lock_holder(out)
-    monkeypatch.setattr(dncsim.rundir, "_dying", lambda pid, proc=None: pid == holder.pid)   # as if killed
-    monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 0.3)
+    monkeypatch.setattr(dncsim.rundir.lock, "_dying", lambda pid, proc=None: pid == holder.pid)   # as if killed
+    monkeypatch.setattr(dncsim.rundir.lock, "DYING_HOLDER_WAIT", 0.3)
     start = time.monotonic()
     with pytest.raises(Exception, match=f"in use by pid {holder.pid} .*, which was killed and has not exited yet"):
         RunLock(out).acquire()                              # it did not exit in time
     assert time.monotonic() - start >= 0.3
-    monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 60.0)
+    monkeypatch.setattr(dncsim.rundir.lock, "DYING_HOLDER_WAIT", 60.0)
     threading.Timer(0.5, os.kill, (holder.pid, signal.SIGKILL)).start()
     start = time.monotonic()
     RunLock(out).acquire().release()                        # waited until the holder was gone
