@@ -180,3 +180,15 @@ def test_the_commands_work_in_the_users_project(users_project):
     p = subprocess.run([*dncsim, "run", str(cfg), "--out", "run"], capture_output=True, text=True, cwd=users_project)
     assert p.returncode == 0, p.stderr
     assert (users_project / "run" / "manifest.json").is_file() and "After the last experience" in p.stdout
+
+
+def test_no_test_module_imports_another():
+    """Test modules share helpers through tests/conftest.py fixtures and helper modules (tests/forge.py,
+    tests/support/), never by importing each other (which runs the other's tests' module code too)."""
+    tests = ROOT / "tests"
+    modules = sorted(tests.rglob("test_*.py"))
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in modules}
+    assert "tests.analysis.test_metrics" in names and len(names) > 50
+    for path in modules:
+        found = sorted(i for i in imports_of(path) if i in names or any(i.startswith(n + ".") for n in names))
+        assert not found, f"{path.relative_to(ROOT)} imports test module(s) {found}"
