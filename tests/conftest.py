@@ -1,7 +1,8 @@
 """Shared fixtures: the golden values computed with the authors' reference code (tests/data/), and the
 hypothesis profiles: ``deterministic`` (the default: the same examples on every run, so that a green
 suite stays green on another clone) and ``explore`` (``HYPOTHESIS_PROFILE=explore``: fresh random
-examples on every run, for looking for new failures); ``study_dir``, a synthetic study's tables."""
+examples on every run, for looking for new failures); ``tiny_run_config``, the
+shared tiny run config (``tests.support.tiny``); ``study_dir``, a synthetic study's tables."""
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,13 @@ def load_npz():
             return {k: z[k] for k in z.files}
     return load
 
+
+
+@pytest.fixture
+def tiny_run_config():
+    """``tests.support.tiny.tiny_config``: the shared tiny run config, changed by dotted keys."""
+    from tests.support.tiny import tiny_config
+    return tiny_config
 
 
 @pytest.fixture

@@ -7,23 +7,13 @@ import numpy as np
 import yaml
 
 from dncsim.simulator.strategies import SupervisedPlugin  # Avalanche's plugin base, imported quietly
+from tests.support.tiny import DROP, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-TINY = yaml.safe_load("""
-name: tiny
-seed: 1
-scenario:
-  source: {name: shapes, image_size: 16, train_repeats: 1, probe_repeats: 1, test_repeats: 2}
-  stream: {type: factor, attributes: [color, style, size]}
-backbone: {name: convnet, width: 4, feature_dim: 8}
-objective: {name: simclr}
-training: {epochs: 1, batch_size: 32}
-evaluation: {linear_steps: 5}
-analysis: {shots: [1], episodes: 4}
-output: {report: false, tensorboard: false}
-""")
+TINY = tiny_config({"scenario.source.probe_repeats": 1, "scenario.stream.attributes": ["color", "style", "size"],
+                    "output.checkpoints": DROP}, name="tiny", seed=1, objective={"name": "simclr"})
 
 
 def same_results(a, b):
