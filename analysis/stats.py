@@ -257,7 +257,8 @@ def _sentence(rec: dict, what: str, per: str, log: bool = True) -> str:
 
 
 def study_statistics(tasks: List[dict], pairs: List[dict], settings, *, predictor: str = PRIMARY_PREDICTOR) -> dict:
-    """Every statistic of a study from its tables (``settings``: a StatisticsConfig): the primary test and
+    """Every statistic of a study from its tables (``settings``: ``analysis.study.StatisticsConfig``, whose
+    ``study_products`` checks it is one): the primary test and
     its verdict, the same model for classical CDNV and for both predictors together, the pairs analysis,
     the descriptive correlations, and plain sentences. ``predictor``: the primary predictor column."""
     y = f"{settings.forgetting}/{settings.probe}/{settings.protocol}"

@@ -102,7 +102,7 @@ def stats_for(path, *, outcome: Optional[str] = None, predictor: str = "dir_cdnv
     """Every statistic of the study at ``path`` (see the module docstring), and the paper's claims over
     its runs (``paper``: statistics.paper); DncsimError with one line for tables that cannot carry the
     analysis (missing columns, no runs, one run) unless the paper's claims stand in for it."""
-    from dncsim.simulator.study import StatisticsConfig
+    from dncsim.analysis.study import StatisticsConfig
     tasks, pairs, settings, notes = load_tables(path)
     values = dict(settings or {})
     if outcome:

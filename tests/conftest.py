@@ -1,7 +1,8 @@
 """Shared fixtures: the golden values computed with the authors' reference code (tests/data/), and the
 hypothesis profiles: ``deterministic`` (the default: the same examples on every run, so that a green
 suite stays green on another clone) and ``explore`` (``HYPOTHESIS_PROFILE=explore``: fresh random
-examples on every run, for looking for new failures)."""
+examples on every run, for looking for new failures); ``tiny_run_config``, the
+shared tiny run config (``tests.support.tiny``); ``study_dir``, a synthetic study's tables."""
 import json
 import os
 from pathlib import Path
@@ -30,6 +31,29 @@ def load_npz():
             return {k: z[k] for k in z.files}
     return load
 
+
+
+@pytest.fixture
+def tiny_run_config():
+    """``tests.support.tiny.tiny_config``: the shared tiny run config, changed by dotted keys."""
+    from tests.support.tiny import tiny_config
+    return tiny_config
+
+
+@pytest.fixture
+def study_dir(tmp_path):
+    """A study directory of synthetic tables (``tests.support.study_tables``, effect 1, 2 unlearned tasks
+    per run) with resampling settings small enough for a test."""
+    from dncsim.analysis.aggregate import rows_to_csv
+    from tests.support.study_tables import tables
+
+    t, p = tables(effect=1.0, unlearned=2)
+    d = tmp_path / "study"
+    d.mkdir()
+    (d / "tasks.csv").write_text(rows_to_csv(t))
+    (d / "pairs.csv").write_text(rows_to_csv(p))
+    (d / "study.yaml").write_text("statistics: {bootstrap: 200, permutations: 200}\n")
+    return d
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,8 @@ import zipfile
 
 import numpy as np
 
+from tests.support.tiny import DROP, tiny_config
+
 
 def npy_bytes(array) -> bytes:
     buf = io.BytesIO()
@@ -49,14 +51,8 @@ def good_arrays(n: int = 24, d: int = 3, seed: int = 0) -> dict:
 
 # --- one tiny finished run per session ------------------------------------------------------------------
 
-TINY_RUN = {
-    "name": "tiny", "seed": 1,
-    "scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "probe_repeats": 1,
-                            "test_repeats": 2},
-                 "stream": {"type": "factor", "attributes": ["color", "style"]}},
-    "backbone": {"name": "convnet", "width": 4, "feature_dim": 8}, "objective": {"name": "simclr"},
-    "training": {"epochs": 1, "batch_size": 32}, "evaluation": {"linear_steps": 5},
-    "analysis": {"shots": [1], "episodes": 4}, "output": {"report": False, "tensorboard": False}}
+TINY_RUN = tiny_config({"scenario.source.probe_repeats": 1, "output.checkpoints": DROP}, name="tiny", seed=1,
+                       objective={"name": "simclr"})
 _RUNS = {}
 
 

@@ -87,13 +87,30 @@ def test_scenarios_know_nothing_of_training_and_shared_modules_nothing_of_the_pa
                              and any(part.startswith("_") for part in i.split(".")))
             assert not private, f"{name} imports private modules {private}"
     assert not {i for i in IMPORTS["dncsim.common"] if i.startswith("dncsim")}
-    assert not {i for i in IMPORTS["dncsim.rundir"]
-                if i.startswith(("dncsim.simulator", "dncsim.scenarios", "dncsim.analysis.report"))}
     # nothing below the report imports it, apart from the report itself and the commands that write one
     for name, imps in IMPORTS.items():
         if any(i.startswith("dncsim.analysis.report") for i in imps):
             assert name.startswith(("dncsim.analysis.report", "dncsim.simulator.run", "dncsim.simulator.study",
                                     "dncsim.simulator.cli")), name
+
+
+#: what the run-directory layer (dncsim.rundir.*) may import of dncsim beyond itself: the base layer, the npz
+#: reader, and of the analysis core the metric names and the class geometry it stores
+RUNDIR_MAY_IMPORT = ("dncsim.common", "dncsim.npzfile", "dncsim.analysis.names", "dncsim.analysis.geometry")
+
+
+def test_the_run_directory_is_a_layer_above_common():
+    """common <- rundir <- (analysis.report, simulator): the run directory imports only the base layer and
+    two leaf modules of the analysis core; nothing below it (common, npzfile, the analysis core) imports it."""
+    layer = [n for n in IMPORTS if n == "dncsim.rundir" or n.startswith("dncsim.rundir.")]
+    assert {"dncsim.rundir", "dncsim.rundir.writer", "dncsim.rundir.reader", "dncsim.rundir.lock"} <= set(layer)
+    for name in layer:
+        bad = sorted(i for i in IMPORTS[name] if i.startswith("dncsim.") and not i.startswith("dncsim.rundir")
+                     and not i.startswith(RUNDIR_MAY_IMPORT))
+        assert not bad, f"{name} imports {bad}"
+    below = ["dncsim.common", "dncsim.npzfile", *filter(is_core, IMPORTS)]
+    for name in below:
+        assert not [i for i in IMPORTS[name] if i.startswith("dncsim.rundir")], f"{name} imports the run directory"
 
 
 def test_no_import_cycles_between_modules():
@@ -163,3 +180,15 @@ def test_the_commands_work_in_the_users_project(users_project):
     p = subprocess.run([*dncsim, "run", str(cfg), "--out", "run"], capture_output=True, text=True, cwd=users_project)
     assert p.returncode == 0, p.stderr
     assert (users_project / "run" / "manifest.json").is_file() and "After the last experience" in p.stdout
+
+
+def test_no_test_module_imports_another():
+    """Test modules share helpers through tests/conftest.py fixtures and helper modules (tests/forge.py,
+    tests/support/), never by importing each other (which runs the other's tests' module code too)."""
+    tests = ROOT / "tests"
+    modules = sorted(tests.rglob("test_*.py"))
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in modules}
+    assert "tests.analysis.test_metrics" in names and len(names) > 50
+    for path in modules:
+        found = sorted(i for i in imports_of(path) if i in names or any(i.startswith(n + ".") for n in names))
+        assert not found, f"{path.relative_to(ROOT)} imports test module(s) {found}"

@@ -170,7 +170,7 @@ def test_non_finite_numbers_are_null_with_a_note():
 
 @pytest.fixture
 def tasks_rows():
-    from tests.analysis.test_study_statistics import tables
+    from tests.support.study_tables import tables
     return tables(effect=1.0, unlearned=2)[0]
 
 

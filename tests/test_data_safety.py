@@ -12,6 +12,7 @@ from dncsim.common import DncsimError
 from dncsim.rundir import RunDirectory
 from dncsim.simulator.cli import main
 from dncsim.simulator.run import run  # noqa: F401 - imported here, as the other run tests do, not under capsys
+from tests.support.tiny import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
@@ -149,12 +150,7 @@ def test_a_run_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, ref
         assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
-STUDY_BASE = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
-                           "stream": {"type": "factor", "attributes": ["color", "style"]}},
-              "backbone": {"name": "convnet", "width": 4, "feature_dim": 8},
-              "training": {"epochs": 1, "batch_size": 32},
-              "evaluation": {"linear_steps": 5}, "analysis": {"shots": [1], "episodes": 4},
-              "output": {"report": False, "tensorboard": False, "checkpoints": False}}
+STUDY_BASE = tiny_config()
 
 
 def study_file(tmp_path, **extra) -> Path:
@@ -243,8 +239,8 @@ def test_a_study_with_one_failed_run_of_two_exits_1(tmp_path, capsys, in_process
 
 
 def test_an_unreachable_scheduler_writes_nothing(tmp_path, monkeypatch, capsys):
-    import dncsim.simulator.study as study
-    monkeypatch.setattr(study, "SCHEDULER_TIMEOUT_S", 1, raising=False)
+    import dncsim.simulator.study_executors as executors
+    monkeypatch.setattr(executors, "SCHEDULER_TIMEOUT_S", 1)
     out = tmp_path / "dask-study"
     path = study_file(tmp_path, out=str(out), engine="dask", scheduler="tcp://127.0.0.1:1")
     assert main(["study", str(path)]) == 2

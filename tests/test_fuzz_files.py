@@ -140,7 +140,7 @@ CELLS = st.sampled_from(["nan", "NaN", "inf", "-inf", "1e308", "-1e308", "1e-320
 @st.composite
 def damaged_tables(draw):
     from dncsim.analysis.aggregate import rows_to_csv
-    from tests.analysis.test_study_statistics import tables
+    from tests.support.study_tables import tables
     rows = [dict(r) for r in tables(effect=1.0, unlearned=2)[0]]
     columns = list(rows[0])
     for _ in range(draw(st.integers(0, 12))):

@@ -13,10 +13,9 @@ import pytest
 
 from dncsim.common import DncsimError, WriteFailed, atomic_write_bytes, atomic_write_json, output_file
 from dncsim.simulator.cli import main
-from tests.simulator.test_cli_analyze import EXAMPLE
-from tests.simulator.test_stats_command import study_dir  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "multitask_features.npz"
 ANALYZE = ["analyze", str(EXAMPLE), "--labels", "color,shape", "--shots", "5", "--episodes", "5"]
 
 
@@ -130,7 +129,7 @@ def test_report_out_that_is_not_a_directory_and_report_files_that_are_links(tmp_
     (tmp_path / "file").write_text("keep\n")
     assert main(["report", str(tmp_path / "norun"), "--out", str(tmp_path / "file")]) == 2
     assert "no such run directory" in capsys.readouterr().err          # the run is checked first
-    from tests.analysis.test_report_escaping import hostile_run
+    from tests.support.hostile import hostile_run
     run = hostile_run(tmp_path / "run")
     capsys.readouterr()
     assert main(["report", str(run), "--out", str(tmp_path / "file")]) == 2

@@ -1,7 +1,8 @@
 """Evaluation as small metric objects (torchmetrics style), run together by a MetricCollection.
 
-``DEFAULT_METRICS``: the metric classes every run measures, in order (a metric may read what an
-earlier one published). :func:`build_collection` builds them from ``evaluation:`` and ``analysis:``.
+``DEFAULT_METRICS``: the metric classes every run measures, in order (a metric reads what another
+publishes in ``row.products`` by declaring ``needs``; the collection measures the providers first).
+:func:`build_collection` builds them from ``evaluation:`` and ``analysis:``.
 Names are imported on first use, so validating a config loads no torch. Register a metric by adding
 its class to ``_WHERE`` and its name to ``_DEFAULT_METRICS``.
 """

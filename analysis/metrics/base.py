@@ -3,7 +3,8 @@
 A :class:`Row` (``t`` = experience just trained, -1 before training) carries the tasks, their features
 (``row.features(k, split)``), shared class geometry and ``products`` published by earlier metrics.
 
-Writing a metric: subclass :class:`Metric`, set ``name`` and ``emits``, declare state with
+Writing a metric: subclass :class:`Metric`, set ``name`` and ``emits`` (and ``needs``/``provides`` for
+``row.products`` it reads/publishes), declare state with
 ``add_state``, implement ``update(row)`` calling ``self.measure(...)``; then register it in
 ``analysis/metrics/__init__.py``.
 """
@@ -195,12 +196,15 @@ def unpack_state(value, device=None):
 class Metric(abc.ABC):
     """A measurement taken at every evaluation row (see the module docstring).
 
-    Class attributes: ``name`` (unique in a collection; the key of its checkpointed state) and
-    ``emits`` (the metric names of the table rows it writes).
+    Class attributes: ``name`` (unique in a collection; the key of its checkpointed state), ``emits``
+    (the metric names of the table rows it writes), ``provides`` (the ``row.products`` keys it publishes)
+    and ``needs`` (the ``row.products`` keys it reads; the collection measures their providers first).
     """
 
     name: ClassVar[str]
     emits: ClassVar[Tuple[str, ...]] = ()
+    needs: ClassVar[Tuple[str, ...]] = ()
+    provides: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self):
         self._defaults: Dict[str, object] = {}

@@ -9,8 +9,31 @@ import torch
 
 from dncsim.analysis.geometry import ClassGeometry
 from dncsim.analysis.metrics.base import EvaluationTask, Features, Metric, Row
+from dncsim.common import DncsimError
 
-__all__ = ["MetricCollection", "RowResult"]
+__all__ = ["MetricCollection", "RowResult", "order_metrics"]
+
+
+def order_metrics(metrics: Sequence[Metric]) -> List[Metric]:
+    """``metrics`` in an order where every metric comes after the providers of what it ``needs``: stable
+    (each step takes the earliest metric whose needs are met, so an order that already holds is kept).
+    DncsimError when a need has no provider in ``metrics``, or the needs form a cycle."""
+    provided = {key for m in metrics for key in m.provides}
+    for m in metrics:
+        missing = [key for key in m.needs if key not in provided]
+        if missing:
+            raise DncsimError(f"metric {m.name!r} needs {missing[0]!r} (row.products), which no metric of the "
+                              f"collection provides; add its provider (a metric whose provides names it)")
+    pending, ordered, have = list(metrics), [], set()
+    while pending:
+        ready = next((m for m in pending if set(m.needs) <= have), None)
+        if ready is None:
+            raise DncsimError("metrics need each other in a cycle: " + ", ".join(
+                f"{m.name} needs {list(m.needs)}" for m in pending))
+        pending.remove(ready)
+        ordered.append(ready)
+        have |= set(ready.provides)
+    return ordered
 
 
 @dataclass(frozen=True)
@@ -24,7 +47,8 @@ class RowResult:
 
 
 class MetricCollection:
-    """Runs ``metrics`` in order over the ``tasks`` at every evaluation row (see ``analysis.metrics.base``).
+    """Runs ``metrics`` over the ``tasks`` at every evaluation row (see ``analysis.metrics.base``), in their
+    order except where a metric ``needs`` what a later one ``provides`` (:func:`order_metrics`).
 
     ``evaluate(t, features)`` measures row t (-1 before training) and returns a :class:`RowResult`;
     ``rows`` holds every table row so far and ``done`` the rows evaluated. ``state_dict()`` holds both
@@ -37,7 +61,7 @@ class MetricCollection:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"metric names must be unique in a collection; repeated: {dup}")
-        self.metrics = list(metrics)
+        self.metrics = order_metrics(metrics)
         self.tasks = list(tasks)
         self.ddof, self.geometry_split = ddof, geometry_split
         self.experiences = len(self.tasks) if experiences is None else int(experiences)

@@ -21,6 +21,7 @@ class ForgettingTransfer(Metric):
 
     name = "forgetting_transfer"
     emits = (FORGETTING_MAX, FORGETTING_LAST, FORGETTING_NORM, BWT, FWT, INTERFERENCE)
+    needs = (ACCURACY_PRODUCT,)
 
     def update(self, row: Row) -> None:
         t = row.t

@@ -75,6 +75,7 @@ class ProbeAccuracy(Metric):
 
     name = "probe_accuracy"
     emits = (ACC, PROBE_CONVERGED)
+    provides = (ACCURACY_PRODUCT,)
 
     def __init__(self, probes=(NCC, LINEAR), protocols=(REFIT, FROZEN), *, linear_steps: int = LINEAR_STEPS,
                  linear_weight_decay: float = 1e-4, max_train_samples: Optional[int] = None, seed: int = 0):

@@ -22,6 +22,7 @@ class TaskLearned(Metric):
 
     name = "task_learned"
     emits = (LEARNED,)
+    needs = (ACCURACY_PRODUCT,)
 
     def __init__(self, margin: float = 0.2, probes=(NCC, LINEAR)):
         super().__init__()

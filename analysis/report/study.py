@@ -1,4 +1,5 @@
-"""The study report: tidy tables of all runs, the statistics, the verdict, and scatter plots with fits."""
+"""The study report: renders the study's products (``analysis.study``: tables, statistics), the verdict, the
+paper's claims over runs, the design, and scatter plots with fits."""
 from __future__ import annotations
 
 import json
@@ -8,11 +9,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dncsim.analysis.aggregate import pair_rows, rows_to_csv, task_rows
 from dncsim.common import atomic_write_bytes, json_text
 from dncsim.analysis.report.figures import plotting, png_bytes, subplots
 from dncsim.analysis.report.render import environment, figure_embedder, fmt
-from dncsim.analysis.stats import study_statistics
+from dncsim.analysis.study import StudyProducts
 from dncsim.rundir import load_run
 
 __all__ = ["build_study_report", "STUDY_FIGURES", "paper_over_study", "SEED_FACTORS", "design_section"]
@@ -216,22 +216,11 @@ def design_section(records: Sequence[dict]) -> Optional[dict]:
                             bool(r["design"].get("placebo"))) for r in designed})}
 
 
-def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg) -> Path:
-    """Aggregate the finished ``runs`` ((run directory, factors) pairs) into ``tasks.csv`` and
-    ``pairs.csv``, test (``statistics.json``) and write ``report/`` (index.html, report.md, summary.json,
-    figures/). Returns the report directory."""
-    tasks, pairs = [], []
-    for path, factors in runs:
-        run = load_run(path)
-        tasks += task_rows(run, factors)
-        pairs += pair_rows(run, factors)
-    atomic_write_bytes(study_dir / "tasks.csv", rows_to_csv(tasks).encode())
-    atomic_write_bytes(study_dir / "pairs.csv", rows_to_csv(pairs).encode())
-    stats = study_statistics(tasks, pairs, cfg.statistics) if tasks else \
-        {"tests": [], "notes": ["no finished runs"], "primary": None, "co_primary": {}, "classical": None,
-         "joint": None, "pairs_primary": None, "verdict": ["No finished runs: nothing to test."],
-         "outcome": None, "interference": None}
-    atomic_write_bytes(study_dir / "statistics.json", json_text(stats).encode())
+def build_study_report(study_dir: Path, runs: Sequence[Tuple[Path, Dict]], cfg, products: StudyProducts) -> Path:
+    """Render the study's ``products`` (``analysis.study``: its tables and statistics, already written) over
+    the finished ``runs`` ((run directory, factors) pairs) into ``report/`` (index.html, report.md,
+    summary.json, figures/), with ``paper.json`` when the paper's claims apply. Returns the report directory."""
+    tasks, pairs, stats = products.tasks, products.pairs, products.statistics
     paper = paper_over_study(runs, getattr(cfg.statistics, "paper", "auto"))
     if paper is not None:
         atomic_write_bytes(study_dir / "paper.json", json_text(paper).encode())

@@ -81,7 +81,7 @@ def test_strategy_table_means_over_runs_of_earlier_tasks():
 
 def test_study_statistics_adds_the_dose_response_when_the_weight_is_a_factor(tmp_path):
     from dncsim.analysis.stats import study_statistics
-    from dncsim.simulator.study import StatisticsConfig
+    from dncsim.analysis.study import StatisticsConfig
     rows = []
     for r in study(3):
         rows.append({**r, "objective": "simclr", "learned": True, "learned_at": r["task"],

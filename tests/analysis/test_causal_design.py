@@ -9,7 +9,7 @@ import pytest
 from dncsim.analysis.causal_design import design_analysis, has_dose_design, simulate_design_table
 from dncsim.analysis.stats import study_statistics
 from dncsim.common import DncsimError
-from dncsim.simulator.study import StatisticsConfig
+from dncsim.analysis.study import StatisticsConfig
 
 STUDIES = 200
 B = 0.05                              # effect per doubling of the mediator that carries it

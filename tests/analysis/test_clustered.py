@@ -9,7 +9,7 @@ from scipy import stats
 from dncsim.analysis.clustered import cluster_fit
 from dncsim.analysis.inference import primary_analysis
 from dncsim.common import DncsimError
-from tests.analysis.test_inference import study
+from tests.support.inference_data import study
 
 DATASETS = 4000                       # Monte-Carlo sd of a 5% rejection rate: 0.34 points
 

@@ -15,6 +15,7 @@ from dncsim.analysis.metrics.base import Row, pack_state, unpack_state
 from dncsim.analysis.metrics.forgetting_transfer import ForgettingTransfer
 from dncsim.analysis.orthogonality import random_abs_cos
 from dncsim.analysis.probes import fit_linear, fit_ncc
+from dncsim.common import DncsimError
 
 N_TRAIN, N_TEST, D = 48, 40, 6
 
@@ -142,6 +143,27 @@ def test_the_contract_is_checked():
     m = DEFAULT_METRICS[0].from_config(EvaluationConfig(), AnalysisConfig(), 0)
     with pytest.raises(ValueError, match="state has"):
         m.load_state_dict({"accuracy": {}})
+
+
+def test_the_collection_measures_providers_before_what_needs_them():
+    """needs/provides order the collection: a consumer given before its provider comes after it, ties keep
+    their given order (the default order is kept as it is), and a need without provider is refused."""
+    def metric(label, needs=(), provides=()):
+        return type(label, (Metric,), {"name": label, "needs": needs, "provides": provides,
+                                       "update": lambda self, row: None})()
+
+    a, b, c, d = metric("a", needs=("x",)), metric("b"), metric("c", provides=("x",)), metric("d", needs=("x",))
+    assert [m.name for m in MetricCollection([a, b, c, d], make_tasks()).metrics] == ["b", "c", "a", "d"]
+    defaults = [cls.from_config(EvaluationConfig(), AnalysisConfig(), 0) for cls in DEFAULT_METRICS]
+    assert [m.name for m in MetricCollection(defaults, make_tasks()).metrics] == [m.name for m in defaults]
+    assert [m.name for m in MetricCollection(defaults[::-1], make_tasks()).metrics].index("probe_accuracy") < \
+        [m.name for m in MetricCollection(defaults[::-1], make_tasks()).metrics].index("forgetting_transfer")
+    with pytest.raises(DncsimError, match=r"^metric 'forgetting_transfer' needs 'accuracy' \(row.products\), which "
+                                          r"no metric of the collection provides"):
+        MetricCollection([ForgettingTransfer()], make_tasks())
+    with pytest.raises(DncsimError, match="metrics need each other in a cycle: "):
+        MetricCollection([metric("e", needs=("y",), provides=("z",)), metric("f", needs=("z",), provides=("y",))],
+                         make_tasks())
 
 
 @pytest.mark.parametrize("d,exact", [(2, math.cos(math.pi / 4)), (3, 0.5)])

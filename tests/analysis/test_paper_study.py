@@ -8,7 +8,7 @@ from dncsim.analysis.report import study as study_report
 from dncsim.analysis.report.study import paper_over_study
 from dncsim.common import DncsimError
 from dncsim.simulator.stats_command import format_statistics, stats_for
-from tests.analysis.test_paper_claims import make_run
+from tests.support.paper_runs import make_run
 
 
 @pytest.fixture

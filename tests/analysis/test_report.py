@@ -14,12 +14,8 @@ from dncsim.rundir import load_run
 from dncsim.simulator.cli import main
 from dncsim.simulator.config import run_from_mapping
 from dncsim.simulator.run import run
+from tests.support.report_runs import BASE, make_run
 
-BASE = {"seed": 1, "scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 2, "test_repeats": 2},
-                                "stream": {"type": "factor", "attributes": ["shape", "color", "size", "style"]}},
-        "backbone": {"name": "convnet", "width": 8, "feature_dim": 16}, "training": {"epochs": 2, "batch_size": 64},
-        "evaluation": {"linear_steps": 20}, "analysis": {"shots": [1, 5, 10], "episodes": 20},
-        "output": {"report": False, "tensorboard": False}}
 SINGLE = ["collapse_curves", "accuracy_heatmaps", "forgetting_bars", "dircdnv_vs_forgetting", "fewshot_curves"]
 PAIRWISE = ["orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatter", "prop42_tightness",
             "interference_graph"]
@@ -28,12 +24,6 @@ PAIRWISE = ["orthogonality_heatmap", "orthogonality_over_stream", "prop42_scatte
 def figure_files(out):
     """{file name: bytes} of a report's figures/ folder."""
     return {p.name: p.read_bytes() for p in sorted((out / "figures").iterdir())}
-
-
-def make_run(path, **changes):
-    cfg = {**BASE, **changes}
-    run(run_from_mapping(cfg), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ def chromium_driver():
 
 
 def test_report_renders_in_headless_chromium(tmp_path):
-    from tests.analysis.test_report import make_run
+    from tests.support.report_runs import make_run
     out = build_report(make_run(tmp_path / "run"))
     figures = json.loads((out / "summary.json").read_text())["figures"]
     browser = chromium_driver()
@@ -87,7 +87,7 @@ def test_a_report_of_hostile_names_runs_no_script_in_chromium(tmp_path):
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.analysis.test_report_escaping import RUN_NAME, TASK_A, TASK_B, VALUES_A, hostile_run
+    from tests.support.hostile import RUN_NAME, TASK_A, TASK_B, VALUES_A, hostile_run
     run = hostile_run(tmp_path / "run")
     out = build_report(run, compare=[run])
     browser = chromium_driver()

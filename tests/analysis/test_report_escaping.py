@@ -5,55 +5,23 @@ text) and Markdown in which it is escaped (rendered by a CommonMark parser with 
 result holds the payload as text and nothing injected)."""
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
-import numpy as np
 import pytest
 from markdown_it import MarkdownIt
-from PIL import Image
 
 from dncsim.analysis.report import build_report
 from dncsim.analysis.report.render import md_code, md_escape
 from dncsim.analysis.report.study import build_study_report
-from dncsim.simulator.config import run_from_mapping
-from dncsim.simulator.run import run
+from dncsim.analysis.study import write_study_products
+from dncsim.rundir import load_run
 from dncsim.simulator.study import StudyConfig
+from tests.support.hostile import RUN_NAME, TASK_A, TASK_B, VALUES_A, VALUES_B, hostile_run
 
-# names are plain names (no "/"); the attribute values may hold anything
-TASK_A = "<img src=x onerror=alert(1)>"
-TASK_B = "*b*|`c`_[l](y) &amp; #h"
-RUN_NAME = "<img src=x onerror=alert(2)>"
-VALUES_A = ["<script>alert(3)</script>", "plain & <b onmouseover=alert(4)>bold</b>"]
-VALUES_B = ["<svg onload=alert(5)>", "<b onmouseover=alert(10)>x|y</b>"]
 STUDY_NAME = "<img src=x onerror=alert(6)>"
 STUDY_RUN = "<svg onload=alert(7)>"
 STUDY_ERROR = "diverged: <script>alert(8)</script> | **loud**"
 FACTOR_VALUE = "<img src=x onerror=alert(9)>"
 NAMES = [TASK_A, TASK_B, RUN_NAME]
-
-
-def hostile_run(path: Path) -> Path:
-    """A finished two-task run (factor stream over an image_table) whose names and values are payloads."""
-    data = path.parent / f"{path.name}_data"
-    (data / "img").mkdir(parents=True)
-    quote = '"{}"'.format
-    lines = [",".join(["path", quote(TASK_A), quote(TASK_B)])]
-    noise = np.random.default_rng(0).integers(0, 50, 64)
-    for i in range(64):
-        a, b = i % 2, (i // 2) % 2
-        img = np.zeros((8, 8, 3), np.uint8)
-        img[..., 0], img[..., 1], img[..., 2] = 200 * a, 200 * b, noise[i]
-        Image.fromarray(img).save(data / "img" / f"{i}.png")
-        lines.append(",".join([f"img/{i}.png", quote(VALUES_A[a]), quote(VALUES_B[b])]))
-    (data / "t.csv").write_text("\n".join(lines) + "\n")
-    cfg = {"name": RUN_NAME, "seed": 0,
-           "scenario": {"source": {"name": "image_table", "root": str(data), "table": str(data / "t.csv")},
-                        "stream": {"type": "factor"}},
-           "backbone": {"name": "convnet", "width": 4, "feature_dim": 8}, "objective": {"name": "supervised"},
-           "training": {"epochs": 1, "batch_size": 32}, "evaluation": {"linear_steps": 5},
-           "analysis": {"shots": [1, 2], "episodes": 5}, "output": {"report": False, "tensorboard": False}}
-    run(run_from_mapping(cfg), path)
-    return path
 
 
 class Page(HTMLParser):
@@ -172,7 +140,8 @@ def test_study_report_escapes_the_study_run_names_errors_and_factors(hostile, tm
     (study / "study.json").write_text(json.dumps({"name": STUDY_NAME, "runs": runs}))
     cfg = StudyConfig.model_validate({"name": STUDY_NAME, "base": {}, "factors": {
         "training.epochs": [1], "strategy.name": [FACTOR_VALUE]}})
-    report = build_study_report(study, [(hostile, factors)], cfg)
+    products = write_study_products(study, [(load_run(hostile), factors)], cfg.statistics)
+    report = build_study_report(study, [(hostile, factors)], cfg, products)
     html = (report / "index.html").read_text()
     for s in [STUDY_NAME, STUDY_RUN, STUDY_ERROR, FACTOR_VALUE, TASK_A]:
         assert s not in html

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dncsim.analysis.stats import study_statistics
-from dncsim.simulator.study import StatisticsConfig
+from dncsim.analysis.study import StatisticsConfig
 
 DRAWS = 50
 SETTINGS = StatisticsConfig(bootstrap=100, permutations=100)

@@ -15,6 +15,7 @@ import yaml
 
 from dncsim.analysis.aggregate import task_rows
 from dncsim.analysis.report.study import build_study_report, design_section
+from dncsim.analysis.study import study_products
 from dncsim.rundir import load_run
 from dncsim.simulator.cli import main
 from dncsim.simulator.config import run_from_mapping, set_values
@@ -225,8 +226,8 @@ def test_the_report_shows_who_got_what(tmp_path):
     study_dir = tmp_path / "study"
     study_dir.mkdir()
     (study_dir / "study.json").write_text(json.dumps({"name": "d", "runs": records}))
-    report = build_study_report(study_dir, [], StudyConfig.model_validate({"name": "d", "base": {},
-                                                                           "factors": {"f": [1]}}))
+    cfg = StudyConfig.model_validate({"name": "d", "base": {}, "factors": {"f": [1]}})
+    report = build_study_report(study_dir, [], cfg, study_products([], cfg.statistics))
     html, md = (report / "index.html").read_text(), (report / "report.md").read_text()
     assert '<h2 id="design">Design</h2>' in html and "3 runs in 2 blocks, arms: active, placebo" in html
     assert "<td class=\"text\">001-x|&lt;b&gt;</td><td class=\"text\">active</td><td>0</td><td>1</td><td>11</td>" \
@@ -239,8 +240,7 @@ def test_the_report_shows_who_got_what(tmp_path):
     (plain / "study.json").write_text(json.dumps({"name": "p", "runs": [{"name": "x", "factors": {"f": 1},
                                                                          "status": "failed", "error": "e",
                                                                          "seconds": 1.0}]}))
-    report = build_study_report(plain, [], StudyConfig.model_validate({"name": "p", "base": {},
-                                                                       "factors": {"f": [1]}}))
+    report = build_study_report(plain, [], cfg, study_products([], cfg.statistics))
     assert "Design" not in (report / "index.html").read_text() and "Design" not in (report / "report.md").read_text()
 
 

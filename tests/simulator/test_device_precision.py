@@ -21,9 +21,9 @@ from dncsim.analysis.probes import fit_ncc
 from dncsim.analysis.metrics.base import pack_state, unpack_state
 from dncsim.simulator.run import run
 from dncsim.simulator.template import ITERATION_EVENTS, EvaluationPlugin, SupervisedPlugin, iteration_hooks
-from tests.simulator.test_cli_imports import dncsim as dncsim_fresh
-from tests.simulator.test_reliability import TINY as RELIABILITY_TINY
-from tests.simulator.test_reliability import StopAt, same_results
+from tests.support.cli import dncsim as dncsim_fresh
+from tests.support.reliability import TINY as RELIABILITY_TINY
+from tests.support.reliability import StopAt, same_results
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TINY = {**RELIABILITY_TINY, "threads": 1}           # the reliability tests' tiny run, on one thread

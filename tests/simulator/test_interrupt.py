@@ -18,8 +18,8 @@ import yaml
 
 from dncsim.simulator import interrupts
 from dncsim.simulator.cli import main
-from tests.simulator.test_cli_imports import dncsim as dncsim_importing
-from tests.simulator.test_reliability import TINY, same_results
+from tests.support.cli import dncsim as dncsim_importing
+from tests.support.reliability import TINY, same_results
 
 ROOT = Path(__file__).resolve().parents[2]
 #: two experiences: the signal comes while the second trains, once the first is on disk
@@ -203,7 +203,7 @@ def test_the_closing_table_footnotes_an_undefined_geometry():
 
 @pytest.mark.slow
 def test_a_signalled_study_stops_its_runs_which_record_that_they_were_interrupted(tmp_path):
-    from tests.simulator.test_reliability import study_file, wait_for_progress
+    from tests.support.reliability import study_file, wait_for_progress
     path = study_file(tmp_path, "study")
     proc = subprocess.Popen([sys.executable, "-m", "dncsim", "study", str(path)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -10,15 +10,12 @@ from dncsim.common import DncsimError
 from dncsim.simulator.cli import main
 from dncsim.simulator.config import run_from_mapping
 from dncsim.simulator.run import run
+from tests.support.tiny import DROP, tiny_config
 
-RUN = {"name": "tiny-wandb", "seed": 2,
-       "scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "probe_repeats": 2,
-                               "test_repeats": 2},
-                    "stream": {"type": "factor", "attributes": ["shape", "color"]}},
-       "backbone": {"name": "convnet", "width": 4, "feature_dim": 8}, "objective": {"name": "supervised"},
-       "training": {"epochs": 1, "batch_size": 48}, "evaluation": {"linear_steps": 5, "probes": ["ncc"]},
-       "analysis": {"shots": [1], "episodes": 5, "bootstrap": 0},
-       "output": {"report": False, "checkpoints": False, "loggers": ["wandb"]}}
+RUN = tiny_config({"scenario.source.probe_repeats": 2, "scenario.stream.attributes": ["shape", "color"],
+                   "training.batch_size": 48, "evaluation.probes": ["ncc"], "analysis.episodes": 5,
+                   "analysis.bootstrap": 0, "output.tensorboard": DROP, "output.loggers": ["wandb"]},
+                  name="tiny-wandb", seed=2, objective={"name": "supervised"})
 
 
 def wandb_records(path):

@@ -21,21 +21,7 @@ from dncsim.rundir import RunLock
 from dncsim.simulator.cli import main
 from dncsim.simulator.config import run_from_mapping
 from dncsim.simulator.run import run
-
-ROOT = Path(__file__).resolve().parents[2]
-TINY = yaml.safe_load("""
-name: tiny
-seed: 1
-scenario:
-  source: {name: shapes, image_size: 16, train_repeats: 1, probe_repeats: 1, test_repeats: 2}
-  stream: {type: factor, attributes: [color, style, size]}
-backbone: {name: convnet, width: 4, feature_dim: 8}
-objective: {name: simclr}
-training: {epochs: 1, batch_size: 32}
-evaluation: {linear_steps: 5}
-analysis: {shots: [1], episodes: 4}
-output: {report: false, tensorboard: false}
-""")
+from tests.support.reliability import ROOT, StopAt, TINY, same_results, study_file, wait_for_progress
 
 
 def tiny(**changes):
@@ -51,28 +37,6 @@ def config_file(tmp_path, **changes):
 def files(directory):
     return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*"))
             if p.is_file() and p.name != ".dncsim.lock"}
-
-
-def same_results(a, b):
-    for name in ("metrics.csv", "metrics.jsonl", "accuracy.json"):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    ga, gb = sorted((a / "geometry").glob("*.npz")), sorted((b / "geometry").glob("*.npz"))
-    assert [p.name for p in ga] == [p.name for p in gb]
-    for fa, fb in zip(ga, gb):
-        with np.load(fa) as za, np.load(fb) as zb:
-            assert za.files == zb.files and all(np.array_equal(za[k], zb[k], equal_nan=True) for k in za.files)
-
-
-class StopAt(SupervisedPlugin):
-    """Interrupts a run as experience ``at`` starts (the checkpoints of the earlier ones are written)."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at = at
-
-    def before_training_exp(self, strategy, **kwargs):
-        if strategy.experience.current_experience == self.at:
-            raise KeyboardInterrupt
 
 
 # --- exclusive run directories ---------------------------------------------------------------------
@@ -120,7 +84,7 @@ def test_a_lock_dies_with_its_process(tmp_path):
 
 
 def test_dying_is_read_from_the_kernel(tmp_path):
-    from dncsim.rundir import _dying
+    from dncsim.rundir.lock import _dying
     assert not _dying(os.getpid()) and not _dying(2 ** 22 + 12345) and not _dying(None)
     child = subprocess.Popen(["true"])
     stat = Path(f"/proc/{child.pid}/stat")
@@ -147,17 +111,17 @@ def test_dying_is_read_from_the_kernel(tmp_path):
 def test_a_lock_whose_holder_is_dying_is_waited_for(tmp_path, monkeypatch):
     import threading
 
-    import dncsim.rundir
+    import dncsim.rundir.lock
     out = tmp_path / "run"
     out.mkdir()
     holder = lock_holder(out)
-    monkeypatch.setattr(dncsim.rundir, "_dying", lambda pid, proc=None: pid == holder.pid)   # as if killed
-    monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 0.3)
+    monkeypatch.setattr(dncsim.rundir.lock, "_dying", lambda pid, proc=None: pid == holder.pid)   # as if killed
+    monkeypatch.setattr(dncsim.rundir.lock, "DYING_HOLDER_WAIT", 0.3)
     start = time.monotonic()
     with pytest.raises(Exception, match=f"in use by pid {holder.pid} .*, which was killed and has not exited yet"):
         RunLock(out).acquire()                              # it did not exit in time
     assert time.monotonic() - start >= 0.3
-    monkeypatch.setattr(dncsim.rundir, "DYING_HOLDER_WAIT", 60.0)
+    monkeypatch.setattr(dncsim.rundir.lock, "DYING_HOLDER_WAIT", 60.0)
     threading.Timer(0.5, os.kill, (holder.pid, signal.SIGKILL)).start()
     start = time.monotonic()
     RunLock(out).acquire().release()                        # waited until the holder was gone
@@ -462,35 +426,10 @@ def test_a_run_killed_in_any_kind_of_write_resumes_to_the_uninterrupted_results(
 
 # --- studies that survive killed processes ------------------------------------------------------------
 
-STUDY = {"base": {**TINY, "training": {"epochs": 3, "batch_size": 16},
-                  "scenario": {**TINY["scenario"], "source": {**TINY["scenario"]["source"], "train_repeats": 2}}},
-         "factors": {"seed": [0, 1]}, "workers": 2, "statistics": {"bootstrap": 100, "permutations": 100}}
-
-
-def study_file(tmp_path, name):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**STUDY, "out": str(tmp_path / name)}))
-    return path
-
 
 def study_cli(path, *extra):
     return subprocess.Popen([sys.executable, "-m", "dncsim", "study", str(path), *extra], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_progress(study_dir: Path, timeout=300) -> dict:
-    """The manifest of the first run that finished an experience and is still running."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for m in study_dir.glob("runs/*/manifest.json"):
-            try:
-                manifest = json.loads(m.read_text())
-            except ValueError:
-                continue
-            if manifest["status"] == "running" and manifest["experiences_done"] >= 1:
-                return manifest
-        time.sleep(0.02)
-    raise AssertionError("no run made progress")
 
 
 @pytest.fixture(scope="module")

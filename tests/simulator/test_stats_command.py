@@ -10,18 +10,6 @@ from hypothesis import strategies as st
 from dncsim.analysis.aggregate import rows_to_csv
 from dncsim.analysis.inference import VERDICTS
 from dncsim.simulator.cli import main
-from tests.analysis.test_study_statistics import tables
-
-
-@pytest.fixture
-def study_dir(tmp_path):
-    t, p = tables(effect=1.0, unlearned=2)
-    d = tmp_path / "study"
-    d.mkdir()
-    (d / "tasks.csv").write_text(rows_to_csv(t))
-    (d / "pairs.csv").write_text(rows_to_csv(p))
-    (d / "study.yaml").write_text("statistics: {bootstrap: 200, permutations: 200}\n")
-    return d
 
 
 def test_stats_on_a_study_directory_prints_the_verdict_and_writes_the_json(study_dir, tmp_path, capsys):

@@ -8,12 +8,11 @@ import yaml
 from dncsim.analysis import DncsimError
 from dncsim.simulator.cli import main
 from dncsim.simulator.study import StudyFailed, expand_grid, load_study_config, run_study
+from tests.support.tiny import tiny_config
 
-BASE = {"scenario": {"source": {"name": "shapes", "image_size": 16, "train_repeats": 1, "test_repeats": 2},
-                     "stream": {"type": "factor", "attributes": ["shape", "color", "style"]}},
-        "backbone": {"name": "convnet", "width": 8, "feature_dim": 16}, "training": {"epochs": 1, "batch_size": 48},
-        "evaluation": {"linear_steps": 10}, "analysis": {"shots": [1, 5], "episodes": 10},
-        "output": {"report": False, "tensorboard": False, "checkpoints": False}}
+BASE = tiny_config({"scenario.stream.attributes": ["shape", "color", "style"], "backbone.width": 8,
+                    "backbone.feature_dim": 16, "training.batch_size": 48, "evaluation.linear_steps": 10,
+                    "analysis.shots": [1, 5], "analysis.episodes": 10})
 
 
 def study_file(tmp_path, name="s", **extra):

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from dncsim.common import DncsimError
-from dncsim.simulator import study
+from dncsim.simulator import study, study_executors
 from dncsim.simulator.cli import main
 from dncsim.simulator.study import (AddressClusterConfig, DaskExecutor, LocalClusterConfig, SlurmClusterConfig,
                                     load_study_config, run_study, slurm_cluster, wants_gpu)
@@ -168,11 +168,11 @@ def test_each_worker_process_holds_its_own_gpu(tmp_path, monkeypatch):
     held = []
     try:
         for expected in (0, 1, None):
-            monkeypatch.setattr(study, "_GPU_CLAIM", None)              # a new worker process
-            assert study.claim_gpu() == expected
-            held.append(study._GPU_CLAIM)
-        monkeypatch.setattr(study, "_GPU_CLAIM", held[1])              # the second process again: keeps its GPU
-        assert study.claim_gpu() == 1
+            monkeypatch.setattr(study_executors, "_GPU_CLAIM", None)     # a new worker process
+            assert study_executors.claim_gpu() == expected
+            held.append(study_executors._GPU_CLAIM)
+        monkeypatch.setattr(study_executors, "_GPU_CLAIM", held[1])     # the second process again: keeps its GPU
+        assert study_executors.claim_gpu() == 1
     finally:
         for claim in held:
             if claim is not None:
@@ -198,7 +198,7 @@ def test_run_specs_of_a_slurm_gpu_study_ask_for_a_gpu_and_share_the_job_cpus(tmp
             return iter([])
 
     monkeypatch.setattr(study, "DaskExecutor", Recorder)
-    monkeypatch.setattr("dncsim.analysis.report.study.build_study_report", lambda out, runs, cfg: out / "report")
+    monkeypatch.setattr("dncsim.analysis.report.study.build_study_report", lambda *args: args[0] / "report")
     path = study_file(tmp_path, cluster={"kind": "slurm", "gpus": 2, "cores": 8}, set={"device": "auto"})
     run_study(load_study_config(path), stream=open(tmp_path / "log.txt", "w"))
     assert [s["gpu"] for s in seen["specs"]] == [True, True]
