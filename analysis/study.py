@@ -13,8 +13,6 @@ from typing import Dict, List, Literal, Sequence, Tuple
 
 from pydantic import Field
 
-from dncsim.analysis.aggregate import pair_rows, rows_to_csv, task_rows
-from dncsim.analysis.stats import study_statistics
 from dncsim.common import StrictModel, atomic_write_bytes, json_text
 
 __all__ = ["StatisticsConfig", "StudyProducts", "study_products", "write_study_products", "NO_RUNS_STATISTICS"]
@@ -55,6 +53,8 @@ class StudyProducts:
 
 def study_products(runs: Sequence[Tuple[object, Dict]], settings: StatisticsConfig) -> StudyProducts:
     """The tables of the loaded ``runs`` ((run, factors) pairs, in the study's order) and their statistics."""
+    from dncsim.analysis.aggregate import pair_rows, task_rows          # numpy, scipy: only when computing
+    from dncsim.analysis.stats import study_statistics
     if not isinstance(settings, StatisticsConfig):
         raise TypeError(f"settings: expected a StatisticsConfig, got {type(settings).__name__}")
     tasks, pairs = [], []
@@ -68,6 +68,7 @@ def study_products(runs: Sequence[Tuple[object, Dict]], settings: StatisticsConf
 def write_study_products(study_dir: Path, runs: Sequence[Tuple[object, Dict]],
                          settings: StatisticsConfig) -> StudyProducts:
     """:func:`study_products`, written (atomically) to ``study_dir``/tasks.csv, pairs.csv and statistics.json."""
+    from dncsim.analysis.aggregate import rows_to_csv
     products = study_products(runs, settings)
     atomic_write_bytes(Path(study_dir) / "tasks.csv", rows_to_csv(products.tasks).encode())
     atomic_write_bytes(Path(study_dir) / "pairs.csv", rows_to_csv(products.pairs).encode())
