@@ -44,10 +44,8 @@ def _executor(cfg: StudyConfig, out: Path):
 
 
 def _run_status(run_dir: Path) -> Optional[str]:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
+    from dncsim.rundir import run_status
+    return run_status(run_dir)
 
 
 def _eta(seconds: float) -> str:

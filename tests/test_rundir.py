@@ -293,3 +293,13 @@ def test_a_damaged_older_generation_is_moved_aside_and_the_newest_used(tmp_path)
     assert [(r["file"], r["experiences_done"]) for r in records] == [("checkpoint.pt", 3),
                                                                      ("checkpoint.previous.pt", 2)]
     assert rd.load_checkpoint(records) == ({"experiences_done": 3}, None)
+
+
+def test_run_status_is_read_from_the_manifest_by_the_run_directory_layer(tmp_path):
+    from dncsim.rundir import is_run_directory, run_status
+    assert run_status(tmp_path) is None and not is_run_directory(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"status": "running"}')
+    assert run_status(tmp_path) == "running" and is_run_directory(tmp_path)
+    for text in ("not json", "[1, 2]", '{"status": 3}'):
+        (tmp_path / "manifest.json").write_text(text)
+        assert run_status(tmp_path) is None

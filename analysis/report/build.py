@@ -14,7 +14,7 @@ from dncsim.analysis.report.paper import paper_claims, paper_findings
 from dncsim.analysis.report.render import environment, figure_embedder, fmt, pct
 from dncsim.analysis.report.summary import _jsonable, prop42_points, run_summary
 from dncsim.common import DncsimError, WriteFailed, atomic_write_bytes, csv_text, json_text, not_a_regular_file
-from dncsim.rundir import RunData, RunLock, load_run
+from dncsim.rundir import RunData, RunLock, is_run_directory, load_run
 
 __all__ = ["build_report"]
 
@@ -156,7 +156,7 @@ def build_report(run_dir, out: Optional[Path] = None, compare: Sequence = (), *,
     run_path = Path(run_dir)
     out = Path(out) if out is not None else run_path / "report"
     inside = out.resolve().is_relative_to(run_path.resolve())
-    writes_into_run = lock and inside and (run_path / "manifest.json").is_file()
+    writes_into_run = lock and inside and is_run_directory(run_path)
     held = RunLock(run_path).acquire("dncsim report") if writes_into_run else None
     try:
         run = load_run(run_path)

@@ -15,7 +15,7 @@ from dncsim.rundir.layout import (ACCURACY, CHECKPOINT, CHECKPOINT_DAMAGED, CHEC
                                   MANIFEST, METRICS_CSV, METRICS_JSONL, OWNED, REPORT, REQUIRED_FILES, STATUSES,
                                   TENSORBOARD, is_run_manifest, now, plain_name, provenance)
 from dncsim.rundir.lock import DYING_HOLDER_WAIT, RunLock
-from dncsim.rundir.reader import RunData, load_run
+from dncsim.rundir.reader import RunData, is_run_directory, load_run, run_status
 from dncsim.rundir.tables import accuracy_matrices, metrics_csv_text, read_metrics_csv
 from dncsim.rundir.writer import RunDirectory
 
@@ -23,4 +23,4 @@ __all__ = ["RunDirectory", "RunLock", "RunData", "load_run", "load_geometry", "r
            "REQUIRED_FILES", "CONFIG", "MANIFEST", "METRICS_CSV", "METRICS_JSONL", "ACCURACY", "GEOMETRY",
            "CHECKPOINT", "TENSORBOARD", "REPORT", "plain_name", "CHECKPOINT_PREVIOUS", "CHECKPOINT_DAMAGED", "LOCK",
            "OWNED", "STATUSES", "is_run_manifest", "now", "provenance", "metrics_csv_text", "geometry_npz_bytes",
-           "CheckpointGenerations", "DYING_HOLDER_WAIT"]
+           "CheckpointGenerations", "DYING_HOLDER_WAIT", "run_status", "is_run_directory"]

@@ -355,3 +355,18 @@ def load_run(path) -> RunData:
             raise DncsimError(f"{g}: empty file (expected a geometry file)")
     return RunData(path=p, config=config, manifest=manifest, rows=rows, tasks=tasks, matrices=matrices,
                    geometry_rows=geometry_rows, learned_at=learned_at)
+
+
+def run_status(run_dir) -> Optional[str]:
+    """The ``status`` its manifest records for the run directory ``run_dir``; None without a readable one."""
+    try:
+        status = json.loads((Path(run_dir) / MANIFEST).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
+
+
+def is_run_directory(path) -> bool:
+    """Whether ``path`` holds a run's manifest (a run directory, finished or not)."""
+    return (Path(path) / MANIFEST).is_file()
+
