@@ -29,8 +29,11 @@ def stage_api_tree() -> Path:
     """
     pkg = API_TREE / "dncsim"
     pkg.mkdir(parents=True, exist_ok=True)
-    links = {p.name: p for p in (ROOT / "src" / "dncsim").iterdir() if p.suffix == ".py"}
+    links = {p.name: p for p in (ROOT / "src" / "dncsim").iterdir()
+             if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").is_file())}
     links.update({name: ROOT / name for name in ("analysis", "scenarios", "simulator")})
+    for stale in [p for p in pkg.iterdir() if p.name not in links and (p.is_symlink() or p.is_file())]:
+        stale.unlink()                                                   # a module that has since moved
     for name, target in links.items():
         link = pkg / name
         if not (link.is_symlink() and link.resolve() == target.resolve()):
