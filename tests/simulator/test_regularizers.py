@@ -28,6 +28,16 @@ def config(weight=None, objective="simclr", fraction=1.0, epochs=2, seed=0, **ex
             "output": {"report": False, "tensorboard": False, "checkpoints": False}, "threads": 1, **extra}
 
 
+def assert_refused_in_one_line(cfg, tmp_path, capsys, message):
+    """``dncsim run`` on ``cfg`` exits 2 with one line naming ``message`` and creates no run directory."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "never").exists()
+
+
 @pytest.mark.parametrize("objective,reg,message", [
     ("simclr", {"name": "dir_variance", "weight": -0.5},
      "objective.regularizers[0].weight: must be a finite number >= 0"),
@@ -41,12 +51,7 @@ def config(weight=None, objective="simclr", fraction=1.0, epochs=2, seed=0, **ex
 def test_bad_regularizers_are_one_line_exit_2(tmp_path, capsys, objective, reg, message):
     cfg = config(objective=objective)
     cfg["objective"]["regularizers"] = [reg]
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(path), "--out", str(tmp_path / "never")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
-    assert not (tmp_path / "never").exists()
+    assert_refused_in_one_line(cfg, tmp_path, capsys, message)
 
 
 def test_a_regularizer_appears_once():
@@ -211,12 +216,7 @@ def test_axis_distill_state_survives_an_interruption_and_the_run_is_deterministi
 def test_bad_doses_and_placebo_are_one_line_exit_2(tmp_path, capsys, reg, message):
     cfg = config()
     cfg["objective"]["regularizers"] = [reg]
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    assert main(["run", str(path), "--out", str(tmp_path / "never")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
-    assert not (tmp_path / "never").exists()
+    assert_refused_in_one_line(cfg, tmp_path, capsys, message)
 
 
 def test_doses_schedule_the_weight_per_experience():
